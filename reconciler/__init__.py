@@ -1,0 +1,3 @@
+"""reconciler: a declarative GitOps reconciler daemon for ML fleets."""
+
+__version__ = "0.1.0"

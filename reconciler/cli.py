@@ -1,0 +1,128 @@
+"""The ``reconciler`` command line. Exit codes are part of the contract (DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from reconciler import __version__
+from reconciler.app import git_source, plan_pass
+from reconciler.desired.cache import DesiredCache
+from reconciler.desired.loader import cache_salt, load_desired
+from reconciler.diagnostics import InvalidInput
+from reconciler.errors import ReconcilerError
+from reconciler.plan.planner import Action
+from reconciler.plan.render import render_json, render_text, text_diff
+from reconciler.settings import Settings, find_config_file, load_settings
+from reconciler.source.directory import DirectorySnapshot
+from reconciler.source.snapshot import Snapshot
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_CHANGES = 2
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="a reconciler.yaml (default: "
+                        "$RECONCILER_CONFIG, else ./reconciler.yaml if present)")
+    parser.add_argument("--repo", metavar="PATH_OR_URL", help="the desired-state repository")
+    parser.add_argument("--branch", help="the branch to follow (default main)")
+    parser.add_argument("--path", help="the desired-state folder in the repository "
+                        "(default desired-state)")
+    parser.add_argument("--state-dir", metavar="DIR", help="mirror, caches and store")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reconciler", description="Declarative GitOps "
+                                     "reconciler for ML fleets.")
+    parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    validate = commands.add_parser("validate", help="check desired state: schemas, "
+                                   "references, strategies (exit 0 valid, 1 invalid)")
+    validate.add_argument("directory", nargs="?", metavar="DIR",
+                          help="a plain desired-state folder (pre-commit); default: the "
+                          "repository's branch")
+    validate.add_argument("--rev", help="a revision of --repo to check (branch, tag, sha)")
+    _common(validate)
+
+    plan = commands.add_parser("plan", help="what a pass would do (exit 0 in sync, "
+                               "2 changes, 1 error)")
+    plan.add_argument("--output", choices=("text", "json"), default="text")
+    _common(plan)
+    return parser
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(find_config_file(args.config), {
+        "repo": args.repo, "branch": args.branch, "path": args.path,
+        "stateDir": args.state_dir})
+
+
+def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
+    for diagnostic in error.diagnostics:
+        print(diagnostic.format(), file=stream)
+    count = len(error.diagnostics)
+    print(f"{count} error{'s' if count != 1 else ''}", file=stream)
+    return EXIT_ERROR
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    snapshot: Snapshot
+    if args.directory is not None:
+        folder = Path(args.directory)
+        if not folder.is_dir():
+            print(f"{args.directory}: not a directory", file=sys.stderr)
+            return EXIT_ERROR
+        snapshot = DirectorySnapshot(folder.resolve(), args.directory.rstrip("/") + "/")
+    else:
+        settings = _settings(args)
+        snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
+    desired = load_desired(snapshot, DesiredCache(cache_salt()))
+    counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
+              "configs": len(desired.configs), "models": len(desired.models),
+              "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
+    listed = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
+    print(f"{snapshot.display_prefix or './'}: valid at {snapshot.revision} ({listed})")
+    return EXIT_OK
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    planned = plan_pass(_settings(args), time.time())
+    diffs: dict[Action, str | None] = {}
+    for action in planned.plan.changes:
+        if action.kind == "Model":
+            continue
+        target = planned.desired.targets[action.target]
+        obj = (planned.desired.strategies.get(action.name) if action.kind == "Strategy"
+               else planned.desired.configs.get(action.name))
+        if obj is None or not target.is_local or obj.deliver.path is None:
+            continue
+        old = planned.fleet.read(target, obj.deliver.path) if action.current else None
+        diffs[action] = text_diff(old, planned.desired.read_content(obj), obj.deliver.path)
+    locations = {name: seen.location for name, seen in planned.observed.items()}
+    render = render_json if args.output == "json" else render_text
+    sys.stdout.write(render(planned.plan, diffs, locations))
+    if planned.plan.errors:
+        return EXIT_ERROR
+    return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InvalidInput as error:
+        return _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr)
+    except ReconcilerError as error:
+        print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,252 @@
+"""The desired state as typed objects, built from documents that passed their schema."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from reconciler.durations import parse_duration
+
+DEFAULT_CHECK_TIMEOUT_SECONDS = 30.0
+DEFAULT_RESTART_TIMEOUT_SECONDS = 60.0
+DEFAULT_HEALTH_TIMEOUT_SECONDS = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a document came from: folder-relative file, its blob id, stream index, line."""
+
+    file: str
+    oid: str
+    document: int
+    line: int
+
+
+@dataclass(frozen=True, slots=True)
+class Window:
+    time_zone: str
+    days: tuple[str, ...]
+    start: str
+    end: str
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    name: str
+    origin: Origin
+    local_root: str | None
+    kube_context: str | None
+    kube_namespace: str | None
+    after: str | None
+    soak_seconds: float
+    window: Window | None
+    prune: bool
+
+    @property
+    def is_local(self) -> bool:
+        return self.local_root is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMapRef:
+    name: str
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    path: str | None
+    mode: int | None
+    config_map: ConfigMapRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class Restart:
+    command: tuple[str, ...] | None
+    deployment: str | None
+    timeout_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    command: tuple[str, ...] | None
+    http_url: str | None
+    expect_status: int
+    timeout_seconds: float
+    soak_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Strategy:
+    name: str
+    origin: Origin
+    source: str
+    entrypoint: str | None
+    tests: tuple[str, ...]
+    check_timeout_seconds: float
+    targets: tuple[str, ...]
+    deliver: Delivery
+    restart: Restart | None
+    health: Health | None
+    on_failure: Literal["rollback", "hold"]
+    kind: Literal["Strategy"] = "Strategy"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    name: str
+    origin: Origin
+    targets: tuple[str, ...]
+    format: Literal["json", "yaml"]
+    schema: str | None
+    data: Mapping[str, Any]
+    deliver: Delivery
+    restart: Restart | None
+    health: Health | None
+    kind: Literal["Config"] = "Config"
+
+
+@dataclass(frozen=True, slots=True)
+class Artifact:
+    uri: str
+    sha256: str
+    format: str
+
+
+@dataclass(frozen=True, slots=True)
+class Pointer:
+    path: str | None
+    config_map: ConfigMapRef | None
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    name: str
+    origin: Origin
+    targets: tuple[str, ...]
+    artifact: Artifact
+    pointer: Pointer
+    gauntlet: str | None
+    restart: Restart | None
+    health: Health | None
+    keep: int
+    kind: Literal["Model"] = "Model"
+
+
+@dataclass(frozen=True, slots=True)
+class Gauntlet:
+    name: str
+    origin: Origin
+    spec: Mapping[str, Any]
+
+    @property
+    def spec_digest(self) -> str:
+        """Part of the memo key of gate results: any change to the gate re-runs it."""
+        return hashlib.sha256(json.dumps(self.spec, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    name: str
+    origin: Origin
+    gauntlet_gpu_seconds_per_day: float | None
+    promotions_per_day: int | None
+    restarts_per_hour: int | None
+
+
+Delivered = Strategy | Config
+
+
+@dataclass(frozen=True)
+class Desired:
+    """Everything one revision declares, valid and cross-checked."""
+
+    revision: str
+    targets: Mapping[str, Target]
+    strategies: Mapping[str, Strategy]
+    configs: Mapping[str, Config]
+    models: Mapping[str, Model]
+    gauntlets: Mapping[str, Gauntlet]
+    budgets: Mapping[str, Budget]
+    # sha256 of what each Strategy or Config delivers, by (kind, name).
+    content_digests: Mapping[tuple[str, str], str]
+    read_content: Callable[[Delivered], bytes] = field(compare=False)
+
+    def delivered(self) -> list[Delivered]:
+        """Configs before strategies: a strategy may read its Config when it restarts."""
+        return [*sorted(self.configs.values(), key=lambda c: c.name),
+                *sorted(self.strategies.values(), key=lambda s: s.name)]
+
+
+def _seconds(value: Any, default: float) -> float:
+    return parse_duration(value) if isinstance(value, str) else default
+
+
+def _delivery(spec: Mapping[str, Any]) -> Delivery:
+    config_map = spec.get("configMap")
+    mode = spec.get("mode")
+    return Delivery(spec.get("path"), int(mode, 8) if mode else None,
+                    ConfigMapRef(config_map["name"], config_map["key"]) if config_map else None)
+
+
+def _restart(spec: Mapping[str, Any] | None) -> Restart | None:
+    if spec is None:
+        return None
+    command = spec.get("command")
+    return Restart(tuple(command) if command else None, spec.get("deployment"),
+                   _seconds(spec.get("timeout"), DEFAULT_RESTART_TIMEOUT_SECONDS))
+
+
+def _health(spec: Mapping[str, Any] | None) -> Health | None:
+    if spec is None:
+        return None
+    command, http = spec.get("command"), spec.get("http") or {}
+    return Health(tuple(command) if command else None, http.get("url"),
+                  int(http.get("expectStatus", 200)),
+                  _seconds(spec.get("timeout"), DEFAULT_HEALTH_TIMEOUT_SECONDS),
+                  _seconds(spec.get("soak"), 0.0))
+
+
+def build(kind: str, data: Mapping[str, Any], origin: Origin) -> Any:
+    """The typed object for a document that passed its kind's schema."""
+    name: str = data["metadata"]["name"]
+    spec: Mapping[str, Any] = data["spec"]
+    if kind == "Target":
+        local, kube, window = spec.get("local"), spec.get("kubernetes"), spec.get("window")
+        return Target(
+            name, origin, local["root"] if local else None,
+            kube.get("context") if kube else None, kube["namespace"] if kube else None,
+            spec.get("after"), _seconds(spec.get("soak"), 0.0),
+            Window(window["timeZone"], tuple(window.get("days", ())), window["start"],
+                   window["end"]) if window else None,
+            bool(spec.get("prune", False)))
+    if kind == "Strategy":
+        return Strategy(name, origin, spec["source"], spec.get("entrypoint"),
+                        tuple(spec.get("tests", ())),
+                        _seconds(spec.get("checkTimeout"), DEFAULT_CHECK_TIMEOUT_SECONDS),
+                        tuple(spec["targets"]), _delivery(spec["deliver"]),
+                        _restart(spec.get("restart")), _health(spec.get("health")),
+                        spec.get("onFailure", "rollback"))
+    if kind == "Config":
+        return Config(name, origin, tuple(spec["targets"]), spec.get("format", "json"),
+                      spec.get("schema"), spec["data"], _delivery(spec["deliver"]),
+                      _restart(spec.get("restart")), _health(spec.get("health")))
+    if kind == "Model":
+        artifact, pointer = spec["artifact"], spec["pointer"]
+        config_map = pointer.get("configMap")
+        return Model(name, origin, tuple(spec["targets"]),
+                     Artifact(artifact["uri"], artifact["sha256"], artifact.get("format", "file")),
+                     Pointer(pointer.get("path"),
+                             ConfigMapRef(config_map["name"], config_map["key"])
+                             if config_map else None),
+                     spec.get("gauntlet"), _restart(spec.get("restart")),
+                     _health(spec.get("health")), int(spec.get("keep", 3)))
+    if kind == "Gauntlet":
+        return Gauntlet(name, origin, spec)
+    if kind == "Budget":
+        return Budget(name, origin, spec.get("gauntletGpuSecondsPerDay"),
+                      spec.get("promotionsPerDay"), spec.get("restartsPerHour"))
+    raise ValueError(f"unknown kind {kind}")

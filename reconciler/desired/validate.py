@@ -1,0 +1,284 @@
+"""Cross-document rules: references resolve, names are unique, paths stay inside, targets
+are ordered without cycles, and every object can actually be delivered where it is sent.
+
+Pure: it reads only the snapshot's entry table and the typed objects.
+"""
+
+from __future__ import annotations
+
+import zoneinfo
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from reconciler.desired.documents import (
+    Budget,
+    Config,
+    Delivery,
+    Gauntlet,
+    Model,
+    Origin,
+    Restart,
+    Strategy,
+    Target,
+)
+from reconciler.source.snapshot import Entry, PathError, link_destination, normalize, resolve
+
+BUILTIN_GAMES = ("connect4",)
+ARTIFACT_SCHEMES = ("file", "http", "https")
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """A broken rule, located by document and JSON path, or by line and column."""
+
+    file: str
+    message: str
+    rule: str
+    document: int | None = None
+    path: Path = ()
+    at_key: bool = False
+    line: int = 1
+    col: int = 1
+
+
+def _at(origin: Origin, path: Path, message: str, rule: str, *, at_key: bool = False) -> Finding:
+    return Finding(origin.file, message, rule, origin.document, path, at_key)
+
+
+Obj = Target | Strategy | Config | Model | Gauntlet | Budget
+
+
+def cross_check(entries: Mapping[str, Entry], objects: Iterable[Obj],
+                declared: set[tuple[str, str]]) -> list[Finding]:
+    """Every cross-document finding. ``declared`` holds (kind, name) of every document,
+    valid or not, so that one broken document does not also make its references dangle."""
+    objects = list(objects)
+    findings: list[Finding] = list(_symlinks(entries))
+    targets = {o.name: o for o in objects if isinstance(o, Target)}
+    gauntlets = {o.name for o in objects if isinstance(o, Gauntlet)}
+    findings += _unique_names(objects)
+    findings += _target_order(targets, declared)
+    budgets = [o for o in objects if isinstance(o, Budget)]
+    for extra in budgets[1:]:
+        findings.append(_at(extra.origin, ("metadata", "name"),
+                            f"a second Budget ({extra.name}); one Budget governs the daemon",
+                            "budget-unique"))
+    for obj in objects:
+        if isinstance(obj, Target):
+            findings += _target(obj)
+        elif isinstance(obj, Strategy | Config | Model):
+            findings += _placement(obj, targets, declared)
+            if isinstance(obj, Strategy):
+                findings += _strategy_files(obj, entries)
+            elif isinstance(obj, Config) and obj.schema is not None:
+                findings += _file_ref(obj.origin, ("spec", "schema"), obj.schema, entries,
+                                      suffixes=(".json",))
+            elif isinstance(obj, Model):
+                findings += _model(obj, entries, gauntlets, declared)
+        elif isinstance(obj, Gauntlet):
+            findings += _gauntlet(obj, entries)
+    findings += _delivery_conflicts(objects, targets)
+    return findings
+
+
+def _symlinks(entries: Mapping[str, Entry]) -> Iterator[Finding]:
+    for entry in entries.values():
+        if entry.kind == "link":
+            try:
+                link_destination(entry)
+            except PathError as error:
+                yield Finding(entry.path, str(error), error.rule)
+
+
+def _unique_names(objects: list[Obj]) -> Iterator[Finding]:
+    seen: dict[tuple[str, str], Origin] = {}
+    for obj in objects:
+        key = (type(obj).__name__, obj.name)
+        first = seen.setdefault(key, obj.origin)
+        if first is not obj.origin:
+            yield _at(obj.origin, ("metadata", "name"),
+                      f"{key[0]} {obj.name!r} is already declared in {first.file} "
+                      f"(line {first.line})", "duplicate-name")
+
+
+def _target_order(targets: Mapping[str, Target],
+                  declared: set[tuple[str, str]]) -> Iterator[Finding]:
+    for target in targets.values():
+        if target.after is None:
+            continue
+        if target.after == target.name:
+            yield _at(target.origin, ("spec", "after"), f"target {target.name!r} cannot come "
+                      "after itself", "after-cycle")
+        elif ("Target", target.after) not in declared:
+            yield _at(target.origin, ("spec", "after"), f"after: no Target named "
+                      f"{target.after!r}{_known(targets)}", "dangling-target")
+        else:
+            chain, current = [target.name], targets.get(target.after)
+            while current is not None and current.name not in chain:
+                chain.append(current.name)
+                current = targets.get(current.after) if current.after else None
+            if current is not None and current.name == target.name:
+                yield _at(target.origin, ("spec", "after"), "targets wait on each other in a "
+                          f"cycle: {' -> '.join([*chain, target.name])}", "after-cycle")
+
+
+def _known(names: Iterable[str]) -> str:
+    listed = sorted(names)
+    return f" (declared: {', '.join(listed)})" if listed else " (none is declared)"
+
+
+def _target(target: Target) -> Iterator[Finding]:
+    if target.window is not None:
+        try:
+            zoneinfo.ZoneInfo(target.window.time_zone)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            yield _at(target.origin, ("spec", "window", "timeZone"),
+                      f"unknown time zone {target.window.time_zone!r}; use an IANA name such "
+                      "as 'Europe/Berlin' or 'UTC'", "time-zone")
+
+
+def _placement(obj: Strategy | Config | Model, targets: Mapping[str, Target],
+               declared: set[tuple[str, str]]) -> Iterator[Finding]:
+    for index, name in enumerate(obj.targets):
+        target = targets.get(name)
+        if target is None:
+            if ("Target", name) not in declared:
+                yield _at(obj.origin, ("spec", "targets", index),
+                          f"no Target named {name!r}{_known(targets)}", "dangling-target")
+            continue
+        if isinstance(obj, Model):
+            yield from _pointer_fits(obj, target)
+        else:
+            yield from _delivery_fits(obj.origin, obj.deliver, target)
+        if obj.restart is not None:
+            yield from _restart_fits(obj.origin, obj.restart, target)
+
+
+def _delivery_fits(origin: Origin, deliver: Delivery, target: Target) -> Iterator[Finding]:
+    if target.is_local:
+        if deliver.path is None:
+            yield _at(origin, ("spec", "deliver"), f"target {target.name!r} is local: "
+                      "deliver needs 'path' (under the target's root)", "deliver-path")
+        else:
+            yield from _relative(origin, ("spec", "deliver", "path"), deliver.path)
+    elif deliver.config_map is None:
+        yield _at(origin, ("spec", "deliver"), f"target {target.name!r} is Kubernetes: "
+                  "deliver needs 'configMap'", "deliver-configmap")
+
+
+def _pointer_fits(model: Model, target: Target) -> Iterator[Finding]:
+    if target.is_local:
+        if model.pointer.path is None:
+            yield _at(model.origin, ("spec", "pointer"), f"target {target.name!r} is local: "
+                      "the pointer needs 'path' (a symlink under the target's root)",
+                      "pointer-path")
+        else:
+            yield from _relative(model.origin, ("spec", "pointer", "path"), model.pointer.path)
+    elif model.pointer.config_map is None:
+        yield _at(model.origin, ("spec", "pointer"), f"target {target.name!r} is Kubernetes: "
+                  "the pointer needs 'configMap'", "pointer-configmap")
+
+
+def _restart_fits(origin: Origin, restart: Restart, target: Target) -> Iterator[Finding]:
+    if target.is_local and restart.command is None:
+        yield _at(origin, ("spec", "restart"), f"target {target.name!r} is local: restart "
+                  "needs 'command'", "restart-kind")
+    if not target.is_local and restart.deployment is None:
+        yield _at(origin, ("spec", "restart"), f"target {target.name!r} is Kubernetes: "
+                  "restart needs 'deployment'", "restart-kind")
+
+
+def _relative(origin: Origin, path: Path, value: str) -> Iterator[Finding]:
+    try:
+        normalize(value)
+    except PathError as error:
+        yield _at(origin, path, str(error), error.rule)
+
+
+def _file_ref(origin: Origin, path: Path, value: str, entries: Mapping[str, Entry], *,
+              suffixes: tuple[str, ...]) -> Iterator[Finding]:
+    try:
+        entry = resolve(entries, value)
+    except PathError as error:
+        yield _at(origin, path, str(error), error.rule)
+        return
+    if not entry.path.endswith(suffixes):
+        yield _at(origin, path, f"{value!r} must be a {' or '.join(suffixes)} file",
+                  "file-type")
+
+
+def _strategy_files(strategy: Strategy, entries: Mapping[str, Entry]) -> Iterator[Finding]:
+    yield from _file_ref(strategy.origin, ("spec", "source"), strategy.source, entries,
+                         suffixes=(".py",))
+    for index, test in enumerate(strategy.tests):
+        yield from _file_ref(strategy.origin, ("spec", "tests", index), test, entries,
+                             suffixes=(".py",))
+
+
+def _model(model: Model, entries: Mapping[str, Entry], gauntlets: set[str],
+           declared: set[tuple[str, str]]) -> Iterator[Finding]:
+    if model.gauntlet is not None and ("Gauntlet", model.gauntlet) not in declared:
+        yield _at(model.origin, ("spec", "gauntlet"), f"no Gauntlet named "
+                  f"{model.gauntlet!r}{_known(gauntlets)}", "dangling-gauntlet")
+    uri = model.artifact.uri
+    scheme = urlsplit(uri).scheme if "://" in uri else ""
+    if scheme and scheme not in ARTIFACT_SCHEMES:
+        yield _at(model.origin, ("spec", "artifact", "uri"), f"artifact URI scheme {scheme!r} "
+                  f"is not supported; use a path in the folder, {', '.join(ARTIFACT_SCHEMES)}",
+                  "artifact-uri")
+    elif not scheme:
+        try:
+            resolve(entries, uri)
+        except PathError as error:
+            yield _at(model.origin, ("spec", "artifact", "uri"), str(error), error.rule)
+
+
+def _gauntlet(gauntlet: Gauntlet, entries: Mapping[str, Entry]) -> Iterator[Finding]:
+    match = gauntlet.spec.get("match")
+    if match is None:
+        return
+    game = match["game"]
+    if game not in BUILTIN_GAMES:
+        yield from _file_ref(gauntlet.origin, ("spec", "match", "game"), game, entries,
+                             suffixes=(".py",))
+    seen: set[str] = set()
+    for index, opponent in enumerate(match["opponents"]):
+        if opponent["name"] in seen:
+            yield _at(gauntlet.origin, ("spec", "match", "opponents", index, "name"),
+                      f"opponent {opponent['name']!r} is listed twice", "duplicate-opponent")
+        seen.add(opponent["name"])
+
+
+def _delivery_conflicts(objects: list[Obj], targets: Mapping[str, Target]) -> Iterator[Finding]:
+    """Two objects writing the same file (or ConfigMap key) on one target would fight."""
+    claimed: dict[tuple[str, str], str] = {}
+    for obj in objects:
+        if not isinstance(obj, Strategy | Config | Model):
+            continue
+        for target_name in obj.targets:
+            target = targets.get(target_name)
+            if target is None:
+                continue
+            if isinstance(obj, Model):
+                ref, spec_path = obj.pointer.path, ("spec", "pointer")
+                config_map = obj.pointer.config_map
+            else:
+                ref, spec_path = obj.deliver.path, ("spec", "deliver")
+                config_map = obj.deliver.config_map
+            if target.is_local and ref is not None:
+                try:
+                    place = "file " + normalize(ref)
+                except PathError:
+                    continue
+            elif not target.is_local and config_map is not None:
+                place = f"ConfigMap {config_map.name} key {config_map.key}"
+            else:
+                continue
+            owner = f"{type(obj).__name__} {obj.name}"
+            first = claimed.setdefault((target_name, place), owner)
+            if first != owner:
+                yield _at(obj.origin, spec_path, f"{place} on target {target_name!r} is "
+                          f"already written by {first}", "delivery-conflict")

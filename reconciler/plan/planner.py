@@ -1,0 +1,192 @@
+"""The planner: a pure function (desired, observed, history, now) -> ordered actions.
+
+No I/O. The same plan drives ``plan`` output, ``apply`` and the daemon, so what an operator
+reviews is exactly what runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from reconciler.desired.documents import Desired, Health, Model, Restart, Target
+from reconciler.durations import format_duration
+from reconciler.fleet.local import ObservedTarget
+
+Op = Literal["create", "update", "flip", "noop"]
+Status = Literal["ready", "waiting", "blocked"]
+ObjectKey = tuple[str, str, str]  # (target, kind, name)
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """What the journal knows that a plan depends on.
+
+    ``failed``: content digests that failed on a target and are not retried until a new
+    commit changes them. ``healthy_since``: the digest each object has been healthy with on
+    a target, and since when (epoch seconds), for soaks. ``known_good``: digests that were
+    canonical for a model before: returning to one skips the gate (never the digest check).
+    """
+
+    failed: Mapping[ObjectKey, str] = field(default_factory=dict)
+    healthy_since: Mapping[ObjectKey, tuple[str, float]] = field(default_factory=dict)
+    known_good: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    target: str
+    kind: str
+    name: str
+    op: Op
+    location: str
+    current: str | None
+    desired: str
+    steps: tuple[str, ...] = ()
+    status: Status = "ready"
+    reason: str | None = None
+    not_before: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    revision: str
+    targets: tuple[Target, ...]
+    actions: tuple[Action, ...]
+    errors: Mapping[str, str]  # target -> why it could not be observed
+
+    @property
+    def changes(self) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if a.op != "noop")
+
+    @property
+    def in_sync(self) -> bool:
+        return not self.changes and not self.errors
+
+
+def ordered_targets(targets: Mapping[str, Target]) -> list[Target]:
+    """Upstream before downstream (``after``), then by name. Validation excludes cycles."""
+    ordered: list[Target] = []
+    placed: set[str] = set()
+    remaining = sorted(targets.values(), key=lambda t: t.name)
+    while remaining:
+        progress = [t for t in remaining if t.after is None or t.after in placed
+                    or t.after not in targets]
+        for target in progress:
+            ordered.append(target)
+            placed.add(target.name)
+        remaining = [t for t in remaining if t.name not in placed]
+        if not progress:  # a cycle slipped past validation: keep going, by name
+            ordered += remaining
+            break
+    return ordered
+
+
+def _follow_up(restart: Restart | None, health: Health | None) -> list[str]:
+    steps = []
+    if restart is not None:
+        how = " ".join(restart.command) if restart.command else f"deployment/{restart.deployment}"
+        steps.append(f"restart: {how}")
+    if health is not None:
+        probe = f"GET {health.http_url}" if health.http_url else " ".join(health.command or ())
+        soak = f", soak {format_duration(health.soak_seconds)}" if health.soak_seconds else ""
+        steps.append(f"health: {probe}{soak}")
+    return steps
+
+
+def _gate(action: Action, target: Target, targets: Mapping[str, Target], history: History,
+          object_targets: tuple[str, ...], now: float) -> Action:
+    """Blocked by an earlier failure of this very content, or waiting for the upstream soak."""
+    key = (action.target, action.kind, action.name)
+    if history.failed.get(key) == action.desired:
+        return _with(action, "blocked", f"this content failed on {target.name} before; it is "
+                     "not retried until a new commit changes it")
+    upstream = targets.get(target.after) if target.after else None
+    if upstream is None or upstream.name not in object_targets:
+        return action
+    healthy = history.healthy_since.get((upstream.name, action.kind, action.name))
+    if healthy is None or healthy[0] != action.desired:
+        return _with(action, "waiting", f"waits until {upstream.name} is healthy with this "
+                     "content" + (f", then soaks {format_duration(target.soak_seconds)}"
+                                  if target.soak_seconds else ""))
+    ready_at = healthy[1] + target.soak_seconds
+    if now < ready_at:
+        return _with(action, "waiting", f"soaking on {upstream.name} for "
+                     f"{format_duration(target.soak_seconds)}", ready_at)
+    return action
+
+
+def _with(action: Action, status: Status, reason: str, not_before: float | None = None
+          ) -> Action:
+    return Action(action.target, action.kind, action.name, action.op, action.location,
+                  action.current, action.desired, action.steps, status, reason, not_before)
+
+
+def _model_steps(model: Model, target: Target, history: History) -> list[str]:
+    steps = ["verify sha256"]
+    if model.artifact.sha256 in history.known_good.get(model.name, frozenset()):
+        steps.append("gate skipped: canonical before")
+    elif model.gauntlet is not None:
+        steps.append(f"gauntlet {model.gauntlet}")
+    return steps + _follow_up(model.restart, model.health)
+
+
+def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: History,
+         now: float) -> Plan:
+    """Every object on every target it is sent to, in the order a pass applies them."""
+    actions: list[Action] = []
+    errors: dict[str, str] = {}
+    targets = ordered_targets(desired.targets)
+    for target in targets:
+        seen = observed[target.name]
+        if seen.error is not None:
+            errors[target.name] = seen.error
+            continue
+        for obj in desired.delivered():
+            if target.name not in obj.targets:
+                continue
+            want = desired.content_digests[(obj.kind, obj.name)]
+            if target.is_local:
+                assert obj.deliver.path is not None
+                location = f"file {obj.deliver.path}"
+                current = seen.files[obj.deliver.path].sha256
+            else:
+                ref = obj.deliver.config_map
+                assert ref is not None
+                location = f"ConfigMap {ref.name} key {ref.key}"
+                current = seen.files[f"{ref.name}/{ref.key}"].sha256
+            op: Op = "noop" if current == want else ("create" if current is None else "update")
+            steps = () if op == "noop" else tuple(_follow_up(obj.restart, obj.health))
+            action = Action(target.name, obj.kind, obj.name, op, location, current, want, steps)
+            if op != "noop":
+                action = _gate(action, target, desired.targets, history, obj.targets, now)
+            actions.append(action)
+        for model in sorted(desired.models.values(), key=lambda m: m.name):
+            if target.name not in model.targets:
+                continue
+            want = model.artifact.sha256
+            if target.is_local:
+                assert model.pointer.path is not None
+                location, key = f"symlink {model.pointer.path}", model.pointer.path
+            else:
+                ref = model.pointer.config_map
+                assert ref is not None
+                location, key = f"ConfigMap {ref.name} key {ref.key}", f"{ref.name}/{ref.key}"
+            current = seen.pointers[key].sha256
+            op = "noop" if current == want else "flip"
+            action = Action(target.name, "Model", model.name, op, location, current, want,
+                            () if op == "noop" else tuple(_model_steps(model, target, history)))
+            if op != "noop":
+                action = _gate(action, target, desired.targets, history, model.targets, now)
+            actions.append(action)
+    return Plan(desired.revision, tuple(targets), tuple(actions), errors)
+
+
+def observation_request(desired: Desired, target: Target) -> tuple[list[str], list[str]]:
+    """The delivered files and pointers a target must be observed at for a plan."""
+    files = [obj.deliver.path for obj in desired.delivered()
+             if target.name in obj.targets and obj.deliver.path is not None]
+    pointers = [model.pointer.path for model in desired.models.values()
+                if target.name in model.targets and model.pointer.path is not None]
+    return files, pointers

@@ -1,0 +1,115 @@
+"""Plan output: terraform-style text, and JSON with a stable shape (docs/plan-json.md)."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from reconciler.durations import format_duration
+from reconciler.plan.planner import Action, Plan
+
+PLAN_FORMAT_VERSION = 1
+_MAX_DIFF_LINES = 400
+_SYMBOL = {"create": "+", "update": "~", "flip": "*", "noop": "="}
+
+
+def text_diff(old: bytes | None, new: bytes, name: str) -> str | None:
+    """A unified diff for text content; None for binary content (digests say enough)."""
+    try:
+        old_text = "" if old is None else old.decode("utf-8")
+        new_text = new.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if "\0" in old_text or "\0" in new_text:
+        return None
+    lines = list(difflib.unified_diff(
+        old_text.splitlines(keepends=True), new_text.splitlines(keepends=True),
+        fromfile="/dev/null" if old is None else f"a/{name}", tofile=f"b/{name}"))
+    if len(lines) > _MAX_DIFF_LINES:
+        lines = [*lines[:_MAX_DIFF_LINES], f"... {len(lines) - _MAX_DIFF_LINES} more lines\n"]
+    return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                   for line in lines)
+
+
+def _short(digest: str | None) -> str:
+    return "absent" if digest is None else f"sha256:{digest[:12]}"
+
+
+def _summary(plan: Plan) -> dict[str, int]:
+    counts = {"create": 0, "update": 0, "flip": 0, "noop": 0, "waiting": 0, "blocked": 0}
+    for action in plan.actions:
+        counts[action.op] += 1
+        if action.op != "noop" and action.status != "ready":
+            counts[action.status] += 1
+    return counts
+
+
+def _when(epoch: float) -> str:
+    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mapping[str, str]
+                ) -> str:
+    out = [f"Plan for {plan.revision}", ""]
+    for target in plan.targets:
+        heading = f"Target {target.name} ({locations.get(target.name, '?')})"
+        if target.after:
+            soak = f", soak {format_duration(target.soak_seconds)}" if target.soak_seconds else ""
+            heading += f" after {target.after}{soak}"
+        out.append(heading)
+        if target.name in plan.errors:
+            out += [f"  ! cannot observe: {plan.errors[target.name]}", ""]
+            continue
+        changes = [a for a in plan.changes if a.target == target.name]
+        if not changes:
+            out.append("  in sync")
+        for action in changes:
+            change = (f"{_short(action.current)} -> {_short(action.desired)}"
+                      if action.current else _short(action.desired))
+            out.append(f"  {_SYMBOL[action.op]} {action.kind} {action.name}: {action.op} "
+                       f"{action.location} ({change})")
+            for step in action.steps:
+                out.append(f"      then {step}")
+            if action.status != "ready":
+                until = f" (until {_when(action.not_before)})" if action.not_before else ""
+                out.append(f"      {action.status}: {action.reason}{until}")
+            diff = diffs.get(action)
+            if diff:
+                out += ["      " + line for line in diff.rstrip("\n").split("\n")]
+        out.append("")
+    counts = _summary(plan)
+    if plan.in_sync:
+        out.append(f"In sync: {counts['noop']} objects unchanged.")
+    else:
+        out.append(f"Plan: {counts['create']} to create, {counts['update']} to update, "
+                   f"{counts['flip']} pointers to flip, {counts['noop']} unchanged; "
+                   f"{counts['waiting']} waiting, {counts['blocked']} blocked"
+                   + (f"; {len(plan.errors)} targets not observed." if plan.errors else "."))
+    return "\n".join(out) + "\n"
+
+
+def render_json(plan: Plan, diffs: Mapping[Action, str | None],
+                locations: Mapping[str, str]) -> str:
+    def action_json(action: Action) -> dict[str, Any]:
+        return {"target": action.target, "kind": action.kind, "name": action.name,
+                "op": action.op, "location": action.location, "current": action.current,
+                "desired": action.desired, "steps": list(action.steps),
+                "status": action.status, "reason": action.reason,
+                "notBefore": action.not_before, "diff": diffs.get(action)}
+
+    document = {
+        "formatVersion": PLAN_FORMAT_VERSION,
+        "revision": plan.revision,
+        "inSync": plan.in_sync,
+        "summary": _summary(plan),
+        "targets": [{"name": t.name, "type": "local" if t.is_local else "kubernetes",
+                     "location": locations.get(t.name), "after": t.after,
+                     "soakSeconds": t.soak_seconds, "error": plan.errors.get(t.name)}
+                    for t in plan.targets],
+        "actions": [action_json(a) for a in plan.actions],
+    }
+    return json.dumps(document, indent=2) + "\n"
+

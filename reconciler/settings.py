@@ -1,0 +1,128 @@
+"""The daemon's own settings: ``reconciler.yaml`` (schema ``settings.schema.json``) and flags.
+
+Relative paths in the file are relative to the file; in flags, to the working directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.desired import schema as schemas
+from reconciler.desired.locate import Locator
+from reconciler.desired.yamlload import YamlError, load_documents
+from reconciler.diagnostics import Diagnostic, InvalidInput
+from reconciler.durations import parse_duration
+from reconciler.source.signatures import SignaturePolicy
+
+DEFAULT_CONFIG_FILE = "reconciler.yaml"
+CONFIG_ENVIRONMENT_VARIABLE = "RECONCILER_CONFIG"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    repo: str | None
+    branch: str
+    path: str
+    state_dir: Path
+    fleet_root: Path
+    interval_seconds: float
+    allow_history_rewrite: bool
+    signature: SignaturePolicy | None
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.state_dir / "cache"
+
+    @property
+    def mirror_dir(self) -> Path:
+        return self.state_dir / "git"
+
+    @property
+    def store_dir(self) -> Path:
+        """The content-addressed artifact store; canonical pointers lead into it."""
+        return self.state_dir / "store"
+
+
+def _default_state_dir() -> Path:
+    # systemd's StateDirectory= sets STATE_DIRECTORY; otherwise the XDG convention.
+    if "STATE_DIRECTORY" in os.environ:
+        return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(xdg) / "reconciler"
+
+
+def find_config_file(explicit: str | None) -> Path | None:
+    """``--config``, else ``$RECONCILER_CONFIG``, else ``./reconciler.yaml`` if present."""
+    if explicit:
+        return Path(explicit)
+    if os.environ.get(CONFIG_ENVIRONMENT_VARIABLE):
+        return Path(os.environ[CONFIG_ENVIRONMENT_VARIABLE])
+    default = Path(DEFAULT_CONFIG_FILE)
+    return default if default.is_file() else None
+
+
+def _read_file(config_file: Path) -> dict[str, Any]:
+    shown = str(config_file)
+    try:
+        data = config_file.read_bytes()
+    except OSError as error:
+        raise InvalidInput([Diagnostic(shown, 1, 1, f"cannot read settings: "
+                                              f"{error.strerror}", "settings-unreadable")]) \
+            from None
+    try:
+        documents = load_documents(data)
+    except YamlError as error:
+        raise InvalidInput([Diagnostic(shown, error.line, error.col, error.message,
+                                              error.rule)]) from None
+    if len(documents) != 1 or not isinstance(documents[0].data, dict):
+        raise InvalidInput([Diagnostic(shown, 1, 1, "settings must be one YAML mapping",
+                                              "settings-shape")])
+    content: dict[str, Any] = documents[0].data
+    violations = schemas.schema_violations(schemas.validator("settings"), content)
+    if violations:
+        locator = Locator(data.decode("utf-8-sig"))
+        raise InvalidInput(
+            Diagnostic(shown, *locator.locate(0, v.path, at_key=v.at_key), v.message, v.rule)
+            for v in violations)
+    return content
+
+
+def load_settings(config_file: Path | None, overrides: dict[str, str | None]) -> Settings:
+    """Settings from the file (if any) with flags on top. Bad input: InvalidInput."""
+    content: dict[str, Any] = _read_file(config_file) if config_file is not None else {}
+    base = config_file.resolve().parent if config_file is not None else Path.cwd()
+
+    def from_file(key: str) -> Path | None:
+        value = content.get(key)
+        return (base / value) if isinstance(value, str) else None
+
+    def path_setting(key: str) -> Path | None:
+        flag = overrides.get(key)
+        return Path(flag).resolve() if flag else from_file(key)
+
+    repo = overrides.get("repo") or content.get("repo")
+    if repo is not None and not overrides.get("repo") and "://" not in repo \
+            and ":" not in repo.split("/", 1)[0]:
+        repo = str(base / repo)  # a local path in the file is relative to the file
+    state_dir = path_setting("stateDir") or _default_state_dir()
+    signature = content.get("signature")
+    policy = None
+    if signature is not None:
+        policy = SignaturePolicy(
+            signature["policy"],
+            base / signature["allowedSigners"] if "allowedSigners" in signature else None,
+            base / signature["keyring"] if "keyring" in signature else None,
+            tuple(signature.get("fingerprints", ())))
+    return Settings(
+        repo=repo,
+        branch=overrides.get("branch") or content.get("branch", "main"),
+        path=(overrides.get("path") or content.get("path", "desired-state")).strip("/"),
+        state_dir=state_dir,
+        fleet_root=path_setting("fleetRoot") or state_dir / "fleet",
+        interval_seconds=parse_duration(content.get("interval", "1m")),
+        allow_history_rewrite=bool(content.get("allowHistoryRewrite", False)),
+        signature=policy,
+    )

@@ -1,0 +1,203 @@
+"""The desired-state repository, through a bare mirror in the state dir (pygit2).
+
+Fetches use explicit refspecs into a scratch ref; the branch is *accepted* only after the
+checks a careful operator wants (it exists, it did not rewrite history, it is signed as the
+policy says). Files are read from the accepted commit's tree: never a checkout.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import pygit2
+
+from reconciler.errors import StalledError, TransientError
+from reconciler.source.signatures import SignaturePolicy, verify_signature
+from reconciler.source.snapshot import Entry
+
+_LINK_MODE = int(pygit2.enums.FileMode.LINK)
+_TREE_MODE = int(pygit2.enums.FileMode.TREE)
+
+
+class HistoryRewriteRefused(StalledError):
+    reason = "HistoryRewrite"
+
+
+class RevisionNotFound(StalledError):
+    reason = "RevisionNotFound"
+
+
+def is_local_path(url: str) -> bool:
+    """A plain path (not ``scheme://`` and not scp-like ``host:path``)."""
+    if "://" in url:
+        return False
+    head = url.split("/", 1)[0]
+    return ":" not in head
+
+
+def format_revision(branch: str, commit_id: str) -> str:
+    return f"{branch}@sha1:{commit_id}"
+
+
+class GitSnapshot:
+    """The folder's files in one commit."""
+
+    def __init__(self, repo: pygit2.Repository, commit: pygit2.Commit, ref_name: str,
+                 folder: str) -> None:
+        self._repo = repo
+        self.commit_id = str(commit.id)
+        self._revision = format_revision(ref_name, self.commit_id)
+        self._folder = folder.strip("/")
+        self._entries: dict[str, Entry] | None = None
+        try:
+            folder_object = commit.tree[self._folder] if self._folder else commit.tree
+        except KeyError:
+            raise RevisionNotFound(f"folder {self._folder!r} does not exist in "
+                                   f"{self._revision}") from None
+        if int(folder_object.filemode) != _TREE_MODE:
+            raise RevisionNotFound(f"{self._folder!r} is not a folder in {self._revision}")
+        self._tree = repo[folder_object.id]
+
+    @property
+    def revision(self) -> str:
+        return self._revision
+
+    @property
+    def display_prefix(self) -> str:
+        return f"{self._folder}/" if self._folder else ""
+
+    def entries(self) -> Mapping[str, Entry]:
+        if self._entries is None:
+            entries: dict[str, Entry] = {}
+            self._walk(self._tree, "", entries)
+            self._entries = entries
+        return self._entries
+
+    def read(self, entry: Entry) -> bytes:
+        data: bytes = self._repo[entry.oid].data
+        return data
+
+    def _walk(self, tree: pygit2.Tree, prefix: str, entries: dict[str, Entry]) -> None:
+        odb = self._repo.odb
+        for item in tree:
+            path = prefix + item.name
+            mode = int(item.filemode)
+            if mode == _TREE_MODE:
+                self._walk(self._repo[item.id], path + "/", entries)
+            elif mode == _LINK_MODE:
+                target = self._repo[item.id].data.decode("utf-8", "surrogateescape")
+                entries[path] = Entry(path, "link", str(item.id), len(target), target)
+            elif item.type_str == "blob":
+                _, size = odb.read_header(item.id)
+                entries[path] = Entry(path, "file", str(item.id), size)
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """What a fetch accepted: the snapshot and who signed it (when a policy is set)."""
+
+    snapshot: GitSnapshot
+    signer: str | None
+    rewrote_history: bool
+
+
+class GitSource:
+    """A repository (local path or any URL libgit2 fetches) mirrored under ``mirror_root``."""
+
+    def __init__(self, url: str, branch: str, folder: str, mirror_root: Path, *,
+                 allow_history_rewrite: bool = False,
+                 signature_policy: SignaturePolicy | None = None) -> None:
+        self.url = str(Path(url).resolve()) if is_local_path(url) else url
+        self.branch = branch
+        self.folder = folder
+        self.allow_history_rewrite = allow_history_rewrite
+        self.signature_policy = signature_policy
+        name = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        self.mirror_path = mirror_root / f"{name}.git"
+        self._repo: pygit2.Repository | None = None
+
+    @property
+    def _incoming_ref(self) -> str:
+        return f"refs/reconciler/incoming/{self.branch}"
+
+    @property
+    def _accepted_ref(self) -> str:
+        return f"refs/reconciler/accepted/{self.branch}"
+
+    def _mirror(self) -> pygit2.Repository:
+        if self._repo is None:
+            if (self.mirror_path / "HEAD").exists():
+                self._repo = pygit2.Repository(str(self.mirror_path))
+            else:
+                self.mirror_path.parent.mkdir(parents=True, exist_ok=True)
+                self._repo = pygit2.init_repository(str(self.mirror_path), bare=True)
+        return self._repo
+
+    def _fetch(self, refspecs: list[str]) -> None:
+        if is_local_path(self.url) and not os.path.isdir(self.url):
+            raise TransientError(f"repository {self.url} does not exist or is not reachable",
+                                 reason="SourceUnavailable")
+        try:
+            self._mirror().remotes.create_anonymous(self.url).fetch(refspecs)
+        except pygit2.GitError as error:
+            raise TransientError(f"cannot fetch {self.url}: {error}",
+                                 reason="SourceUnavailable") from None
+
+    def fetch(self) -> Accepted:
+        """Fetch the branch and accept its tip, or raise with the reason it was refused."""
+        repo = self._mirror()
+        stale = repo.references.get(self._incoming_ref)
+        if stale is not None:
+            stale.delete()
+        self._fetch([f"+refs/heads/{self.branch}:{self._incoming_ref}"])
+        incoming = repo.references.get(self._incoming_ref)
+        if incoming is None:
+            raise RevisionNotFound(f"branch {self.branch!r} does not exist in {self.url}")
+        commit = repo[incoming.target]
+        accepted = repo.references.get(self._accepted_ref)
+        rewrote = False
+        if accepted is not None and accepted.target != commit.id:
+            if not repo.descendant_of(commit.id, accepted.target):
+                if not self.allow_history_rewrite:
+                    raise HistoryRewriteRefused(
+                        f"branch {self.branch!r} moved from {accepted.target} to {commit.id}, "
+                        "which does not descend from it (a history rewrite); the fleet stays at "
+                        f"{accepted.target}. Push a commit on top of it, or set "
+                        "allowHistoryRewrite: true to accept rewrites")
+                rewrote = True
+        signer = self._check_signature(repo, commit)
+        repo.references.create(self._accepted_ref, commit.id, force=True)
+        return Accepted(GitSnapshot(repo, commit, self.branch, self.folder), signer, rewrote)
+
+    def snapshot_at(self, rev: str) -> GitSnapshot:
+        """Any revision (branch, tag, sha) for ``validate --rev``: no acceptance checks."""
+        name = rev
+        if is_local_path(self.url):
+            try:
+                repo = pygit2.Repository(self.url)
+            except pygit2.GitError as error:
+                raise TransientError(f"cannot open repository {self.url}: {error}",
+                                     reason="SourceUnavailable") from None
+        else:
+            repo = self._mirror()
+            self._fetch(["+refs/heads/*:refs/reconciler/validate/heads/*",
+                         "+refs/tags/*:refs/reconciler/validate/tags/*"])
+            for prefix in ("refs/reconciler/validate/heads/", "refs/reconciler/validate/tags/"):
+                if repo.references.get(prefix + rev) is not None:
+                    rev = prefix + rev
+                    break
+        try:
+            commit = repo.revparse_single(rev).peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError):
+            raise RevisionNotFound(f"revision {rev!r} does not exist in {self.url}") from None
+        return GitSnapshot(repo, commit, name, self.folder)
+
+    def _check_signature(self, repo: pygit2.Repository, commit: pygit2.Commit) -> str | None:
+        if self.signature_policy is None:
+            return None
+        signature, payload = commit.gpg_signature
+        return verify_signature(self.signature_policy, str(commit.id), signature, payload)
