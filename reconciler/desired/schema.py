@@ -137,12 +137,13 @@ def _explain(error: ValidationError, prefix: tuple[str | int, ...]) -> Iterator[
         shown = " or ".join(expected) if isinstance(expected, list) else str(expected)
         message = f"expected {_article(shown)}, got {_describe(error.instance)}"
     elif keyword in ("enum", "const"):
-        allowed = error.validator_value if keyword == "enum" else [error.validator_value]
+        value: Any = error.validator_value
+        allowed = value if keyword == "enum" else [value]
         message = (f"{_describe(error.instance)} is not allowed; use "
                    f"{' or '.join(repr(v) for v in allowed)}")
     elif keyword == "dependentRequired":
-        field_name, needed = next(iter(error.validator_value.items()))
-        message = f"{field_name!r} needs {' and '.join(repr(n) for n in needed)}"
+        pair = re.match(r"'(.+)' is a dependency of '(.+)'", error.message)
+        message = f"{pair[2]!r} needs {pair[1]!r}" if pair else error.message
     elif custom:
         message = f"{_describe(error.instance)} {custom}" if keyword != "oneOf" else custom
     else:

@@ -8,6 +8,7 @@ group, and output captured to a file so a chatty module cannot fill memory.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -60,10 +61,8 @@ def _run(argv: list[str], cwd: Path, timeout: float) -> _Run:
         except subprocess.TimeoutExpired:
             timed_out = True
         # The whole group: a module may have forked helpers that outlive it.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         process.wait()
         size = output.seek(0, os.SEEK_END)
         output.seek(max(0, size - _OUTPUT_TAIL_BYTES))

@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from ruamel.yaml.cyaml import CParser
+from ruamel.yaml.cyaml import CParser  # type: ignore[attr-defined]
 from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.events import (
     AliasEvent,
@@ -106,9 +106,11 @@ def _resolve_tagged(tag: str, value: str) -> Any:
         return value
     kind = tag[len(_TAG_PREFIX) :] if tag.startswith(_TAG_PREFIX) else None
     if kind in ("int", "float", "bool", "null"):
-        resolved = _resolve_plain(value) if value else None
-        expected = {"int": int, "float": (int, float), "bool": bool, "null": type(None)}[kind]
-        if not isinstance(resolved, expected) or (kind != "bool" and isinstance(resolved, bool)):
+        resolved: Any = _resolve_plain(value) if value else None
+        valid = {"int": isinstance(resolved, int) and not isinstance(resolved, bool),
+                 "float": isinstance(resolved, int | float) and not isinstance(resolved, bool),
+                 "bool": isinstance(resolved, bool), "null": resolved is None}[kind]
+        if not valid:
             raise ValueError(f"{value!r} is not a valid !!{kind}")
         return float(resolved) if kind == "float" else resolved
     raise ValueError(f"tag {tag} is not allowed: documents hold plain data")

@@ -60,7 +60,7 @@ class GitSnapshot:
                                    f"{self._revision}") from None
         if int(folder_object.filemode) != _TREE_MODE:
             raise RevisionNotFound(f"{self._folder!r} is not a folder in {self._revision}")
-        self._tree = repo[folder_object.id]
+        self._tree = repo[folder_object.id].peel(pygit2.Tree)
 
     @property
     def revision(self) -> str:
@@ -78,18 +78,19 @@ class GitSnapshot:
         return self._entries
 
     def read(self, entry: Entry) -> bytes:
-        data: bytes = self._repo[entry.oid].data
+        data: bytes = self._repo[entry.oid].peel(pygit2.Blob).data
         return data
 
     def _walk(self, tree: pygit2.Tree, prefix: str, entries: dict[str, Entry]) -> None:
         odb = self._repo.odb
         for item in tree:
-            path = prefix + item.name
+            path = prefix + str(item.name)
             mode = int(item.filemode)
             if mode == _TREE_MODE:
-                self._walk(self._repo[item.id], path + "/", entries)
+                self._walk(self._repo[item.id].peel(pygit2.Tree), path + "/", entries)
             elif mode == _LINK_MODE:
-                target = self._repo[item.id].data.decode("utf-8", "surrogateescape")
+                target = self._repo[item.id].peel(pygit2.Blob).data.decode(
+                    "utf-8", "surrogateescape")
                 entries[path] = Entry(path, "link", str(item.id), len(target), target)
             elif item.type_str == "blob":
                 _, size = odb.read_header(item.id)
@@ -157,18 +158,18 @@ class GitSource:
         incoming = repo.references.get(self._incoming_ref)
         if incoming is None:
             raise RevisionNotFound(f"branch {self.branch!r} does not exist in {self.url}")
-        commit = repo[incoming.target]
+        commit = repo[incoming.target].peel(pygit2.Commit)
         accepted = repo.references.get(self._accepted_ref)
         rewrote = False
-        if accepted is not None and accepted.target != commit.id:
-            if not repo.descendant_of(commit.id, accepted.target):
-                if not self.allow_history_rewrite:
-                    raise HistoryRewriteRefused(
-                        f"branch {self.branch!r} moved from {accepted.target} to {commit.id}, "
-                        "which does not descend from it (a history rewrite); the fleet stays at "
-                        f"{accepted.target}. Push a commit on top of it, or set "
-                        "allowHistoryRewrite: true to accept rewrites")
-                rewrote = True
+        if accepted is not None and accepted.target != commit.id \
+                and not repo.descendant_of(commit.id, accepted.target):
+            if not self.allow_history_rewrite:
+                raise HistoryRewriteRefused(
+                    f"branch {self.branch!r} moved from {accepted.target} to {commit.id}, "
+                    "which does not descend from it (a history rewrite); the fleet stays at "
+                    f"{accepted.target}. Push a commit on top of it, or set "
+                    "allowHistoryRewrite: true to accept rewrites")
+            rewrote = True
         signer = self._check_signature(repo, commit)
         repo.references.create(self._accepted_ref, commit.id, force=True)
         return Accepted(GitSnapshot(repo, commit, self.branch, self.folder), signer, rewrote)

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# Quick start, part two: lint, type-check and the test suite (not the real-cluster suite,
+# which needs KUBECONFIG). Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+.venv/bin/ruff check reconciler tests bench
+.venv/bin/mypy reconciler
+.venv/bin/python -m pytest -m "not kubeconfig" "$@"
