@@ -94,8 +94,10 @@ def check_document(data: Any) -> list[Violation]:
     if "metadata" in data and not data["metadata"]:
         return [*violations, Violation(("metadata",), "metadata is empty; it needs a name",
                                        "metadata")]
+    # The envelope check above already said what is wrong with apiVersion.
     return violations + [v for v in schema_violations(validator(kind.lower()), data)
-                         if not (v.path == ("apiVersion",) and violations)]
+                         if not (violations and (v.path == ("apiVersion",)
+                                                 or "'apiVersion'" in v.message))]
 
 
 def schema_violations(checker: jsonschema.protocols.Validator, instance: Any,

@@ -1,0 +1,139 @@
+"""The planner is pure: these tests build its inputs directly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reconciler.desired.documents import Desired, Origin, build
+from reconciler.fleet.local import ObservedFile, ObservedPointer, ObservedTarget
+from reconciler.plan.planner import History, ordered_targets, plan
+
+DIGEST_A = "a" * 64
+DIGEST_B = "b" * 64
+MODEL_V1 = "1" * 64
+MODEL_V2 = "2" * 64
+ORIGIN = Origin("f.yaml", "0" * 40, 0, 1)
+
+
+def _doc(kind: str, name: str, spec: dict[str, Any]) -> Any:
+    return build(kind, {"metadata": {"name": name}, "spec": spec}, ORIGIN)
+
+
+def desired(model_digest: str = MODEL_V2, strategy_digest: str = DIGEST_B) -> Desired:
+    staging = _doc("Target", "staging", {"local": {"root": "s"}})
+    production = _doc("Target", "production", {"local": {"root": "p"}, "after": "staging",
+                                               "soak": "30m"})
+    strategy = _doc("Strategy", "gepetto", {
+        "source": "gepetto.py", "targets": ["staging", "production"],
+        "deliver": {"path": "strategies/gepetto.py"},
+        "restart": {"command": ["systemctl", "restart", "gepetto"]},
+        "health": {"http": {"url": "http://127.0.0.1:8080/healthz"}, "soak": "5m"}})
+    model = _doc("Model", "policy", {
+        "targets": ["staging", "production"],
+        "artifact": {"uri": "m.pt", "sha256": model_digest},
+        "pointer": {"path": "models/canonical.pt"}, "gauntlet": "gate"})
+    return Desired("main@sha1:" + "c" * 40, {"staging": staging, "production": production},
+                   {"gepetto": strategy}, {}, {"policy": model}, {}, {},
+                   {("Strategy", "gepetto"): strategy_digest}, lambda obj: b"")
+
+
+def observed(strategy: dict[str, str | None], model: dict[str, str | None]
+             ) -> dict[str, ObservedTarget]:
+    return {name: ObservedTarget(
+        name, f"/fleet/{name}",
+        {"strategies/gepetto.py": ObservedFile("strategies/gepetto.py", strategy[name])},
+        {"models/canonical.pt": ObservedPointer("models/canonical.pt", None, model[name])})
+        for name in ("staging", "production")}
+
+
+def _ops(result: Any) -> list[tuple[str, str, str, str]]:
+    return [(a.target, a.kind, a.op, a.status) for a in result.actions]
+
+
+def test_fresh_fleet_creates_on_staging_and_waits_on_production() -> None:
+    result = plan(desired(), observed({"staging": None, "production": None},
+                                      {"staging": None, "production": None}), History(), 0.0)
+    assert _ops(result) == [
+        ("staging", "Strategy", "create", "ready"), ("staging", "Model", "flip", "ready"),
+        ("production", "Strategy", "create", "waiting"),
+        ("production", "Model", "flip", "waiting")]
+    staging_strategy = result.actions[0]
+    assert staging_strategy.steps == ("restart: systemctl restart gepetto",
+                                      "health: GET http://127.0.0.1:8080/healthz, soak 5m")
+    assert result.actions[1].steps == ("verify sha256", "gauntlet gate")
+    assert "staging is healthy with this content" in (result.actions[2].reason or "")
+    assert not result.in_sync
+
+
+def test_in_sync_fleet_plans_no_change() -> None:
+    both = {"staging": DIGEST_B, "production": DIGEST_B}
+    models = {"staging": MODEL_V2, "production": MODEL_V2}
+    result = plan(desired(), observed(both, models), History(), 0.0)
+    assert result.in_sync
+    assert {a.op for a in result.actions} == {"noop"}
+
+
+def test_drift_is_an_update_from_the_observed_digest() -> None:
+    result = plan(desired(), observed({"staging": DIGEST_A, "production": DIGEST_B},
+                                      {"staging": MODEL_V2, "production": MODEL_V2}),
+                  History(), 0.0)
+    [change] = result.changes
+    assert (change.target, change.op, change.current, change.desired) == (
+        "staging", "update", DIGEST_A, DIGEST_B)
+
+
+def test_soak_releases_production_only_after_staging_was_healthy_long_enough() -> None:
+    fleet = observed({"staging": DIGEST_B, "production": DIGEST_A},
+                     {"staging": MODEL_V2, "production": MODEL_V2})
+    healthy = History(healthy_since={("staging", "Strategy", "gepetto"): (DIGEST_B, 1000.0)})
+    soaking = plan(desired(), fleet, healthy, now=1000.0 + 29 * 60)
+    [change] = soaking.changes
+    assert (change.status, change.not_before) == ("waiting", 1000.0 + 30 * 60)
+    assert "soaking on staging for 30m" in (change.reason or "")
+    ready = plan(desired(), fleet, healthy, now=1000.0 + 30 * 60)
+    assert ready.changes[0].status == "ready"
+
+
+def test_health_on_staging_with_other_content_does_not_release_production() -> None:
+    fleet = observed({"staging": DIGEST_B, "production": DIGEST_A},
+                     {"staging": MODEL_V2, "production": MODEL_V2})
+    stale = History(healthy_since={("staging", "Strategy", "gepetto"): (DIGEST_A, 0.0)})
+    assert plan(desired(), fleet, stale, now=1e9).changes[0].status == "waiting"
+
+
+def test_content_that_failed_before_is_blocked_until_it_changes() -> None:
+    fleet = observed({"staging": DIGEST_A, "production": DIGEST_A},
+                     {"staging": MODEL_V2, "production": MODEL_V2})
+    failed = History(failed={("staging", "Strategy", "gepetto"): DIGEST_B})
+    blocked = plan(desired(), fleet, failed, 0.0).changes[0]
+    assert (blocked.target, blocked.status) == ("staging", "blocked")
+    assert "not retried until a new commit" in (blocked.reason or "")
+    new_commit = plan(desired(strategy_digest="c" * 64), fleet, failed, 0.0).changes[0]
+    assert new_commit.status == "ready"
+
+
+def test_returning_to_a_known_good_model_skips_the_gate_but_not_the_digest_check() -> None:
+    fleet = observed({"staging": DIGEST_B, "production": DIGEST_B},
+                     {"staging": MODEL_V2, "production": MODEL_V2})
+    history = History(known_good={"policy": frozenset({MODEL_V1})})
+    flip = plan(desired(model_digest=MODEL_V1), fleet, history, 0.0).changes[0]
+    assert flip.steps == ("verify sha256", "gate skipped: canonical before")
+
+
+def test_unobservable_target_is_an_error_not_a_change() -> None:
+    fleet = observed({"staging": DIGEST_B, "production": DIGEST_B},
+                     {"staging": MODEL_V2, "production": MODEL_V2})
+    fleet["production"] = ObservedTarget("production", "/x", {}, {}, error="permission denied")
+    result = plan(desired(), fleet, History(), 0.0)
+    assert result.errors == {"production": "permission denied"}
+    assert not result.in_sync
+    assert all(a.target == "staging" for a in result.actions)
+
+
+def test_targets_are_ordered_upstream_first() -> None:
+    targets = {name: _doc("Target", name, {"local": {"root": name},
+                                           **({"after": after} if after else {})})
+               for name, after in [("a-prod", "b-canary"), ("b-canary", "c-staging"),
+                                   ("c-staging", None), ("d-lab", None)]}
+    assert [t.name for t in ordered_targets(targets)] == ["c-staging", "d-lab", "b-canary",
+                                                          "a-prod"]

@@ -1,0 +1,105 @@
+"""The schemas themselves: valid 2020-12 schemas with ids, strict, and readable errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+
+from reconciler.desired.schema import KINDS, SCHEMA_DIR, check_document, schema_digest
+from reconciler.desired.yamlload import load_documents
+from tests.conftest import EXAMPLE, REPO_ROOT
+
+
+@pytest.mark.parametrize("path", sorted(SCHEMA_DIR.glob("*.json")), ids=lambda p: p.name)
+def test_every_schema_is_a_valid_2020_12_schema_with_an_id(path: Path) -> None:
+    schema = json.loads(path.read_text())
+    Draft202012Validator.check_schema(schema)
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert schema["$id"].endswith("/" + path.name)
+
+
+def test_there_is_one_schema_per_kind_and_one_for_settings() -> None:
+    names = {p.name for p in SCHEMA_DIR.glob("*.schema.json")}
+    assert names >= {f"{kind.lower()}.schema.json" for kind in KINDS} | {"settings.schema.json"}
+    assert (REPO_ROOT / "schemas").resolve() == SCHEMA_DIR.resolve()  # one copy, packaged
+
+
+def test_every_example_document_is_valid_and_carries_a_modeline() -> None:
+    files = sorted(EXAMPLE.rglob("*.yaml"))
+    assert len(files) >= 6
+    kinds = set()
+    for path in files:
+        text = path.read_text()
+        assert text.startswith("# yaml-language-server: $schema="), path
+        for document in load_documents(path.read_bytes()):
+            assert check_document(document.data) == [], path
+            kinds.add(document.data["kind"])
+    assert kinds == set(KINDS)
+
+
+def _target(**spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "reconciler/v1", "kind": "Target", "metadata": {"name": "t"},
+            "spec": spec}
+
+
+@pytest.mark.parametrize(("document", "rule", "path"), [
+    (_target(local={"root": "x"}, after="s", soak="30 minutes"), "duration", ("spec", "soak")),
+    (_target(local={"root": "x"}, after="s", soak="1m30"), "duration", ("spec", "soak")),
+    (_target(local={"root": "x"}, soke="3m"), "unknown-field", ("spec", "soke")),
+    (_target(), "target-kind", ("spec",)),
+    (_target(local={"root": "x"}, kubernetes={"namespace": "n"}), "target-kind", ("spec",)),
+    (_target(local={"root": "x"}, window={"timeZone": "UTC", "start": "25:00", "end": "03:00"}),
+     "clock-time", ("spec", "window", "start")),
+    ({**_target(local={"root": "x"}), "metadata": {"name": "-bad"}}, "dns-label",
+     ("metadata", "name")),
+    ({**_target(local={"root": "x"}), "metadata": {"name": "a" * 64}}, "dns-label",
+     ("metadata", "name")),
+    ({**_target(local={"root": "x"}), "status": {}}, "unknown-field", ("status",)),
+])
+def test_target_rules(document: dict[str, Any], rule: str, path: tuple[str, ...]) -> None:
+    violations = check_document(document)
+    assert [(v.rule, v.path) for v in violations] == [(rule, path)]
+
+
+def test_unknown_field_suggests_the_closest_known_one() -> None:
+    [violation] = check_document(_target(local={"root": "x"}, prun=True))
+    assert "did you mean 'prune'?" in violation.message
+    assert violation.at_key
+
+
+@pytest.mark.parametrize("value", [1.0001, -0.1, "high"])
+def test_scores_lie_in_zero_one(value: object) -> None:
+    document = {"apiVersion": "reconciler/v1", "kind": "Gauntlet", "metadata": {"name": "g"},
+                "spec": {"match": {"game": "connect4",
+                                   "opponents": [{"name": "random", "minScore": value}]}}}
+    [violation] = check_document(document)
+    assert violation.rule == "score"
+    assert violation.path == ("spec", "match", "opponents", 0, "minScore")
+
+
+@pytest.mark.parametrize("digest", ["ab" * 31, "AB" * 32, "g" * 64, "ab" * 33])
+def test_digests_are_64_lowercase_hex(digest: str) -> None:
+    document = {"apiVersion": "reconciler/v1", "kind": "Model", "metadata": {"name": "m"},
+                "spec": {"targets": ["t"], "artifact": {"uri": "m.pt", "sha256": digest},
+                         "pointer": {"path": "p"}}}
+    assert [v.rule for v in check_document(document)] == ["sha256"]
+
+
+def test_envelope_errors_come_first_and_clearly() -> None:
+    missing_version = check_document({"kind": "Target"})
+    assert [v.rule for v in missing_version] == ["api-version", "required-field",
+                                                 "required-field"]
+    assert "missing required field 'metadata'" in missing_version[1].message
+    assert [v.rule for v in check_document({"apiVersion": "reconciler/v1"})] == ["kind"]
+    wrong = check_document({"apiVersion": "v1", "kind": "ConfigMap"})
+    assert [v.rule for v in wrong] == ["api-version", "kind"]
+    assert [v.rule for v in check_document([1, 2])] == ["document-type"]
+
+
+def test_schema_digest_is_stable() -> None:
+    assert schema_digest() == schema_digest()
+    assert len(schema_digest()) == 64
