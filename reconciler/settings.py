@@ -61,7 +61,7 @@ def find_config_file(explicit: str | None) -> Path | None:
     if os.environ.get(CONFIG_ENVIRONMENT_VARIABLE):
         return Path(os.environ[CONFIG_ENVIRONMENT_VARIABLE])
     default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.is_file() else None
+    return default if default.exists() else None
 
 
 def _read_file(config_file: Path) -> dict[str, Any]:
@@ -77,6 +77,8 @@ def _read_file(config_file: Path) -> dict[str, Any]:
     except YamlError as error:
         raise InvalidInput([Diagnostic(shown, error.line, error.col, error.message,
                                               error.rule)]) from None
+    if not documents:
+        return {}  # an empty file means every default
     if len(documents) != 1 or not isinstance(documents[0].data, dict):
         raise InvalidInput([Diagnostic(shown, 1, 1, "settings must be one YAML mapping",
                                               "settings-shape")])
