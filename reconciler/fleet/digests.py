@@ -37,11 +37,11 @@ class DigestCache:
             except (OSError, ValueError, KeyError, AttributeError):
                 pass  # only a cache
 
-    def sha256(self, path: Path, info: os.stat_result | None = None) -> str:
+    def sha256(self, path: str | Path, info: os.stat_result | None = None) -> str:
         """The digest of the regular file at ``path`` (OSError if it cannot be read)."""
         info = info or os.stat(path)
         key = _stat_key(info)
-        name = str(path)
+        name = os.fspath(path)
         cached = self._entries.get(name)
         if cached is not None and cached[:5] == key:
             return str(cached[5])

@@ -60,8 +60,9 @@ class LocalFleet:
     def observe(self, target: Target, files: Iterable[str],
                 pointers: Iterable[str]) -> ObservedTarget:
         root = self.root_of(target)
+        base = str(root) + os.sep  # string joins: pathlib costs more than the stat itself
         return ObservedTarget(target.name, str(root),
-                              {path: self._file(root, path) for path in files},
+                              {path: self._file(base + path, path) for path in files},
                               {path: self._pointer(root, path) for path in pointers})
 
     def save_digests(self) -> None:
@@ -74,8 +75,7 @@ class LocalFleet:
         except OSError:
             return None
 
-    def _file(self, root: Path, path: str) -> ObservedFile:
-        full = root / path
+    def _file(self, full: str, path: str) -> ObservedFile:
         try:
             info = os.stat(full)
         except FileNotFoundError:

@@ -6,6 +6,7 @@ for pre-commit checks) produce the same entries, so everything downstream is the
 
 from __future__ import annotations
 
+import functools
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -52,8 +53,10 @@ class PathError(ValueError):
         self.rule = rule
 
 
+@functools.lru_cache(maxsize=65536)
 def normalize(path: str) -> str:
-    """A reference from a document, checked to stay inside the folder."""
+    """A reference from a document, checked to stay inside the folder (pure, so memoized:
+    every pass checks the same few thousand references)."""
     if not path or path.startswith("/") or (len(path) > 1 and path[1] == ":"):
         raise PathError(f"path {path!r} must be relative to the desired-state folder",
                         "path-absolute")

@@ -6,15 +6,15 @@ import time
 
 import pytest
 
-from reconciler.desired.yamlload import Limits, YamlError, load_documents
+from reconciler.desired.yamlload import DEFAULT_LIMITS, Limits, YamlError, load_documents
 
 
-def load(text: str | bytes, limits: Limits = Limits()) -> list[object]:
+def load(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> list[object]:
     data = text.encode() if isinstance(text, str) else text
     return [document.data for document in load_documents(data, limits)]
 
 
-def error(text: str | bytes, limits: Limits = Limits()) -> YamlError:
+def error(text: str | bytes, limits: Limits = DEFAULT_LIMITS) -> YamlError:
     with pytest.raises(YamlError) as raised:
         load(text, limits)
     return raised.value
