@@ -40,10 +40,22 @@ def verify_signature(policy: SignaturePolicy, commit_id: str, signature: bytes |
     if not signature:
         raise SignatureRefused(f"commit {commit_id} is not signed; the signature policy "
                                f"requires a {policy.kind} signature by an allowed key")
-    with tempfile.TemporaryDirectory(prefix="reconciler-sig-") as scratch:
-        if policy.kind == "ssh":
-            return _verify_ssh(policy, commit_id, signature, payload, Path(scratch))
-        return _verify_gpg(policy, commit_id, signature, payload, Path(scratch))
+    ssh = policy.kind == "ssh"
+    armor, wanted, other = ((_SSH_ARMOR, "SSH", "OpenPGP") if ssh
+                            else (_PGP_ARMOR, "OpenPGP", "SSH"))
+    if not signature.lstrip().startswith(armor):
+        raise SignatureRefused(f"commit {commit_id} carries an {other} signature; the policy "
+                               f"requires an {wanted} signature")
+    keys = policy.allowed_signers if ssh else policy.keyring
+    if keys is None or not keys.is_file():
+        what = "allowed-signers file" if ssh else "gpg keyring"
+        raise SignatureRefused(f"{what} {keys} is missing")
+    with tempfile.TemporaryDirectory(prefix="reconciler-sig-") as scratch_name:
+        scratch = Path(scratch_name)
+        signature_file = scratch / "commit.sig"
+        signature_file.write_bytes(signature)
+        verify = _verify_ssh if ssh else _verify_gpg
+        return verify(policy, keys, commit_id, signature_file, payload, scratch)
 
 
 def _run(argv: list[str], payload: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
@@ -54,21 +66,13 @@ def _run(argv: list[str], payload: bytes | None = None) -> subprocess.CompletedP
         raise SignatureRefused(f"cannot run {argv[0]} to verify the signature: {error}") from None
 
 
-def _verify_ssh(policy: SignaturePolicy, commit_id: str, signature: bytes, payload: bytes,
-                scratch: Path) -> str:
-    if not signature.lstrip().startswith(_SSH_ARMOR):
-        raise SignatureRefused(f"commit {commit_id} carries an OpenPGP signature; the policy "
-                               "requires an SSH signature")
-    if policy.allowed_signers is None or not policy.allowed_signers.is_file():
-        raise SignatureRefused(f"allowed-signers file {policy.allowed_signers} is missing")
-    signature_file = scratch / "commit.sig"
-    signature_file.write_bytes(signature)
-    allowed = str(policy.allowed_signers)
+def _verify_ssh(policy: SignaturePolicy, keys: Path, commit_id: str, signature_file: Path,
+                payload: bytes, scratch: Path) -> str:
+    allowed = str(keys)
     found = _run(["ssh-keygen", "-Y", "find-principals", "-s", str(signature_file), "-f", allowed])
     principals = found.stdout.decode(errors="replace").split()
     if found.returncode != 0 or not principals:
-        raise SignatureRefused(f"commit {commit_id} is signed by a key that is not in "
-                               f"{policy.allowed_signers}")
+        raise SignatureRefused(f"commit {commit_id} is signed by a key that is not in {keys}")
     checked = _run(["ssh-keygen", "-Y", "verify", "-f", allowed, "-I", principals[0],
                     "-n", "git", "-s", str(signature_file)], payload)
     if checked.returncode != 0:
@@ -77,20 +81,14 @@ def _verify_ssh(policy: SignaturePolicy, commit_id: str, signature: bytes, paylo
     return f"ssh:{principals[0]}"
 
 
-def _verify_gpg(policy: SignaturePolicy, commit_id: str, signature: bytes, payload: bytes,
-                scratch: Path) -> str:
-    if not signature.lstrip().startswith(_PGP_ARMOR):
-        raise SignatureRefused(f"commit {commit_id} carries an SSH signature; the policy "
-                               "requires an OpenPGP signature")
-    if policy.keyring is None or not policy.keyring.is_file():
-        raise SignatureRefused(f"gpg keyring {policy.keyring} is missing")
+def _verify_gpg(policy: SignaturePolicy, keys: Path, commit_id: str, signature_file: Path,
+                payload: bytes, scratch: Path) -> str:
     home = scratch / "gnupg"
     home.mkdir(mode=0o700)
-    signature_file, payload_file = scratch / "commit.sig", scratch / "commit.payload"
-    signature_file.write_bytes(signature)
+    payload_file = scratch / "commit.payload"
     payload_file.write_bytes(payload)
     checked = _run(["gpg", "--batch", "--homedir", str(home), "--no-default-keyring",
-                    "--keyring", str(policy.keyring.resolve()), "--trust-model", "always",
+                    "--keyring", str(keys.resolve()), "--trust-model", "always",
                     "--lock-never", "--status-fd", "1", "--verify", str(signature_file),
                     str(payload_file)])
     status = checked.stdout.decode(errors="replace").splitlines()
@@ -101,7 +99,7 @@ def _verify_gpg(policy: SignaturePolicy, commit_id: str, signature: bytes, paylo
                     ("BADSIG", "NO_PUBKEY", "EXPKEYSIG", "REVKEYSIG", "ERRSIG", "EXPSIG")]
         detail = ", ".join(problems) or "verification failed"
         raise SignatureRefused(f"commit {commit_id} has no valid OpenPGP signature by a key in "
-                               f"{policy.keyring} ({detail})")
+                               f"{keys} ({detail})")
     primary = valid[0][-1]
     if policy.fingerprints and primary not in policy.fingerprints:
         raise SignatureRefused(f"commit {commit_id} is signed by {primary}, which is not among "
