@@ -7,12 +7,13 @@ reviews is exactly what runs.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 from reconciler.desired.documents import Desired, Health, Model, Restart, Target
 from reconciler.durations import format_duration
 from reconciler.fleet.local import ObservedTarget
+from reconciler.plan.windows import next_opening
 
 Op = Literal["create", "update", "flip", "noop"]
 Status = Literal["ready", "waiting", "blocked"]
@@ -27,8 +28,10 @@ class History:
     commit changes them. ``healthy_since``: the digest each object has been healthy with on
     a target, and since when (epoch seconds), for soaks. ``known_good``: digests that were
     canonical for a model before: returning to one skips the gate (never the digest check).
+    ``applied``: the digest last applied, so a difference from it is drift, not a change.
     """
 
+    applied: Mapping[ObjectKey, str] = field(default_factory=dict)
     failed: Mapping[ObjectKey, str] = field(default_factory=dict)
     healthy_since: Mapping[ObjectKey, tuple[str, float]] = field(default_factory=dict)
     known_good: Mapping[str, frozenset[str]] = field(default_factory=dict)
@@ -44,9 +47,20 @@ class Action:
     current: str | None
     desired: str
     steps: tuple[str, ...] = ()
+    drift: bool = False
     status: Status = "ready"
-    reason: str | None = None
+    reason: str | None = None  # PascalCase, for machines: Soaking, OutsideWindow, ...
+    message: str | None = None
     not_before: float | None = None
+
+    @property
+    def key(self) -> ObjectKey:
+        return (self.target, self.kind, self.name)
+
+    @property
+    def disruptive(self) -> bool:
+        """Restarts and pointer flips interrupt consumers; windows hold them back."""
+        return self.op == "flip" or any(step.startswith("restart:") for step in self.steps)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,30 +111,32 @@ def _follow_up(restart: Restart | None, health: Health | None) -> list[str]:
 
 def _gate(action: Action, target: Target, targets: Mapping[str, Target], history: History,
           object_targets: tuple[str, ...], now: float) -> Action:
-    """Blocked by an earlier failure of this very content, or waiting for the upstream soak."""
-    key = (action.target, action.kind, action.name)
-    if history.failed.get(key) == action.desired:
-        return _with(action, "blocked", f"this content failed on {target.name} before; it is "
-                     "not retried until a new commit changes it")
+    """Blocked by an earlier failure of this very content; waiting for the upstream soak or
+    for the target's window."""
+    if history.failed.get(action.key) == action.desired:
+        return replace(action, status="blocked", reason="FailedBefore",
+                       message=f"this content failed on {target.name} before; it is not "
+                       "retried until a new commit changes it")
     upstream = targets.get(target.after) if target.after else None
-    if upstream is None or upstream.name not in object_targets:
-        return action
-    healthy = history.healthy_since.get((upstream.name, action.kind, action.name))
-    if healthy is None or healthy[0] != action.desired:
-        return _with(action, "waiting", f"waits until {upstream.name} is healthy with this "
-                     "content" + (f", then soaks {format_duration(target.soak_seconds)}"
-                                  if target.soak_seconds else ""))
-    ready_at = healthy[1] + target.soak_seconds
-    if now < ready_at:
-        return _with(action, "waiting", f"soaking on {upstream.name} for "
-                     f"{format_duration(target.soak_seconds)}", ready_at)
+    if upstream is not None and upstream.name in object_targets:
+        healthy = history.healthy_since.get((upstream.name, action.kind, action.name))
+        if healthy is None or healthy[0] != action.desired:
+            return replace(action, status="waiting", reason="UpstreamNotHealthy",
+                           message=f"waits until {upstream.name} is healthy with this content"
+                           + (f", then soaks {format_duration(target.soak_seconds)}"
+                              if target.soak_seconds else ""))
+        ready_at = healthy[1] + target.soak_seconds
+        if now < ready_at:
+            return replace(action, status="waiting", reason="Soaking",
+                           message=f"soaking on {upstream.name} for "
+                           f"{format_duration(target.soak_seconds)}", not_before=ready_at)
+    if target.window is not None and action.disruptive:
+        opens = next_opening(target.window, now)
+        if opens is not None:
+            return replace(action, status="waiting", reason="OutsideWindow",
+                           message=f"restarts and flips wait for the window {target.window.start}"
+                           f"-{target.window.end} {target.window.time_zone}", not_before=opens)
     return action
-
-
-def _with(action: Action, status: Status, reason: str, not_before: float | None = None
-          ) -> Action:
-    return Action(action.target, action.kind, action.name, action.op, action.location,
-                  action.current, action.desired, action.steps, status, reason, not_before)
 
 
 def _model_steps(model: Model, target: Target, history: History) -> list[str]:
@@ -158,7 +174,9 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
                 current = seen.files[f"{ref.name}/{ref.key}"].sha256
             op: Op = "noop" if current == want else ("create" if current is None else "update")
             steps = () if op == "noop" else tuple(_follow_up(obj.restart, obj.health))
-            action = Action(target.name, obj.kind, obj.name, op, location, current, want, steps)
+            drift = op != "noop" and history.applied.get((target.name, obj.kind, obj.name)) == want
+            action = Action(target.name, obj.kind, obj.name, op, location, current, want, steps,
+                            drift)
             if op != "noop":
                 action = _gate(action, target, desired.targets, history, obj.targets, now)
             actions.append(action)
@@ -176,7 +194,9 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
             current = seen.pointers[key].sha256
             op = "noop" if current == want else "flip"
             action = Action(target.name, "Model", model.name, op, location, current, want,
-                            () if op == "noop" else tuple(_model_steps(model, target, history)))
+                            () if op == "noop" else tuple(_model_steps(model, target, history)),
+                            op != "noop" and history.applied.get(
+                                (target.name, "Model", model.name)) == want)
             if op != "noop":
                 action = _gate(action, target, desired.targets, history, model.targets, now)
             actions.append(action)

@@ -73,9 +73,11 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
                        f"{action.location} ({change})")
             for step in action.steps:
                 out.append(f"      then {step}")
+            if action.drift:
+                out.append("      drift: the live content was changed by hand")
             if action.status != "ready":
                 until = f" (until {_when(action.not_before)})" if action.not_before else ""
-                out.append(f"      {action.status}: {action.reason}{until}")
+                out.append(f"      {action.status} ({action.reason}): {action.message}{until}")
             diff = diffs.get(action)
             if diff:
                 out += ["      " + line for line in diff.rstrip("\n").split("\n")]
@@ -97,8 +99,9 @@ def render_json(plan: Plan, diffs: Mapping[Action, str | None],
         return {"target": action.target, "kind": action.kind, "name": action.name,
                 "op": action.op, "location": action.location, "current": action.current,
                 "desired": action.desired, "steps": list(action.steps),
-                "status": action.status, "reason": action.reason,
-                "notBefore": action.not_before, "diff": diffs.get(action)}
+                "drift": action.drift, "status": action.status, "reason": action.reason,
+                "message": action.message, "notBefore": action.not_before,
+                "diff": diffs.get(action)}
 
     document = {
         "formatVersion": PLAN_FORMAT_VERSION,

@@ -61,7 +61,7 @@ def test_plan_of_a_fresh_fleet_lists_changes_and_exits_2(cli: Cli, repo: Repo,
     assert "+++ b/config/gepetto.json" in result.stdout
     assert "* Model connect4-policy: flip symlink models/canonical_connect4.pt" in result.stdout
     assert "then gauntlet connect4-gate" in result.stdout
-    assert "waiting: waits until staging is healthy" in result.stdout
+    assert "waiting (UpstreamNotHealthy): waits until staging is healthy" in result.stdout
     assert "Plan: 4 to create, 0 to update, 2 pointers to flip" in result.stdout
     assert not (tmp_path / "state" / "fleet").exists(), "plan must not touch the fleet"
 
@@ -78,7 +78,8 @@ def test_plan_json_has_the_documented_shape(cli: Cli, repo: Repo, tmp_path: Path
     assert [t["name"] for t in document["targets"]] == ["staging", "production"]
     action = document["actions"][0]
     assert set(action) == {"target", "kind", "name", "op", "location", "current", "desired",
-                           "steps", "status", "reason", "notBefore", "diff"}
+                           "steps", "drift", "status", "reason", "message", "notBefore",
+                           "diff"}
     assert (action["target"], action["kind"], action["op"]) == ("staging", "Config", "create")
     assert action["diff"].startswith("--- /dev/null")
 

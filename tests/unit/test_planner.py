@@ -61,7 +61,8 @@ def test_fresh_fleet_creates_on_staging_and_waits_on_production() -> None:
     assert staging_strategy.steps == ("restart: systemctl restart gepetto",
                                       "health: GET http://127.0.0.1:8080/healthz, soak 5m")
     assert result.actions[1].steps == ("verify sha256", "gauntlet gate")
-    assert "staging is healthy with this content" in (result.actions[2].reason or "")
+    assert result.actions[2].reason == "UpstreamNotHealthy"
+    assert "staging is healthy with this content" in (result.actions[2].message or "")
     assert not result.in_sync
 
 
@@ -73,13 +74,16 @@ def test_in_sync_fleet_plans_no_change() -> None:
     assert {a.op for a in result.actions} == {"noop"}
 
 
-def test_drift_is_an_update_from_the_observed_digest() -> None:
-    result = plan(desired(), observed({"staging": DIGEST_A, "production": DIGEST_B},
-                                      {"staging": MODEL_V2, "production": MODEL_V2}),
-                  History(), 0.0)
-    [change] = result.changes
+def test_drift_is_an_update_back_to_what_was_applied() -> None:
+    fleet = observed({"staging": DIGEST_A, "production": DIGEST_B},
+                     {"staging": MODEL_V2, "production": MODEL_V2})
+    [change] = plan(desired(), fleet, History(), 0.0).changes
     assert (change.target, change.op, change.current, change.desired) == (
         "staging", "update", DIGEST_A, DIGEST_B)
+    assert not change.drift  # never applied by us: a change, not drift
+    applied = History(applied={("staging", "Strategy", "gepetto"): DIGEST_B})
+    [drift] = plan(desired(), fleet, applied, 0.0).changes
+    assert drift.drift
 
 
 def test_soak_releases_production_only_after_staging_was_healthy_long_enough() -> None:
@@ -89,7 +93,8 @@ def test_soak_releases_production_only_after_staging_was_healthy_long_enough() -
     soaking = plan(desired(), fleet, healthy, now=1000.0 + 29 * 60)
     [change] = soaking.changes
     assert (change.status, change.not_before) == ("waiting", 1000.0 + 30 * 60)
-    assert "soaking on staging for 30m" in (change.reason or "")
+    assert change.reason == "Soaking"
+    assert "soaking on staging for 30m" in (change.message or "")
     ready = plan(desired(), fleet, healthy, now=1000.0 + 30 * 60)
     assert ready.changes[0].status == "ready"
 
@@ -107,7 +112,8 @@ def test_content_that_failed_before_is_blocked_until_it_changes() -> None:
     failed = History(failed={("staging", "Strategy", "gepetto"): DIGEST_B})
     blocked = plan(desired(), fleet, failed, 0.0).changes[0]
     assert (blocked.target, blocked.status) == ("staging", "blocked")
-    assert "not retried until a new commit" in (blocked.reason or "")
+    assert blocked.reason == "FailedBefore"
+    assert "not retried until a new commit" in (blocked.message or "")
     new_commit = plan(desired(strategy_digest="c" * 64), fleet, failed, 0.0).changes[0]
     assert new_commit.status == "ready"
 
@@ -137,3 +143,29 @@ def test_targets_are_ordered_upstream_first() -> None:
                                    ("c-staging", None), ("d-lab", None)]}
     assert [t.name for t in ordered_targets(targets)] == ["c-staging", "d-lab", "b-canary",
                                                           "a-prod"]
+
+
+def test_restarts_and_flips_wait_for_the_window_and_plain_deliveries_do_not() -> None:
+    from dataclasses import replace
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from reconciler.desired.documents import Window
+
+    state = desired()
+    windowed = replace(state.targets["staging"],
+                       window=Window("Europe/Berlin", ("mon", "tue", "wed", "thu", "fri"),
+                                     "02:00", "05:00"))
+    state = replace(state, targets={**state.targets, "staging": windowed})
+    fleet = observed({"staging": None, "production": None}, {"staging": None, "production": None})
+    berlin = ZoneInfo("Europe/Berlin")
+    saturday_noon = datetime(2026, 11, 21, 12, 0, tzinfo=berlin).timestamp()
+    staging = [a for a in plan(state, fleet, History(), saturday_noon).actions
+               if a.target == "staging"]
+    assert [(a.kind, a.status, a.reason) for a in staging] == [
+        ("Strategy", "waiting", "OutsideWindow"), ("Model", "waiting", "OutsideWindow")]
+    monday_two = datetime(2026, 11, 23, 2, 0, tzinfo=berlin).timestamp()
+    assert staging[0].not_before == monday_two
+    inside = datetime(2026, 11, 24, 3, 30, tzinfo=berlin).timestamp()
+    assert all(a.status == "ready" for a in plan(state, fleet, History(), inside).actions
+               if a.target == "staging")
