@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,9 +16,13 @@ from reconciler.app import git_source, plan_pass
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.loader import cache_salt, load_desired
 from reconciler.diagnostics import InvalidInput
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, StalledError
 from reconciler.plan.planner import Action
 from reconciler.plan.render import render_json, render_text, text_diff
+from reconciler.runtime.daemon import Daemon, reconcile_once
+from reconciler.runtime.executor import Hooks
+from reconciler.runtime.journal import Journal
+from reconciler.runtime.lock import FleetLock
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.snapshot import Snapshot
@@ -54,13 +60,31 @@ def build_parser() -> argparse.ArgumentParser:
                                "2 changes, 1 error)")
     plan.add_argument("--output", choices=("text", "json"), default="text")
     _common(plan)
+
+    apply = commands.add_parser("apply", help="one reconcile pass (exit 0 converged or "
+                                "waiting on a soak or window, 1 error or blocked)")
+    _common(apply)
+    run = commands.add_parser("run", help="the daemon: reconcile until SIGTERM")
+    _common(run)
+
+    status = commands.add_parser("status", help="per-object state, last pass, blocked reasons")
+    status.add_argument("--output", choices=("text", "json"), default="text")
+    _common(status)
+    history = commands.add_parser("history", help="the journal, optionally of one object")
+    history.add_argument("name", nargs="?", help="an object's name")
+    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--output", choices=("text", "json"), default="text")
+    _common(history)
     return parser
 
 
+def _overrides(args: argparse.Namespace) -> dict[str, str | None]:
+    return {"repo": args.repo, "branch": args.branch, "path": args.path,
+            "stateDir": args.state_dir}
+
+
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(find_config_file(args.config), {
-        "repo": args.repo, "branch": args.branch, "path": args.path,
-        "stateDir": args.state_dir})
+    return load_settings(find_config_file(args.config), _overrides(args))
 
 
 def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
@@ -112,7 +136,91 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES
 
 
-COMMANDS = {"validate": cmd_validate, "plan": cmd_plan}
+def cmd_apply(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    lock = FleetLock(settings.fleet_root, "apply")
+    lock.acquire()
+    journal = Journal(settings.journal_path)
+    try:
+        journal.recover()
+        outcome = reconcile_once(settings, journal, threading.Event(),
+                                 hooks=Hooks(progress=_progress_line))
+    finally:
+        journal.close()
+        lock.release()
+    if outcome.report is not None:
+        for result in outcome.report.results:
+            action = result.action
+            if result.result != "in-sync":
+                print(f"{result.result:>11}  {action.target}  {action.kind}/{action.name}: "
+                      f"{result.message}")
+    print(outcome.status_line())
+    return EXIT_OK if outcome.result in ("converged", "changed", "waiting") else EXIT_ERROR
+
+
+def _progress_line(text: str) -> None:
+    if sys.stderr.isatty():
+        print(f"... {text}", file=sys.stderr, flush=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    return Daemon(find_config_file(args.config), _overrides(args)).run()
+
+
+def _open_journal(args: argparse.Namespace) -> Journal:
+    settings = _settings(args)
+    if not settings.journal_path.exists():
+        raise StalledError(f"no journal at {settings.journal_path}: nothing has been applied "
+                           "with this state dir yet", reason="NoJournal")
+    return Journal(settings.journal_path)
+
+
+def _when(epoch: float | None) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch)) if epoch else "-"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    journal = _open_journal(args)
+    try:
+        objects, last = journal.objects(), journal.last_pass()
+    finally:
+        journal.close()
+    if args.output == "json":
+        print(json.dumps({"lastPass": last, "objects": objects}, indent=2))
+        return EXIT_OK
+    if last is not None:
+        print(f"last pass  {_when(last['finished'])}  {last['result']}  {last['revision'] or ''}")
+        print(f"           {last['message']}")
+    print(f"{'TARGET':<12} {'KIND':<9} {'NAME':<22} {'STATUS':<12} {'APPLIED':<14} REASON")
+    for row in objects:
+        applied = (row["applied_digest"] or "")[:12]
+        reason = row["reason"] or ""
+        if row["message"] and row["status"] != "Ready":
+            reason += f": {row['message']}"
+        print(f"{row['target']:<12} {row['kind']:<9} {row['name']:<22} "
+              f"{row['status'] or '-':<12} {applied or '-':<14} {reason}")
+    return EXIT_OK
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    journal = _open_journal(args)
+    try:
+        events = journal.events(args.name, args.limit)
+    finally:
+        journal.close()
+    if args.output == "json":
+        print(json.dumps([event.to_json() for event in events], indent=2))
+        return EXIT_OK
+    for event in events:
+        subject = f"{event.target}/{event.kind}/{event.name}" if event.name else "-"
+        detail = " ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, ""))
+        print(f"{_when(event.at)}  #{event.id:<5} {event.action:<9} {event.phase:<11} "
+              f"{subject}  {detail}")
+    return EXIT_OK
+
+
+COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run,
+            "status": cmd_status, "history": cmd_history}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

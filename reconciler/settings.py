@@ -19,6 +19,7 @@ from reconciler.source.signatures import SignaturePolicy
 
 DEFAULT_CONFIG_FILE = "reconciler.yaml"
 CONFIG_ENVIRONMENT_VARIABLE = "RECONCILER_CONFIG"
+DEFAULT_LISTEN = "127.0.0.1:9464"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,9 @@ class Settings:
     state_dir: Path
     fleet_root: Path
     interval_seconds: float
+    resync_seconds: float
+    listen: str | None
+    webhook_secret_file: Path | None
     allow_history_rewrite: bool
     signature: SignaturePolicy | None
 
@@ -39,6 +43,10 @@ class Settings:
     @property
     def mirror_dir(self) -> Path:
         return self.state_dir / "git"
+
+    @property
+    def journal_path(self) -> Path:
+        return self.state_dir / "journal.db"
 
     @property
     def store_dir(self) -> Path:
@@ -125,6 +133,10 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         state_dir=state_dir,
         fleet_root=path_setting("fleetRoot") or state_dir / "fleet",
         interval_seconds=parse_duration(content.get("interval", "1m")),
+        resync_seconds=parse_duration(content.get("resync", "10m")),
+        listen=content.get("listen", DEFAULT_LISTEN) or None,
+        webhook_secret_file=(base / content["webhook"]["secretFile"]
+                             if "webhook" in content else None),
         allow_history_rewrite=bool(content.get("allowHistoryRewrite", False)),
         signature=policy,
     )

@@ -174,6 +174,8 @@ class Desired:
     # sha256 of what each Strategy or Config delivers, by (kind, name).
     content_digests: Mapping[tuple[str, str], str]
     read_content: Callable[[Delivered], bytes] = field(compare=False)
+    # Any file of the folder at this revision, by folder-relative path (model artifacts).
+    read_file: Callable[[str], bytes] = field(compare=False)
 
     def delivered(self) -> list[Delivered]:
         """Configs before strategies: a strategy may read its Config when it restarts."""

@@ -215,7 +215,8 @@ def _assemble(snapshot: Snapshot, cache: DesiredCache, objects: list[Any]) -> De
         digests[(obj.kind, obj.name)] = digest
     return Desired(snapshot.revision, _typed(by_kind, Target), _typed(by_kind, Strategy),
                    _typed(by_kind, Config), _typed(by_kind, Model), _typed(by_kind, Gauntlet),
-                   _typed(by_kind, Budget), digests, read_content)
+                   _typed(by_kind, Budget), digests, read_content,
+                   lambda path: snapshot.read(resolve(entries, path)))
 
 
 def _typed(by_kind: Mapping[type, dict[str, Any]], kind: type[_T]) -> dict[str, _T]:

@@ -1,8 +1,16 @@
-"""A local target: a directory tree on this host. Here: observing it (read-only)."""
+"""A local target: a directory tree on this host, and the content-addressed store that
+canonical pointers lead into.
+
+Every change is atomic: a file is written to a temporary name in its own folder, synced
+and renamed over the old one; a pointer is a temporary symlink renamed over the old one.
+A crash leaves the old or the new content, never a torn file or a dangling pointer.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import secrets
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -65,6 +73,63 @@ class LocalFleet:
                               {path: self._file(base + path, path) for path in files},
                               {path: self._pointer(root, path) for path in pointers})
 
+    # The content-addressed store: sha256/<hex>, read-only once written.
+
+    def store_has(self, digest: str) -> bool:
+        return self.store_path(digest).is_file()
+
+    def store_read(self, digest: str) -> bytes:
+        return self.store_path(digest).read_bytes()
+
+    def store_put(self, content: bytes) -> str:
+        digest = hashlib.sha256(content).hexdigest()
+        if not self.store_has(digest):
+            _write_atomic(self.store_path(digest), content, 0o444)
+        return digest
+
+    def preserve(self, target: Target, path: str) -> str | None:
+        """Keep the live content in the store, so it can come back; its digest, or None."""
+        try:
+            content = (self.root_of(target) / path).read_bytes()
+        except FileNotFoundError:
+            return None
+        return self.store_put(content)
+
+    # Changes to a target.
+
+    def write(self, target: Target, path: str, content: bytes, mode: int | None) -> None:
+        """Atomically replace the file; an existing file keeps its permissions."""
+        full = self.root_of(target) / path
+        try:
+            mode = stat.S_IMODE(os.stat(full).st_mode)
+        except FileNotFoundError:
+            mode = 0o644 if mode is None else mode
+        _write_atomic(full, content, mode)
+
+    def remove(self, target: Target, path: str) -> None:
+        full = self.root_of(target) / path
+        try:
+            full.unlink()
+        except FileNotFoundError:
+            return
+        _sync_folder(full.parent)
+
+    def flip(self, target: Target, path: str, digest: str) -> None:
+        """Point ``path`` at the store object ``digest`` in one rename."""
+        self.point(target, path, str(self.store_path(digest)))
+
+    def point(self, target: Target, path: str, link: str | None) -> None:
+        """Set the pointer to ``link`` exactly (None removes it): how a flip is undone."""
+        full = self.root_of(target) / path
+        if link is None:
+            self.remove(target, path)
+            return
+        full.parent.mkdir(parents=True, exist_ok=True)
+        temporary = full.parent / f".{full.name}.flip-{secrets.token_hex(4)}"
+        os.symlink(link, temporary)
+        os.replace(temporary, full)
+        _sync_folder(full.parent)
+
     def save_digests(self) -> None:
         self._digests.save()
 
@@ -105,3 +170,28 @@ class LocalFleet:
         problem = ("dangling: its target does not exist" if not named.exists()
                    else "points outside the content-addressed store")
         return ObservedPointer(path, link, None, problem)
+
+
+def _sync_folder(folder: Path) -> None:
+    descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _write_atomic(full: Path, content: bytes, mode: int) -> None:
+    full.parent.mkdir(parents=True, exist_ok=True)
+    temporary = full.parent / f".{full.name}.new-{secrets.token_hex(4)}"
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fchmod(stream.fileno(), mode)
+            os.fsync(stream.fileno())
+        os.replace(temporary, full)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    _sync_folder(full.parent)

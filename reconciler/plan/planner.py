@@ -24,15 +24,16 @@ ObjectKey = tuple[str, str, str]  # (target, kind, name)
 class History:
     """What the journal knows that a plan depends on.
 
-    ``failed``: content digests that failed on a target and are not retried until a new
-    commit changes them. ``healthy_since``: the digest each object has been healthy with on
-    a target, and since when (epoch seconds), for soaks. ``known_good``: digests that were
-    canonical for a model before: returning to one skips the gate (never the digest check).
+    ``failed``: (digest, revision) that failed on a target: that content is not retried
+    at that revision; a new commit gets one new attempt. ``healthy_since``: the digest each
+    object has been healthy with on a target, and since when (epoch seconds), for soaks.
+    ``known_good``: digests that were canonical for a model before: returning to one skips
+    the gate (never the digest check).
     ``applied``: the digest last applied, so a difference from it is drift, not a change.
     """
 
     applied: Mapping[ObjectKey, str] = field(default_factory=dict)
-    failed: Mapping[ObjectKey, str] = field(default_factory=dict)
+    failed: Mapping[ObjectKey, tuple[str, str]] = field(default_factory=dict)
     healthy_since: Mapping[ObjectKey, tuple[str, float]] = field(default_factory=dict)
     known_good: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
@@ -110,13 +111,13 @@ def _follow_up(restart: Restart | None, health: Health | None) -> list[str]:
 
 
 def _gate(action: Action, target: Target, targets: Mapping[str, Target], history: History,
-          object_targets: tuple[str, ...], now: float) -> Action:
+          object_targets: tuple[str, ...], now: float, revision: str) -> Action:
     """Blocked by an earlier failure of this very content; waiting for the upstream soak or
     for the target's window."""
-    if history.failed.get(action.key) == action.desired:
+    if history.failed.get(action.key) == (action.desired, revision):
         return replace(action, status="blocked", reason="FailedBefore",
-                       message=f"this content failed on {target.name} before; it is not "
-                       "retried until a new commit changes it")
+                       message=f"this revision failed on {target.name} and was rolled back; "
+                       "it is not retried until a new commit")
     upstream = targets.get(target.after) if target.after else None
     if upstream is not None and upstream.name in object_targets:
         healthy = history.healthy_since.get((upstream.name, action.kind, action.name))
@@ -178,7 +179,8 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
             action = Action(target.name, obj.kind, obj.name, op, location, current, want, steps,
                             drift)
             if op != "noop":
-                action = _gate(action, target, desired.targets, history, obj.targets, now)
+                action = _gate(action, target, desired.targets, history, obj.targets, now,
+                               desired.revision)
             actions.append(action)
         for model in sorted(desired.models.values(), key=lambda m: m.name):
             if target.name not in model.targets:
@@ -198,7 +200,8 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
                             op != "noop" and history.applied.get(
                                 (target.name, "Model", model.name)) == want)
             if op != "noop":
-                action = _gate(action, target, desired.targets, history, model.targets, now)
+                action = _gate(action, target, desired.targets, history, model.targets, now,
+                               desired.revision)
             actions.append(action)
     return Plan(desired.revision, tuple(targets), tuple(actions), errors)
 

@@ -13,6 +13,7 @@ DIGEST_B = "b" * 64
 MODEL_V1 = "1" * 64
 MODEL_V2 = "2" * 64
 ORIGIN = Origin("f.yaml", "0" * 40, 0, 1)
+REVISION = "main@sha1:" + "c" * 40
 
 
 def _doc(kind: str, name: str, spec: dict[str, Any]) -> Any:
@@ -32,9 +33,10 @@ def desired(model_digest: str = MODEL_V2, strategy_digest: str = DIGEST_B) -> De
         "targets": ["staging", "production"],
         "artifact": {"uri": "m.pt", "sha256": model_digest},
         "pointer": {"path": "models/canonical.pt"}, "gauntlet": "gate"})
-    return Desired("main@sha1:" + "c" * 40, {"staging": staging, "production": production},
+    return Desired(REVISION, {"staging": staging, "production": production},
                    {"gepetto": strategy}, {}, {"policy": model}, {}, {},
-                   {("Strategy", "gepetto"): strategy_digest}, lambda obj: b"")
+                   {("Strategy", "gepetto"): strategy_digest}, lambda obj: b"",
+                   lambda path: b"")
 
 
 def observed(strategy: dict[str, str | None], model: dict[str, str | None]
@@ -106,16 +108,19 @@ def test_health_on_staging_with_other_content_does_not_release_production() -> N
     assert plan(desired(), fleet, stale, now=1e9).changes[0].status == "waiting"
 
 
-def test_content_that_failed_before_is_blocked_until_it_changes() -> None:
+def test_a_failed_revision_is_blocked_until_a_new_commit() -> None:
     fleet = observed({"staging": DIGEST_A, "production": DIGEST_A},
                      {"staging": MODEL_V2, "production": MODEL_V2})
-    failed = History(failed={("staging", "Strategy", "gepetto"): DIGEST_B})
+    failed = History(failed={("staging", "Strategy", "gepetto"): (DIGEST_B, REVISION)})
     blocked = plan(desired(), fleet, failed, 0.0).changes[0]
     assert (blocked.target, blocked.status) == ("staging", "blocked")
     assert blocked.reason == "FailedBefore"
     assert "not retried until a new commit" in (blocked.message or "")
-    new_commit = plan(desired(strategy_digest="c" * 64), fleet, failed, 0.0).changes[0]
-    assert new_commit.status == "ready"
+    fixed = plan(desired(strategy_digest="c" * 64), fleet, failed, 0.0).changes[0]
+    assert fixed.status == "ready"
+    from dataclasses import replace
+    new_commit = replace(desired(), revision="main@sha1:" + "d" * 40)
+    assert plan(new_commit, fleet, failed, 0.0).changes[0].status == "ready"
 
 
 def test_returning_to_a_known_good_model_skips_the_gate_but_not_the_digest_check() -> None:

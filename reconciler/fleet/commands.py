@@ -1,0 +1,120 @@
+"""Restart commands and health checks on a host: bounded in time, output captured.
+
+Commands come from the repository and run without a shell, in the target's root, with a
+minimal environment (the daemon's own variables, secrets included, are not passed on), in
+their own process group so a timeout kills everything they started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.desired.documents import Health
+from reconciler.durations import format_duration
+
+_OUTPUT_TAIL_BYTES = 2048
+_DEFAULT_INTERVAL_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    ok: bool
+    detail: str
+    output_tail: str = ""
+
+
+def command_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"), **extra}
+
+
+def run_command(argv: tuple[str, ...], cwd: Path, timeout: float,
+                environment: Mapping[str, str]) -> CommandResult:
+    """Run ``argv``; ok when it exits 0 within ``timeout``."""
+    shown = " ".join(argv)
+    with tempfile.TemporaryFile() as output:
+        try:
+            process = subprocess.Popen(argv, cwd=cwd, env=dict(environment),
+                                       stdin=subprocess.DEVNULL, stdout=output,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        except FileNotFoundError:
+            return CommandResult(False, f"command not found: {argv[0]}")
+        except OSError as error:
+            return CommandResult(False, f"cannot run {shown}: {error.strerror}")
+        timed_out = False
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        size = output.seek(0, os.SEEK_END)
+        output.seek(max(0, size - _OUTPUT_TAIL_BYTES))
+        tail = output.read().decode(errors="replace").strip()
+    if timed_out:
+        return CommandResult(False, f"{shown} did not finish within {format_duration(timeout)}",
+                             tail)
+    if process.returncode != 0:
+        last = tail.splitlines()[-1] if tail else ""
+        return CommandResult(False, f"{shown} exited with {process.returncode}"
+                             + (f": {last}" if last else ""), tail)
+    return CommandResult(True, f"{shown} succeeded", tail)
+
+
+def probe_http(url: str, expect_status: int, timeout: float) -> CommandResult:
+    request = urllib.request.Request(url, headers={"User-Agent": "reconciler-health"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status = response.status
+    except urllib.error.HTTPError as error:
+        status = error.code
+    except (urllib.error.URLError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        return CommandResult(False, f"GET {url}: {reason}")
+    if status != expect_status:
+        return CommandResult(False, f"GET {url} answered {status}, expected {expect_status}")
+    return CommandResult(True, f"GET {url} answered {status}")
+
+
+def _probe_once(health: Health, cwd: Path, environment: Mapping[str, str]) -> CommandResult:
+    if health.http_url is not None:
+        return probe_http(health.http_url, health.expect_status, health.timeout_seconds)
+    assert health.command is not None
+    return run_command(health.command, cwd, health.timeout_seconds, environment)
+
+
+def check_health(health: Health, cwd: Path, environment: Mapping[str, str],
+                 stop: threading.Event) -> CommandResult:
+    """Healthy within ``timeout``, then without a failure for ``soak``."""
+    interval = _DEFAULT_INTERVAL_SECONDS
+    deadline = time.monotonic() + health.timeout_seconds
+    result = _probe_once(health, cwd, environment)
+    while not result.ok:
+        if time.monotonic() + interval > deadline or stop.is_set():
+            return CommandResult(False, f"not healthy within "
+                                 f"{format_duration(health.timeout_seconds)}: {result.detail}",
+                                 result.output_tail)
+        time.sleep(interval)
+        result = _probe_once(health, cwd, environment)
+    soak_until = time.monotonic() + health.soak_seconds
+    while time.monotonic() < soak_until:
+        # A stop request ends the soak early without passing it: the caller undoes.
+        if stop.wait(min(interval, max(0.0, soak_until - time.monotonic()))):
+            return CommandResult(False, "stopped during the health soak")
+        result = _probe_once(health, cwd, environment)
+        if not result.ok:
+            return CommandResult(False, f"failed during the {format_duration(health.soak_seconds)}"
+                                 f" soak: {result.detail}", result.output_tail)
+    return result

@@ -1,0 +1,23 @@
+"""Exponential backoff with jitter, capped: for transient faults (git, network, API)."""
+
+from __future__ import annotations
+
+import random
+
+
+class Backoff:
+    def __init__(self, base: float = 1.0, cap: float = 300.0, factor: float = 2.0,
+                 rng: random.Random | None = None) -> None:
+        self.base, self.cap, self.factor = base, cap, factor
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self) -> float:
+        """The wait after one more failure: between half and all of the capped exponential,
+        so that daemons that failed together do not retry together."""
+        ceiling = min(self.cap, self.base * self.factor ** self.failures)
+        self.failures += 1
+        return ceiling * (0.5 + 0.5 * self._rng.random())
+
+    def reset(self) -> None:
+        self.failures = 0

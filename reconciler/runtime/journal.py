@@ -1,0 +1,272 @@
+"""The journal: every action's intent before it runs and its outcome after (SQLite, WAL).
+
+It is also the daemon's memory of each object: what was applied, what was attempted, what
+has been healthy since when, what failed and must not be retried, and which model digests
+were canonical before. ``synchronous=FULL``: a committed entry survives ``kill -9`` and a
+power cut. Intents left open by a crash are closed as ``interrupted`` on the next open.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.plan.planner import History, ObjectKey
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at REAL NOT NULL,
+    pass INTEGER,
+    revision TEXT,
+    target TEXT, kind TEXT, name TEXT,
+    action TEXT NOT NULL,
+    phase TEXT NOT NULL,
+    intent INTEGER,
+    detail TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS events_by_name ON events (name, id);
+CREATE TABLE IF NOT EXISTS objects (
+    target TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
+    applied_digest TEXT, applied_revision TEXT, applied_at REAL,
+    attempted_digest TEXT, attempted_revision TEXT, attempted_at REAL,
+    healthy_digest TEXT, healthy_since REAL,
+    failed_digest TEXT, failed_revision TEXT, failed_reason TEXT, failed_at REAL,
+    status TEXT, reason TEXT, message TEXT, updated_at REAL,
+    PRIMARY KEY (target, kind, name)
+);
+CREATE TABLE IF NOT EXISTS canonical (
+    model TEXT NOT NULL, digest TEXT NOT NULL, since REAL NOT NULL,
+    PRIMARY KEY (model, digest)
+);
+CREATE TABLE IF NOT EXISTS passes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    started REAL NOT NULL, finished REAL,
+    revision TEXT, result TEXT, message TEXT
+);
+"""
+
+OBJECT_FIELDS = ("target", "kind", "name", "applied_digest", "applied_revision", "applied_at",
+                 "attempted_digest", "attempted_revision", "attempted_at", "healthy_digest",
+                 "healthy_since", "failed_digest", "failed_revision", "failed_reason",
+                 "failed_at", "status", "reason", "message", "updated_at")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    at: float
+    pass_id: int | None
+    revision: str | None
+    target: str | None
+    kind: str | None
+    name: str | None
+    action: str
+    phase: str
+    intent: int | None
+    detail: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "at": self.at, "pass": self.pass_id, "revision": self.revision,
+                "target": self.target, "kind": self.kind, "name": self.name,
+                "action": self.action, "phase": self.phase, "intent": self.intent,
+                "detail": self.detail}
+
+
+class Journal:
+    """One SQLite database; safe to share between the daemon's threads."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                                   timeout=10)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def integrity_ok(self) -> bool:
+        with self._lock:
+            return bool(self._db.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+
+    # Passes and events.
+
+    def begin_pass(self, revision: str | None) -> int:
+        with self._transaction() as db:
+            cursor = db.execute("INSERT INTO passes (started, revision) VALUES (?, ?)",
+                                (time.time(), revision))
+            return int(cursor.lastrowid or 0)
+
+    def end_pass(self, pass_id: int, result: str, message: str,
+                 revision: str | None = None) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE passes SET finished = ?, result = ?, message = ?, "
+                       "revision = COALESCE(?, revision) WHERE id = ?",
+                       (time.time(), result, message, revision, pass_id))
+
+    def last_pass(self) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute("SELECT id, started, finished, revision, result, message "
+                                   "FROM passes WHERE finished IS NOT NULL "
+                                   "ORDER BY id DESC LIMIT 1").fetchone()
+        if row is None:
+            return None
+        return dict(zip(("id", "started", "finished", "revision", "result", "message"), row,
+                        strict=True))
+
+    def record(self, action: str, phase: str, *, pass_id: int | None = None,
+               revision: str | None = None, key: ObjectKey | None = None,
+               intent: int | None = None, detail: Mapping[str, Any] | None = None) -> int:
+        target, kind, name = key or (None, None, None)
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO events (at, pass, revision, target, kind, name, action, phase, "
+                "intent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (time.time(), pass_id, revision, target, kind, name, action, phase, intent,
+                 json.dumps(dict(detail or {}), sort_keys=True)))
+            return int(cursor.lastrowid or 0)
+
+    def intent(self, action: str, key: ObjectKey, *, pass_id: int, revision: str,
+               detail: Mapping[str, Any]) -> int:
+        """Written before the action runs; ``outcome`` closes it."""
+        return self.record(action, "intent", pass_id=pass_id, revision=revision, key=key,
+                           detail=detail)
+
+    def outcome(self, intent: int, phase: str, detail: Mapping[str, Any] | None = None) -> None:
+        with self._lock:
+            row = self._db.execute("SELECT pass, revision, target, kind, name, action FROM "
+                                   "events WHERE id = ?", (intent,)).fetchone()
+        pass_id, revision, target, kind, name, action = row
+        self.record(action, phase, pass_id=pass_id, revision=revision,
+                    key=(target, kind, name), intent=intent, detail=detail)
+
+    def recover(self) -> list[Event]:
+        """Close intents a crash left open; returns them (the next pass re-plans them)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT * FROM events e WHERE phase = 'intent' AND NOT EXISTS "
+                "(SELECT 1 FROM events o WHERE o.intent = e.id)").fetchall()
+            open_passes = self._db.execute("SELECT id FROM passes WHERE finished IS NULL"
+                                           ).fetchall()
+        interrupted = [_event(row) for row in rows]
+        for event in interrupted:
+            self.outcome(event.id, "interrupted", {"note": "the daemon stopped before the "
+                                                   "outcome was known; the next pass re-plans"})
+        for (pass_id,) in open_passes:
+            self.end_pass(pass_id, "interrupted", "the daemon stopped during this pass")
+        return interrupted
+
+    def events(self, name: str | None = None, limit: int = 200) -> list[Event]:
+        query = "SELECT * FROM events"
+        parameters: tuple[Any, ...] = ()
+        if name is not None:
+            query += " WHERE name = ?"
+            parameters = (name,)
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?",
+                                    (*parameters, limit)).fetchall()
+        return [_event(row) for row in reversed(rows)]
+
+    def count_since(self, action: str, phase: str, since: float) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM events WHERE action = ? AND "
+                                        "phase = ? AND at >= ?", (action, phase, since)
+                                        ).fetchone()[0])
+
+    # Per-object state.
+
+    def _update(self, key: ObjectKey, **fields: Any) -> None:
+        columns = ", ".join(f"{name} = ?" for name in fields)
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO objects (target, kind, name) VALUES (?, ?, ?)",
+                       key)
+            db.execute(f"UPDATE objects SET {columns}, updated_at = ? "
+                       "WHERE target = ? AND kind = ? AND name = ?",
+                       (*fields.values(), time.time(), *key))
+
+    def attempted(self, key: ObjectKey, digest: str, revision: str) -> None:
+        self._update(key, attempted_digest=digest, attempted_revision=revision,
+                     attempted_at=time.time())
+
+    def applied(self, key: ObjectKey, digest: str, revision: str, healthy_since: float) -> None:
+        """Applied and healthy. ``healthy_since`` keeps its earlier value for the same digest."""
+        current = self.object(key)
+        since = (current["healthy_since"] if current and current["healthy_digest"] == digest
+                 and current["healthy_since"] else healthy_since)
+        self._update(key, applied_digest=digest, applied_revision=revision,
+                     applied_at=time.time(), healthy_digest=digest, healthy_since=since,
+                     status="Ready", reason="Converged", message=None)
+
+    def failed(self, key: ObjectKey, digest: str, revision: str, reason: str,
+               message: str) -> None:
+        self._update(key, failed_digest=digest, failed_revision=revision,
+                     failed_reason=message, failed_at=time.time(), status="Stalled",
+                     reason=reason, message=message)
+
+    def condition(self, key: ObjectKey, status: str, reason: str | None,
+                  message: str | None) -> None:
+        self._update(key, status=status, reason=reason, message=message)
+
+    def canonical(self, model: str, digest: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR IGNORE INTO canonical (model, digest, since) VALUES (?, ?, ?)",
+                       (model, digest, time.time()))
+
+    def object(self, key: ObjectKey) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT {', '.join(OBJECT_FIELDS)} FROM objects WHERE "
+                                   "target = ? AND kind = ? AND name = ?", key).fetchone()
+        return dict(zip(OBJECT_FIELDS, row, strict=True)) if row else None
+
+    def objects(self) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute(f"SELECT {', '.join(OBJECT_FIELDS)} FROM objects "
+                                    "ORDER BY target, kind, name").fetchall()
+        return [dict(zip(OBJECT_FIELDS, row, strict=True)) for row in rows]
+
+    def history(self) -> History:
+        """What the planner needs to know from the past."""
+        applied, failed, healthy = {}, {}, {}
+        for row in self.objects():
+            key = (row["target"], row["kind"], row["name"])
+            if row["applied_digest"]:
+                applied[key] = row["applied_digest"]
+            if row["failed_digest"]:
+                failed[key] = (row["failed_digest"], row["failed_revision"])
+            if row["healthy_digest"] and row["healthy_since"]:
+                healthy[key] = (row["healthy_digest"], row["healthy_since"])
+        known: dict[str, set[str]] = {}
+        with self._lock:
+            for model, digest in self._db.execute("SELECT model, digest FROM canonical"):
+                known.setdefault(model, set()).add(digest)
+        return History(applied, failed, healthy,
+                       {model: frozenset(digests) for model, digests in known.items()})
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    identifier, at, pass_id, revision, target, kind, name, action, phase, intent, detail = row
+    return Event(identifier, at, pass_id, revision, target, kind, name, action, phase, intent,
+                 json.loads(detail))

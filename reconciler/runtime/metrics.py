@@ -1,0 +1,49 @@
+"""Prometheus metrics: base units, ``_total`` counters, bounded labels."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+RESULTS = ("converged", "changed", "waiting", "failed", "invalid", "transient", "stalled")
+PENDING_REASONS = ("UpstreamNotHealthy", "Soaking", "OutsideWindow", "FailedBefore",
+                   "BudgetExhausted", "GauntletUnavailable")
+KINDS = ("Strategy", "Config", "Model")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.reconcile_duration = Histogram(
+            "reconciler_reconcile_duration_seconds", "Time one reconcile pass took.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=self.registry)
+        self.reconcile = Counter("reconciler_reconcile", "Reconcile passes by result.",
+                                 ["result"], registry=self.registry)
+        self.drift_corrections = Counter("reconciler_drift_corrections",
+                                         "Hand edits on the fleet put back.", ["kind"],
+                                         registry=self.registry)
+        self.rollbacks = Counter("reconciler_rollbacks", "Changes undone after a failed "
+                                 "restart or health check.", ["kind"], registry=self.registry)
+        self.last_applied_revision = Info("reconciler_last_applied_revision",
+                                          "The revision of the last pass that converged.",
+                                          registry=self.registry)
+        self.last_success = Gauge("reconciler_last_success_timestamp_seconds",
+                                  "When a pass last ended without failure.",
+                                  registry=self.registry)
+        self.last_applied = Gauge("reconciler_last_applied_timestamp_seconds",
+                                  "When a change was last applied to the fleet.",
+                                  registry=self.registry)
+        self.pending_actions = Gauge("reconciler_pending_actions",
+                                     "Changes that cannot run yet, by reason.", ["reason"],
+                                     registry=self.registry)
+        for result in RESULTS:
+            self.reconcile.labels(result)
+        for kind in KINDS:
+            self.drift_corrections.labels(kind)
+            self.rollbacks.labels(kind)
+        for reason in PENDING_REASONS:
+            self.pending_actions.labels(reason).set(0)
+
+    def set_pending(self, counts: dict[str, int]) -> None:
+        for reason in PENDING_REASONS:
+            self.pending_actions.labels(reason).set(counts.get(reason, 0))
