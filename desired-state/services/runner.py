@@ -27,6 +27,7 @@ import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+sys.dont_write_bytecode = True  # keep the fleet tree exactly as delivered
 ROOT = Path.cwd()
 RUN = ROOT / "run"
 PID_FILE, PORT_FILE, LOG_FILE = RUN / "runner.pid", RUN / "runner.port", RUN / "runner.log"
