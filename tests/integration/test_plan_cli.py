@@ -62,7 +62,7 @@ def test_plan_of_a_fresh_fleet_lists_changes_and_exits_2(cli: Cli, repo: Repo,
     assert "* Model connect4-policy: flip symlink models/canonical_connect4.pt" in result.stdout
     assert "then gauntlet connect4-gate" in result.stdout
     assert "waiting (UpstreamNotHealthy): waits until staging is healthy" in result.stdout
-    assert "Plan: 4 to create, 0 to update, 2 pointers to flip" in result.stdout
+    assert "Plan: 6 to create, 0 to update, 2 pointers to flip" in result.stdout
     assert not (tmp_path / "state" / "fleet").exists(), "plan must not touch the fleet"
 
 
@@ -73,8 +73,8 @@ def test_plan_json_has_the_documented_shape(cli: Cli, repo: Repo, tmp_path: Path
     assert set(document) == {"formatVersion", "revision", "inSync", "summary", "targets",
                              "actions"}
     assert document["formatVersion"] == 1 and document["inSync"] is False
-    assert document["summary"] == {"create": 4, "update": 0, "flip": 2, "noop": 0,
-                                   "waiting": 3, "blocked": 0}
+    assert document["summary"] == {"create": 6, "update": 0, "flip": 2, "noop": 0,
+                                   "waiting": 4, "blocked": 0}
     assert [t["name"] for t in document["targets"]] == ["staging", "production"]
     action = document["actions"][0]
     assert set(action) == {"target", "kind", "name", "op", "location", "current", "desired",
@@ -92,7 +92,7 @@ def test_converged_fleet_is_in_sync_and_drift_shows_a_diff(cli: Cli, repo: Repo,
 
     in_sync = cli("plan", "--config", str(config))
     assert in_sync.returncode == 0, in_sync.stdout + in_sync.stderr
-    assert "In sync: 6 objects unchanged." in in_sync.stdout
+    assert "In sync: 8 objects unchanged." in in_sync.stdout
 
     drifted = tmp_path / "state" / "fleet" / "staging" / "config" / "gepetto.json"
     drifted.write_text(drifted.read_text().replace('"max_provider_calls": 10',
