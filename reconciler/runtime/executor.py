@@ -130,11 +130,21 @@ class Executor:
             self._journal.condition(action.key, "Stalled", "BudgetExhausted", refusal)
             return ActionResult(action, "blocked", refusal)
         self._hooks.progress(f"{action.op} {action.kind}/{action.name} on {action.target}")
-        if action.kind == "Model":
-            return self._flip(action, desired.models[action.name], target, desired, pass_id)
-        obj: Delivered = (desired.strategies[action.name] if action.kind == "Strategy"
-                          else desired.configs[action.name])
-        return self._deliver(action, obj, target, desired, pass_id)
+        try:
+            if action.kind == "Model":
+                return self._flip(action, desired.models[action.name], target, desired, pass_id)
+            obj: Delivered = (desired.strategies[action.name] if action.kind == "Strategy"
+                              else desired.configs[action.name])
+            return self._deliver(action, obj, target, desired, pass_id)
+        except OSError as error:
+            # The fleet's file system refused (not writable, full, a file where a folder
+            # should be): this action fails, the pass and the daemon go on.
+            message = f"{action.location} under {self._fleet.root_of(target)}: {error}"
+            self._journal.record("error", "failed", pass_id=pass_id, revision=desired.revision,
+                                 key=action.key, detail={"error": message})
+            self._journal.failed(action.key, action.desired, desired.revision, "IOError",
+                                 message)
+            return ActionResult(action, "failed", message)
 
     def _budget_refusal(self, action: Action, budget: Budget | None) -> str | None:
         if budget is None:

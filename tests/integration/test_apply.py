@@ -1,0 +1,178 @@
+"""One pass at a time on a small fleet: delivery, restart, health, rollback, drift, flips."""
+
+from __future__ import annotations
+
+import os
+import socket
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler.runtime.executor import Hooks
+from tests.fleet import HEALTH, HEALTHY, Fleet, sha
+
+
+@pytest.fixture
+def fleet(tmp_path: Path) -> Fleet:
+    return Fleet(tmp_path)
+
+
+def test_first_pass_delivers_flips_and_then_is_in_sync(fleet: Fleet) -> None:
+    first = fleet.apply()
+    assert first.result == "changed", first.message
+    assert fleet.results(first) == {"Strategy/app": "applied", "Model/policy": "applied"}
+    delivered = fleet.root / "app" / "app.py"
+    assert delivered.read_text() == HEALTHY
+    assert stat.S_IMODE(delivered.stat().st_mode) == 0o640
+    pointer = fleet.root / "models" / "current.bin"
+    assert pointer.is_symlink()
+    assert os.readlink(pointer) == str(fleet.state / "store" / "sha256" / sha(b"weights-v1"))
+    assert pointer.read_bytes() == b"weights-v1"
+    assert (fleet.root / "restarts").read_text() == "xx"
+    second = fleet.apply()
+    assert second.result == "converged"
+    assert (fleet.root / "restarts").read_text() == "xx", "no change, no restart"
+    assert not list(fleet.root.rglob(".*.new-*")), "no temporary files left behind"
+
+
+def test_failed_health_rolls_back_marks_the_revision_and_does_not_retry(fleet: Fleet) -> None:
+    fleet.apply()
+    fleet.strategy("BROKEN = 'imports fine, fails its health check'\n")
+    bad = fleet.commit("a strategy that fails its health check")
+    outcome = fleet.apply()
+    assert outcome.result == "failed"
+    assert fleet.results(outcome)["Strategy/app"] == "rolled-back"
+    assert "health check failed" in outcome.message
+    assert (fleet.root / "app" / "app.py").read_text() == HEALTHY, "byte-for-byte back"
+    journal = fleet.journal()
+    state = journal.object(("edge", "Strategy", "app"))
+    assert state is not None and state["reason"] == "RolledBack"
+    assert state["failed_revision"] == f"main@sha1:{bad}"
+    attempts = lambda: [e for e in journal.events("app") if e.action == "deliver"  # noqa: E731
+                        and e.phase == "intent" and e.revision == f"main@sha1:{bad}"]
+    assert len(attempts()) == 1
+    again = fleet.apply()
+    assert fleet.results(again)["Strategy/app"] == "blocked"
+    assert len(attempts()) == 1, "a failed revision is not retried"
+
+    fleet.strategy("OK = 'fixed'\n")
+    fleet.commit("the fix")
+    fixed = fleet.apply()
+    assert fleet.results(fixed)["Strategy/app"] == "applied"
+    assert (fleet.root / "app" / "app.py").read_text() == "OK = 'fixed'\n"
+
+
+def test_hold_keeps_the_failed_content_in_place(fleet: Fleet) -> None:
+    fleet.apply()
+    fleet.strategy("BROKEN = 1\n", extra="  onFailure: hold\n")
+    fleet.commit("held")
+    outcome = fleet.apply()
+    assert fleet.results(outcome)["Strategy/app"] == "failed"
+    assert (fleet.root / "app" / "app.py").read_text() == "BROKEN = 1\n"
+
+
+@pytest.mark.parametrize(("restart", "health", "expected"), [
+    ("[no-such-binary-anywhere]", f"command: [python3, -c, \"{HEALTH}\"]",
+     "command not found: no-such-binary-anywhere"),
+    ("[python3, -c, 'import sys; sys.exit(4)']", f"command: [python3, -c, \"{HEALTH}\"]",
+     "exited with 4"),
+    ("[python3, -c, 'pass']", "http: {{url: 'http://127.0.0.1:{port}/healthz'}}",
+     "Connection refused"),
+])
+def test_restart_and_health_faults_roll_back_with_the_reason(
+        fleet: Fleet, restart: str, health: str, expected: str) -> None:
+    fleet.apply()
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+        fleet.strategy("OK = 'new version'\n", restart=restart, health=health.format(port=port))
+        fleet.commit("faulty restart or health")
+        outcome = fleet.apply()
+    assert fleet.results(outcome)["Strategy/app"] == "rolled-back"
+    assert expected in outcome.message
+    assert (fleet.root / "app" / "app.py").read_text() == HEALTHY
+
+
+def test_unwritable_fleet_root_fails_clearly_and_touches_nothing_else(fleet: Fleet) -> None:
+    fleet.root.parent.mkdir(parents=True)
+    fleet.root.write_text("a file where the target's root should be\n")
+    outcome = fleet.apply()
+    assert outcome.result == "failed"
+    assert "cannot write app/app.py" in outcome.message
+    assert fleet.root.read_text() == "a file where the target's root should be\n"
+
+
+def test_hand_edits_are_drift_and_are_put_back(fleet: Fleet) -> None:
+    fleet.apply()
+    delivered = fleet.root / "app" / "app.py"
+    delivered.write_text("OK = 'edited by hand at 3 a.m.'\n")
+    drifted: list[str] = []
+    outcome = fleet.apply(Hooks(drift=drifted.append))
+    assert fleet.results(outcome)["Strategy/app"] == "applied"
+    assert delivered.read_text() == HEALTHY
+    assert drifted == ["Strategy"]
+    events = [e for e in fleet.journal().events("app") if e.action == "deliver"]
+    assert events[-2].detail["drift"] is True
+
+
+def test_operator_permissions_on_a_delivered_file_are_kept(fleet: Fleet) -> None:
+    fleet.apply()
+    delivered = fleet.root / "app" / "app.py"
+    delivered.chmod(0o600)
+    fleet.strategy("OK = 'v2'\n")
+    fleet.commit("v2")
+    fleet.apply()
+    assert delivered.read_text() == "OK = 'v2'\n"
+    assert stat.S_IMODE(delivered.stat().st_mode) == 0o600
+
+
+def test_model_digest_mismatch_never_flips(fleet: Fleet) -> None:
+    fleet.apply()
+    before = os.readlink(fleet.root / "models" / "current.bin")
+    fleet.model(b"weights-v2", declared=sha(b"something else"))
+    fleet.commit("wrong digest")
+    outcome = fleet.apply()
+    assert fleet.results(outcome)["Model/policy"] == "failed"
+    assert "was not verified" in outcome.message and sha(b"weights-v2") in outcome.message
+    assert os.readlink(fleet.root / "models" / "current.bin") == before
+    assert not (fleet.state / "store" / "sha256" / sha(b"something else")).exists()
+
+
+def test_model_failing_its_health_check_flips_back(fleet: Fleet) -> None:
+    fleet.apply()
+    before = os.readlink(fleet.root / "models" / "current.bin")
+    fleet.model(b"bad")
+    fleet.commit("a model its consumers reject")
+    outcome = fleet.apply()
+    assert fleet.results(outcome)["Model/policy"] == "rolled-back"
+    assert os.readlink(fleet.root / "models" / "current.bin") == before
+    assert (fleet.root / "models" / "current.bin").read_bytes() == b"weights-v1"
+
+
+def test_exhausted_restart_budget_blocks_before_anything_changes(fleet: Fleet) -> None:
+    fleet.write("budget.yaml", "apiVersion: reconciler/v1\nkind: Budget\nmetadata: {name: b}\n"
+                               "spec: {restartsPerHour: 2}\n")
+    fleet.commit("budget")
+    fleet.apply()  # two restarts: the strategy and the model
+    fleet.strategy("OK = 'v2'\n")
+    fleet.commit("v2")
+    outcome = fleet.apply()
+    assert fleet.results(outcome)["Strategy/app"] == "blocked"
+    assert "restart budget exhausted: 2 of 2" in outcome.message
+    assert (fleet.root / "app" / "app.py").read_text() == HEALTHY
+
+
+def test_invalid_commit_keeps_the_fleet_as_it_was(fleet: Fleet) -> None:
+    fleet.apply()
+    snapshot: Callable[[], dict[str, bytes]] = lambda: {  # noqa: E731
+        str(p): p.read_bytes() for p in fleet.root.rglob("*") if p.is_file()}
+    before = snapshot()
+    fleet.write("app.yaml", "apiVersion: reconciler/v1\nkind: Strategy\nmetadata: {name: app}\n"
+                            "spec: {source: app.py}\n")
+    fleet.commit("invalid")
+    outcome = fleet.apply()
+    assert outcome.result == "invalid"
+    assert "app.yaml:4:7" in outcome.message
+    assert snapshot() == before

@@ -1,0 +1,166 @@
+"""The daemon's parts on their own: sd_notify, the unit file, journal, lock, backoff."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import shutil
+import socket
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from reconciler.runtime.backoff import Backoff
+from reconciler.runtime.journal import Journal
+from reconciler.runtime.lock import FleetLock, FleetLocked
+from reconciler.runtime.sdnotify import Notifier
+from tests.conftest import REPO_ROOT
+
+UNIT = REPO_ROOT / "systemd" / "reconciler.service"
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
+    path = str(tmp_path / "notify.sock")
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind(path)
+    receiver.settimeout(5)
+    yield receiver, path
+    receiver.close()
+
+
+def test_notify_protocol_over_a_real_datagram_socket(
+        notify_socket: tuple[socket.socket, str]) -> None:
+    receiver, path = notify_socket
+    notifier = Notifier({"NOTIFY_SOCKET": path, "WATCHDOG_USEC": "4000000",
+                         "WATCHDOG_PID": str(os.getpid())})
+    assert notifier.watchdog_interval == 2.0
+    notifier.ready("main@abc converged:\n6 in sync")
+    notifier.status("applying")
+    notifier.watchdog()
+    notifier.stopping("bye")
+    messages = [receiver.recv(4096).decode() for _ in range(4)]
+    assert messages == ["READY=1\nSTATUS=main@abc converged: 6 in sync", "STATUS=applying",
+                        "WATCHDOG=1", "STOPPING=1\nSTATUS=bye"]
+
+
+def test_abstract_socket_and_foreign_watchdog_pid() -> None:
+    name = f"reconciler-test-{os.getpid()}"
+    receiver = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    receiver.bind("\0" + name)
+    receiver.settimeout(5)
+    try:
+        notifier = Notifier({"NOTIFY_SOCKET": "@" + name, "WATCHDOG_USEC": "1000000",
+                             "WATCHDOG_PID": "1"})
+        assert notifier.watchdog_interval is None  # the watchdog is some other process's
+        notifier.status("hello")
+        assert receiver.recv(100) == b"STATUS=hello"
+    finally:
+        receiver.close()
+
+
+def test_without_notify_socket_nothing_is_sent_and_nothing_fails() -> None:
+    notifier = Notifier({})
+    notifier.ready("x")
+    notifier.watchdog()
+    assert notifier.watchdog_interval is None
+
+
+def test_unit_file_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    # verify insists that ExecStart exists; only the binary's install path is rewritten.
+    binary = shutil.which("reconciler") or str(Path(sys.executable).with_name("reconciler"))
+    unit = tmp_path / "reconciler.service"
+    text = UNIT.read_text()
+    assert "ExecStart=/usr/local/bin/reconciler run" in text
+    unit.write_text(text.replace("ExecStart=/usr/local/bin/reconciler",
+                                 f"ExecStart={binary}"))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True,
+                            text=True, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == ""
+
+
+def test_unit_file_is_hardened_to_2_or_lower() -> None:
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(UNIT)],
+                            capture_output=True, text=True, check=False)
+    found = re.search(r"Overall exposure level for reconciler.service: ([0-9.]+)",
+                      result.stdout + result.stderr)
+    assert found, result.stdout + result.stderr
+    assert float(found.group(1)) <= 2.0
+    text = UNIT.read_text()
+    for line in ("Type=notify", "WatchdogSec=", "Restart=on-failure", "StartLimitBurst=",
+                 "StateDirectory=reconciler"):
+        assert line in text
+
+
+def test_journal_intents_outcomes_and_recovery(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    key = ("staging", "Strategy", "gepetto")
+    pass_id = journal.begin_pass("main@sha1:aaa")
+    done = journal.intent("deliver", key, pass_id=pass_id, revision="main@sha1:aaa",
+                          detail={"to": "d1"})
+    journal.outcome(done, "done")
+    journal.intent("restart", key, pass_id=pass_id, revision="main@sha1:aaa", detail={})
+    journal.close()  # as if killed here: one intent and the pass are left open
+
+    reopened = Journal(tmp_path / "journal.db")
+    assert reopened.integrity_ok()
+    interrupted = reopened.recover()
+    assert [e.action for e in interrupted] == ["restart"]
+    assert reopened.recover() == []
+    phases = [(e.action, e.phase) for e in reopened.events("gepetto")]
+    assert phases == [("deliver", "intent"), ("deliver", "done"), ("restart", "intent"),
+                      ("restart", "interrupted")]
+    assert reopened.last_pass()["result"] == "interrupted"  # type: ignore[index]
+    mode = sqlite3.connect(tmp_path / "journal.db").execute("PRAGMA journal_mode").fetchone()
+    assert mode == ("wal",)
+
+
+def test_journal_history_feeds_the_planner(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    key = ("staging", "Model", "policy")
+    journal.applied(key, "d1", "main@sha1:1", healthy_since=100.0)
+    journal.applied(key, "d1", "main@sha1:2", healthy_since=200.0)  # same digest: keeps 100
+    journal.canonical("policy", "d1")
+    journal.failed(key, "d2", "main@sha1:3", "RolledBack", "health check failed")
+    history = journal.history()
+    assert history.applied[key] == "d1"
+    assert history.healthy_since[key] == ("d1", 100.0)
+    assert history.failed[key] == ("d2", "main@sha1:3")
+    assert history.known_good == {"policy": frozenset({"d1"})}
+    assert journal.object(key)["reason"] == "RolledBack"  # type: ignore[index]
+
+
+def test_second_holder_is_refused_with_who_holds_it(tmp_path: Path) -> None:
+    first = FleetLock(tmp_path / "fleet", "daemon")
+    first.acquire()
+    holder = subprocess.run(
+        [sys.executable, "-c", "import sys; from pathlib import Path; "
+         "from reconciler.runtime.lock import FleetLock, FleetLocked\n"
+         "try:\n FleetLock(Path(sys.argv[1]), 'apply').acquire()\n"
+         "except FleetLocked as e:\n print(e); sys.exit(3)", str(tmp_path / "fleet")],
+        capture_output=True, text=True, check=False)
+    assert holder.returncode == 3
+    assert f"daemon, pid {os.getpid()}" in holder.stdout
+    with pytest.raises(FleetLocked):
+        FleetLock(tmp_path / "fleet", "apply").acquire()  # another descriptor, same process
+    first.release()
+    second = FleetLock(tmp_path / "fleet", "apply")
+    second.acquire()
+    second.release()
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_a_cap() -> None:
+    backoff = Backoff(base=1, cap=60, rng=random.Random(7))
+    delays = [backoff.next_delay() for _ in range(10)]
+    for attempt, delay in enumerate(delays):
+        ceiling = min(60, 2 ** attempt)
+        assert ceiling / 2 <= delay <= ceiling
+    assert len({round(d, 6) for d in delays[-4:]}) == 4  # jittered, not lockstep
+    backoff.reset()
+    assert backoff.next_delay() <= 1
