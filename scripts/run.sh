@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
-# Quick start, part one: the example desired-state/ (this repository, branch main) planned
-# against a local fleet under .state/fleet/. Exit 0 in sync, 2 changes pending, 1 error.
+# Quick start, part one: the daemon on the example. It follows this repository's
+# desired-state/ on branch main and converges a local fleet under .state/fleet/: a real
+# service (the example's runner) starts on staging; production waits for staging's soak.
+# Ctrl-C stops the daemon and the example's services.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
-set +e
-.venv/bin/reconciler plan --config reconciler.yaml "$@"
-status=$?
-set -e
-[ "$status" -eq 2 ] && exit 0  # changes pending is the expected state of a fresh fleet
-exit "$status"
+stop_services() {
+  for runner in .state/fleet/*/bin/runner.py; do
+    [ -f "$runner" ] && (cd "${runner%/bin/runner.py}" && python3 bin/runner.py stop) || true
+  done
+}
+trap stop_services EXIT
+cat <<'HINT'
+reconciler: following desired-state/ on main; fleet in .state/fleet/
+  in another shell:  .venv/bin/reconciler status    .venv/bin/reconciler history gepetto
+                     curl -s 127.0.0.1:9464/metrics | grep ^reconciler_
+  commit a change to desired-state/ and watch it converge; Ctrl-C to stop
+HINT
+.venv/bin/reconciler run --config reconciler.yaml "$@"

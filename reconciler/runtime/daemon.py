@@ -199,8 +199,13 @@ class Daemon:
                 raise StalledError(f"cannot read the webhook secret "
                                    f"{settings.webhook_secret_file}: {error.strerror}",
                                    reason="WebhookSecretUnreadable") from None
-        server = ControlServer(settings.listen, self.metrics, self._healthy, self._ready,
-                               secret, self.trigger)
+        try:
+            server = ControlServer(settings.listen, self.metrics, self._healthy, self._ready,
+                                   secret, self.trigger)
+        except OSError as error:
+            raise StalledError(f"cannot listen on {settings.listen}: {error.strerror}; set "
+                               "'listen' to a free address, or '' for none",
+                               reason="ListenFailed") from None
         server.start()
         return server
 
@@ -217,7 +222,7 @@ class Daemon:
     def _loop(self, settings: Settings, journal: Journal, server: ControlServer | None) -> None:
         backoff = Backoff(base=1.0, cap=300.0)
         next_due = time.monotonic()
-        last_revision: str | None = None
+        last_line = ""
         while not self._stop.is_set():
             wait = max(0.0, next_due - time.monotonic())
             if self._notify.watchdog_interval is not None:
@@ -257,9 +262,9 @@ class Daemon:
                 self._notify.ready(line)
             else:
                 self._notify.status(line)
-            if outcome.revision != last_revision or outcome.result != "converged":
+            if line != last_line:
                 print(line, flush=True)
-            last_revision = outcome.revision
+            last_line = line
             self._write_state(settings, server, line)
 
     def _progress(self, text: str) -> None:

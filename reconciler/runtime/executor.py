@@ -120,8 +120,12 @@ class Executor:
             return ActionResult(action, "in-sync", "in sync")
         if action.status != "ready":
             status = "Stalled" if action.status == "blocked" else "Reconciling"
-            self._journal.condition(action.key, status, action.reason, action.message)
-            return ActionResult(action, action.status, action.message or action.status)
+            message = action.message or action.status
+            known = self._journal.object(action.key) if action.reason == "FailedBefore" else None
+            if known and known["failed_reason"]:
+                message += f" (it failed: {known['failed_reason']})"  # keep the why in view
+            self._journal.condition(action.key, status, action.reason, message)
+            return ActionResult(action, action.status, message)
         if not target.is_local:
             return ActionResult(action, "skipped", "Kubernetes targets are not supported yet")
         budget = next(iter(desired.budgets.values()), None)

@@ -30,9 +30,10 @@ class Notifier:
     def _send(self, message: str) -> None:
         if self._socket is None:
             return
-        # systemd gone or its socket full: a notification must never stop the daemon.
+        # Never block, never fail: with systemd gone or its queue full, a notification
+        # is dropped rather than stopping the daemon (a blocking send would hang it).
         with contextlib.suppress(OSError):
-            self._socket.sendto(message.encode(), self._address)
+            self._socket.sendto(message.encode(), socket.MSG_DONTWAIT, self._address)
 
     def ready(self, status: str) -> None:
         self._send(f"READY=1\nSTATUS={_one_line(status)}")

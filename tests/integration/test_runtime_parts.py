@@ -164,3 +164,11 @@ def test_backoff_grows_exponentially_with_jitter_up_to_a_cap() -> None:
     assert len({round(d, 6) for d in delays[-4:]}) == 4  # jittered, not lockstep
     backoff.reset()
     assert backoff.next_delay() <= 1
+
+
+def test_a_full_notify_queue_never_blocks_the_daemon(
+        notify_socket: tuple[socket.socket, str]) -> None:
+    _, path = notify_socket  # bound, never read: its queue fills up
+    notifier = Notifier({"NOTIFY_SOCKET": path})
+    for _ in range(5000):
+        notifier.status("x" * 200)  # a blocking send would hang here

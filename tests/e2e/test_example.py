@@ -1,0 +1,45 @@
+"""The example desired state, run by the daemon: a living fleet converges on staging."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Repo
+from tests.e2e.daemon import DaemonProcess, stop_services, wait_until
+
+
+@pytest.fixture
+def example_daemon(repo: Repo, tmp_path: Path) -> Iterator[tuple[DaemonProcess, Path]]:
+    settings = tmp_path / "reconciler.yaml"
+    state = tmp_path / "state"
+    settings.write_text(f"repo: {repo.path}\nstateDir: {state}\nlisten: 127.0.0.1:0\n")
+    process = DaemonProcess(settings, state, tmp_path)
+    try:
+        yield process, state / "fleet"
+    finally:
+        if process.process.poll() is None:
+            process.stop()
+        stop_services(state / "fleet")
+
+
+def test_the_example_converges_staging_with_a_real_service(
+        example_daemon: tuple[DaemonProcess, Path]) -> None:
+    daemon, fleet = example_daemon
+    ready = daemon.wait_ready(timeout=60)
+    staging = fleet / "staging"
+    assert (staging / "bin" / "runner.py").exists()
+    port = int((staging / "run" / "runner.port").read_text())
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as answer:
+        health = json.loads(answer.read())
+    assert health["sampleDecision"] == "scale_up"
+    assert health["config"]["max_instances_per_chute"] == 4
+    # Production waits for staging's 30-minute soak; the gated model waits for a gauntlet.
+    assert not (fleet / "production" / "strategies").exists()
+    assert "waiting" in ready or "failed" in ready
+    wait_until(lambda: "GauntletUnavailable" in daemon.log() or "blocked" in daemon.log(),
+               what="the model's gate to be reported")
