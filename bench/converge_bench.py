@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -29,6 +30,7 @@ ENV = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@inva
        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@invalid"}
 TARGET = ("apiVersion: reconciler/v1\nkind: Target\nmetadata: {name: edge}\n"
           "spec: {local: {root: edge}}\n")
+RANDOM = random.Random(20261122)
 CONFIG = ("apiVersion: reconciler/v1\nkind: Config\nmetadata: {{name: knobs}}\nspec:\n"
           "  targets: [edge]\n  deliver: {{path: knobs.json}}\n  data: {{generation: {n}}}\n")
 
@@ -51,7 +53,9 @@ def delivered(fleet: Path, generation: int) -> bool:
 
 
 def measure(settings: str, scratch: Path, repo: Path, commits: int, start: int,
-            idle_seconds: float = 0) -> tuple[list[float], dict[str, float]]:
+            idle_seconds: float = 0, spread: float = 0.3) -> tuple[list[float], dict[str, float]]:
+    """Latencies of ``commits`` commits, each made a random 0..``spread`` s after the last
+    convergence (with polling: anywhere in the interval, as commits arrive in practice)."""
     config = scratch / f"reconciler-{start}.yaml"
     config.write_text(settings)
     daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--config",
@@ -64,7 +68,7 @@ def measure(settings: str, scratch: Path, repo: Path, commits: int, start: int,
             assert time.monotonic() < deadline, "the daemon did not converge"
             time.sleep(0.01)
         for generation in range(start, start + commits):
-            time.sleep(0.3)
+            time.sleep(RANDOM.uniform(0, spread))
             commit(repo, generation)
             committed = time.monotonic()
             while not delivered(fleet, generation):
@@ -126,7 +130,7 @@ def main() -> int:
         watch, idle = measure(f"repo: {repo}\n{base}", scratch, repo, args.commits, 1,
                               args.idle_seconds)
         poll, _ = measure(f"repo: file://{repo}\ninterval: 1m\n{base}", scratch, repo,
-                          args.poll_commits, args.commits + 1)
+                          args.poll_commits, args.commits + 1, spread=60)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     results = {

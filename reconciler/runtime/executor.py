@@ -121,6 +121,9 @@ class Executor:
         if action.status != "ready":
             status = "Stalled" if action.status == "blocked" else "Reconciling"
             message = action.message or action.status
+            if action.not_before is not None:
+                message += time.strftime(" (until %Y-%m-%d %H:%M:%S %Z)",
+                                         time.localtime(action.not_before))
             known = self._journal.object(action.key) if action.reason == "FailedBefore" else None
             if known and known["failed_reason"]:
                 message += f" (it failed: {known['failed_reason']})"  # keep the why in view

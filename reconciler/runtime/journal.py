@@ -199,6 +199,9 @@ class Journal:
     # Per-object state.
 
     def _update(self, key: ObjectKey, **fields: Any) -> None:
+        current = self.object(key)
+        if current is not None and all(current[name] == value for name, value in fields.items()):
+            return  # unchanged: no write, no fsync (no-op passes touch every object)
         columns = ", ".join(f"{name} = ?" for name in fields)
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO objects (target, kind, name) VALUES (?, ?, ?)",
@@ -214,11 +217,13 @@ class Journal:
     def applied(self, key: ObjectKey, digest: str, revision: str, healthy_since: float) -> None:
         """Applied and healthy. ``healthy_since`` keeps its earlier value for the same digest."""
         current = self.object(key)
+        same = current is not None and current["applied_digest"] == digest
         since = (current["healthy_since"] if current and current["healthy_digest"] == digest
                  and current["healthy_since"] else healthy_since)
         self._update(key, applied_digest=digest, applied_revision=revision,
-                     applied_at=time.time(), healthy_digest=digest, healthy_since=since,
-                     status="Ready", reason="Converged", message=None)
+                     applied_at=current["applied_at"] if same and current else time.time(),
+                     healthy_digest=digest, healthy_since=since, status="Ready",
+                     reason="Converged", message=None)
 
     def failed(self, key: ObjectKey, digest: str, revision: str, reason: str,
                message: str) -> None:

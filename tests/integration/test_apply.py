@@ -176,3 +176,22 @@ def test_invalid_commit_keeps_the_fleet_as_it_was(fleet: Fleet) -> None:
     assert outcome.result == "invalid"
     assert "app.yaml:4:7" in outcome.message
     assert snapshot() == before
+
+
+def test_downstream_target_waits_for_the_upstream_soak_and_says_until_when(
+        fleet: Fleet) -> None:
+    fleet.write("prod.yaml", "apiVersion: reconciler/v1\nkind: Target\nmetadata: {name: prod}\n"
+                             "spec: {local: {root: prod}, after: edge, soak: 30m}\n")
+    fleet.write("knobs.yaml", "apiVersion: reconciler/v1\nkind: Config\nmetadata: {name: knobs}\n"
+                              "spec: {targets: [edge, prod], deliver: {path: knobs.json}, "
+                              "data: {floor: 0.5}}\n")
+    fleet.commit("a second environment")
+    first = fleet.apply()
+    assert first.result == "changed"
+    assert (fleet.root / "knobs.json").exists()
+    assert not (fleet.state / "fleet" / "prod" / "knobs.json").exists()
+    fleet.apply()  # edge is healthy now: prod soaks from here
+    state = fleet.journal().object(("prod", "Config", "knobs")) or {}
+    assert (state["status"], state["reason"]) == ("Reconciling", "Soaking")
+    assert "soaking on edge for 30m (until 20" in state["message"]
+    assert not (fleet.state / "fleet" / "prod" / "knobs.json").exists()

@@ -172,3 +172,15 @@ def test_a_full_notify_queue_never_blocks_the_daemon(
     notifier = Notifier({"NOTIFY_SOCKET": path})
     for _ in range(5000):
         notifier.status("x" * 200)  # a blocking send would hang here
+
+
+def test_an_unchanged_object_is_not_rewritten(tmp_path: Path) -> None:
+    journal = Journal(tmp_path / "journal.db")
+    key = ("staging", "Config", "knobs")
+    journal.applied(key, "d1", "main@sha1:1", healthy_since=100.0)
+    first = journal.object(key)
+    journal.applied(key, "d1", "main@sha1:1", healthy_since=999.0)
+    assert journal.object(key) == first  # not even updated_at moved
+    journal.applied(key, "d1", "main@sha1:2", healthy_since=999.0)
+    moved = journal.object(key) or {}
+    assert moved["applied_revision"] == "main@sha1:2" and moved["healthy_since"] == 100.0
