@@ -8,26 +8,22 @@ group, and output captured to a file so a chatty module cannot fill memory.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.desired.documents import Strategy
 from reconciler.desired.validate import Finding
 from reconciler.durations import format_duration
+from reconciler.processes import Finished, run_bounded
 from reconciler.source.snapshot import Entry, PathError, Snapshot, resolve
 
 _WORKER = Path(__file__).with_name("strategy_worker.py")
-_OUTPUT_TAIL_BYTES = 4096
 _PARALLEL_CHECKS = 4
 
 
@@ -40,34 +36,12 @@ def check_key(strategy: Strategy, entries: Mapping[str, Entry]) -> str:
     return hashlib.sha256(json.dumps(material).encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class _Run:
-    timed_out: bool
-    returncode: int
-    output_tail: str
-
-
-def _run(argv: list[str], cwd: Path, timeout: float) -> _Run:
+def _run(argv: list[str], cwd: Path, timeout: float) -> Finished:
     environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
                    "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
                    "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    with tempfile.TemporaryFile() as output:
-        process = subprocess.Popen(argv, cwd=cwd, env=environment, stdin=subprocess.DEVNULL,
-                                   stdout=output, stderr=subprocess.STDOUT,
-                                   start_new_session=True)
-        timed_out = False
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-        # The whole group: a module may have forked helpers that outlive it.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        size = output.seek(0, os.SEEK_END)
-        output.seek(max(0, size - _OUTPUT_TAIL_BYTES))
-        tail = output.read().decode(errors="replace")
-    return _Run(timed_out, process.returncode, tail)
+    # kill_leftovers: helpers a module forked during its import must not outlive the check.
+    return run_bounded(argv, cwd, environment, timeout, kill_leftovers=True)
 
 
 def _materialize(snapshot: Snapshot, scratch: Path) -> None:

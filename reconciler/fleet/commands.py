@@ -7,11 +7,7 @@ their own process group so a timeout kills everything they started.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import subprocess
-import tempfile
 import threading
 import time
 import urllib.error
@@ -22,6 +18,7 @@ from pathlib import Path
 
 from reconciler.desired.documents import Health
 from reconciler.durations import format_duration
+from reconciler.processes import run_bounded
 
 _OUTPUT_TAIL_BYTES = 2048
 _DEFAULT_INTERVAL_SECONDS = 1.0
@@ -41,34 +38,23 @@ def command_environment(extra: Mapping[str, str]) -> dict[str, str]:
 
 def run_command(argv: tuple[str, ...], cwd: Path, timeout: float,
                 environment: Mapping[str, str]) -> CommandResult:
-    """Run ``argv``; ok when it exits 0 within ``timeout``."""
+    """Run ``argv``; ok when it exits 0 within ``timeout``. What it leaves running after a
+    normal exit (a service it started) is left alone."""
     shown = " ".join(argv)
-    with tempfile.TemporaryFile() as output:
-        try:
-            process = subprocess.Popen(argv, cwd=cwd, env=dict(environment),
-                                       stdin=subprocess.DEVNULL, stdout=output,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
-        except FileNotFoundError:
-            return CommandResult(False, f"command not found: {argv[0]}")
-        except OSError as error:
-            return CommandResult(False, f"cannot run {shown}: {error.strerror}")
-        timed_out = False
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        size = output.seek(0, os.SEEK_END)
-        output.seek(max(0, size - _OUTPUT_TAIL_BYTES))
-        tail = output.read().decode(errors="replace").strip()
-    if timed_out:
+    try:
+        finished = run_bounded(argv, cwd, environment, timeout, kill_leftovers=False,
+                               tail_bytes=_OUTPUT_TAIL_BYTES)
+    except FileNotFoundError:
+        return CommandResult(False, f"command not found: {argv[0]}")
+    except OSError as error:
+        return CommandResult(False, f"cannot run {shown}: {error.strerror}")
+    tail = finished.output_tail.strip()
+    if finished.timed_out:
         return CommandResult(False, f"{shown} did not finish within {format_duration(timeout)}",
                              tail)
-    if process.returncode != 0:
+    if finished.returncode != 0:
         last = tail.splitlines()[-1] if tail else ""
-        return CommandResult(False, f"{shown} exited with {process.returncode}"
+        return CommandResult(False, f"{shown} exited with {finished.returncode}"
                              + (f": {last}" if last else ""), tail)
     return CommandResult(True, f"{shown} succeeded", tail)
 
