@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import TextIO
 
 from reconciler import __version__
 from reconciler.app import git_source, plan_pass
+from reconciler.artifacts.verify import VerificationFailed, verify_path, write_manifest
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.loader import cache_salt, load_desired
 from reconciler.diagnostics import InvalidInput
@@ -75,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--output", choices=("text", "json"), default="text")
     _common(history)
+
+    verify = commands.add_parser("verify", help="verify a file or bundle against a sha256 "
+                                 "(exit 0 ok, 1 mismatch)")
+    verify.add_argument("artifact", metavar="PATH", help="a file, or a bundle directory")
+    verify.add_argument("--sha256", required=True, metavar="HEX",
+                        help="the digest (of manifest.json, for a bundle)")
+    manifest = commands.add_parser("manifest", help="write manifest.json for a bundle "
+                                   "directory and print the digest to pin")
+    manifest.add_argument("directory", metavar="DIR")
     return parser
 
 
@@ -219,8 +230,63 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _TerminalProgress:
+    """``\r``-updated progress on a terminal, at most ten times a second."""
+
+    def __init__(self, label: str) -> None:
+        self._label = label
+        self._started = time.monotonic()
+        self._shown = 0.0
+        self.enabled = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._shown < 0.1:
+            return
+        self._shown = now
+        rate = done / max(now - self._started, 1e-6) / 2**20
+        share = f" {100 * done / total:5.1f}%" if total else ""
+        sys.stderr.write(f"\r{self._label}: {done / 2**20:,.0f} MiB{share} {rate:,.0f} MiB/s")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self._shown:
+            sys.stderr.write("\n")
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    if not re.fullmatch(r"[0-9a-f]{64}", args.sha256):
+        print(f"--sha256 {args.sha256!r}: a sha256 is 64 lowercase hex digits", file=sys.stderr)
+        return EXIT_ERROR
+    path = Path(args.artifact)
+    progress = _TerminalProgress(f"hashing {path.name}")
+    try:
+        kind = verify_path(path, args.sha256, progress=progress)
+    except VerificationFailed as error:
+        progress.finish()
+        print(f"mismatch: {error}")
+        return EXIT_ERROR
+    except OSError as error:
+        progress.finish()
+        print(f"cannot read {path}: {error.strerror}", file=sys.stderr)
+        return EXIT_ERROR
+    progress.finish()
+    print(f"ok: {path} ({kind}) sha256:{args.sha256}")
+    return EXIT_OK
+
+
+def cmd_manifest(args: argparse.Namespace) -> int:
+    folder = Path(args.directory)
+    if not folder.is_dir():
+        print(f"{folder}: not a directory", file=sys.stderr)
+        return EXIT_ERROR
+    print(write_manifest(folder))
+    return EXIT_OK
+
+
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run,
-            "status": cmd_status, "history": cmd_history}
+            "status": cmd_status, "history": cmd_history, "verify": cmd_verify,
+            "manifest": cmd_manifest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

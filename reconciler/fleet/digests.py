@@ -11,7 +11,9 @@ import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 RACY_SECONDS = 2.0
@@ -29,6 +31,7 @@ class DigestCache:
         self._path = path
         self._entries: dict[str, list[int | str]] = {}
         self._dirty = False
+        self._lock = threading.Lock()  # bundle files are hashed from several threads
         if path is not None:
             try:
                 stored = json.loads(path.read_bytes())
@@ -37,19 +40,25 @@ class DigestCache:
             except (OSError, ValueError, KeyError, AttributeError):
                 pass  # only a cache
 
-    def sha256(self, path: str | Path, info: os.stat_result | None = None) -> str:
-        """The digest of the regular file at ``path`` (OSError if it cannot be read)."""
+    def sha256(self, path: str | Path, info: os.stat_result | None = None,
+               hasher: Callable[[Path], str] | None = None) -> str:
+        """The digest of the regular file at ``path`` (OSError if it cannot be read);
+        ``hasher`` computes it on a miss (to report progress on a large file)."""
         info = info or os.stat(path)
         key = _stat_key(info)
         name = os.fspath(path)
         cached = self._entries.get(name)
         if cached is not None and cached[:5] == key:
             return str(cached[5])
-        with open(path, "rb") as stream:
-            digest = hashlib.file_digest(stream, "sha256").hexdigest()
+        if hasher is not None:
+            digest = hasher(Path(path))
+        else:
+            with open(path, "rb") as stream:
+                digest = hashlib.file_digest(stream, "sha256").hexdigest()
         if time.time() - info.st_mtime_ns / 1e9 > RACY_SECONDS:
-            self._entries[name] = [*key, digest]
-            self._dirty = True
+            with self._lock:
+                self._entries[name] = [*key, digest]
+                self._dirty = True
         return digest
 
     def save(self) -> None:

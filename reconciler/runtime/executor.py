@@ -8,16 +8,16 @@ before an action starts, so an exhausted budget never leaves a change half-appli
 
 from __future__ import annotations
 
-import hashlib
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
-from urllib.parse import urlsplit
 
 from reconciler.app import PlannedPass
+from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, fetch
+from reconciler.artifacts.verify import VerificationFailed
 from reconciler.desired.documents import (
     Budget,
     Delivered,
@@ -78,10 +78,6 @@ class Gate(Protocol):
 def no_gauntlet_runner(model: Model, digest: str, artifact: Path) -> GateDecision:
     return GateDecision(False, "GauntletUnavailable", f"model {model.name} declares gauntlet "
                         f"{model.gauntlet}, and this daemon has no gauntlet runner")
-
-
-class DigestMismatch(Exception):
-    pass
 
 
 @dataclass
@@ -277,11 +273,16 @@ class Executor:
         digest, revision = action.desired, desired.revision
         try:
             self._verify_into_store(model, desired)
-        except (DigestMismatch, OSError) as error:
+        except ArtifactUnavailable as error:
+            # Transient (network, a broken-off download): no mark, the next pass retries.
+            self._journal.condition(action.key, "Reconciling", error.reason, str(error))
+            return ActionResult(action, "failed", str(error))
+        except (VerificationFailed, ArtifactMissing) as error:
+            reason = "DigestMismatch" if isinstance(error, VerificationFailed) else error.reason
             message = f"artifact {model.artifact.uri} was not verified: {error}"
             self._journal.record("verify", "failed", pass_id=pass_id, revision=revision,
                                  key=action.key, detail={"error": message})
-            self._journal.failed(action.key, digest, revision, "DigestMismatch", message)
+            self._journal.failed(action.key, digest, revision, reason, message)
             return ActionResult(action, "failed", message)
         known_good = digest in self._journal.history().known_good.get(model.name, frozenset())
         if model.gauntlet is not None and not known_good:
@@ -314,18 +315,9 @@ class Executor:
 
     def _verify_into_store(self, model: Model, desired: Desired) -> None:
         """The artifact, proven to have the declared digest, in the store."""
-        digest = model.artifact.sha256
-        if self._fleet.store_has(digest):
-            return
-        uri = model.artifact.uri
-        if "://" not in uri:
-            content = desired.read_file(uri)
-        elif urlsplit(uri).scheme == "file":
-            content = Path(urlsplit(uri).path).read_bytes()
-        else:
-            raise DigestMismatch(f"fetching {urlsplit(uri).scheme}:// artifacts is not "
-                                 "supported by this version")
-        actual = hashlib.sha256(content).hexdigest()
-        if actual != digest:
-            raise DigestMismatch(f"sha256 is {actual}, the repository declares {digest}")
-        self._fleet.store_put(content)
+        artifact = model.artifact
+        fetch(artifact.uri, artifact.sha256, artifact.format, self._fleet.store,
+              desired.read_file,
+              progress=lambda done, total: self._hooks.progress(
+                  f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"
+                  if total else f"fetching {model.name}: {done >> 20} MiB"))

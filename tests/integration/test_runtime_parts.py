@@ -184,3 +184,11 @@ def test_an_unchanged_object_is_not_rewritten(tmp_path: Path) -> None:
     journal.applied(key, "d1", "main@sha1:2", healthy_since=999.0)
     moved = journal.object(key) or {}
     assert moved["applied_revision"] == "main@sha1:2" and moved["healthy_since"] == 100.0
+
+
+def test_the_daemon_process_never_imports_torch() -> None:
+    probe = ("import sys, reconciler.cli, reconciler.runtime.daemon, reconciler.artifacts.fetch\n"
+             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,140 @@
+"""Bringing an artifact into the content-addressed store, proven before it lands there.
+
+Sources: a path in the desired-state folder, ``file://`` (a file or a bundle directory),
+``http(s)://`` (a file: streamed, hashed while it downloads, bounded in size and in time
+without progress, resumed with a Range request after an interruption). Nothing reaches
+``store/sha256/<hex>`` unless its digest is the declared one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import shutil
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from reconciler.artifacts.verify import CHUNK, Progress, VerificationFailed, verify_bundle
+from reconciler.errors import StalledError, TransientError
+
+
+@dataclass(frozen=True, slots=True)
+class FetchLimits:
+    max_bytes: int = 64 << 30
+    stall_seconds: float = 30.0  # a read that waits longer than this aborts the download
+
+
+class ArtifactUnavailable(TransientError):
+    reason = "ArtifactUnavailable"
+
+
+class ArtifactMissing(StalledError):
+    reason = "ArtifactMissing"
+
+
+def _publish(temporary: Path, destination: Path) -> None:
+    """Read-only, then renamed into place: the store never holds a partial object."""
+    for path in [temporary, *temporary.rglob("*")] if temporary.is_dir() else [temporary]:
+        if not path.is_symlink():
+            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(temporary, destination)
+
+
+def fetch(uri: str, sha256: str, artifact_format: str, store: Path,
+          read_repo_file: Callable[[str], bytes], *, limits: FetchLimits = FetchLimits(),
+          progress: Progress | None = None) -> Path:
+    """The store path of the verified artifact (fetched unless it is already there)."""
+    destination = store / "sha256" / sha256
+    if destination.exists():
+        return destination
+    (store / "partial").mkdir(parents=True, exist_ok=True)
+    scheme = urlsplit(uri).scheme if "://" in uri else ""
+    if artifact_format == "bundle":
+        if scheme != "file":
+            raise ArtifactMissing(f"a bundle is fetched from a file:// directory, not {uri}")
+        source = Path(urlsplit(uri).path)
+        if not source.is_dir():
+            raise ArtifactMissing(f"bundle directory {source} does not exist")
+        staging = Path(tempfile.mkdtemp(dir=store / "partial", prefix=f"{sha256}.bundle-"))
+        try:
+            shutil.copytree(source, staging, symlinks=True, dirs_exist_ok=True)
+            verify_bundle(staging, sha256, progress=progress)
+            _publish(staging, destination)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        return destination
+    part = store / "partial" / f"{sha256}.part"
+    if not scheme:
+        part.write_bytes(read_repo_file(uri))
+    elif scheme == "file":
+        source = Path(urlsplit(uri).path)
+        try:
+            shutil.copyfile(source, part)
+        except FileNotFoundError:
+            raise ArtifactMissing(f"artifact {source} does not exist") from None
+    elif scheme in ("http", "https"):
+        _download(uri, part, limits, progress)
+    else:
+        raise ArtifactMissing(f"unsupported artifact URI {uri}")
+    actual = _sha256(part)
+    if actual != sha256:
+        part.unlink()
+        raise VerificationFailed(f"sha256 of {uri} is {actual}, the repository declares {sha256}")
+    _publish(part, destination)
+    return destination
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
+def _download(url: str, part: Path, limits: FetchLimits, progress: Progress | None) -> None:
+    have = part.stat().st_size if part.exists() else 0
+    headers = {"User-Agent": "reconciler"}
+    if have:
+        headers["Range"] = f"bytes={have}-"
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                          timeout=limits.stall_seconds)
+    except urllib.error.HTTPError as error:
+        if error.code == 416 and have:  # nothing left to send: the part is complete
+            return
+        if 400 <= error.code < 500:
+            raise ArtifactMissing(f"GET {url} answered {error.code} {error.reason}") from None
+        raise ArtifactUnavailable(f"GET {url} answered {error.code} {error.reason}") from None
+    except (urllib.error.URLError, OSError) as error:
+        raise ArtifactUnavailable(f"GET {url}: {getattr(error, 'reason', error)}") from None
+    with response:
+        resumed = have and response.status == 206
+        if not resumed:
+            have = 0  # the server ignored the Range: start over
+        length = response.headers.get("Content-Length")
+        total = have + int(length) if length and length.isdigit() else 0
+        if total > limits.max_bytes:
+            raise ArtifactMissing(f"{url} is {total} bytes, over the limit of "
+                                  f"{limits.max_bytes}")
+        done = have
+        try:
+            with open(part, "ab" if resumed else "wb") as stream:
+                while chunk := response.read(CHUNK):
+                    done += len(chunk)
+                    if done > limits.max_bytes:
+                        raise ArtifactMissing(f"{url} exceeds the limit of {limits.max_bytes} "
+                                              "bytes")
+                    stream.write(chunk)
+                    if progress is not None:
+                        progress(done, total)
+        except (TimeoutError, http.client.IncompleteRead, OSError) as error:
+            raise ArtifactUnavailable(f"download of {url} broke off after {done} bytes "
+                                      f"({error}); it resumes from there") from None
+        if total and done < total:
+            raise ArtifactUnavailable(f"download of {url} ended at {done} of {total} bytes; "
+                                      "it resumes from there")
