@@ -11,8 +11,9 @@ over n pairs with the sample mean and variance of pair scores. Pass at
 LLR >= log((1 - beta) / alpha), fail at LLR <= log(beta / (1 - alpha)). The variance is
 shrunk toward what independent games at the midpoint would give, with the weight of
 ``PRIOR_PAIRS`` pairs: a variance estimated from a handful of pairs is too often small,
-and that alone nearly doubled the false-pass rate in simulation (tests/unit/test_sprt.py). At the game budget, the midpoint decides; when
-even winning every remaining pair could not reach it, the test stops for futility.
+and that alone nearly doubled the false-pass rate in simulation (tests/unit/test_sprt.py).
+At the game budget, the midpoint decides; when even winning every remaining pair could
+not reach it, the test stops for futility.
 Pure: no torch, no I/O.
 """
 

@@ -65,7 +65,7 @@ def play_out(first: str, second: str, games: int, seed: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     boards = GAME.initial(games)
     result = torch.full((games,), -1.0)
-    for ply in range(ROWS * COLUMNS):
+    for _ in range(ROWS * COLUMNS):
         active = result < 0
         if not active.any():
             break
