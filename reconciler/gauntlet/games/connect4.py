@@ -148,7 +148,8 @@ class PolicyNet(nn.Module):
         self.head = nn.Linear(channels * ROWS * COLUMNS, COLUMNS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.body(x).flatten(1))
+        logits: torch.Tensor = self.head(self.body(x).flatten(1))
+        return logits
 
 
 def bool_any(votes: torch.Tensor) -> torch.Tensor:
