@@ -14,11 +14,13 @@ from typing import TextIO
 
 from reconciler import __version__
 from reconciler.app import git_source, plan_pass
+from reconciler.artifacts.fetch import fetch
 from reconciler.artifacts.verify import VerificationFailed, verify_path, write_manifest
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.loader import cache_salt, load_desired
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError
+from reconciler.gauntlet.runner import GauntletRunner
 from reconciler.plan.planner import Action
 from reconciler.plan.render import render_json, render_text, text_diff
 from reconciler.runtime.daemon import Daemon, reconcile_once
@@ -77,6 +79,16 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--limit", type=int, default=50)
     history.add_argument("--output", choices=("text", "json"), default="text")
     _common(history)
+
+    gauntlet = commands.add_parser("gauntlet", help="run a model's gate without flipping "
+                                   "anything, e.g. on a PR (exit 0 pass, 1 fail)")
+    gauntlet.add_argument("model", metavar="MODEL")
+    gauntlet.add_argument("--artifact", metavar="URI", help="test this artifact instead of "
+                          "the declared one; its verdict is remembered under its digest")
+    gauntlet.add_argument("--rev", help="the revision whose gauntlet spec to use")
+    gauntlet.add_argument("--retry", action="store_true", help="forget a remembered verdict "
+                          "and run again")
+    _common(gauntlet)
 
     verify = commands.add_parser("verify", help="verify a file or bundle against a sha256 "
                                  "(exit 0 ok, 1 mismatch)")
@@ -254,6 +266,47 @@ class _TerminalProgress:
             sys.stderr.write("\n")
 
 
+def cmd_gauntlet(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
+    desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
+    model = desired.models.get(args.model)
+    if model is None:
+        print(f"no Model named {args.model!r} at {snapshot.revision}", file=sys.stderr)
+        return EXIT_ERROR
+    if model.gauntlet is None:
+        print(f"Model {model.name} declares no gauntlet: nothing to run")
+        return EXIT_OK
+    uri = args.artifact or model.artifact.uri
+    progress = _TerminalProgress(f"fetching {model.name}")
+    try:
+        artifact = fetch(uri, None if args.artifact else model.artifact.sha256,
+                         model.artifact.format, settings.store_dir, desired.read_file,
+                         progress=progress)
+    except (VerificationFailed, ReconcilerError) as error:
+        progress.finish()
+        print(f"artifact {uri} was not verified: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    progress.finish()
+    digest = artifact.name
+    journal = Journal(settings.journal_path)
+    try:
+        if args.retry:
+            journal.forget_gates(model.name, digest)
+        prior = journal.latest_canonical(model.name, digest)
+        opponent = (prior, settings.store_dir / "sha256" / prior) if prior and (
+            settings.store_dir / "sha256" / prior).exists() else None
+        verdict = GauntletRunner(journal, progress=_progress_line).evaluate(
+            model, desired, digest, artifact, opponent)
+    finally:
+        journal.close()
+    print(f"{'PASS' if verdict.passed else 'FAIL'}  {model.name} sha256:{digest} "
+          f"({verdict.reason}{', remembered' if verdict.remembered else ''})")
+    for part in verdict.message.split("; "):
+        print(f"  {part}")
+    return EXIT_OK if verdict.passed else EXIT_ERROR
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[0-9a-f]{64}", args.sha256):
         print(f"--sha256 {args.sha256!r}: a sha256 is 64 lowercase hex digits", file=sys.stderr)
@@ -285,7 +338,8 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run,
-            "status": cmd_status, "history": cmd_history, "verify": cmd_verify,
+            "status": cmd_status, "history": cmd_history, "gauntlet": cmd_gauntlet,
+            "verify": cmd_verify,
             "manifest": cmd_manifest}
 
 

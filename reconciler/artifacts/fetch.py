@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from reconciler.artifacts.verify import CHUNK, Progress, VerificationFailed, verify_bundle
+from reconciler.artifacts.verify import (
+    CHUNK,
+    MANIFEST,
+    Progress,
+    VerificationFailed,
+    verify_bundle,
+)
 from reconciler.errors import StalledError, TransientError
 
 
@@ -47,47 +53,60 @@ def _publish(temporary: Path, destination: Path) -> None:
     os.replace(temporary, destination)
 
 
-def fetch(uri: str, sha256: str, artifact_format: str, store: Path,
+def fetch(uri: str, sha256: str | None, artifact_format: str, store: Path,
           read_repo_file: Callable[[str], bytes], *, limits: FetchLimits = FetchLimits(),
           progress: Progress | None = None) -> Path:
-    """The store path of the verified artifact (fetched unless it is already there)."""
-    destination = store / "sha256" / sha256
-    if destination.exists():
-        return destination
+    """The store path of the verified artifact (fetched unless it is already there).
+    Without ``sha256`` (a PR check of a new artifact) it lands under its own digest."""
+    if sha256 is not None and (store / "sha256" / sha256).exists():
+        return store / "sha256" / sha256
     (store / "partial").mkdir(parents=True, exist_ok=True)
     scheme = urlsplit(uri).scheme if "://" in uri else ""
     if artifact_format == "bundle":
-        if scheme != "file":
-            raise ArtifactMissing(f"a bundle is fetched from a file:// directory, not {uri}")
-        source = Path(urlsplit(uri).path)
-        if not source.is_dir():
-            raise ArtifactMissing(f"bundle directory {source} does not exist")
-        staging = Path(tempfile.mkdtemp(dir=store / "partial", prefix=f"{sha256}.bundle-"))
-        try:
-            shutil.copytree(source, staging, symlinks=True, dirs_exist_ok=True)
-            verify_bundle(staging, sha256, progress=progress)
-            _publish(staging, destination)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
-        return destination
-    part = store / "partial" / f"{sha256}.part"
+        return _fetch_bundle(uri, sha256, scheme, store, progress)
+    name = sha256 or "unpinned-" + hashlib.sha256(uri.encode()).hexdigest()[:16]
+    part = store / "partial" / f"{name}.part"
     if not scheme:
         part.write_bytes(read_repo_file(uri))
     elif scheme == "file":
-        source = Path(urlsplit(uri).path)
         try:
-            shutil.copyfile(source, part)
+            shutil.copyfile(urlsplit(uri).path, part)
         except FileNotFoundError:
-            raise ArtifactMissing(f"artifact {source} does not exist") from None
+            raise ArtifactMissing(f"artifact {urlsplit(uri).path} does not exist") from None
     elif scheme in ("http", "https"):
         _download(uri, part, limits, progress)
     else:
         raise ArtifactMissing(f"unsupported artifact URI {uri}")
     actual = _sha256(part)
-    if actual != sha256:
+    if sha256 is not None and actual != sha256:
         part.unlink()
         raise VerificationFailed(f"sha256 of {uri} is {actual}, the repository declares {sha256}")
-    _publish(part, destination)
+    destination = store / "sha256" / actual
+    if destination.exists():
+        part.unlink()
+    else:
+        _publish(part, destination)
+    return destination
+
+
+def _fetch_bundle(uri: str, sha256: str | None, scheme: str, store: Path,
+                  progress: Progress | None) -> Path:
+    if scheme != "file":
+        raise ArtifactMissing(f"a bundle is fetched from a file:// directory, not {uri}")
+    source = Path(urlsplit(uri).path)
+    if not (source / MANIFEST).is_file():
+        raise ArtifactMissing(f"bundle directory {source} does not exist or has no {MANIFEST}")
+    digest = sha256 or _sha256(source / MANIFEST)
+    destination = store / "sha256" / digest
+    if destination.exists():
+        return destination
+    staging = Path(tempfile.mkdtemp(dir=store / "partial", prefix=f"{digest}.bundle-"))
+    try:
+        shutil.copytree(source, staging, symlinks=True, dirs_exist_ok=True)
+        verify_bundle(staging, digest, progress=progress)
+        _publish(staging, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return destination
 
 

@@ -25,7 +25,7 @@ from reconciler.app import local_fleet, plan_pass
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError, TransientError
 from reconciler.runtime.backoff import Backoff
-from reconciler.runtime.executor import Executor, Gate, Hooks, PassReport, no_gauntlet_runner
+from reconciler.runtime.executor import Executor, Hooks, PassReport
 from reconciler.runtime.httpd import ControlServer
 from reconciler.runtime.journal import Journal
 from reconciler.runtime.lock import FleetLock
@@ -56,8 +56,7 @@ class PassOutcome:
 
 
 def reconcile_once(settings: Settings, journal: Journal, stop: threading.Event, *,
-                   gate: Gate = no_gauntlet_runner, hooks: Hooks | None = None,
-                   metrics: Metrics | None = None) -> PassOutcome:
+                   hooks: Hooks | None = None, metrics: Metrics | None = None) -> PassOutcome:
     """Fetch, validate, observe, plan and execute once. Never raises for bad input."""
     started = time.monotonic()
     pass_id = journal.begin_pass(None)
@@ -72,7 +71,7 @@ def reconcile_once(settings: Settings, journal: Journal, stop: threading.Event, 
     except ReconcilerError as error:
         outcome = PassOutcome("stalled", f"{error.reason}: {error}")
     else:
-        report = Executor(local_fleet(settings), journal, stop, gate=gate,
+        report = Executor(local_fleet(settings), journal, stop,
                           hooks=hooks).execute(planned, pass_id)
         outcome = _summarize(report, planned.plan.errors)
     journal.end_pass(pass_id, outcome.result, outcome.message, outcome.revision)
@@ -130,10 +129,9 @@ class Daemon:
     """``reconciler run``: reconcile until SIGTERM."""
 
     def __init__(self, config_file: Path | None, overrides: dict[str, str | None], *,
-                 gate: Gate = no_gauntlet_runner, notifier: Notifier | None = None) -> None:
+                 notifier: Notifier | None = None) -> None:
         self._config_file = config_file
         self._overrides = overrides
-        self._gate = gate
         self._notify = notifier or Notifier()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -240,9 +238,11 @@ class Daemon:
                 continue
             hooks = Hooks(rollback=lambda kind: self.metrics.rollbacks.labels(kind).inc(),
                           drift=lambda kind: self.metrics.drift_corrections.labels(kind).inc(),
-                          progress=self._progress)
-            outcome = reconcile_once(settings, journal, self._stop, gate=self._gate,
-                                     hooks=hooks, metrics=self.metrics)
+                          progress=self._progress,
+                          gauntlet_games=lambda opponent, n:
+                          self.metrics.gauntlet_games.labels(opponent).inc(n))
+            outcome = reconcile_once(settings, journal, self._stop, hooks=hooks,
+                                     metrics=self.metrics)
             self._heartbeat = time.monotonic()
             line = outcome.status_line()
             if outcome.result == "transient":

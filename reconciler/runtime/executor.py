@@ -12,8 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 from reconciler.app import PlannedPass
 from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, fetch
@@ -30,6 +29,7 @@ from reconciler.desired.documents import (
 )
 from reconciler.fleet.commands import CommandResult, check_health, command_environment, run_command
 from reconciler.fleet.local import LocalFleet
+from reconciler.gauntlet.runner import GauntletRunner
 from reconciler.plan.planner import Action
 from reconciler.runtime.journal import Journal
 
@@ -62,24 +62,6 @@ class PassReport:
         return self.ok and self.count("waiting") == 0
 
 
-@dataclass(frozen=True, slots=True)
-class GateDecision:
-    passed: bool
-    reason: str  # PascalCase
-    message: str
-
-
-class Gate(Protocol):
-    """Decides whether a verified artifact may become canonical (a gauntlet)."""
-
-    def __call__(self, model: Model, digest: str, artifact: Path) -> GateDecision: ...
-
-
-def no_gauntlet_runner(model: Model, digest: str, artifact: Path) -> GateDecision:
-    return GateDecision(False, "GauntletUnavailable", f"model {model.name} declares gauntlet "
-                        f"{model.gauntlet}, and this daemon has no gauntlet runner")
-
-
 @dataclass
 class Hooks:
     """What the daemon wants to hear about (metrics, the systemd STATUS line)."""
@@ -87,18 +69,19 @@ class Hooks:
     rollback: Callable[[str], None] = lambda kind: None
     drift: Callable[[str], None] = lambda kind: None
     progress: Callable[[str], None] = lambda text: None
+    gauntlet_games: Callable[[str, int], None] = lambda opponent, games: None
 
 
 class Executor:
     def __init__(self, fleet: LocalFleet, journal: Journal, stop: threading.Event, *,
-                 gate: Gate = no_gauntlet_runner, hooks: Hooks | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 hooks: Hooks | None = None, clock: Callable[[], float] = time.time) -> None:
         self._fleet = fleet
         self._journal = journal
         self._stop = stop
-        self._gate = gate
         self._hooks = hooks or Hooks()
         self._clock = clock
+        self._gauntlets = GauntletRunner(journal, progress=self._hooks.progress,
+                                         games=self._hooks.gauntlet_games)
 
     def execute(self, planned: PlannedPass, pass_id: int) -> PassReport:
         desired = planned.desired
@@ -286,10 +269,21 @@ class Executor:
             return ActionResult(action, "failed", message)
         known_good = digest in self._journal.history().known_good.get(model.name, frozenset())
         if model.gauntlet is not None and not known_good:
-            decision = self._gate(model, digest, self._fleet.store_path(digest))
-            if not decision.passed:
-                self._journal.condition(action.key, "Stalled", decision.reason, decision.message)
-                return ActionResult(action, "blocked", decision.message)
+            prior = self._journal.latest_canonical(model.name, digest)
+            opponent = ((prior, self._fleet.store_path(prior))
+                        if prior and self._fleet.store_path(prior).exists() else None)
+            verdict = self._gauntlets.evaluate(model, desired, digest,
+                                               self._fleet.store_path(digest), opponent)
+            self._journal.record("gate", "done" if verdict.passed else "failed",
+                                 pass_id=pass_id, revision=revision, key=action.key,
+                                 detail={"digest": digest, "reason": verdict.reason,
+                                         "remembered": verdict.remembered,
+                                         "summary": verdict.message})
+            if not verdict.passed:
+                message = f"gate {model.gauntlet} rejected sha256:{digest[:12]}: " \
+                          f"{verdict.message}"
+                self._journal.condition(action.key, "Stalled", verdict.reason, message)
+                return ActionResult(action, "blocked", message)
         previous = self._fleet.observe(target, [], [model.pointer.path]).pointers[
             model.pointer.path].link
         intent = self._journal.intent("flip", action.key, pass_id=pass_id, revision=revision,

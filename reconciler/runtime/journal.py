@@ -46,6 +46,10 @@ CREATE TABLE IF NOT EXISTS canonical (
     model TEXT NOT NULL, digest TEXT NOT NULL, since REAL NOT NULL,
     PRIMARY KEY (model, digest)
 );
+CREATE TABLE IF NOT EXISTS gates (
+    key TEXT PRIMARY KEY, model TEXT NOT NULL, digest TEXT NOT NULL,
+    passed INTEGER NOT NULL, evidence TEXT NOT NULL, at REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS passes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started REAL NOT NULL, finished REAL,
@@ -239,6 +243,44 @@ class Journal:
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO canonical (model, digest, since) VALUES (?, ?, ?)",
                        (model, digest, time.time()))
+
+    # Gate verdicts, remembered so a digest is never re-run in a loop.
+
+    def gate_verdict(self, key: str) -> tuple[bool, dict[str, Any]] | None:
+        with self._lock:
+            row = self._db.execute("SELECT passed, evidence FROM gates WHERE key = ?",
+                                   (key,)).fetchone()
+        return (bool(row[0]), json.loads(row[1])) if row else None
+
+    def record_gate(self, key: str, model: str, digest: str, passed: bool,
+                    evidence: Mapping[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO gates VALUES (?, ?, ?, ?, ?, ?)",
+                       (key, model, digest, int(passed), json.dumps(dict(evidence)),
+                        time.time()))
+
+    def forget_gates(self, model: str, digest: str | None = None) -> int:
+        """``gauntlet --retry``: the next evaluation runs again."""
+        query, parameters = "DELETE FROM gates WHERE model = ?", [model]
+        if digest is not None:
+            query += " AND digest = ?"
+            parameters.append(digest)
+        with self._transaction() as db:
+            return db.execute(query, parameters).rowcount
+
+    def gpu_seconds_since(self, since: float) -> float:
+        with self._lock:
+            rows = self._db.execute("SELECT detail FROM events WHERE action = 'gauntlet' AND "
+                                    "phase = 'done' AND at >= ?", (since,)).fetchall()
+        return sum(float(json.loads(detail).get("gpuSeconds", 0)) for (detail,) in rows)
+
+    def latest_canonical(self, model: str, other_than: str) -> str | None:
+        """The model's most recent canonical digest that is not ``other_than``."""
+        with self._lock:
+            row = self._db.execute("SELECT digest FROM canonical WHERE model = ? AND "
+                                   "digest != ? ORDER BY since DESC LIMIT 1",
+                                   (model, other_than)).fetchone()
+        return str(row[0]) if row else None
 
     def object(self, key: ObjectKey) -> dict[str, Any] | None:
         with self._lock:

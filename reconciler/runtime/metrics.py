@@ -6,8 +6,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 RESULTS = ("converged", "changed", "waiting", "failed", "invalid", "transient", "stalled")
 PENDING_REASONS = ("UpstreamNotHealthy", "Soaking", "OutsideWindow", "FailedBefore",
-                   "BudgetExhausted", "GauntletUnavailable")
+                   "BudgetExhausted", "GateFailed", "GauntletError", "GauntletTimeout")
 KINDS = ("Strategy", "Config", "Model")
+OPPONENTS = ("random", "heuristic", "previous")
 
 
 class Metrics:
@@ -36,6 +37,10 @@ class Metrics:
         self.pending_actions = Gauge("reconciler_pending_actions",
                                      "Changes that cannot run yet, by reason.", ["reason"],
                                      registry=self.registry)
+        self.gauntlet_games = Counter("reconciler_gauntlet_games", "Gauntlet games played, "
+                                      "by opponent.", ["opponent"], registry=self.registry)
+        for opponent in OPPONENTS:
+            self.gauntlet_games.labels(opponent)
         for result in RESULTS:
             self.reconcile.labels(result)
         for kind in KINDS:

@@ -116,10 +116,10 @@ CASES = {
     "target-both-kinds": Case(write("bad.yaml", target_doc("a", "  local: {root: x}\n"
                                                            "  kubernetes: {namespace: ns}\n")),
                               "bad.yaml", 6, "target-kind"),
-    "sha256-short": Case(replace(MODEL, "sha256: 3358818162c9", "sha256: 33588"), MODEL, 13,
+    "sha256-short": Case(replace(MODEL, "sha256: f5129856856f", "sha256: f5129"), MODEL, 15,
                          "sha256", "64 lowercase hex"),
-    "sha256-uppercase": Case(replace(MODEL, "sha256: 3358818162c9", "sha256: 3358818162C9"),
-                             MODEL, 13, "sha256"),
+    "sha256-uppercase": Case(replace(MODEL, "sha256: f5129856856f", "sha256: F5129856856F"),
+                             MODEL, 15, "sha256"),
     "score-above-one": Case(replace("gauntlets/connect4-gate.yaml", "minScore: 0.85",
                                     "minScore: 1.5"), "gauntlets/connect4-gate.yaml", 14,
                             "score"),
@@ -138,7 +138,7 @@ CASES = {
                                     "targets: [staging, qa]"), CONFIG, 10, "dangling-target",
                             "no Target named 'qa'"),
     "dangling-gauntlet": Case(replace(MODEL, "gauntlet: connect4-gate", "gauntlet: missing"),
-                              MODEL, 17, "dangling-gauntlet"),
+                              MODEL, 19, "dangling-gauntlet"),
     "dangling-after": Case(replace("targets.yaml", "after: staging", "after: canary"),
                            "targets.yaml", 21, "dangling-target"),
     "after-cycle": Case(replace("targets.yaml", "    root: staging          # relative: under "
@@ -166,8 +166,8 @@ CASES = {
                               "delivery-conflict", "already written by Config gepetto-settings"),
     "unknown-time-zone": Case(replace("targets.yaml", "Europe/Berlin", "Mars/Olympus"),
                               "targets.yaml", 24, "time-zone"),
-    "unsupported-artifact-scheme": Case(replace(MODEL, "uri: models/connect4-policy-v1.pt",
-                                                "uri: s3://bucket/model.pt"), MODEL, 12,
+    "unsupported-artifact-scheme": Case(replace(MODEL, "uri: models/connect4-policy-v2.pt",
+                                                "uri: s3://bucket/model.pt"), MODEL, 14,
                                         "artifact-uri"),
     "second-budget": Case(write("budget-2.yaml", f"{HEADER}kind: Budget\nmetadata: {{name: b2}}\n"
                                 "spec: {promotionsPerDay: 1}\n"), "budget.yaml", 6,

@@ -1,0 +1,268 @@
+"""Running a gate from the daemon: a subprocess, bounded, streamed, budgeted, remembered.
+
+Match gauntlets run ``python -m reconciler.gauntlet.worker`` (the only process that
+imports torch) in a session of its own; its JSON lines are read as they come (progress
+for the CLI, the systemd STATUS line and metrics), and a timeout kills its whole process
+tree. Metrics gauntlets run the declared command ``runs`` times with ``{artifact}``
+substituted. Every verdict is remembered by (candidate digest, previous digest, gauntlet
+spec digest, game module digest): a PR check makes the later merge flip at once, and a
+rejected digest is not re-run until one of those changes or ``--retry`` forgets it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import operator
+import os
+import queue
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from reconciler.desired.documents import Budget, Desired, Gauntlet, Model
+from reconciler.durations import format_duration, parse_duration
+from reconciler.fleet.commands import command_environment
+from reconciler.processes import run_bounded
+from reconciler.runtime.journal import Journal
+
+DEFAULT_TIMEOUT_SECONDS = 30 * 60
+RULES: dict[str, Callable[[float, float], bool]] = {
+    ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
+    "==": operator.eq, "!=": operator.ne}
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    passed: bool
+    reason: str  # PascalCase: GatePassed, GateFailed, GauntletError, GauntletTimeout, ...
+    message: str
+    evidence: dict[str, Any]
+    remembered: bool = False
+
+
+class GauntletRunner:
+    def __init__(self, journal: Journal, *, progress: Callable[[str], None] = lambda t: None,
+                 games: Callable[[str, int], None] = lambda opponent, n: None) -> None:
+        self._journal = journal
+        self._progress = progress
+        self._games = games
+
+    def memo_key(self, model: Model, gauntlet: Gauntlet, digest: str, previous: str | None,
+                 desired: Desired) -> str:
+        match = gauntlet.spec.get("match") or {}
+        game = match.get("game", "connect4")
+        game_digest = (hashlib.sha256(desired.read_file(game)).hexdigest()
+                       if game.endswith(".py") else game)
+        material = [digest, previous, gauntlet.spec_digest, game_digest]
+        return hashlib.sha256(json.dumps(material).encode()).hexdigest()
+
+    def evaluate(self, model: Model, desired: Desired, digest: str, artifact: Path,
+                 previous: tuple[str, Path] | None) -> Verdict:
+        assert model.gauntlet is not None
+        gauntlet = desired.gauntlets[model.gauntlet]
+        key = self.memo_key(model, gauntlet, digest, previous[0] if previous else None, desired)
+        remembered = self._journal.gate_verdict(key)
+        if remembered is not None:
+            passed, evidence = remembered
+            return Verdict(passed, "GatePassed" if passed else "GateFailed",
+                           f"{_summary(evidence)} (remembered)", evidence, remembered=True)
+        budget = next(iter(desired.budgets.values()), None)
+        reserve = float(gauntlet.spec.get("gpuSeconds", 0))
+        refusal = self._budget_refusal(budget, reserve)
+        if refusal is not None:
+            return Verdict(False, "BudgetExhausted", refusal, {})
+        started = time.monotonic()
+        if "metrics" in gauntlet.spec:
+            evidence = self._metrics(gauntlet, artifact)
+        else:
+            evidence = self._match(gauntlet, desired, artifact,
+                                   previous[1] if previous else None)
+        evidence.setdefault("gpuSeconds", 0.0)
+        evidence["seconds"] = round(time.monotonic() - started, 3)
+        self._journal.record("gauntlet", "done", key=("-", "Model", model.name),
+                             detail={"digest": digest, "gauntlet": gauntlet.name,
+                                     "passed": evidence["passed"],
+                                     "gpuSeconds": evidence["gpuSeconds"],
+                                     "summary": _summary(evidence)})
+        self._journal.record_gate(key, model.name, digest, evidence["passed"], evidence)
+        reason = "GatePassed" if evidence["passed"] else evidence.get("reason", "GateFailed")
+        return Verdict(bool(evidence["passed"]), reason, _summary(evidence), evidence)
+
+    def _budget_refusal(self, budget: Budget | None, reserve: float) -> str | None:
+        if budget is None or budget.gauntlet_gpu_seconds_per_day is None:
+            return None
+        used = self._journal.gpu_seconds_since(time.time() - 86400)
+        if used + reserve > budget.gauntlet_gpu_seconds_per_day:
+            return (f"GPU budget exhausted: {used:.0f} s used of "
+                    f"{budget.gauntlet_gpu_seconds_per_day:.0f} s today, this gauntlet "
+                    f"reserves {reserve:.0f} s")
+        return None
+
+    def _match(self, gauntlet: Gauntlet, desired: Desired, artifact: Path,
+               previous: Path | None) -> dict[str, Any]:
+        spec = dict(gauntlet.spec)
+        timeout = parse_duration(spec["timeout"]) if "timeout" in spec else \
+            DEFAULT_TIMEOUT_SECONDS
+        with tempfile.TemporaryDirectory(prefix="reconciler-gauntlet-") as scratch_name:
+            scratch = Path(scratch_name)
+            job: dict[str, Any] = {"candidate": str(artifact),
+                                   "previous": str(previous) if previous else None,
+                                   "spec": spec}
+            game = spec["match"]["game"]
+            if game.endswith(".py"):
+                module = scratch / "game.py"
+                module.write_bytes(desired.read_file(game))
+                job["gameModule"] = str(module)
+            (scratch / "job.json").write_text(json.dumps(job))
+            return self._stream([sys.executable, "-m", "reconciler.gauntlet.worker",
+                                 str(scratch / "job.json")], scratch, timeout, gauntlet)
+
+    def _stream(self, argv: list[str], scratch: Path, timeout: float,
+                gauntlet: Gauntlet) -> dict[str, Any]:
+        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        log = scratch / "worker.log"
+        with open(log, "wb") as errors:
+            process = subprocess.Popen(argv, cwd=scratch, env=environment,
+                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                       stderr=errors, start_new_session=True)
+        lines: queue.Queue[str | None] = queue.Queue()
+        assert process.stdout is not None
+        reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout
+        played: dict[str, int] = {}
+        final: dict[str, Any] | None = None
+        while True:
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                _kill_tree(process)
+                return {"passed": False, "reason": "GauntletTimeout",
+                        "error": f"gauntlet {gauntlet.name} did not finish within "
+                        f"{format_duration(timeout)}; its processes were killed"}
+            if line is None:
+                break
+            event = _parse(line)
+            if event.get("event") == "progress":
+                opponent = str(event.get("opponent"))
+                new = int(event.get("games", 0)) - played.get(opponent, 0)
+                played[opponent] = int(event.get("games", 0))
+                self._games(opponent, new)
+                self._progress(f"gauntlet {gauntlet.name}: {opponent} score "
+                               f"{event.get('score')} after {event.get('games')} games")
+            elif event.get("event") in ("result", "error"):
+                final = event
+        process.wait()
+        if final is None or final.get("event") == "error":
+            detail = (final or {}).get("error") or _tail(log) or \
+                f"exit code {process.returncode}"
+            return {"passed": False, "reason": "GauntletError",
+                    "error": f"gauntlet {gauntlet.name} failed to run: {detail}"}
+        final.pop("event")
+        return final
+
+    def _metrics(self, gauntlet: Gauntlet, artifact: Path) -> dict[str, Any]:
+        spec = gauntlet.spec["metrics"]
+        timeout = parse_duration(gauntlet.spec.get("timeout", "30m"))
+        runs: list[dict[str, Any]] = []
+        with tempfile.TemporaryDirectory(prefix="reconciler-metrics-") as scratch:
+            argv = [part.replace("{artifact}", str(artifact)) for part in spec["command"]]
+            for run in range(int(spec.get("runs", 1))):
+                self._progress(f"gauntlet {gauntlet.name}: metrics run {run + 1}")
+                try:
+                    finished = run_bounded(argv, Path(scratch), command_environment({}),
+                                           timeout, kill_leftovers=True)
+                except OSError as error:
+                    return {"passed": False, "reason": "GauntletError",
+                            "error": f"cannot run {argv[0]}: {error}"}
+                if finished.timed_out:
+                    return {"passed": False, "reason": "GauntletTimeout",
+                            "error": f"metrics command did not finish within "
+                            f"{format_duration(timeout)}"}
+                metrics = _last_json_object(finished.output_tail)
+                if finished.returncode != 0 or metrics is None:
+                    return {"passed": False, "reason": "GauntletError",
+                            "error": f"metrics command exited with {finished.returncode} and "
+                            "its last line was not a JSON object of metrics",
+                            "output": finished.output_tail[-400:]}
+                runs.append(metrics)
+        if any(run != runs[0] for run in runs[1:]):
+            return {"passed": False, "reason": "GateFailed", "runs": runs,
+                    "error": f"the {len(runs)} runs disagree: the evaluation is not "
+                    "deterministic"}
+        failed = []
+        for rule in spec["rules"]:
+            value = runs[0].get(rule["metric"])
+            if not isinstance(value, int | float) or isinstance(value, bool) \
+                    or math.isnan(value):
+                failed.append(f"{rule['metric']} is missing or not a number ({value!r})")
+            elif not RULES[rule["op"]](value, rule["value"]):
+                failed.append(f"{rule['metric']} {value} is not {rule['op']} {rule['value']}")
+        return {"passed": not failed, "metrics": runs[0], "runs": len(runs),
+                "failed": failed, "reason": "GatePassed" if not failed else "GateFailed"}
+
+
+def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
+    for raw in stream:
+        lines.put(raw.decode(errors="replace"))
+    lines.put(None)
+
+
+def _kill_tree(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _parse(line: str) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return {}
+    return event if isinstance(event, dict) else {}
+
+
+def _last_json_object(output: str) -> dict[str, Any] | None:
+    lines = [line for line in output.splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        value = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _tail(log: Path) -> str:
+    text = log.read_text(errors="replace").strip().splitlines()
+    return text[-1] if text else ""
+
+
+def _summary(evidence: dict[str, Any]) -> str:
+    if "error" in evidence:
+        return str(evidence["error"])
+    if "opponents" in evidence:
+        parts = []
+        for opponent in evidence["opponents"]:
+            if "skipped" in opponent:
+                parts.append(f"{opponent['opponent']}: skipped ({opponent['skipped']})")
+                continue
+            low, high = opponent["interval"]
+            parts.append(f"{opponent['opponent']}: {opponent['score']:.3f} [{low:.3f}, "
+                         f"{high:.3f}] in {opponent['games']} games vs bar "
+                         f"{opponent['minScore']} -> {'pass' if opponent['passed'] else 'FAIL'}"
+                         f" ({opponent['reason']})")
+        return "; ".join(parts)
+    if evidence.get("failed"):
+        return "; ".join(evidence["failed"])
+    return f"metrics {evidence.get('metrics')} pass every rule"

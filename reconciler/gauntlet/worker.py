@@ -1,0 +1,123 @@
+"""The gauntlet subprocess: ``python -m reconciler.gauntlet.worker JOB.json``.
+
+The only process that imports torch. It loads the verified weights safely, plays the
+match and writes JSON lines to stdout: ``{"event": "start"}``, ``{"event": "progress"}``
+per batch, and a final ``{"event": "result"}`` or ``{"event": "error"}``. Exit 0 when it
+produced a result (pass or fail), 2 on an error.
+
+Games: ``connect4`` is built in. A game module from the desired-state folder defines
+``create_game(device)`` returning an object with the same methods as
+:class:`reconciler.gauntlet.games.connect4.Connect4` (initial, legal, play, random_moves,
+heuristic_moves, network, policy_moves).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reconciler.gauntlet.games.connect4 import Connect4
+from reconciler.gauntlet.match import OpponentResult, run_opponent
+from reconciler.gauntlet.sprt import SprtSettings
+from reconciler.gauntlet.weights import load_state_dict
+
+
+def emit(event: str, **fields: Any) -> None:
+    print(json.dumps({"event": event, **fields}), flush=True)
+
+
+def pick_device(wanted: str) -> torch.device:
+    if wanted == "cuda" or (wanted == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("device cuda was asked for and no GPU is available")
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def load_game(name: str, module_path: str | None, device: torch.device) -> Any:
+    if module_path is None:
+        return Connect4(device)
+    spec = importlib.util.spec_from_file_location("reconciler_user_game", module_path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.create_game(device)
+
+
+def load_policy(game: Any, path: str, device: torch.device) -> torch.nn.Module:
+    network = game.network()
+    network.load_state_dict(load_state_dict(Path(path), str(device)))
+    return network.to(device).eval()  # type: ignore[no-any-return]
+
+
+def run(job: dict[str, Any]) -> dict[str, Any]:
+    spec = job["spec"]
+    match = spec["match"]
+    device = pick_device(spec.get("device", "auto"))
+    started = time.monotonic()
+    emit("start", device=str(device))
+    game = load_game(match["game"], job.get("gameModule"), device)
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(match.get("seed", 0)))
+    candidate_net = load_policy(game, job["candidate"], device)
+
+    def candidate(boards: Any) -> torch.Tensor:
+        return game.policy_moves(candidate_net, boards)  # type: ignore[no-any-return]
+
+    previous_net = load_policy(game, job["previous"], device) if job.get("previous") else None
+    players = {
+        "random": lambda boards: game.random_moves(boards, generator),
+        "heuristic": lambda boards: game.heuristic_moves(boards, generator),
+        "previous": (lambda boards: game.policy_moves(previous_net, boards)),
+    }
+    sprt = match.get("sprt", {})
+    results: list[dict[str, Any]] = []
+    for opponent in match["opponents"]:
+        name = opponent["name"]
+        if name == "previous" and previous_net is None:
+            results.append({"opponent": name, "skipped": "no canonical model yet (first "
+                            "promotion)", "passed": True})
+            continue
+        settings = SprtSettings(min_score=opponent["minScore"],
+                                margin=opponent.get("margin", sprt.get("margin", 0.05)),
+                                alpha=sprt.get("alpha", 0.05), beta=sprt.get("beta", 0.05),
+                                max_games=opponent.get("games", match.get("games", 400)))
+
+        def report(outcome: OpponentResult) -> None:
+            emit("progress", **outcome.to_json())
+
+        outcome = run_opponent(game, candidate, name, players[name], settings,
+                               int(match.get("batchSize", 256)), generator, report)
+        results.append(outcome.to_json())
+        if not results[-1]["passed"]:
+            break  # one failed bar decides: no GPU time on the rest
+    seconds = time.monotonic() - started
+    return {"passed": all(r["passed"] for r in results) and len(results) == len(
+        match["opponents"]), "opponents": results, "device": str(device),
+        "seconds": round(seconds, 3),
+        "gpuSeconds": round(seconds, 3) if device.type == "cuda" else 0.0}
+
+
+def main() -> int:
+    job = json.loads(Path(sys.argv[1]).read_text())
+    try:
+        result = run(job)
+    except MemoryError:
+        emit("error", error="out of memory")
+        return 2
+    except Exception as error:
+        kind = "out of memory" if "out of memory" in str(error).lower() else "error"
+        emit("error", error=f"{kind}: {type(error).__name__}: {error}")
+        return 2
+    emit("result", **result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
