@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import secrets
+import shutil
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -86,6 +87,16 @@ class LocalFleet:
         if not self.store_has(digest):
             _write_atomic(self.store_path(digest), content, 0o444)
         return digest
+
+    def store_remove(self, digest: str) -> None:
+        """Remove a store object (a read-only file or bundle directory)."""
+        path = self.store_path(digest)
+        if path.is_dir():
+            for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
+                os.chmod(folder, 0o755)
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
     def preserve(self, target: Target, path: str) -> str | None:
         """Keep the live content in the store, so it can come back; its digest, or None."""

@@ -297,6 +297,7 @@ class Executor:
         if check.ok:
             self._journal.canonical(model.name, digest)
             self._journal.applied(action.key, digest, revision, self._clock())
+            self._collect(model, desired, pass_id)
             return ActionResult(action, "applied", f"{model.pointer.path} -> sha256:{digest}")
         undo = self._journal.intent("rollback", action.key, pass_id=pass_id, revision=revision,
                                     detail={"path": model.pointer.path, "to": previous,
@@ -306,6 +307,25 @@ class Executor:
                                 undoing=True)
         self._journal.outcome(undo, "done")
         return self._undone(action, revision, check, "pointer flipped back")
+
+    def _collect(self, model: Model, desired: Desired, pass_id: int) -> None:
+        """Keep the model's last ``keep`` canonical digests for rollback, and whatever any
+        target still points at (a downstream target may be soaking on an older one)."""
+        history = self._journal.canonical_digests(model.name)
+        keep = set(history[:model.keep]) | {model.artifact.sha256}
+        for name in model.targets:
+            target = desired.targets.get(name)
+            if target is not None and target.is_local and model.pointer.path is not None:
+                seen = self._fleet.observe(target, [], [model.pointer.path])
+                digest = seen.pointers[model.pointer.path].sha256
+                if digest is not None:
+                    keep.add(digest)
+        for digest in history:
+            if digest not in keep and self._fleet.store_path(digest).exists():
+                self._fleet.store_remove(digest)
+                self._journal.record("collect", "done", pass_id=pass_id,
+                                     key=("-", "Model", model.name),
+                                     detail={"removed": digest, "keep": model.keep})
 
     def _verify_into_store(self, model: Model, desired: Desired) -> None:
         """The artifact, proven to have the declared digest, in the store."""

@@ -240,8 +240,9 @@ class Journal:
         self._update(key, status=status, reason=reason, message=message)
 
     def canonical(self, model: str, digest: str) -> None:
+        """Record (or refresh: a revert makes an old digest the most recent again)."""
         with self._transaction() as db:
-            db.execute("INSERT OR IGNORE INTO canonical (model, digest, since) VALUES (?, ?, ?)",
+            db.execute("INSERT OR REPLACE INTO canonical (model, digest, since) VALUES (?, ?, ?)",
                        (model, digest, time.time()))
 
     # Gate verdicts, remembered so a digest is never re-run in a loop.
@@ -273,6 +274,13 @@ class Journal:
             rows = self._db.execute("SELECT detail FROM events WHERE action = 'gauntlet' AND "
                                     "phase = 'done' AND at >= ?", (since,)).fetchall()
         return sum(float(json.loads(detail).get("gpuSeconds", 0)) for (detail,) in rows)
+
+    def canonical_digests(self, model: str) -> list[str]:
+        """Every digest that was canonical for the model, the most recent first."""
+        with self._lock:
+            rows = self._db.execute("SELECT digest FROM canonical WHERE model = ? "
+                                    "ORDER BY since DESC", (model,)).fetchall()
+        return [str(digest) for (digest,) in rows]
 
     def latest_canonical(self, model: str, other_than: str) -> str | None:
         """The model's most recent canonical digest that is not ``other_than``."""

@@ -195,3 +195,24 @@ def test_downstream_target_waits_for_the_upstream_soak_and_says_until_when(
     assert (state["status"], state["reason"]) == ("Reconciling", "Soaking")
     assert "soaking on edge for 30m (until 20" in state["message"]
     assert not (fleet.state / "fleet" / "prod" / "knobs.json").exists()
+
+
+def test_store_keeps_the_last_canonical_digests_and_reverts_refetch(fleet: Fleet) -> None:
+    store = fleet.state / "store" / "sha256"
+    artifacts = [b"weights-v1", b"weights-v2", b"weights-v3", b"weights-v4"]
+    assert fleet.apply().result == "changed"  # v1 canonical
+    for artifact in artifacts[1:]:
+        fleet.model(artifact)
+        text = (fleet.repo / "desired-state" / "model.yaml").read_text()
+        fleet.write("model.yaml", text.replace("  pointer:", "  keep: 2\n  pointer:"))
+        fleet.commit(f"model {artifact.decode()}")
+        assert fleet.apply().result == "changed"
+    present = {a for a in artifacts if (store / sha(a)).exists()}
+    assert present == {b"weights-v3", b"weights-v4"}, "keep: 2"
+    removed = [e.detail["removed"] for e in fleet.journal().events(limit=1000)
+               if e.action == "collect"]
+    assert removed == [sha(b"weights-v1"), sha(b"weights-v2")]
+    fleet.model(b"weights-v1")  # a revert to a collected digest fetches and verifies again
+    fleet.commit("back to v1")
+    assert fleet.apply().result == "changed"
+    assert (fleet.root / "models" / "current.bin").read_bytes() == b"weights-v1"
