@@ -52,7 +52,12 @@ def play_pairs(game: Any, candidate: Player, opponent: Player, pairs: int,
     while bool((result < 0).any()):
         active = result < 0
         turn = boards.mover == colour
-        moves = torch.where(turn, candidate(boards), opponent(boards))
+        moves = torch.zeros_like(boards.heights[:, 0])
+        for player, mask in ((candidate, turn & active), (opponent, ~turn & active)):
+            index = mask.nonzero().squeeze(1)
+            if len(index):  # each player thinks only about the boards where it is to move
+                moves[index] = player(Boards(boards.cells[index], boards.heights[index],
+                                             boards.mover[index]))
         mover = boards.mover.clone()
         won, full = game.play(boards, moves, active)
         result = torch.where(active & won, (mover == colour).float(), result)

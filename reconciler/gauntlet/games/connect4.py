@@ -86,18 +86,28 @@ class Connect4:
         return won, full
 
     def _winning_moves(self, boards: Boards, player: torch.Tensor) -> torch.Tensor:
-        """[B, 7] bool: columns where ``player`` would complete four in a row now."""
-        batch = boards.size
-        legal = self.legal(boards)
-        cells = boards.cells.unsqueeze(1).expand(batch, COLUMNS, ROWS, COLUMNS).clone()
-        rows = boards.heights.clamp(max=ROWS - 1)
-        b = torch.arange(batch, device=self.device).repeat_interleave(COLUMNS)
-        c = torch.arange(COLUMNS, device=self.device).repeat(batch)
-        cells[b, c, rows.reshape(-1), c] = player.repeat_interleave(COLUMNS) * legal.reshape(
-            -1).float()
-        won = self.wins(cells.reshape(batch * COLUMNS, ROWS, COLUMNS),
-                        player.repeat_interleave(COLUMNS))
-        return won.view(batch, COLUMNS) & legal
+        """[B, 7] bool: columns where ``player`` would complete four in a row now.
+
+        For every cell, the runs of the player's stones in the eight directions (up to 3)
+        come from 24 shifted views of one board; a stone landing where two opposite runs
+        add up to 3 wins. One pass for all seven columns, no copies of the boards."""
+        mine = nn.functional.pad((boards.cells == player.view(-1, 1, 1)).float(), (3, 3, 3, 3))
+
+        def run(dr: int, dc: int) -> torch.Tensor:
+            total = torch.zeros_like(boards.cells)
+            streak = torch.ones_like(boards.cells)
+            for step in range(1, 4):
+                r, c = 3 + step * dr, 3 + step * dc
+                streak = streak * mine[:, r:r + ROWS, c:c + COLUMNS]
+                total = total + streak
+            return total
+
+        best = torch.zeros_like(boards.cells)
+        for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+            best = torch.maximum(best, run(dr, dc) + run(-dr, -dc))
+        rows = boards.heights.clamp(max=ROWS - 1).unsqueeze(1)
+        landing = best.gather(1, rows).squeeze(1)  # [B, 7]: the run where a stone would land
+        return (landing >= 3) & self.legal(boards)
 
     def random_moves(self, boards: Boards, generator: torch.Generator) -> torch.Tensor:
         weights = self.legal(boards).float() + 1e-9
