@@ -47,3 +47,15 @@ def test_the_example_converges_staging_with_a_real_service(
     assert pointer.resolve().name == MODEL_V2
     assert not (fleet / "production" / "strategies").exists()
     assert "waiting" in ready or "changed" in ready
+
+
+def test_the_rejection_demo_rejects_the_weak_policy_and_keeps_v2() -> None:
+    import subprocess
+
+    from tests.conftest import REPO_ROOT
+
+    demo = subprocess.run([str(REPO_ROOT / "scripts" / "demo-rejection.sh")],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "GateFailed: gate connect4-gate rejected" in demo.stdout
+    assert f"canonical on staging: {MODEL_V2}" in demo.stdout

@@ -162,3 +162,13 @@ def test_exhausted_gpu_budget_blocks_before_running(tmp_path: Path) -> None:
                                 budget=budget)
     assert verdict.reason == "BudgetExhausted" and "GPU budget exhausted" in verdict.message
     assert not [e for e in journal.events(limit=100) if e.action == "gauntlet"]
+
+
+def test_a_game_module_from_the_repository_plugs_in(tmp_path: Path) -> None:
+    module = (b"from reconciler.gauntlet.games.connect4 import Connect4\n"
+              b"def create_game(device):\n    return Connect4(device)\n")
+    spec = {"match": {**MATCH, "game": "games/mine.py"}, "device": "cpu"}
+    verdict, _ = evaluate(tmp_path, spec, files={"games/mine.py": module})
+    assert verdict.passed, verdict.message
+    assert {o["opponent"] for o in verdict.evidence["opponents"]} == {
+        "random", "heuristic", "previous"}
