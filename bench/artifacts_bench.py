@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from report import finish
 
 from reconciler.artifacts.verify import sha256_stream, verify_bundle, write_manifest
 from reconciler.fleet.digests import DigestCache
@@ -84,10 +85,7 @@ def main() -> int:
         "cores": os.cpu_count(),
     }
     checks = {"throughput >= 0.9x hashlib": results["throughput_vs_hashlib"] >= 0.9}
-    print(json.dumps(results, indent=2))
-    for name, passed in checks.items():
-        print(f"{'PASS' if passed else 'FAIL'}  {name}")
-    return 0 if all(checks.values()) else 1
+    return finish(results, checks)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import finish
+
 ENV = {**os.environ, "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@invalid",
        "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@invalid"}
 TARGET = ("apiVersion: reconciler/v1\nkind: Target\nmetadata: {name: edge}\n"
@@ -146,10 +148,7 @@ def main() -> int:
     checks = {"watch p50 <= 250 ms": results["watch_p50_ms"] <= 250,
               "idle CPU <= 0.5 %": results["idle_cpu_percent"] <= 0.5,
               "idle RSS <= 100 MB": results["idle_rss_mb"] <= 100}
-    print(json.dumps(results, indent=2))
-    for name, passed in checks.items():
-        print(f"{'PASS' if passed else 'FAIL'}  {name}")
-    return 0 if all(checks.values()) else 1
+    return finish(results, checks)
 
 
 if __name__ == "__main__":

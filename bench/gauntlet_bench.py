@@ -13,7 +13,6 @@ Run: ``.venv/bin/python bench/gauntlet_bench.py``.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import statistics
@@ -22,6 +21,7 @@ import time
 from pathlib import Path
 
 import torch
+from report import finish
 
 from reconciler.gauntlet.games.connect4 import Connect4
 from reconciler.gauntlet.match import play_pairs
@@ -112,10 +112,7 @@ def main() -> int:
         results["gpu"] = "no CUDA device here: moves per second on a GPU not measured"
     checks = {"batched >= 50x one at a time": results["batched_speedup"] >= 50,
               "SPRT >= 2x fewer games (typical scores)": results["sprt_saving_typical"] >= 2}
-    print(json.dumps(results, indent=2))
-    for name, passed in checks.items():
-        print(f"{'PASS' if passed else 'FAIL'}  {name}")
-    return 0 if all(checks.values()) else 1
+    return finish(results, checks)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ Run: ``.venv/bin/python bench/plan_bench.py [--documents N]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -24,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from report import finish
 from ruamel.yaml import YAML
 
 from reconciler.app import plan_pass
@@ -166,10 +166,7 @@ def main() -> int:
         "warm no-op plan >= 10x faster than bare parse": bare / warm >= 10,
         "cold plan <= 1.5x bare parse": cold / bare <= 1.5,
     }
-    print(json.dumps(results, indent=2))
-    for name, passed in checks.items():
-        print(f"{'PASS' if passed else 'FAIL'}  {name}")
-    return 0 if all(checks.values()) else 1
+    return finish(results, checks)
 
 
 if __name__ == "__main__":
