@@ -286,6 +286,11 @@ class Executor:
                 return ActionResult(action, "blocked", message)
         previous = self._fleet.observe(target, [], [model.pointer.path]).pointers[
             model.pointer.path].link
+        live = self._fleet.root_of(target) / model.pointer.path
+        if previous is None and live.is_file():
+            # A canonical model copied in by hand (cp, not ln -sf): keep it in the store so
+            # the flip loses nothing and a rollback can put it back.
+            previous = str(self._fleet.store_path(self._fleet.preserve_file(live)))
         intent = self._journal.intent("flip", action.key, pass_id=pass_id, revision=revision,
                                       detail={"path": model.pointer.path, "from": previous,
                                               "to": digest, "gateSkipped": known_good})

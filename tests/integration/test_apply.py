@@ -216,3 +216,15 @@ def test_store_keeps_the_last_canonical_digests_and_reverts_refetch(fleet: Fleet
     fleet.commit("back to v1")
     assert fleet.apply().result == "changed"
     assert (fleet.root / "models" / "current.bin").read_bytes() == b"weights-v1"
+
+
+def test_a_hand_copied_canonical_file_is_kept_and_comes_back_on_rollback(fleet: Fleet) -> None:
+    pointer = fleet.root / "models" / "current.bin"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_bytes(b"hand-copied weights from the old runbook")
+    fleet.model(b"bad")  # its consumers reject it: the flip is undone
+    fleet.commit("first managed model is bad")
+    outcome = fleet.apply()
+    assert fleet.results(outcome)["Model/policy"] == "rolled-back"
+    assert pointer.read_bytes() == b"hand-copied weights from the old runbook"
+    assert pointer.is_symlink(), "now a pointer into the store, to the same bytes"
