@@ -208,3 +208,35 @@ def test_unchanged_files_are_never_read_or_parsed_twice(repo: Repo, tmp_path: Pa
     desired = load_desired(warm, DesiredCache(cache_salt(), cache_file))  # type: ignore[arg-type]
     assert warm.reads == ["budget.yaml"], "only the changed file is read"
     assert desired.budgets["daemon"].promotions_per_day == 5
+
+
+def test_signature_policy_from_the_settings_file_refuses_an_unsigned_commit(
+        cli: Cli, repo: Repo, tmp_path: Path) -> None:
+    (tmp_path / "allowed_signers").write_text("")
+    config = settings_file(tmp_path, repo, "signature:\n  policy: ssh\n"
+                                           "  allowedSigners: allowed_signers\n")
+    result = cli("plan", "--config", str(config))
+    assert result.returncode == 1
+    assert "SignatureRefused" in result.stderr and "is not signed" in result.stderr
+    assert not (tmp_path / "state" / "fleet").exists()
+
+
+def test_unreadable_webhook_secret_stops_the_daemon_at_start(cli: Cli, repo: Repo,
+                                                             tmp_path: Path) -> None:
+    config = settings_file(tmp_path, repo, "listen: 127.0.0.1:0\n"
+                                           "webhook: {secretFile: missing-secret}\n")
+    result = cli("run", "--config", str(config))
+    assert result.returncode == 1
+    assert "WebhookSecretUnreadable" in result.stderr and "missing-secret" in result.stderr
+
+
+def test_yaml_configs_render_deterministically_and_plan_shows_them(
+        cli: Cli, repo: Repo, tmp_path: Path) -> None:
+    text = (repo.folder / "config" / "gepetto.yaml").read_text()
+    repo.write("config/gepetto.yaml", text.replace("format: json", "format: yaml").replace(
+        "path: config/gepetto.json", "path: config/gepetto.yaml"))
+    repo.commit("settings as YAML")
+    result = cli("plan", "--config", str(settings_file(tmp_path, repo)))
+    assert result.returncode == 2
+    assert "+++ b/config/gepetto.yaml" in result.stdout
+    assert "+  max_instances_per_chute: 4" in result.stdout
