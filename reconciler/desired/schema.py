@@ -25,7 +25,6 @@ from referencing import Registry, Resource
 API_VERSION = "reconciler/v1"
 KINDS = ("Target", "Strategy", "Model", "Gauntlet", "Config", "Budget")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
-SCHEMA_BASE = "https://reconciler.dev/schemas/v1/"
 
 
 @dataclass(frozen=True, slots=True)

@@ -131,6 +131,9 @@ def _known(names: Iterable[str]) -> str:
 
 
 def _target(target: Target) -> Iterator[Finding]:
+    if target.prune and target.is_local:
+        yield _at(target.origin, ("spec", "prune"), "prune applies to Kubernetes targets; "
+                  "files of objects no longer declared stay on a local target", "prune-local")
     if target.window is not None:
         try:
             zoneinfo.ZoneInfo(target.window.time_zone)

@@ -123,8 +123,6 @@ class _Frame:
     first_node: int
     height: int = 1
     key: Any = None
-    key_line: int = 0
-    key_col: int = 0
     has_key: bool = False
     merges: list[dict[str, Any]] = field(default_factory=list)
     key_lines: dict[str, int] = field(default_factory=dict)

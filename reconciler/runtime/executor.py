@@ -52,14 +52,6 @@ class PassReport:
     def count(self, *results: Result) -> int:
         return sum(1 for r in self.results if r.result in results)
 
-    @property
-    def ok(self) -> bool:
-        """Nothing failed or is blocked (waiting on a soak or window is not a failure)."""
-        return not self.stopped and self.count("rolled-back", "failed", "blocked") == 0
-
-    @property
-    def converged(self) -> bool:
-        return self.ok and self.count("waiting") == 0
 
 
 @dataclass

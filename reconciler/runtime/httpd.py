@@ -30,8 +30,6 @@ def parse_listen(address: str) -> tuple[str, int]:
 class ControlServer:
     def __init__(self, address: str, metrics: Metrics, healthy: Probe, ready: Probe,
                  webhook_secret: bytes | None, on_webhook: Callable[[], None]) -> None:
-        server = self
-
         class Handler(BaseHTTPRequestHandler):
             server_version = "reconciler"
 
@@ -76,11 +74,9 @@ class ControlServer:
                 if not hmac.compare_digest(expected, given):
                     self._answer(401, b"bad signature\n")
                     return
-                server.webhooks += 1
                 on_webhook()
                 self._answer(202, b"pass scheduled\n")
 
-        self.webhooks = 0
         self._http = ThreadingHTTPServer(parse_listen(address), Handler)
         self._http.daemon_threads = True
         self._thread = threading.Thread(target=self._http.serve_forever, name="http",

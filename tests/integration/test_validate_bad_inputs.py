@@ -164,6 +164,9 @@ CASES = {
     "delivery-conflict": Case(replace(CONFIG, "path: config/gepetto.json",
                                       "path: strategies/gepetto.py"), STRATEGY, 18,
                               "delivery-conflict", "already written by Config gepetto-settings"),
+    "prune-on-a-local-target": Case(write("bad.yaml", target_doc("a", "  local: {root: x}\n"
+                                                                 "  prune: true\n")),
+                                    "bad.yaml", 7, "prune-local"),
     "unknown-time-zone": Case(replace("targets.yaml", "Europe/Berlin", "Mars/Olympus"),
                               "targets.yaml", 24, "time-zone"),
     "unsupported-artifact-scheme": Case(replace(MODEL, "uri: models/connect4-policy-v2.pt",

@@ -14,7 +14,6 @@ import torch
 from torch import nn
 
 ROWS, COLUMNS = 6, 7
-CENTRE_ORDER = (3, 2, 4, 1, 5, 0, 6)
 
 
 def _win_kernels() -> torch.Tensor:
