@@ -228,3 +228,31 @@ def test_a_hand_copied_canonical_file_is_kept_and_comes_back_on_rollback(fleet: 
     assert fleet.results(outcome)["Model/policy"] == "rolled-back"
     assert pointer.read_bytes() == b"hand-copied weights from the old runbook"
     assert pointer.is_symlink(), "now a pointer into the store, to the same bytes"
+
+
+def test_apply_status_and_history_through_the_command_line(fleet: Fleet) -> None:
+    import json
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "reconciler", *args, "--config",
+                               str(fleet.settings_file)], capture_output=True, text=True,
+                              check=False)
+
+    first = cli("apply")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "applied  edge  Strategy/app" in first.stdout
+    assert cli("apply").returncode == 0  # converged
+    status = json.loads(cli("status", "--output", "json").stdout)
+    assert status["lastPass"]["result"] == "converged"
+    rows = {(o["kind"], o["name"]): o for o in status["objects"]}
+    assert rows[("Strategy", "app")]["status"] == "Ready"
+    assert rows[("Model", "policy")]["applied_digest"] == sha(b"weights-v1")
+    history = json.loads(cli("history", "app", "--output", "json").stdout)
+    assert [(e["action"], e["phase"]) for e in history[:2]] == [("deliver", "intent"),
+                                                                ("deliver", "done")]
+    fleet.strategy("BROKEN = 1\n")
+    fleet.commit("broken")
+    failed = cli("apply")
+    assert failed.returncode == 1 and "rolled-back" in failed.stdout
