@@ -120,8 +120,7 @@ class Executor:
             message = f"{action.location} under {self._fleet.root_of(target)}: {error}"
             self._journal.record("error", "failed", pass_id=pass_id, revision=desired.revision,
                                  key=action.key, detail={"error": message})
-            self._journal.failed(action.key, action.desired, desired.revision, "IOError",
-                                 message)
+            self._journal.condition(action.key, "Stalled", "IOError", message)
             return ActionResult(action, "failed", message)
 
     def _budget_refusal(self, action: Action, budget: Budget | None) -> str | None:
@@ -160,9 +159,11 @@ class Executor:
             self._fleet.store_put(content)
             self._fleet.write(target, path, content, obj.deliver.mode)
         except OSError as error:
+            # The host, not the commit, is at fault: no failure mark, the next pass retries
+            # once the operator has fixed it.
             message = f"cannot write {path} under {self._fleet.root_of(target)}: {error}"
             self._journal.outcome(intent, "failed", {"error": message})
-            self._journal.failed(action.key, action.desired, revision, "WriteFailed", message)
+            self._journal.condition(action.key, "Stalled", "WriteFailed", message)
             return ActionResult(action, "failed", message)
         self._journal.outcome(intent, "done")
         check = self._restart_and_check(action, target, obj.restart, obj.health, pass_id,
@@ -182,16 +183,18 @@ class Executor:
             self._fleet.remove(target, path)
         else:
             self._fleet.write(target, path, self._fleet.store_read(back_to), None)
-        self._restart_and_check(action, target, obj.restart, obj.health, pass_id, revision,
-                                undoing=True)
-        self._journal.outcome(undo, "done")
-        return self._undone(action, revision, check, f"rolled back to "
+        after = self._restart_and_check(action, target, obj.restart, obj.health, pass_id,
+                                        revision, undoing=True)
+        self._journal.outcome(undo, "done" if after.ok else "failed", {"detail": after.detail})
+        return self._undone(action, revision, check, after, f"rolled back to "
                             f"{'nothing (removed)' if back_to is None else back_to[:12]}")
 
     def _undone(self, action: Action, revision: str, check: CommandResult,
-                how: str) -> ActionResult:
+                after: CommandResult, how: str) -> ActionResult:
         """After an undo: a failure marks the revision; a stop request does not, so the
         change is simply tried again when the daemon comes back."""
+        if not after.ok:
+            how += f"; the previous state is back, but it is not healthy either: {after.detail}"
         if self._stop.is_set():
             self._journal.condition(action.key, "Reconciling", "Interrupted",
                                     f"stopped before the health check passed; {how}")
@@ -300,10 +303,10 @@ class Executor:
                                     detail={"path": model.pointer.path, "to": previous,
                                             "reason": check.detail})
         self._fleet.point(target, model.pointer.path, previous)
-        self._restart_and_check(action, target, model.restart, model.health, pass_id, revision,
-                                undoing=True)
-        self._journal.outcome(undo, "done")
-        return self._undone(action, revision, check, "pointer flipped back")
+        after = self._restart_and_check(action, target, model.restart, model.health, pass_id,
+                                        revision, undoing=True)
+        self._journal.outcome(undo, "done" if after.ok else "failed", {"detail": after.detail})
+        return self._undone(action, revision, check, after, "pointer flipped back")
 
     def _collect(self, model: Model, desired: Desired, pass_id: int) -> None:
         """Keep the model's last ``keep`` canonical digests for rollback, and whatever any

@@ -95,13 +95,18 @@ def test_restart_and_health_faults_roll_back_with_the_reason(
     assert (fleet.root / "app" / "app.py").read_text() == HEALTHY
 
 
-def test_unwritable_fleet_root_fails_clearly_and_touches_nothing_else(fleet: Fleet) -> None:
+def test_unwritable_fleet_root_fails_clearly_and_recovers_once_fixed(fleet: Fleet) -> None:
     fleet.root.parent.mkdir(parents=True)
     fleet.root.write_text("a file where the target's root should be\n")
     outcome = fleet.apply()
     assert outcome.result == "failed"
     assert "cannot write app/app.py" in outcome.message
     assert fleet.root.read_text() == "a file where the target's root should be\n"
+    state = fleet.journal().object(("edge", "Strategy", "app")) or {}
+    assert (state["reason"], state["failed_revision"]) == ("WriteFailed", None)
+    fleet.root.unlink()  # the operator fixes the host; no new commit is needed
+    assert fleet.apply().result == "changed"
+    assert (fleet.root / "app" / "app.py").read_text() == HEALTHY
 
 
 def test_hand_edits_are_drift_and_are_put_back(fleet: Fleet) -> None:
@@ -256,3 +261,20 @@ def test_apply_status_and_history_through_the_command_line(fleet: Fleet) -> None
     fleet.commit("broken")
     failed = cli("apply")
     assert failed.returncode == 1 and "rolled-back" in failed.stdout
+
+
+def test_a_rollback_whose_previous_state_is_unhealthy_says_so(fleet: Fleet) -> None:
+    marker = ("command: [python3, -c, "
+              "\"import os, sys; sys.exit(0 if os.path.exists('up') else 1)\"]")
+    fleet.strategy("OK = 'v1'\n", health=marker)
+    fleet.commit("health depends on the host")
+    fleet.root.mkdir(parents=True)
+    (fleet.root / "up").write_text("")
+    assert fleet.results(fleet.apply())["Strategy/app"] == "applied"
+    (fleet.root / "up").unlink()  # the host breaks: nothing can be healthy now
+    fleet.strategy("OK = 'v2'\n", health=marker)
+    fleet.commit("v2")
+    outcome = fleet.apply()
+    assert fleet.results(outcome)["Strategy/app"] == "rolled-back"
+    assert "the previous state is back, but it is not healthy either" in outcome.message
+    assert (fleet.root / "app" / "app.py").read_text() == "OK = 'v1'\n"
