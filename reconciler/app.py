@@ -59,10 +59,12 @@ class PlannedPass:
     fleet: LocalFleet
 
 
-def plan_pass(settings: Settings, now: float, history: History | None = None) -> PlannedPass:
-    """Fetch, load, observe and plan. Raises InvalidInput or a ReconcilerError."""
+def plan_pass(settings: Settings, now: float, history: History | None = None,
+              cache: DesiredCache | None = None) -> PlannedPass:
+    """Fetch, load, observe and plan. Raises InvalidInput or a ReconcilerError.
+    A long-lived caller (the daemon) passes its ``cache`` so it is not read every pass."""
     accepted = git_source(settings).fetch()
-    cache = desired_cache(settings)
+    cache = cache or desired_cache(settings)
     try:
         desired = load_desired(accepted.snapshot, cache)
     finally:

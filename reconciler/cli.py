@@ -293,11 +293,8 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
     try:
         if args.retry:
             journal.forget_gates(model.name, digest)
-        prior = journal.latest_canonical(model.name, digest)
-        opponent = (prior, settings.store_dir / "sha256" / prior) if prior and (
-            settings.store_dir / "sha256" / prior).exists() else None
-        verdict = GauntletRunner(journal, progress=_progress_line).evaluate(
-            model, desired, digest, artifact, opponent)
+        verdict = GauntletRunner(journal, settings.store_dir, progress=_progress_line).evaluate(
+            model, desired, digest, artifact)
     finally:
         journal.close()
     print(f"{'PASS' if verdict.passed else 'FAIL'}  {model.name} sha256:{digest} "

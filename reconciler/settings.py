@@ -15,6 +15,7 @@ from reconciler.desired.locate import Locator
 from reconciler.desired.yamlload import YamlError, load_documents
 from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.durations import parse_duration
+from reconciler.source.location import is_local_path
 from reconciler.source.signatures import SignaturePolicy
 
 DEFAULT_CONFIG_FILE = "reconciler.yaml"
@@ -114,8 +115,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         return Path(flag).resolve() if flag else from_file(key)
 
     repo = overrides.get("repo") or content.get("repo")
-    if repo is not None and not overrides.get("repo") and "://" not in repo \
-            and ":" not in repo.split("/", 1)[0]:
+    if repo is not None and not overrides.get("repo") and is_local_path(repo):
         repo = str(base / repo)  # a local path in the file is relative to the file
     state_dir = path_setting("stateDir") or _default_state_dir()
     signature = content.get("signature")

@@ -98,23 +98,6 @@ class LocalFleet:
         else:
             path.unlink(missing_ok=True)
 
-    def preserve_file(self, source: Path) -> str:
-        """Stream a (possibly large) file into the store; its digest."""
-        digest = hashlib.sha256()
-        (self.store / "partial").mkdir(parents=True, exist_ok=True)
-        temporary = self.store / "partial" / f"preserve-{secrets.token_hex(4)}"
-        with open(source, "rb") as reader, open(temporary, "wb") as writer:
-            while chunk := reader.read(1 << 20):
-                digest.update(chunk)
-                writer.write(chunk)
-        hexdigest = digest.hexdigest()
-        if self.store_has(hexdigest):
-            temporary.unlink()
-        else:
-            os.chmod(temporary, 0o444)
-            os.replace(temporary, self.store_path(hexdigest))
-        return hexdigest
-
     def preserve(self, target: Target, path: str) -> str | None:
         """Keep the live content in the store, so it can come back; its digest, or None."""
         try:

@@ -51,9 +51,11 @@ class Verdict:
 
 
 class GauntletRunner:
-    def __init__(self, journal: Journal, *, progress: Callable[[str], None] = lambda t: None,
+    def __init__(self, journal: Journal, store: Path, *,
+                 progress: Callable[[str], None] = lambda t: None,
                  games: Callable[[str, int], None] = lambda opponent, n: None) -> None:
         self._journal = journal
+        self._store = store
         self._progress = progress
         self._games = games
 
@@ -66,10 +68,18 @@ class GauntletRunner:
         material = [digest, previous, gauntlet.spec_digest, game_digest]
         return hashlib.sha256(json.dumps(material).encode()).hexdigest()
 
-    def evaluate(self, model: Model, desired: Desired, digest: str, artifact: Path,
-                 previous: tuple[str, Path] | None) -> Verdict:
+    def _previous(self, model: Model, digest: str) -> tuple[str, Path] | None:
+        """The ``previous`` opponent: the model's last canonical digest, if still stored."""
+        prior = self._journal.latest_canonical(model.name, digest)
+        if prior is None or not (self._store / "sha256" / prior).exists():
+            return None
+        return prior, self._store / "sha256" / prior
+
+    def evaluate(self, model: Model, desired: Desired, digest: str,
+                 artifact: Path) -> Verdict:
         assert model.gauntlet is not None
         gauntlet = desired.gauntlets[model.gauntlet]
+        previous = self._previous(model, digest)
         key = self.memo_key(model, gauntlet, digest, previous[0] if previous else None, desired)
         remembered = self._journal.gate_verdict(key)
         if remembered is not None:

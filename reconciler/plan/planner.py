@@ -140,7 +140,7 @@ def _gate(action: Action, target: Target, targets: Mapping[str, Target], history
     return action
 
 
-def _model_steps(model: Model, target: Target, history: History) -> list[str]:
+def _model_steps(model: Model, history: History) -> list[str]:
     steps = ["verify sha256"]
     if model.artifact.sha256 in history.known_good.get(model.name, frozenset()):
         steps.append("gate skipped: canonical before")
@@ -196,7 +196,7 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
             current = seen.pointers[key].sha256
             op = "noop" if current == want else "flip"
             action = Action(target.name, "Model", model.name, op, location, current, want,
-                            () if op == "noop" else tuple(_model_steps(model, target, history)),
+                            () if op == "noop" else tuple(_model_steps(model, history)),
                             op != "noop" and history.applied.get(
                                 (target.name, "Model", model.name)) == want)
             if op != "noop":

@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from reconciler.app import local_fleet, plan_pass
+from reconciler.app import desired_cache, plan_pass
+from reconciler.desired.cache import DesiredCache
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError, TransientError
 from reconciler.runtime.backoff import Backoff
@@ -33,7 +34,7 @@ from reconciler.runtime.metrics import Metrics
 from reconciler.runtime.sdnotify import Notifier
 from reconciler.runtime.watch import RefWatcher
 from reconciler.settings import Settings, load_settings
-from reconciler.source.git import is_local_path
+from reconciler.source.location import is_local_path
 
 # A pass that holds the loop longer than this (soaks included) makes /healthz fail.
 STALL_SECONDS = 30 * 60
@@ -56,12 +57,13 @@ class PassOutcome:
 
 
 def reconcile_once(settings: Settings, journal: Journal, stop: threading.Event, *,
-                   hooks: Hooks | None = None, metrics: Metrics | None = None) -> PassOutcome:
+                   hooks: Hooks | None = None, metrics: Metrics | None = None,
+                   cache: DesiredCache | None = None) -> PassOutcome:
     """Fetch, validate, observe, plan and execute once. Never raises for bad input."""
     started = time.monotonic()
     pass_id = journal.begin_pass(None)
     try:
-        planned = plan_pass(settings, time.time(), journal.history())
+        planned = plan_pass(settings, time.time(), journal.history(), cache)
     except InvalidInput as error:
         first = error.diagnostics[0].format() if error.diagnostics else ""
         outcome = PassOutcome("invalid", f"{len(error.diagnostics)} errors in the desired "
@@ -71,8 +73,7 @@ def reconcile_once(settings: Settings, journal: Journal, stop: threading.Event, 
     except ReconcilerError as error:
         outcome = PassOutcome("stalled", f"{error.reason}: {error}")
     else:
-        report = Executor(local_fleet(settings), journal, stop,
-                          hooks=hooks).execute(planned, pass_id)
+        report = Executor(planned.fleet, journal, stop, hooks=hooks).execute(planned, pass_id)
         outcome = _summarize(report, planned.plan.errors)
     journal.end_pass(pass_id, outcome.result, outcome.message, outcome.revision)
     if metrics is not None:
@@ -219,6 +220,7 @@ class Daemon:
 
     def _loop(self, settings: Settings, journal: Journal, server: ControlServer | None) -> None:
         backoff = Backoff(base=1.0, cap=300.0)
+        cache = desired_cache(settings)  # read once; every pass adds to it in memory
         next_due = time.monotonic()
         last_line = ""
         while not self._stop.is_set():
@@ -242,7 +244,7 @@ class Daemon:
                           gauntlet_games=lambda opponent, n:
                           self.metrics.gauntlet_games.labels(opponent).inc(n))
             outcome = reconcile_once(settings, journal, self._stop, hooks=hooks,
-                                     metrics=self.metrics)
+                                     metrics=self.metrics, cache=cache)
             self._heartbeat = time.monotonic()
             line = outcome.status_line()
             if outcome.result == "transient":

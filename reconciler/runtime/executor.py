@@ -72,7 +72,7 @@ class Executor:
         self._stop = stop
         self._hooks = hooks or Hooks()
         self._clock = clock
-        self._gauntlets = GauntletRunner(journal, progress=self._hooks.progress,
+        self._gauntlets = GauntletRunner(journal, fleet.store, progress=self._hooks.progress,
                                          games=self._hooks.gauntlet_games)
 
     def execute(self, planned: PlannedPass, pass_id: int) -> PassReport:
@@ -262,13 +262,10 @@ class Executor:
                                  key=action.key, detail={"error": message})
             self._journal.failed(action.key, digest, revision, reason, message)
             return ActionResult(action, "failed", message)
-        known_good = digest in self._journal.history().known_good.get(model.name, frozenset())
+        known_good = digest in self._journal.canonical_digests(model.name)
         if model.gauntlet is not None and not known_good:
-            prior = self._journal.latest_canonical(model.name, digest)
-            opponent = ((prior, self._fleet.store_path(prior))
-                        if prior and self._fleet.store_path(prior).exists() else None)
             verdict = self._gauntlets.evaluate(model, desired, digest,
-                                               self._fleet.store_path(digest), opponent)
+                                               self._fleet.store_path(digest))
             self._journal.record("gate", "done" if verdict.passed else "failed",
                                  pass_id=pass_id, revision=revision, key=action.key,
                                  detail={"digest": digest, "reason": verdict.reason,
@@ -285,7 +282,8 @@ class Executor:
         if previous is None and live.is_file():
             # A canonical model copied in by hand (cp, not ln -sf): keep it in the store so
             # the flip loses nothing and a rollback can put it back.
-            previous = str(self._fleet.store_path(self._fleet.preserve_file(live)))
+            previous = str(fetch(f"file://{live}", None, "file", self._fleet.store,
+                                 desired.read_file))
         intent = self._journal.intent("flip", action.key, pass_id=pass_id, revision=revision,
                                       detail={"path": model.pointer.path, "from": previous,
                                               "to": digest, "gateSkipped": known_good})

@@ -202,8 +202,10 @@ class Journal:
 
     # Per-object state.
 
-    def _update(self, key: ObjectKey, **fields: Any) -> None:
-        current = self.object(key)
+    def _update(self, key: ObjectKey, current: dict[str, Any] | None = None,
+                **fields: Any) -> None:
+        """Write ``fields`` unless they are already so; ``current``: the row, if read."""
+        current = current if current is not None else self.object(key)
         if current is not None and all(current[name] == value for name, value in fields.items()):
             return  # unchanged: no write, no fsync (no-op passes touch every object)
         columns = ", ".join(f"{name} = ?" for name in fields)
@@ -224,7 +226,7 @@ class Journal:
         same = current is not None and current["applied_digest"] == digest
         since = (current["healthy_since"] if current and current["healthy_digest"] == digest
                  and current["healthy_since"] else healthy_since)
-        self._update(key, applied_digest=digest, applied_revision=revision,
+        self._update(key, current, applied_digest=digest, applied_revision=revision,
                      applied_at=current["applied_at"] if same and current else time.time(),
                      healthy_digest=digest, healthy_since=since, status="Ready",
                      reason="Converged", message=None)

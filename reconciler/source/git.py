@@ -16,6 +16,7 @@ from pathlib import Path
 import pygit2
 
 from reconciler.errors import StalledError, TransientError
+from reconciler.source.location import is_local_path
 from reconciler.source.signatures import SignaturePolicy, verify_signature
 from reconciler.source.snapshot import Entry
 
@@ -29,14 +30,6 @@ class HistoryRewriteRefused(StalledError):
 
 class RevisionNotFound(StalledError):
     reason = "RevisionNotFound"
-
-
-def is_local_path(url: str) -> bool:
-    """A plain path (not ``scheme://`` and not scp-like ``host:path``)."""
-    if "://" in url:
-        return False
-    head = url.split("/", 1)[0]
-    return ":" not in head
 
 
 def format_revision(branch: str, commit_id: str) -> str:

@@ -45,6 +45,15 @@ def test_the_example_converges_staging_with_a_real_service(
     pointer = staging / "models" / "canonical_connect4.pt"
     wait_until(pointer.is_symlink, timeout=60, what="the model's promotion")
     assert pointer.resolve().name == MODEL_V2
+    # The gauntlet showed its progress on the systemd STATUS line and in the metrics.
+    assert any(m.startswith("STATUS=gauntlet connect4-gate: heuristic score")
+               for m in daemon.receive(0.5))
+    with urllib.request.urlopen(f"http://{daemon.address}/metrics", timeout=5) as answer:
+        metrics = answer.read().decode()
+    played = {line.split("{")[1].split('"')[1]: float(line.rsplit(" ", 1)[1])
+              for line in metrics.splitlines()
+              if line.startswith("reconciler_gauntlet_games_total{")}
+    assert played["random"] > 0 and played["heuristic"] > 0
     assert not (fleet / "production" / "strategies").exists()
     assert "waiting" in ready or "changed" in ready
 

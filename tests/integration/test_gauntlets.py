@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -41,9 +42,12 @@ def evaluate(tmp_path: Path, spec: dict[str, Any], artifact: Path = GOOD,
              previous: Path | None = None) -> tuple[Verdict, Journal]:
     journal = Journal(tmp_path / "journal.db")
     state, model = desired(spec, files, budget)
-    digest = artifact.name
-    verdict = GauntletRunner(journal).evaluate(
-        model, state, digest, artifact, ("prev", previous) if previous else None)
+    if previous is not None:  # canonical before, and still in the store
+        (tmp_path / "store" / "sha256").mkdir(parents=True, exist_ok=True)
+        shutil.copy(previous, tmp_path / "store" / "sha256" / previous.name)
+        journal.canonical("policy", previous.name)
+    verdict = GauntletRunner(journal, tmp_path / "store").evaluate(
+        model, state, artifact.name, artifact)
     return verdict, journal
 
 
@@ -75,12 +79,11 @@ def test_a_verdict_is_remembered_and_not_run_again(tmp_path: Path) -> None:
     _, journal = evaluate(tmp_path, {"match": MATCH, "device": "cpu"}, artifact=WEAK)
     runs = len([e for e in journal.events(limit=1000) if e.action == "gauntlet"])
     state, model = desired({"match": MATCH, "device": "cpu"})
-    again = GauntletRunner(journal).evaluate(model, state, WEAK.name, WEAK, None)
+    again = GauntletRunner(journal, tmp_path / "store").evaluate(model, state, WEAK.name, WEAK)
     assert again.remembered and not again.passed
     assert len([e for e in journal.events(limit=1000) if e.action == "gauntlet"]) == runs
-    changed = GauntletRunner(journal).evaluate(
-        model, desired({"match": {**MATCH, "seed": 12}, "device": "cpu"})[0], WEAK.name,
-        WEAK, None)
+    changed = GauntletRunner(journal, tmp_path / "store").evaluate(
+        model, desired({"match": {**MATCH, "seed": 12}, "device": "cpu"})[0], WEAK.name, WEAK)
     assert not changed.remembered, "a changed gauntlet spec runs again"
     assert journal.forget_gates("policy", WEAK.name) == 2
 

@@ -100,6 +100,15 @@ def test_envelope_errors_come_first_and_clearly() -> None:
     assert [v.rule for v in check_document([1, 2])] == ["document-type"]
 
 
-def test_schema_digest_is_stable() -> None:
-    assert schema_digest() == schema_digest()
-    assert len(schema_digest()) == 64
+def test_a_cache_written_under_other_rules_is_ignored(tmp_path: Path) -> None:
+    from reconciler.desired.cache import DesiredCache
+    from reconciler.desired.loader import cache_salt
+
+    assert schema_digest() in json.dumps([schema_digest()])  # a hex digest, part of the salt
+    path = tmp_path / "cache.json"
+    written = DesiredCache(cache_salt(), path)
+    written.files["oid"] = {"docs": [], "problems": []}
+    written.mark_dirty()
+    written.save()
+    assert DesiredCache(cache_salt(), path).files == {"oid": {"docs": [], "problems": []}}
+    assert DesiredCache("older-schemas", path).files == {}
