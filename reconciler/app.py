@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.documents import Desired
@@ -14,6 +15,10 @@ from reconciler.fleet.local import LocalFleet, ObservedTarget
 from reconciler.plan.planner import History, Plan, observation_request, plan
 from reconciler.settings import Settings
 from reconciler.source.git import GitSource
+
+if TYPE_CHECKING:  # the kubernetes client costs 0.25 s to import: only when a target needs it
+    from reconciler.kube.api import Clusters
+    from reconciler.kube.fleet import KubernetesFleet
 
 
 def git_source(settings: Settings) -> GitSource:
@@ -35,17 +40,21 @@ def local_fleet(settings: Settings) -> LocalFleet:
                       DigestCache(settings.cache_dir / "fleet-digests.json"))
 
 
-def observe(desired: Desired, fleet: LocalFleet) -> dict[str, ObservedTarget]:
+def clusters(settings: Settings) -> Clusters:
+    from reconciler.kube.api import Clusters
+    return Clusters(settings.kube)
+
+
+def observe(desired: Desired, fleet: LocalFleet,
+            kube: KubernetesFleet | None) -> dict[str, ObservedTarget]:
     observed = {}
     for target in desired.targets.values():
+        files, pointers = observation_request(desired, target)
         if target.is_local:
-            files, pointers = observation_request(desired, target)
             observed[target.name] = fleet.observe(target, files, pointers)
         else:
-            observed[target.name] = ObservedTarget(
-                target.name, f"kubernetes {target.kube_context or '(current context)'}/"
-                f"{target.kube_namespace}", {}, {},
-                error="Kubernetes targets are not supported by this version yet")
+            assert kube is not None
+            observed[target.name] = kube.observe(target, files, pointers)
     return observed
 
 
@@ -57,12 +66,15 @@ class PlannedPass:
     desired: Desired
     observed: Mapping[str, ObservedTarget]
     fleet: LocalFleet
+    kube: KubernetesFleet | None  # None when no target is on Kubernetes
 
 
 def plan_pass(settings: Settings, now: float, history: History | None = None,
-              cache: DesiredCache | None = None) -> PlannedPass:
+              cache: DesiredCache | None = None,
+              connections: Callable[[], Clusters] | None = None) -> PlannedPass:
     """Fetch, load, observe and plan. Raises InvalidInput or a ReconcilerError.
-    A long-lived caller (the daemon) passes its ``cache`` so it is not read every pass."""
+    A long-lived caller (the daemon) passes its ``cache`` so it is not read every pass,
+    and its cluster ``connections`` so they are reused."""
     accepted = git_source(settings).fetch()
     cache = cache or desired_cache(settings)
     try:
@@ -70,7 +82,11 @@ def plan_pass(settings: Settings, now: float, history: History | None = None,
     finally:
         cache.save()
     fleet = local_fleet(settings)
-    observed = observe(desired, fleet)
+    kube = None
+    if any(not target.is_local for target in desired.targets.values()):
+        from reconciler.kube.fleet import KubernetesFleet
+        kube = KubernetesFleet(connections() if connections else clusters(settings))
+    observed = observe(desired, fleet, kube)
     fleet.save_digests()
     return PlannedPass(plan(desired, observed, history or History(), now), desired, observed,
-                       fleet)
+                       fleet, kube)

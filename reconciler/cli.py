@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler import __version__
-from reconciler.app import git_source, plan_pass
+from reconciler.app import clusters, git_source, plan_pass
 from reconciler.artifacts.fetch import fetch
 from reconciler.artifacts.verify import VerificationFailed, verify_path, write_manifest
 from reconciler.desired.cache import DesiredCache
@@ -26,6 +26,7 @@ from reconciler.plan.render import render_json, render_text, text_diff
 from reconciler.runtime.daemon import Daemon, reconcile_once
 from reconciler.runtime.executor import Hooks
 from reconciler.runtime.journal import Journal
+from reconciler.runtime.leadership import Leadership
 from reconciler.runtime.lock import FleetLock
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -163,13 +164,33 @@ def cmd_apply(args: argparse.Namespace) -> int:
     settings = _settings(args)
     lock = FleetLock(settings.fleet_root, "apply")
     lock.acquire()
+    connections = clusters(settings) if settings.leader_election is not None else None
+    done, stop = threading.Event(), threading.Event()
+    leadership = None
+    if settings.leader_election is not None and connections is not None:
+        from reconciler.kube.lease import LeaseElector  # only where a Lease is configured
+        leadership = Leadership(
+            LeaseElector(connections.get(settings.leader_election.context),
+                         settings.leader_election),
+            settings.leader_election.lease_seconds, done, on_gained=lambda: None,
+            on_lost=lambda why: stop.set())
+        leadership.start()
+        if not leadership.leading:
+            done.set()
+            lock.release()
+            print(f"{leadership.describe()}; another daemon acts on this fleet",
+                  file=sys.stderr)
+            return EXIT_ERROR
     journal = Journal(settings.journal_path)
     try:
         journal.recover()
-        outcome = reconcile_once(settings, journal, threading.Event(),
-                                 hooks=Hooks(progress=_progress_line))
+        outcome = reconcile_once(settings, journal, stop, hooks=Hooks(progress=_progress_line),
+                                 connections=(lambda: connections) if connections else None)
     finally:
         journal.close()
+        done.set()
+        if leadership is not None:
+            leadership.stop()
         lock.release()
     if outcome.report is not None:
         for result in outcome.report.results:

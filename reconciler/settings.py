@@ -24,6 +24,39 @@ DEFAULT_LISTEN = "127.0.0.1:9464"
 
 
 @dataclass(frozen=True, slots=True)
+class KubeSettings:
+    """How to reach clusters: ``kubeconfig`` (else $KUBECONFIG, ~/.kube/config, or the
+    in-cluster service account), a timeout per API request, how often rollouts are read."""
+
+    kubeconfig: Path | None = None
+    request_timeout_seconds: float = 30.0
+    poll_seconds: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderElection:
+    """A coordination.k8s.io/v1 Lease: one daemon acts, the others stand by."""
+
+    namespace: str
+    name: str = "reconciler"
+    context: str | None = None
+    lease_seconds: float = 15.0
+
+
+@dataclass(frozen=True, slots=True)
+class GauntletJobSettings:
+    """Where gauntlets declared with ``runIn: job`` run: a batch/v1 Job per gate."""
+
+    namespace: str
+    image: str
+    context: str | None = None
+    gpus: int = 1
+    node_selector: tuple[tuple[str, str], ...] = ()
+    tolerations: tuple[dict[str, Any], ...] = ()
+    service_account: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     repo: str | None
     branch: str
@@ -36,6 +69,9 @@ class Settings:
     webhook_secret_file: Path | None
     allow_history_rewrite: bool
     signature: SignaturePolicy | None
+    kube: KubeSettings = KubeSettings()
+    leader_election: LeaderElection | None = None
+    gauntlet_job: GauntletJobSettings | None = None
 
     @property
     def cache_dir(self) -> Path:
@@ -139,4 +175,31 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
                              if "webhook" in content else None),
         allow_history_rewrite=bool(content.get("allowHistoryRewrite", False)),
         signature=policy,
+        kube=_kube(content.get("kubernetes", {}), base),
+        leader_election=_leader_election(content.get("leaderElection")),
+        gauntlet_job=_gauntlet_job(content.get("gauntletJob")),
     )
+
+
+def _kube(content: dict[str, Any], base: Path) -> KubeSettings:
+    return KubeSettings(
+        base / content["kubeconfig"] if "kubeconfig" in content else None,
+        parse_duration(content.get("requestTimeout", "30s")),
+        parse_duration(content.get("pollInterval", "2s")))
+
+
+def _leader_election(content: dict[str, Any] | None) -> LeaderElection | None:
+    if content is None:
+        return None
+    return LeaderElection(content["namespace"], content.get("name", "reconciler"),
+                          content.get("context"),
+                          parse_duration(content.get("leaseDuration", "15s")))
+
+
+def _gauntlet_job(content: dict[str, Any] | None) -> GauntletJobSettings | None:
+    if content is None:
+        return None
+    return GauntletJobSettings(
+        content["namespace"], content["image"], content.get("context"),
+        int(content.get("gpus", 1)), tuple(sorted(content.get("nodeSelector", {}).items())),
+        tuple(content.get("tolerations", ())), content.get("serviceAccountName"))

@@ -16,6 +16,7 @@ from reconciler.desired.documents import (
     Config,
     Delivery,
     Gauntlet,
+    Health,
     Model,
     Origin,
     Restart,
@@ -81,7 +82,24 @@ def cross_check(entries: Mapping[str, Entry], objects: Iterable[Obj],
         elif isinstance(obj, Gauntlet):
             findings += _gauntlet(obj, entries)
     findings += _delivery_conflicts(objects, targets)
+    findings += _shared_namespaces(targets)
     return findings
+
+
+def _shared_namespaces(targets: Mapping[str, Target]) -> Iterator[Finding]:
+    """Each Kubernetes Target owns its namespace: two on one namespace would apply the same
+    ConfigMaps with the same field manager and undo each other."""
+    first: dict[tuple[str | None, str | None], str] = {}
+    for target in sorted(targets.values(), key=lambda t: t.name):
+        if target.is_local:
+            continue
+        place = (target.kube_context, target.kube_namespace)
+        owner = first.setdefault(place, target.name)
+        if owner != target.name:
+            yield _at(target.origin, ("spec", "kubernetes", "namespace"),
+                      f"namespace {target.kube_namespace!r} "
+                      f"({target.kube_context or 'current context'}) is already target "
+                      f"{owner!r}; give each Target its own namespace", "shared-namespace")
 
 
 def _symlinks(entries: Mapping[str, Entry]) -> Iterator[Finding]:
@@ -158,6 +176,12 @@ def _placement(obj: Strategy | Config | Model, targets: Mapping[str, Target],
             yield from _delivery_fits(obj.origin, obj.deliver, target)
         if obj.restart is not None:
             yield from _restart_fits(obj.origin, obj.restart, target)
+        if obj.health is not None and not target.is_local:
+            yield from _rollout_health(obj.origin, obj.restart, obj.health, target)
+        elif obj.health is not None and obj.health.command is None \
+                and obj.health.http_url is None:
+            yield _at(obj.origin, ("spec", "health"), f"target {target.name!r} is local: "
+                      "health needs 'command' or 'http'", "health-kind")
 
 
 def _delivery_fits(origin: Origin, deliver: Delivery, target: Target) -> Iterator[Finding]:
@@ -192,6 +216,20 @@ def _restart_fits(origin: Origin, restart: Restart, target: Target) -> Iterator[
     if not target.is_local and restart.deployment is None:
         yield _at(origin, ("spec", "restart"), f"target {target.name!r} is Kubernetes: "
                   "restart needs 'deployment'", "restart-kind")
+
+
+def _rollout_health(origin: Origin, restart: Restart | None, health: Health,
+                    target: Target) -> Iterator[Finding]:
+    """On Kubernetes the rollout is the health check (the new pods' readiness probes);
+    ``health`` may only add a soak that watches the new pods."""
+    if health.command is not None or health.http_url is not None:
+        yield _at(origin, ("spec", "health"), f"target {target.name!r} is Kubernetes: its "
+                  "health check is the Deployment's rollout (readiness probes); declare only "
+                  "'soak' and 'timeout' here", "health-kind")
+    elif restart is None:
+        yield _at(origin, ("spec", "health"), f"target {target.name!r} is Kubernetes: a "
+                  "health soak watches the pods of 'restart.deployment'; declare one",
+                  "health-kind")
 
 
 def _relative(origin: Origin, path: Path, value: str) -> Iterator[Finding]:

@@ -14,7 +14,7 @@ import secrets
 import shutil
 import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.desired.documents import Target
@@ -44,11 +44,17 @@ class ObservedPointer:
 
 @dataclass(frozen=True, slots=True)
 class ObservedTarget:
+    """What a target holds. ``managed``: on Kubernetes, the ConfigMaps we manage there and
+    the keys we wrote in each (what ``prune`` may delete). ``transient``: the error is an
+    outage worth retrying with backoff, not something a person must fix."""
+
     name: str
     location: str
     files: Mapping[str, ObservedFile]
     pointers: Mapping[str, ObservedPointer]
     error: str | None = None
+    transient: bool = False
+    managed: Mapping[str, frozenset[str]] = field(default_factory=dict)
 
 
 class LocalFleet:

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from reconciler.desired.documents import Budget, Desired, Gauntlet, Model
 from reconciler.durations import format_duration, parse_duration
@@ -39,6 +39,14 @@ DEFAULT_TIMEOUT_SECONDS = 30 * 60
 RULES: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
     "==": operator.eq, "!=": operator.ne}
+
+
+class JobLauncher(Protocol):
+    """Runs a worker request as a batch/v1 Job (kube/jobs.py); returns the result event
+    (``passed``, ``reason``, evidence) or an error shaped like one."""
+
+    def run(self, gauntlet: Gauntlet, request: dict[str, Any], timeout: float,
+            progress: Callable[[str], None]) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,9 +61,11 @@ class Verdict:
 class GauntletRunner:
     def __init__(self, journal: Journal, store: Path, *,
                  progress: Callable[[str], None] = lambda t: None,
-                 games: Callable[[str, int], None] = lambda opponent, n: None) -> None:
+                 games: Callable[[str, int], None] = lambda opponent, n: None,
+                 jobs: JobLauncher | None = None) -> None:
         self._journal = journal
         self._store = store
+        self._jobs = jobs
         self._progress = progress
         self._games = games
 
@@ -94,6 +104,9 @@ class GauntletRunner:
         started = time.monotonic()
         if "metrics" in gauntlet.spec:
             evidence = self._metrics(gauntlet, artifact)
+        elif gauntlet.spec.get("runIn") == "job":
+            evidence = self._job(model, gauntlet, desired, digest,
+                                 previous[0] if previous else None)
         else:
             evidence = self._match(gauntlet, desired, artifact,
                                    previous[1] if previous else None)
@@ -136,6 +149,32 @@ class GauntletRunner:
             (scratch / "job.json").write_text(json.dumps(job))
             return self._stream([sys.executable, "-m", "reconciler.gauntlet.worker",
                                  str(scratch / "job.json")], scratch, timeout, gauntlet)
+
+    def _job(self, model: Model, gauntlet: Gauntlet, desired: Desired, digest: str,
+             previous: str | None) -> dict[str, Any]:
+        """The same worker request, with artifacts as URIs the Job fetches and verifies."""
+        if self._jobs is None:
+            return {"passed": False, "reason": "GauntletError",
+                    "error": f"gauntlet {gauntlet.name} has runIn: job, but the settings "
+                    "have no gauntletJob (namespace, image)"}
+        sources: dict[str, tuple[str, tuple[str, str] | None]] = {
+            "candidate": (digest, (model.artifact.uri, model.artifact.format))}
+        if previous is not None:
+            sources["previous"] = (previous, self._journal.artifact_source(previous))
+        request: dict[str, Any] = {"spec": dict(gauntlet.spec), "previous": None}
+        for role, (role_digest, source) in sources.items():
+            if source is None or "://" not in source[0]:
+                return {"passed": False, "reason": "GauntletError",
+                        "error": f"gauntlet {gauntlet.name} runs as a Job, which fetches "
+                        f"the {role} model itself: sha256:{role_digest[:12]} needs a URI "
+                        "(http(s):// or file://), not a path in the repository"}
+            request[role] = {"uri": source[0], "sha256": role_digest, "format": source[1]}
+        game = gauntlet.spec["match"]["game"]
+        if game.endswith(".py"):
+            request["gameSource"] = desired.read_file(game).decode()
+        timeout = parse_duration(gauntlet.spec["timeout"]) if "timeout" in gauntlet.spec \
+            else DEFAULT_TIMEOUT_SECONDS
+        return self._jobs.run(gauntlet, request, timeout, self._progress)
 
     def _stream(self, argv: list[str], scratch: Path, timeout: float,
                 gauntlet: Gauntlet) -> dict[str, Any]:

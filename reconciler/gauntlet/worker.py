@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -104,10 +106,37 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "gpuSeconds": round(seconds, 3) if device.type == "cuda" else 0.0}
 
 
+def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
+    """In a Job, models come as {uri, sha256, format}: fetched and verified before any byte
+    is loaded; a game module comes as source."""
+    from reconciler.artifacts.fetch import fetch
+
+    def no_repository(path: str) -> bytes:
+        raise FileNotFoundError(f"{path}: a gauntlet Job has no repository to read from")
+
+    for role in ("candidate", "previous"):
+        source = job.get(role)
+        if isinstance(source, dict):
+            emit("fetch", role=role, uri=source["uri"])
+            job[role] = str(fetch(source["uri"], source["sha256"], source.get("format", "file"),
+                                  scratch / "store", no_repository))
+    if "gameSource" in job:
+        module = scratch / "game.py"
+        module.write_text(job.pop("gameSource"))
+        job["gameModule"] = str(module)
+    return job
+
+
 def main() -> int:
-    job = json.loads(Path(sys.argv[1]).read_text())
+    """``worker JOB.json``, or ``worker -`` with the request in $RECONCILER_GAUNTLET_JOB
+    (a gauntlet Job's container)."""
+    if sys.argv[1] == "-":
+        job = json.loads(os.environ["RECONCILER_GAUNTLET_JOB"])
+    else:
+        job = json.loads(Path(sys.argv[1]).read_text())
     try:
-        result = run(job)
+        with tempfile.TemporaryDirectory(prefix="reconciler-gauntlet-job-") as scratch:
+            result = run(fetch_artifacts(job, Path(scratch)))
     except MemoryError:
         emit("error", error="out of memory")
         return 2

@@ -15,7 +15,7 @@ from reconciler.durations import format_duration
 from reconciler.fleet.local import ObservedTarget
 from reconciler.plan.windows import next_opening
 
-Op = Literal["create", "update", "flip", "noop"]
+Op = Literal["create", "update", "flip", "delete", "noop"]
 Status = Literal["ready", "waiting", "blocked"]
 ObjectKey = tuple[str, str, str]  # (target, kind, name)
 
@@ -203,13 +203,44 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
                 action = _gate(action, target, desired.targets, history, model.targets, now,
                                desired.revision)
             actions.append(action)
+        if not target.is_local:
+            files, pointers = observation_request(desired, target)
+            actions += _prune(target, seen, set(files) | set(pointers))
     return Plan(desired.revision, tuple(targets), tuple(actions), errors)
 
 
 def observation_request(desired: Desired, target: Target) -> tuple[list[str], list[str]]:
-    """The delivered files and pointers a target must be observed at for a plan."""
-    files = [obj.deliver.path for obj in desired.delivered()
-             if target.name in obj.targets and obj.deliver.path is not None]
-    pointers = [model.pointer.path for model in desired.models.values()
-                if target.name in model.targets and model.pointer.path is not None]
-    return files, pointers
+    """The delivered files and pointers a target must be observed at for a plan: paths on
+    a local target, ``configmap/key`` on a Kubernetes one."""
+    files, pointers = [], []
+    for obj in desired.delivered():
+        if target.name in obj.targets:
+            ref = obj.deliver.config_map
+            files.append(obj.deliver.path if target.is_local or ref is None
+                         else f"{ref.name}/{ref.key}")
+    for model in desired.models.values():
+        if target.name in model.targets:
+            ref = model.pointer.config_map
+            pointers.append(model.pointer.path if target.is_local or ref is None
+                            else f"{ref.name}/{ref.key}")
+    return [f for f in files if f is not None], [p for p in pointers if p is not None]
+
+
+def _prune(target: Target, seen: ObservedTarget, declared: set[str]) -> list[Action]:
+    """ConfigMap keys we wrote that nothing declares any more: deleted only when the
+    Target says ``prune``; a ConfigMap left with none of our keys is deleted whole."""
+    if not target.prune:
+        return []
+    actions = []
+    for name, keys in sorted(seen.managed.items()):
+        stale = sorted(key for key in keys if f"{name}/{key}" not in declared)
+        if not stale:
+            continue
+        whole = len(stale) == len(keys) and not any(d.startswith(f"{name}/") for d in declared)
+        for key in stale:
+            actions.append(Action(target.name, "ConfigMap", f"{name}/{key}", "delete",
+                                  f"ConfigMap {name} key {key}" + (
+                                      " (the last one: the ConfigMap is deleted)"
+                                      if whole and key == stale[-1] else ""),
+                                  None, "", ("prune: no longer declared",)))
+    return actions

@@ -13,7 +13,7 @@ from reconciler.plan.planner import Action, Plan
 
 PLAN_FORMAT_VERSION = 1
 _MAX_DIFF_LINES = 400
-_SYMBOL = {"create": "+", "update": "~", "flip": "*", "noop": "="}
+_SYMBOL = {"create": "+", "update": "~", "flip": "*", "delete": "-", "noop": "="}
 
 
 def text_diff(old: bytes | None, new: bytes, name: str) -> str | None:
@@ -39,7 +39,8 @@ def _short(digest: str | None) -> str:
 
 
 def _summary(plan: Plan) -> dict[str, int]:
-    counts = {"create": 0, "update": 0, "flip": 0, "noop": 0, "waiting": 0, "blocked": 0}
+    counts = {"create": 0, "update": 0, "flip": 0, "delete": 0, "noop": 0, "waiting": 0,
+              "blocked": 0}
     for action in plan.actions:
         counts[action.op] += 1
         if action.op != "noop" and action.status != "ready":
@@ -67,7 +68,8 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
         if not changes:
             out.append("  in sync")
         for action in changes:
-            change = (f"{_short(action.current)} -> {_short(action.desired)}"
+            change = ("no longer declared" if action.op == "delete" else
+                      f"{_short(action.current)} -> {_short(action.desired)}"
                       if action.current else _short(action.desired))
             out.append(f"  {_SYMBOL[action.op]} {action.kind} {action.name}: {action.op} "
                        f"{action.location} ({change})")
@@ -87,7 +89,8 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
         out.append(f"In sync: {counts['noop']} objects unchanged.")
     else:
         out.append(f"Plan: {counts['create']} to create, {counts['update']} to update, "
-                   f"{counts['flip']} pointers to flip, {counts['noop']} unchanged; "
+                   f"{counts['flip']} pointers to flip, {counts['delete']} to delete, "
+                   f"{counts['noop']} unchanged; "
                    f"{counts['waiting']} waiting, {counts['blocked']} blocked"
                    + (f"; {len(plan.errors)} targets not observed." if plan.errors else "."))
     return "\n".join(out) + "\n"

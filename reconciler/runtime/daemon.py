@@ -16,12 +16,13 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
-from reconciler.app import desired_cache, plan_pass
+from reconciler.app import clusters, desired_cache, plan_pass
 from reconciler.desired.cache import DesiredCache
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError, TransientError
@@ -29,12 +30,16 @@ from reconciler.runtime.backoff import Backoff
 from reconciler.runtime.executor import Executor, Hooks, PassReport
 from reconciler.runtime.httpd import ControlServer
 from reconciler.runtime.journal import Journal
+from reconciler.runtime.leadership import Leadership
 from reconciler.runtime.lock import FleetLock
 from reconciler.runtime.metrics import Metrics
 from reconciler.runtime.sdnotify import Notifier
 from reconciler.runtime.watch import RefWatcher
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
+
+if TYPE_CHECKING:
+    from reconciler.kube.api import Clusters
 
 # A pass that holds the loop longer than this (soaks included) makes /healthz fail.
 STALL_SECONDS = 30 * 60
@@ -56,48 +61,83 @@ class PassOutcome:
         return f"{where}{self.result}: {self.message}"
 
 
+REPLANS = 3  # a pointer conflict re-reads and re-plans at most this often in one pass
+
+
 def reconcile_once(settings: Settings, journal: Journal, stop: threading.Event, *,
                    hooks: Hooks | None = None, metrics: Metrics | None = None,
-                   cache: DesiredCache | None = None) -> PassOutcome:
-    """Fetch, validate, observe, plan and execute once. Never raises for bad input."""
+                   cache: DesiredCache | None = None,
+                   connections: Callable[[], Clusters] | None = None) -> PassOutcome:
+    """Fetch, validate, observe, plan and execute once. Never raises for bad input.
+    ``connections`` gives the daemon's long-lived cluster clients (made on first use)."""
     started = time.monotonic()
     pass_id = journal.begin_pass(None)
-    try:
-        planned = plan_pass(settings, time.time(), journal.history(), cache)
-    except InvalidInput as error:
-        first = error.diagnostics[0].format() if error.diagnostics else ""
-        outcome = PassOutcome("invalid", f"{len(error.diagnostics)} errors in the desired "
-                              f"state, fleet unchanged; first: {first}")
-    except TransientError as error:
-        outcome = PassOutcome("transient", f"{error.reason}: {error}")
-    except ReconcilerError as error:
-        outcome = PassOutcome("stalled", f"{error.reason}: {error}")
-    else:
-        report = Executor(planned.fleet, journal, stop, hooks=hooks).execute(planned, pass_id)
-        outcome = _summarize(report, planned.plan.errors)
+    connect = connections or _connections_once(settings)
+    jobs = None
+    if settings.gauntlet_job is not None:
+        from reconciler.kube.jobs import GauntletJobs  # only where gauntlets run as Jobs
+        jobs = GauntletJobs(connect(), settings.gauntlet_job, stop)
+    for _ in range(REPLANS):
+        try:
+            planned = plan_pass(settings, time.time(), journal.history(), cache, connect)
+        except InvalidInput as error:
+            first = error.diagnostics[0].format() if error.diagnostics else ""
+            outcome = PassOutcome("invalid", f"{len(error.diagnostics)} errors in the desired "
+                                  f"state, fleet unchanged; first: {first}")
+        except TransientError as error:
+            outcome = PassOutcome("transient", f"{error.reason}: {error}")
+        except ReconcilerError as error:
+            outcome = PassOutcome("stalled", f"{error.reason}: {error}")
+        else:
+            report = Executor(planned.fleet, journal, stop, hooks=hooks, kube=planned.kube,
+                              gauntlet_jobs=jobs).execute(planned, pass_id)
+            outcome = _summarize(report, planned.plan.errors, all(
+                seen.transient for seen in planned.observed.values() if seen.error))
+            if report.replan and not stop.is_set():
+                continue
+        break
     journal.end_pass(pass_id, outcome.result, outcome.message, outcome.revision)
     if metrics is not None:
         _observe(metrics, outcome, time.monotonic() - started)
     return outcome
 
 
-def _summarize(report: PassReport, errors: Mapping[str, str]) -> PassOutcome:
+def _connections_once(settings: Settings) -> Callable[[], Clusters]:
+    made: list[Clusters] = []
+
+    def connect() -> Clusters:
+        if not made:
+            made.append(clusters(settings))
+        return made[0]
+    return connect
+
+
+def _summarize(report: PassReport, errors: Mapping[str, str],
+               errors_transient: bool = False) -> PassOutcome:
+    """``errors_transient``: every target that could not be observed had an outage (API
+    5xx, timeouts); the pass backs off instead of waiting for the resync."""
     counts = Counter(r.result for r in report.results)
     waits = [r.action.not_before for r in report.results
              if r.result == "waiting" and r.action.not_before]
     retry_in = max(0.0, min(waits) - time.time()) if waits else None
     parts = [f"{counts[name]} {name}" for name in ("applied", "in-sync", "rolled-back",
-                                                    "failed", "blocked", "waiting", "skipped")
+                                                    "failed", "blocked", "waiting", "skipped",
+                                                    "conflict")
              if counts[name]]
     message = ", ".join(parts) or "nothing declared"
-    problems = [r for r in report.results if r.result in ("rolled-back", "failed", "blocked")]
+    problems = [r for r in report.results
+                if r.result in ("rolled-back", "failed", "blocked", "conflict")]
     if problems:
         first = problems[0]
         message += (f"; {first.action.kind}/{first.action.name} on {first.action.target}: "
                     f"{first.message}")
     if errors:
         message += "; " + "; ".join(f"{t}: {e}" for t, e in errors.items())
-    if report.stopped or problems or errors:
+    outage = (errors or problems) and (errors_transient or not errors) \
+        and all(r.transient for r in problems)
+    if outage and not report.stopped:
+        result = "transient"
+    elif report.stopped or problems or errors:
         result = "failed"
     elif counts["applied"]:
         result = "changed"
@@ -140,11 +180,41 @@ class Daemon:
         self._heartbeat = time.monotonic()
         self._first_pass_done = False
         self.metrics = Metrics()
+        # Set by SIGTERM, and by a lost Lease: ends the pass in flight, undoing what it began.
+        self._pass_stop = threading.Event()
+        self._clusters: Clusters | None = None
+        self._settings: Settings | None = None
 
     # Signals: set flags and wake the loop; the loop does the work.
 
     def _on_stop(self, signum: int, frame: FrameType | None) -> None:
         self._stop.set()
+        self._pass_stop.set()
+        self._wake.set()
+
+    def _connections(self) -> Clusters:
+        """Cluster clients, made on first use and kept: connections are pooled."""
+        if self._clusters is None:
+            assert self._settings is not None
+            self._clusters = clusters(self._settings)
+        return self._clusters
+
+    def _leadership(self, settings: Settings) -> Leadership | None:
+        election = settings.leader_election
+        if election is None:
+            return None
+        from reconciler.kube.lease import LeaseElector  # only where a Lease is configured
+        elector = LeaseElector(self._connections().get(election.context), election)
+        return Leadership(elector, election.lease_seconds, self._stop,
+                          on_gained=self._gained, on_lost=self._lost)
+
+    def _gained(self) -> None:
+        print("leader election: acquired the Lease; acting", flush=True)
+        self._wake.set()
+
+    def _lost(self, why: str) -> None:
+        print(f"leader election: lost ({why}); stopping the pass in flight", flush=True)
+        self._pass_stop.set()
         self._wake.set()
 
     def _on_reload(self, signum: int, frame: FrameType | None) -> None:
@@ -164,6 +234,7 @@ class Daemon:
 
     def run(self) -> int:
         settings = load_settings(self._config_file, self._overrides)
+        self._settings = settings
         lock = FleetLock(settings.fleet_root, "daemon")
         lock.acquire()
         journal = Journal(settings.journal_path)
@@ -177,10 +248,15 @@ class Daemon:
         self._write_state(settings, server, "starting")
         if interrupted:
             journal.record("recover", "info", detail={"interrupted": [e.id for e in interrupted]})
+        leadership = self._leadership(settings)
         try:
-            self._loop(settings, journal, server)
+            if leadership is not None:
+                leadership.start()
+            self._loop(settings, journal, server, leadership)
         finally:
             self._notify.stopping("stopping")
+            if leadership is not None:
+                leadership.stop()
             if server is not None:
                 server.stop()
             journal.close()
@@ -218,7 +294,8 @@ class Daemon:
         temporary.write_text(json.dumps(state))
         os.replace(temporary, path)
 
-    def _loop(self, settings: Settings, journal: Journal, server: ControlServer | None) -> None:
+    def _loop(self, settings: Settings, journal: Journal, server: ControlServer | None,
+              leadership: Leadership | None) -> None:
         backoff = Backoff(base=1.0, cap=300.0)
         cache = desired_cache(settings)  # read once; every pass adds to it in memory
         next_due = time.monotonic()
@@ -238,13 +315,24 @@ class Daemon:
                 settings = self._reloaded(settings)
             if not triggered and time.monotonic() < next_due:
                 continue
+            if leadership is not None and not leadership.leading:
+                # A standby never acts; the lease thread wakes us when we lead.
+                line = leadership.describe()
+                next_due = time.monotonic() + settings.resync_seconds
+                self._announce(line, line != last_line, settings, server)
+                last_line = line
+                continue
+            self._pass_stop.clear()
+            if self._stop.is_set():
+                break
             hooks = Hooks(rollback=lambda kind: self.metrics.rollbacks.labels(kind).inc(),
                           drift=lambda kind: self.metrics.drift_corrections.labels(kind).inc(),
                           progress=self._progress,
                           gauntlet_games=lambda opponent, n:
                           self.metrics.gauntlet_games.labels(opponent).inc(n))
-            outcome = reconcile_once(settings, journal, self._stop, hooks=hooks,
-                                     metrics=self.metrics, cache=cache)
+            outcome = reconcile_once(settings, journal, self._pass_stop, hooks=hooks,
+                                     metrics=self.metrics, cache=cache,
+                                     connections=self._connections)
             self._heartbeat = time.monotonic()
             line = outcome.status_line()
             if outcome.result == "transient":
@@ -259,15 +347,20 @@ class Daemon:
                 if outcome.retry_in is not None:
                     delay = min(delay, outcome.retry_in + 0.5)
             next_due = time.monotonic() + delay
-            if not self._first_pass_done:
-                self._first_pass_done = True
-                self._notify.ready(line)
-            else:
-                self._notify.status(line)
-            if line != last_line:
-                print(line, flush=True)
+            self._announce(line, line != last_line, settings, server)
             last_line = line
-            self._write_state(settings, server, line)
+
+    def _announce(self, line: str, changed: bool, settings: Settings,
+                  server: ControlServer | None) -> None:
+        """The STATUS line, the log (when it changed) and daemon.json."""
+        if not self._first_pass_done:
+            self._first_pass_done = True
+            self._notify.ready(line)
+        else:
+            self._notify.status(line)
+        if changed:
+            print(line, flush=True)
+        self._write_state(settings, server, line)
 
     def _progress(self, text: str) -> None:
         self._heartbeat = time.monotonic()

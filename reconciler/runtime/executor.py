@@ -1,4 +1,7 @@
-"""Runs a plan's ready actions on local targets: gates, change, restart, health, undo.
+"""Runs a plan's ready actions: gates, change, restart, health, undo.
+
+The steps are the same on every target; a place (runtime/places.py, kube/place.py) carries
+them out on a local directory tree or on a Kubernetes namespace.
 
 Every step is journaled before it happens and after. A restart or health check that fails
 puts back the last healthy content (or the previous pointer) and restarts again; the
@@ -12,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from reconciler.app import PlannedPass
 from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, fetch
@@ -27,13 +30,19 @@ from reconciler.desired.documents import (
     Strategy,
     Target,
 )
-from reconciler.fleet.commands import CommandResult, check_health, command_environment, run_command
+from reconciler.errors import ReconcilerError, TransientError
+from reconciler.fleet.commands import CommandResult
 from reconciler.fleet.local import LocalFleet
-from reconciler.gauntlet.runner import GauntletRunner
+from reconciler.gauntlet.runner import GauntletRunner, JobLauncher
 from reconciler.plan.planner import Action
 from reconciler.runtime.journal import Journal
+from reconciler.runtime.places import LocalPlace, Place, address_of
 
-Result = Literal["applied", "in-sync", "rolled-back", "failed", "blocked", "waiting", "skipped"]
+if TYPE_CHECKING:
+    from reconciler.kube.fleet import KubernetesFleet
+
+Result = Literal["applied", "in-sync", "rolled-back", "failed", "blocked", "waiting", "skipped",
+                 "conflict"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +50,17 @@ class ActionResult:
     action: Action
     result: Result
     message: str
+    transient: bool = False  # an API outage: worth a retry with backoff
 
 
 @dataclass(frozen=True)
 class PassReport:
+    """``replan``: a pointer changed under us; the pass stopped so it can be re-planned."""
+
     revision: str
     results: tuple[ActionResult, ...]
     stopped: bool
+    replan: bool = False
 
     def count(self, *results: Result) -> int:
         return sum(1 for r in self.results if r.result in results)
@@ -66,14 +79,24 @@ class Hooks:
 
 class Executor:
     def __init__(self, fleet: LocalFleet, journal: Journal, stop: threading.Event, *,
-                 hooks: Hooks | None = None, clock: Callable[[], float] = time.time) -> None:
+                 hooks: Hooks | None = None, clock: Callable[[], float] = time.time,
+                 kube: KubernetesFleet | None = None,
+                 gauntlet_jobs: JobLauncher | None = None) -> None:
         self._fleet = fleet
+        self._kube = kube
         self._journal = journal
         self._stop = stop
         self._hooks = hooks or Hooks()
         self._clock = clock
         self._gauntlets = GauntletRunner(journal, fleet.store, progress=self._hooks.progress,
-                                         games=self._hooks.gauntlet_games)
+                                         games=self._hooks.gauntlet_games, jobs=gauntlet_jobs)
+
+    def place(self, target: Target) -> Place:
+        if target.is_local:
+            return LocalPlace(self._fleet, target)
+        from reconciler.kube.place import KubePlace  # only with a Kubernetes target
+        assert self._kube is not None
+        return KubePlace(self._kube, self._fleet, target, self._clock)
 
     def execute(self, planned: PlannedPass, pass_id: int) -> PassReport:
         desired = planned.desired
@@ -81,7 +104,10 @@ class Executor:
         for action in planned.plan.actions:
             if self._stop.is_set():
                 return PassReport(desired.revision, tuple(results), stopped=True)
-            results.append(self._one(action, desired, pass_id))
+            result = self._one(action, desired, pass_id)
+            results.append(result)
+            if result.result == "conflict":
+                return PassReport(desired.revision, tuple(results), stopped=False, replan=True)
         return PassReport(desired.revision, tuple(results), stopped=False)
 
     def _one(self, action: Action, desired: Desired, pass_id: int) -> ActionResult:
@@ -100,28 +126,55 @@ class Executor:
                 message += f" (it failed: {known['failed_reason']})"  # keep the why in view
             self._journal.condition(action.key, status, action.reason, message)
             return ActionResult(action, action.status, message)
-        if not target.is_local:
-            return ActionResult(action, "skipped", "Kubernetes targets are not supported yet")
         budget = next(iter(desired.budgets.values()), None)
         refusal = self._budget_refusal(action, budget)
         if refusal is not None:
             self._journal.condition(action.key, "Stalled", "BudgetExhausted", refusal)
             return ActionResult(action, "blocked", refusal)
         self._hooks.progress(f"{action.op} {action.kind}/{action.name} on {action.target}")
+        place = self.place(target)
         try:
+            if action.op == "delete":
+                return self._prune(action, place, desired, pass_id)
             if action.kind == "Model":
-                return self._flip(action, desired.models[action.name], target, desired, pass_id)
+                return self._flip(action, desired.models[action.name], place, desired, pass_id)
             obj: Delivered = (desired.strategies[action.name] if action.kind == "Strategy"
                               else desired.configs[action.name])
-            return self._deliver(action, obj, target, desired, pass_id)
+            return self._deliver(action, obj, place, desired, pass_id)
         except OSError as error:
             # The fleet's file system refused (not writable, full, a file where a folder
             # should be): this action fails, the pass and the daemon go on.
-            message = f"{action.location} under {self._fleet.root_of(target)}: {error}"
+            message = f"{action.location} under {place.where}: {error}"
             self._journal.record("error", "failed", pass_id=pass_id, revision=desired.revision,
                                  key=action.key, detail={"error": message})
             self._journal.condition(action.key, "Stalled", "IOError", message)
             return ActionResult(action, "failed", message)
+        except ReconcilerError as error:
+            return self._api_fault(action, error, desired.revision, pass_id)
+
+    def _api_fault(self, action: Action, error: ReconcilerError, revision: str,
+                   pass_id: int) -> ActionResult:
+        """A cluster refused or failed a step. No failure mark: the commit is not at fault.
+        A pointer conflict stops the pass so that it is re-read and re-planned."""
+        message = f"{action.location}: {error}"
+        self._journal.record("error", "failed", pass_id=pass_id, revision=revision,
+                             key=action.key, detail={"error": message, "reason": error.reason})
+        conflict = error.reason == "PointerConflict"
+        status = "Reconciling" if conflict or isinstance(error, TransientError) else "Stalled"
+        self._journal.condition(action.key, status, error.reason, message)
+        return ActionResult(action, "conflict" if conflict else "failed", message,
+                            transient=isinstance(error, TransientError))
+
+    def _prune(self, action: Action, place: Place, desired: Desired,
+               pass_id: int) -> ActionResult:
+        intent = self._journal.intent("prune", action.key, pass_id=pass_id,
+                                      revision=desired.revision,
+                                      detail={"location": action.location})
+        place.remove(action.name, desired.revision)
+        self._journal.outcome(intent, "done")
+        self._journal.condition(action.key, "Ready", "Pruned", f"deleted {action.location}: "
+                                "no longer declared")
+        return ActionResult(action, "applied", f"pruned {action.location}")
 
     def _budget_refusal(self, action: Action, budget: Budget | None) -> str | None:
         if budget is None:
@@ -142,49 +195,51 @@ class Executor:
 
     # Strategies and Configs.
 
-    def _deliver(self, action: Action, obj: Delivered, target: Target, desired: Desired,
+    def _deliver(self, action: Action, obj: Delivered, place: Place, desired: Desired,
                  pass_id: int) -> ActionResult:
-        assert obj.deliver.path is not None
-        path = obj.deliver.path
+        address = address_of(obj, place.target)
         content = desired.read_content(obj)
         revision = desired.revision
         if action.drift:
             self._hooks.drift(action.kind)
         intent = self._journal.intent("deliver", action.key, pass_id=pass_id, revision=revision,
-                                      detail={"path": path, "from": action.current,
+                                      detail={"path": address, "from": action.current,
                                               "to": action.desired, "drift": action.drift})
         self._journal.attempted(action.key, action.desired, revision)
         try:
-            self._fleet.preserve(target, path)
+            place.preserve(address)
             self._fleet.store_put(content)
-            self._fleet.write(target, path, content, obj.deliver.mode)
+            place.write(address, content, obj.deliver.mode, revision)
         except OSError as error:
             # The host, not the commit, is at fault: no failure mark, the next pass retries
             # once the operator has fixed it.
-            message = f"cannot write {path} under {self._fleet.root_of(target)}: {error}"
+            message = f"cannot write {address} under {place.where}: {error}"
             self._journal.outcome(intent, "failed", {"error": message})
             self._journal.condition(action.key, "Stalled", "WriteFailed", message)
             return ActionResult(action, "failed", message)
+        except ReconcilerError as error:
+            self._journal.outcome(intent, "failed", {"error": str(error)})
+            raise
         self._journal.outcome(intent, "done")
-        check = self._restart_and_check(action, target, obj.restart, obj.health, pass_id,
-                                        revision)
+        check = self._restart_and_check(action, place, obj.restart, obj.health, pass_id,
+                                        revision, action.desired)
         if check.ok:
             self._journal.applied(action.key, action.desired, revision, self._clock())
-            return ActionResult(action, "applied", f"delivered {path}")
+            return ActionResult(action, "applied", f"delivered {action.location}")
         if isinstance(obj, Strategy) and obj.on_failure == "hold":
             self._journal.failed(action.key, action.desired, revision, "HealthCheckFailed",
                                  f"{check.detail}; held as configured (onFailure: hold)")
             return ActionResult(action, "failed", check.detail)
         back_to = self._last_healthy(action)
         undo = self._journal.intent("rollback", action.key, pass_id=pass_id, revision=revision,
-                                    detail={"path": path, "to": back_to,
+                                    detail={"path": address, "to": back_to,
                                             "reason": check.detail})
         if back_to is None:
-            self._fleet.remove(target, path)
+            place.remove(address, revision)
         else:
-            self._fleet.write(target, path, self._fleet.store_read(back_to), None)
-        after = self._restart_and_check(action, target, obj.restart, obj.health, pass_id,
-                                        revision, undoing=True)
+            place.write(address, self._fleet.store_read(back_to), None, revision)
+        after = self._restart_and_check(action, place, obj.restart, obj.health, pass_id,
+                                        revision, back_to, undoing=True)
         self._journal.outcome(undo, "done" if after.ok else "failed", {"detail": after.detail})
         return self._undone(action, revision, check, after, f"rolled back to "
                             f"{'nothing (removed)' if back_to is None else back_to[:12]}")
@@ -212,30 +267,28 @@ class Executor:
             return str(known["healthy_digest"])
         return action.current
 
-    def _restart_and_check(self, action: Action, target: Target, restart: Restart | None,
-                           health: Health | None, pass_id: int, revision: str, *,
-                           undoing: bool = False) -> CommandResult:
-        root = self._fleet.root_of(target)
-        environment = command_environment({
-            "RECONCILER_TARGET": target.name, "RECONCILER_TARGET_ROOT": str(root),
-            "RECONCILER_REVISION": revision, "RECONCILER_OBJECT": f"{action.kind}/{action.name}"})
-        root.mkdir(parents=True, exist_ok=True)
-        if restart is not None and restart.command is not None:
+    def _restart_and_check(self, action: Action, place: Place, restart: Restart | None,
+                           health: Health | None, pass_id: int, revision: str,
+                           digest: str | None, *, undoing: bool = False) -> CommandResult:
+        """Restart (a command, or the digest into a Deployment's pod template), then check
+        (a health command or probe, or the rollout). ``digest`` is what is now in place."""
+        if restart is not None:
             intent = self._journal.intent("restart", action.key, pass_id=pass_id,
                                           revision=revision,
-                                          detail={"command": list(restart.command),
+                                          detail={**place.restart_detail(restart),
                                                   "undoing": undoing})
-            result = run_command(restart.command, root, restart.timeout_seconds, environment)
+            result = place.restart(action.kind, action.name, restart, digest, revision)
             self._journal.outcome(intent, "done" if result.ok else "failed",
                                   {"detail": result.detail, "output": result.output_tail})
             if not result.ok:
                 return CommandResult(False, f"restart failed: {result.detail}",
                                      result.output_tail)
-        if health is None:
+        if not place.has_check(restart, health):
             return CommandResult(True, "no health check declared")
         intent = self._journal.intent("health", action.key, pass_id=pass_id, revision=revision,
                                       detail={"undoing": undoing})
-        result = check_health(health, root, environment, self._stop)
+        result = place.check(action.kind, action.name, restart, health, digest, revision,
+                             self._stop)
         self._journal.outcome(intent, "done" if result.ok else "failed",
                               {"detail": result.detail})
         if not result.ok:
@@ -245,9 +298,8 @@ class Executor:
 
     # Models.
 
-    def _flip(self, action: Action, model: Model, target: Target, desired: Desired,
+    def _flip(self, action: Action, model: Model, place: Place, desired: Desired,
               pass_id: int) -> ActionResult:
-        assert model.pointer.path is not None
         digest, revision = action.desired, desired.revision
         try:
             self._verify_into_store(model, desired)
@@ -276,33 +328,32 @@ class Executor:
                           f"{verdict.message}"
                 self._journal.condition(action.key, "Stalled", verdict.reason, message)
                 return ActionResult(action, "blocked", message)
-        previous = self._fleet.observe(target, [], [model.pointer.path]).pointers[
-            model.pointer.path].link
-        live = self._fleet.root_of(target) / model.pointer.path
-        if previous is None and live.is_file():
-            # A canonical model copied in by hand (cp, not ln -sf): keep it in the store so
-            # the flip loses nothing and a rollback can put it back.
-            previous = str(fetch(f"file://{live}", None, "file", self._fleet.store,
-                                 desired.read_file))
+        previous = place.pointer_before(model, desired)
         intent = self._journal.intent("flip", action.key, pass_id=pass_id, revision=revision,
-                                      detail={"path": model.pointer.path, "from": previous,
-                                              "to": digest, "gateSkipped": known_good})
+                                      detail={"path": address_of(model, place.target),
+                                              "from": previous, "to": digest,
+                                              "gateSkipped": known_good})
         self._journal.attempted(action.key, digest, revision)
-        self._fleet.flip(target, model.pointer.path, digest)
+        try:
+            place.flip(model, digest, revision)
+        except ReconcilerError as error:
+            self._journal.outcome(intent, "failed", {"error": str(error)})
+            raise
         self._journal.outcome(intent, "done")
-        check = self._restart_and_check(action, target, model.restart, model.health, pass_id,
-                                        revision)
+        check = self._restart_and_check(action, place, model.restart, model.health, pass_id,
+                                        revision, digest)
         if check.ok:
             self._journal.canonical(model.name, digest)
             self._journal.applied(action.key, digest, revision, self._clock())
             self._collect(model, desired, pass_id)
-            return ActionResult(action, "applied", f"{model.pointer.path} -> sha256:{digest}")
+            return ActionResult(action, "applied",
+                                f"{address_of(model, place.target)} -> sha256:{digest}")
         undo = self._journal.intent("rollback", action.key, pass_id=pass_id, revision=revision,
-                                    detail={"path": model.pointer.path, "to": previous,
-                                            "reason": check.detail})
-        self._fleet.point(target, model.pointer.path, previous)
-        after = self._restart_and_check(action, target, model.restart, model.health, pass_id,
-                                        revision, undoing=True)
+                                    detail={"path": address_of(model, place.target),
+                                            "to": previous, "reason": check.detail})
+        place.point_back(model, previous, revision)
+        after = self._restart_and_check(action, place, model.restart, model.health, pass_id,
+                                        revision, action.current, undoing=True)
         self._journal.outcome(undo, "done" if after.ok else "failed", {"detail": after.detail})
         return self._undone(action, revision, check, after, "pointer flipped back")
 
@@ -313,9 +364,8 @@ class Executor:
         keep = set(history[:model.keep]) | {model.artifact.sha256}
         for name in model.targets:
             target = desired.targets.get(name)
-            if target is not None and target.is_local and model.pointer.path is not None:
-                seen = self._fleet.observe(target, [], [model.pointer.path])
-                digest = seen.pointers[model.pointer.path].sha256
+            if target is not None:
+                digest = self.place(target).pointed(model)
                 if digest is not None:
                     keep.add(digest)
         for digest in history:
@@ -328,6 +378,7 @@ class Executor:
     def _verify_into_store(self, model: Model, desired: Desired) -> None:
         """The artifact, proven to have the declared digest, in the store."""
         artifact = model.artifact
+        self._journal.remember_artifact(artifact.sha256, artifact.uri, artifact.format)
         fetch(artifact.uri, artifact.sha256, artifact.format, self._fleet.store,
               desired.read_file,
               progress=lambda done, total: self._hooks.progress(

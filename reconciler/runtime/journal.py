@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS gates (
     key TEXT PRIMARY KEY, model TEXT NOT NULL, digest TEXT NOT NULL,
     passed INTEGER NOT NULL, evidence TEXT NOT NULL, at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS artifacts (
+    digest TEXT PRIMARY KEY, uri TEXT NOT NULL, format TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS passes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     started REAL NOT NULL, finished REAL,
@@ -246,6 +249,18 @@ class Journal:
         with self._transaction() as db:
             db.execute("INSERT OR REPLACE INTO canonical (model, digest, since) VALUES (?, ?, ?)",
                        (model, digest, time.time()))
+
+    def remember_artifact(self, digest: str, uri: str, artifact_format: str) -> None:
+        """Where a verified digest came from: a gauntlet Job fetches ``previous`` there."""
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO artifacts (digest, uri, format) VALUES (?, ?, ?)",
+                       (digest, uri, artifact_format))
+
+    def artifact_source(self, digest: str) -> tuple[str, str] | None:
+        with self._lock:
+            row = self._db.execute("SELECT uri, format FROM artifacts WHERE digest = ?",
+                                   (digest,)).fetchone()
+        return (str(row[0]), str(row[1])) if row else None
 
     # Gate verdicts, remembered so a digest is never re-run in a loop.
 

@@ -73,7 +73,7 @@ def test_plan_json_has_the_documented_shape(cli: Cli, repo: Repo, tmp_path: Path
     assert set(document) == {"formatVersion", "revision", "inSync", "summary", "targets",
                              "actions"}
     assert document["formatVersion"] == 1 and document["inSync"] is False
-    assert document["summary"] == {"create": 6, "update": 0, "flip": 2, "noop": 0,
+    assert document["summary"] == {"create": 6, "update": 0, "flip": 2, "delete": 0, "noop": 0,
                                    "waiting": 4, "blocked": 0}
     assert [t["name"] for t in document["targets"]] == ["staging", "production"]
     action = document["actions"][0]

@@ -1,0 +1,151 @@
+"""Connections to clusters and one place that turns API failures into typed errors.
+
+A context of the kubeconfig names a cluster; with no context and no kubeconfig, the
+in-cluster service account is used (the daemon running as a Deployment). Every call goes
+through :meth:`Cluster.call`, which names what it was doing, so that a 403 can say which
+verb on which resource the Role lacks, and which sorts faults: 5xx, 429 and timeouts are
+transient (the daemon backs off), a 409 is a conflict the caller resolves, a missing
+namespace and RBAC refusals are stalled (a person must act).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import urllib3
+from kubernetes import client, config
+
+from reconciler.errors import ReconcilerError, StalledError, TransientError
+from reconciler.settings import KubeSettings
+
+APPLY = "application/apply-patch+yaml"
+MERGE = "application/merge-patch+json"
+FIELD_MANAGER = "reconciler"
+
+
+class Conflict(ReconcilerError):
+    """409: the object changed since it was read (a stale resourceVersion) or exists."""
+
+    reason = "Conflict"
+
+
+class NotFound(ReconcilerError):
+    reason = "NotFound"
+
+
+def _status_message(error: client.ApiException) -> tuple[str, dict[str, Any]]:
+    try:
+        body = json.loads(error.body or "{}")
+    except ValueError:
+        return (error.reason or str(error.status)), {}
+    if not isinstance(body, dict):
+        return str(body), {}
+    return str(body.get("message") or error.reason), body.get("details") or {}
+
+
+class Cluster:
+    """One kubeconfig context (or the in-cluster account) and its typed API clients."""
+
+    def __init__(self, context: str | None, settings: KubeSettings) -> None:
+        self.context = context
+        self.settings = settings
+        self.shown = f"context {context}" if context else "the current context"
+        self._api: client.ApiClient | None = None
+        self._lock = threading.Lock()
+
+    def api(self) -> client.ApiClient:
+        """Built on first use, so a kubeconfig problem is a per-target error, not a crash."""
+        with self._lock:
+            if self._api is None:
+                self._api = self._connect()
+            return self._api
+
+    def _connect(self) -> client.ApiClient:
+        kubeconfig = self.settings.kubeconfig
+        in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ \
+            and not os.environ.get("KUBECONFIG") and self.context is None
+        configuration = client.Configuration()
+        try:
+            if in_cluster:
+                config.load_incluster_config(  # type: ignore[no-untyped-call]
+                    client_configuration=configuration)
+                self.shown = "the in-cluster service account"
+            else:
+                config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=str(kubeconfig) if kubeconfig else None, context=self.context,
+                    client_configuration=configuration)
+        except (config.ConfigException, OSError, ValueError, KeyError) as error:
+            raise StalledError(f"cannot load Kubernetes configuration for {self.shown}: "
+                               f"{error}", reason="KubeconfigInvalid") from None
+        configuration.retries = 0  # our own backoff retries; urllib3's would hide faults
+        return client.ApiClient(configuration)
+
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api())
+
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api())
+
+    def batch(self) -> client.BatchV1Api:
+        return client.BatchV1Api(self.api())
+
+    def coordination(self) -> client.CoordinationV1Api:
+        return client.CoordinationV1Api(self.api())
+
+    @property
+    def timeout(self) -> float:
+        return self.settings.request_timeout_seconds
+
+    def call(self, verb: str, resource: str, namespace: str, function: Callable[..., Any],
+             *args: Any, **kwargs: Any) -> Any:
+        """``function(*args, **kwargs)`` with a request timeout; failures become typed.
+        The result is the client's model, used as Any: its every field is Optional."""
+        where = f"{resource} in namespace {namespace!r} ({self.shown})"
+        try:
+            return function(*args, _request_timeout=self.timeout, **kwargs)
+        except client.ApiException as error:
+            message, details = _status_message(error)
+            status = error.status or 0
+            if status == 403:
+                raise StalledError(
+                    f"the API refused to {verb} {where}: {message}; grant verb {verb!r} on "
+                    f"resource {resource!r} in the reconciler's Role", reason="Forbidden"
+                ) from None
+            if status == 401:
+                raise StalledError(f"the API did not accept our credentials for {where}: "
+                                   f"{message}", reason="Unauthorized") from None
+            if status == 404 and (details.get("kind") == "namespaces"
+                                  or message == f'namespaces "{namespace}" not found'):
+                raise StalledError(f"namespace {namespace!r} does not exist ({self.shown}); "
+                                   "create it, or fix the Target's namespace",
+                                   reason="NamespaceNotFound") from None
+            if status == 404:
+                raise NotFound(f"{verb} {where}: {message}") from None
+            if status == 409:
+                raise Conflict(f"{verb} {where}: {message}") from None
+            if status == 429 or status >= 500:
+                raise TransientError(f"the API failed to {verb} {where}: {status} {message}",
+                                     reason="ApiUnavailable") from None
+            raise StalledError(f"the API refused to {verb} {where}: {status} {message}",
+                               reason="ApiRejected") from None
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise TransientError(f"cannot reach the API to {verb} {where}: "
+                                 f"{type(error).__name__}: {error}",
+                                 reason="ApiUnreachable") from None
+
+
+class Clusters:
+    """One :class:`Cluster` per context, shared by every target and the Lease."""
+
+    def __init__(self, settings: KubeSettings) -> None:
+        self.settings = settings
+        self._clusters: dict[str | None, Cluster] = {}
+
+    def get(self, context: str | None) -> Cluster:
+        if context not in self._clusters:
+            self._clusters[context] = Cluster(context, self.settings)
+        return self._clusters[context]

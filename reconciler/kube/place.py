@@ -1,0 +1,112 @@
+"""A Kubernetes namespace as a place for the executor's steps (see runtime/places.py).
+
+A restart puts the content digest in the Deployment's pod template; the check is the
+rollout (and the health ``soak``, watching the new pods). A flip writes the pointer key
+with the resourceVersion we last read as a precondition; a 409 surfaces as
+:class:`PointerConflict`, and the pass re-reads and re-plans.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from reconciler.desired.documents import (
+    DEFAULT_RESTART_TIMEOUT_SECONDS,
+    Desired,
+    Health,
+    Model,
+    Restart,
+    Target,
+)
+from reconciler.errors import ReconcilerError
+from reconciler.fleet.commands import CommandResult
+from reconciler.fleet.local import LocalFleet
+from reconciler.kube.api import Conflict
+from reconciler.kube.fleet import (
+    KubernetesFleet,
+    parse_pointer,
+    pointer_value,
+    template_annotation,
+)
+from reconciler.runtime.places import address_of
+
+
+class PointerConflict(ReconcilerError):
+    """Someone else changed the pointer ConfigMap since we read it."""
+
+    reason = "PointerConflict"
+
+
+class KubePlace:
+    def __init__(self, kube: KubernetesFleet, store: LocalFleet, target: Target,
+                 clock: Any = time.time) -> None:
+        self.kube = kube
+        self.store = store
+        self.target = target
+        self._clock = clock
+
+    @property
+    def where(self) -> str:
+        return self.kube.location(self.target)
+
+    def preserve(self, address: str) -> None:
+        content = self.kube.read(self.target, address)
+        if content is not None:
+            self.store.store_put(content)
+
+    def write(self, address: str, content: bytes, mode: int | None, revision: str) -> None:
+        self.kube.put(self.target, address, content, revision)
+
+    def remove(self, address: str, revision: str) -> None:
+        self.kube.put(self.target, address, None, revision)
+
+    def restart_detail(self, restart: Restart) -> dict[str, Any]:
+        return {"deployment": restart.deployment}
+
+    def restart(self, action_kind: str, action_name: str, restart: Restart,
+                digest: str | None, revision: str) -> CommandResult:
+        assert restart.deployment is not None
+        return self.kube.restart(self.target, restart.deployment,
+                                 template_annotation(action_kind, action_name), digest)
+
+    def has_check(self, restart: Restart | None, health: Health | None) -> bool:
+        return restart is not None
+
+    def check(self, action_kind: str, action_name: str, restart: Restart | None,
+              health: Health | None, digest: str | None, revision: str,
+              stop: threading.Event) -> CommandResult:
+        assert restart is not None and restart.deployment is not None
+        timeout = restart.timeout_seconds if restart.timeout_seconds else \
+            DEFAULT_RESTART_TIMEOUT_SECONDS
+        return self.kube.wait_rollout(self.target, restart.deployment,
+                                      template_annotation(action_kind, action_name), digest,
+                                      timeout, health.soak_seconds if health else 0.0, stop)
+
+    def pointer_before(self, model: Model, desired: Desired) -> str | None:
+        content = self.kube.read(self.target, address_of(model, self.target))
+        return None if content is None else content.decode()
+
+    def _put_pointer(self, model: Model, value: str | None, revision: str) -> None:
+        address = address_of(model, self.target)
+        name = address.split("/")[0]
+        try:
+            self.kube.put(self.target, address, None if value is None else value.encode(),
+                          revision, expect_version=self.kube.pointer_version(self.target, name))
+        except Conflict as error:
+            raise PointerConflict(f"the pointer ConfigMap {name} changed since it was read; "
+                                  f"re-reading and re-planning ({error})") from None
+
+    def flip(self, model: Model, digest: str, revision: str) -> None:
+        self._put_pointer(model, pointer_value(digest, model.artifact.uri, revision,
+                                               self._clock()), revision)
+
+    def point_back(self, model: Model, previous: str | None, revision: str) -> None:
+        self._put_pointer(model, previous, revision)
+
+    def pointed(self, model: Model) -> str | None:
+        content = self.kube.read(self.target, address_of(model, self.target))
+        if content is None:
+            return None
+        return parse_pointer("", content.decode()).sha256
