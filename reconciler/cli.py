@@ -28,6 +28,7 @@ from reconciler.runtime.executor import Hooks
 from reconciler.runtime.journal import Journal
 from reconciler.runtime.leadership import Leadership
 from reconciler.runtime.lock import FleetLock
+from reconciler.runtime.places import address_of
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.snapshot import Snapshot
@@ -148,10 +149,14 @@ def cmd_plan(args: argparse.Namespace) -> int:
         target = planned.desired.targets[action.target]
         obj = (planned.desired.strategies.get(action.name) if action.kind == "Strategy"
                else planned.desired.configs.get(action.name))
-        if obj is None or not target.is_local or obj.deliver.path is None:
+        if obj is None or action.op == "delete":
             continue
-        old = planned.fleet.read(target, obj.deliver.path) if action.current else None
-        diffs[action] = text_diff(old, planned.desired.read_content(obj), obj.deliver.path)
+        address = address_of(obj, target)
+        old = None
+        if action.current is not None:
+            old = planned.fleet.read(target, address) if target.is_local else \
+                planned.kube.read(target, address) if planned.kube else None
+        diffs[action] = text_diff(old, planned.desired.read_content(obj), address)
     locations = {name: seen.location for name, seen in planned.observed.items()}
     render = render_json if args.output == "json" else render_text
     sys.stdout.write(render(planned.plan, diffs, locations))

@@ -156,7 +156,7 @@ class Executor:
                    pass_id: int) -> ActionResult:
         """A cluster refused or failed a step. No failure mark: the commit is not at fault.
         A pointer conflict stops the pass so that it is re-read and re-planned."""
-        message = f"{action.location}: {error}"
+        message = f"{action.location}: {error.reason}: {error}"
         self._journal.record("error", "failed", pass_id=pass_id, revision=revision,
                              key=action.key, detail={"error": message, "reason": error.reason})
         conflict = error.reason == "PointerConflict"

@@ -49,6 +49,7 @@ APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 RESOURCES = {  # plural -> (group/version, kind, namespaced)
     "namespaces": ("v1", "Namespace", False),
     "configmaps": ("v1", "ConfigMap", True),
+    "secrets": ("v1", "Secret", True),
     "pods": ("v1", "Pod", True),
     "deployments": ("apps/v1", "Deployment", True),
     "jobs": ("batch/v1", "Job", True),
@@ -244,7 +245,11 @@ class ClusterEmulator(KubernetesEmulator):
                     {"pod-template-hash": template_hash,
                      "app.kubernetes.io/deployment": name})
                 pod_meta.update(namespace=namespace, name=f"{name}-{template_hash}-{index}")
-                new_pods.append(self._write("pods", {"metadata": pod_meta, "spec": {},
+                if behavior == "RestartsClimbing":
+                    pod_meta.setdefault("annotations", {})["emulator/restarts"] = "climbing"
+                pod_spec = copy.deepcopy(template.get("spec") or {})
+                pod_spec.setdefault("containers", [{"name": "main", "image": "unknown"}])
+                new_pods.append(self._write("pods", {"metadata": pod_meta, "spec": pod_spec,
                                                      "status": _pod_status(behavior)},
                                             created=True))
         if behavior in ("Ready", "RestartsClimbing"):
@@ -281,7 +286,7 @@ class ClusterEmulator(KubernetesEmulator):
                                           "labels": {"job-name": meta["name"],
                                                      "batch.kubernetes.io/job-name":
                                                          meta["name"]}},
-                             "spec": copy.deepcopy(job["spec"]["template"].get("spec", {})),
+                             "spec": copy.deepcopy(job["spec"]["template"]["spec"]),
                              "status": {"phase": "Succeeded" if outcome == "Complete"
                                         else "Failed"}}, created=True)
         self.logs[(meta["namespace"], pod_name)] = log
@@ -444,19 +449,22 @@ def _not_found(plural: str, name: str) -> k8s.KubernetesError:
                   {"name": name, "kind": plural})
 
 
+_IMAGE = {"image": "runner:1", "imageID": "sha256:" + "0" * 64}
+
+
 def _pod_status(behavior: str) -> dict[str, Any]:
     waiting = {"CrashLoopBackOff": ("CrashLoopBackOff", 4), "ImagePullBackOff":
                ("ImagePullBackOff", 0)}.get(behavior)
     if waiting is not None:
         reason, restarts = waiting
         return {"phase": "Pending" if reason == "ImagePullBackOff" else "Running",
-                "containerStatuses": [{"name": "main", "ready": False,
+                "containerStatuses": [{"name": "main", "ready": False, **_IMAGE,
                                        "restartCount": restarts,
                                        "state": {"waiting": {"reason": reason,
                                                              "message": f"back-off ({reason})"}}}]}
     ready = behavior in ("Ready", "RestartsClimbing")
     return {"phase": "Running" if behavior != "Stalled" else "Pending",
-            "containerStatuses": [{"name": "main", "ready": ready, "restartCount": 0,
+            "containerStatuses": [{"name": "main", "ready": ready, "restartCount": 0, **_IMAGE,
                                    "state": {"running": {"startedAt": _now()}}}]}
 
 

@@ -1,0 +1,210 @@
+"""Kubernetes targets end to end: the real client over HTTP against the emulated API."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reconciler.kube.fleet import template_annotation
+from reconciler.runtime.executor import Hooks
+from tests.kube.emulator import RunningCluster
+from tests.kube.world import (
+    NAMESPACE,
+    STRATEGY_V1,
+    STRATEGY_V2,
+    KubeWorld,
+    config_doc,
+    deployment,
+    strategy_doc,
+    target_doc,
+)
+
+V1_DIGEST = hashlib.sha256(STRATEGY_V1.encode()).hexdigest()
+V2_DIGEST = hashlib.sha256(STRATEGY_V2.encode()).hexdigest()
+STRATEGY_ANNOTATION = template_annotation("Strategy", "gepetto")
+
+
+def _template_annotations(world: KubeWorld) -> dict[str, str]:
+    found = world.emulator.get("deployments", NAMESPACE, "gepetto")
+    return found["spec"]["template"]["metadata"].get("annotations", {})  # type: ignore
+
+
+def _generation(world: KubeWorld) -> int:
+    return world.emulator.get("deployments", NAMESPACE, "gepetto")["metadata"]["generation"]  # type: ignore
+
+
+def test_delivery_applies_labelled_annotated_configmaps_and_restarts_by_digest(
+        world: KubeWorld) -> None:
+    world.basic()
+    revision = world.commit("first")
+    outcome = world.apply()
+    assert outcome.result == "changed", outcome.message
+    code = world.configmap("gepetto-code")
+    assert code is not None and code["data"] == {"gepetto.py": STRATEGY_V1}
+    meta = code["metadata"]
+    assert meta["labels"]["app.kubernetes.io/managed-by"] == "reconciler"
+    assert meta["annotations"]["reconciler.dev/revision"] == f"main@sha1:{revision}"
+    assert len(meta["annotations"]["reconciler.dev/content-sha256"]) == 64
+    assert [f["manager"] for f in meta["managedFields"]] == ["reconciler"]
+    settings = world.configmap("gepetto-settings")
+    assert settings is not None and json.loads(settings["data"]["settings.json"]) == \
+        {"threshold": 0.5}
+    assert _template_annotations(world)[STRATEGY_ANNOTATION] == V1_DIGEST
+    pointer = json.loads(world.configmap("canonical-models")["data"]["connect4-policy"])  # type: ignore
+    assert set(pointer) == {"sha256", "uri", "revision", "time"}
+    assert pointer["revision"] == f"main@sha1:{revision}"
+
+
+def test_a_no_op_pass_sends_nothing_and_a_rollout_happens_only_when_content_changes(
+        world: KubeWorld) -> None:
+    world.basic()
+    world.commit()
+    assert world.apply().result == "changed"
+    generation = _generation(world)
+    before = dict(world.emulator.counters.by_kind)
+    assert world.apply().result == "converged"
+    spent = {k: v - before.get(k, 0) for k, v in world.emulator.counters.by_kind.items()
+             if v != before.get(k, 0)}
+    assert spent == {("GET", "configmaps"): 1}, "one LIST, nothing re-sent"
+    world.write("config/settings.yaml", config_doc(["cluster-a"], {"threshold": 0.7}))
+    world.commit("config only: no restart declared")
+    assert world.apply().result == "changed"
+    assert _generation(world) == generation
+    world.write("strategies/gepetto.py", STRATEGY_V2)
+    world.commit("new strategy")
+    assert world.apply().result == "changed"
+    assert _generation(world) == generation + 1
+    assert _template_annotations(world)[STRATEGY_ANNOTATION] == V2_DIGEST
+
+
+@pytest.mark.parametrize("behavior, reason", [
+    ("CrashLoopBackOff", "CrashLoopBackOff"), ("ImagePullBackOff", "ImagePullBackOff"),
+    ("RestartsClimbing", "restarts again and again"), ("Stalled", "did not finish within")])
+def test_a_failing_rollout_rolls_back_marks_the_revision_and_names_the_pod(
+        world: KubeWorld, behavior: str, reason: str) -> None:
+    world.basic(soak="300ms")  # pods that restart after they got ready fail the soak
+    world.commit()
+    assert world.apply().result == "changed"
+    world.emulator.pod_behavior = lambda template: behavior if template["metadata"].get(
+        "annotations", {}).get(STRATEGY_ANNOTATION) == V2_DIGEST else "Ready"
+    world.write("strategies/gepetto.py", STRATEGY_V2)
+    bad = world.commit("breaks the pods")
+    outcome = world.apply()
+    assert outcome.result == "failed"
+    assert outcome.report is not None
+    rolled = [r for r in outcome.report.results if r.result == "rolled-back"]
+    assert len(rolled) == 1 and reason in rolled[0].message
+    if behavior != "Stalled":
+        assert "pod gepetto-" in rolled[0].message
+    assert world.configmap("gepetto-code")["data"]["gepetto.py"] == STRATEGY_V1  # type: ignore
+    assert _template_annotations(world)[STRATEGY_ANNOTATION] == V1_DIGEST
+    journal = world.journal()
+    try:
+        known = journal.object(("cluster-a", "Strategy", "gepetto"))
+    finally:
+        journal.close()
+    assert known is not None
+    assert (known["failed_digest"], known["failed_revision"]) == (V2_DIGEST, f"main@sha1:{bad}")
+    assert reason in known["message"]
+    again = world.apply()
+    blocked = [r for r in again.report.results if r.result == "blocked"]  # type: ignore
+    assert [r.action.reason for r in blocked] == ["FailedBefore"], "not retried in a loop"
+    assert world.configmap("gepetto-code")["data"]["gepetto.py"] == STRATEGY_V1  # type: ignore
+
+
+def test_hold_keeps_the_failing_content(world: KubeWorld) -> None:
+    world.basic(on_failure="hold")
+    world.commit()
+    world.apply()
+    world.emulator.pod_behavior = lambda template: "CrashLoopBackOff"
+    world.write("strategies/gepetto.py", STRATEGY_V2)
+    world.commit()
+    assert world.apply().result == "failed"
+    assert world.configmap("gepetto-code")["data"]["gepetto.py"] == STRATEGY_V2  # type: ignore
+
+
+def test_a_hand_edit_is_restored_and_counted_without_a_rollout(world: KubeWorld) -> None:
+    world.basic()
+    world.commit()
+    world.apply()
+    generation = _generation(world)
+    edited = world.configmap("gepetto-code")
+    assert edited is not None
+    edited["data"]["gepetto.py"] = "print('hot fix')\n"
+    world.emulator.put("configmaps", edited)
+    drifted: list[str] = []
+    outcome = world.apply(Hooks(drift=drifted.append))
+    assert outcome.result == "changed"
+    assert drifted == ["Strategy"]
+    assert world.configmap("gepetto-code")["data"]["gepetto.py"] == STRATEGY_V1  # type: ignore
+    assert _generation(world) == generation, "the pods already run this content"
+
+
+def test_undeclared_objects_are_deleted_only_when_the_target_says_prune(
+        world: KubeWorld) -> None:
+    world.basic()
+    world.commit()
+    world.apply()
+    world.remove("config/settings.yaml")
+    world.commit("drop the config")
+    assert world.apply().result == "converged"
+    assert world.configmap("gepetto-settings") is not None, "prune is off: left alone"
+    world.write("targets.yaml", target_doc("cluster-a", NAMESPACE, prune=True))
+    world.commit("prune")
+    outcome = world.apply()
+    assert outcome.result == "changed", outcome.message
+    assert world.configmap("gepetto-settings") is None
+    assert world.configmap("gepetto-code") is not None
+    # A key no longer declared in a ConfigMap that stays: only that key goes.
+    world.write("strategies/gepetto.yaml", strategy_doc(["cluster-a"], key="strategy.py"))
+    world.commit("rename the key")
+    assert world.apply().result == "changed"
+    assert world.configmap("gepetto-code")["data"] == {"strategy.py": STRATEGY_V1}  # type: ignore
+
+
+def test_plan_shows_configmap_diffs_and_never_reads_secrets(world: KubeWorld) -> None:
+    world.basic()
+    world.commit()
+    world.apply()
+    world.emulator.put("secrets", {"metadata": {"name": "provider", "namespace": NAMESPACE},
+                                   "data": {"token": "aHVudGVyMg=="}})
+    world.write("strategies/gepetto.py", STRATEGY_V2)
+    world.commit()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(world.root)}
+    done = subprocess.run([sys.executable, "-m", "reconciler", "plan", "--config",
+                           str(world.config)], capture_output=True, text=True, env=env,
+                          cwd=world.root, check=False, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "~ Strategy gepetto: update ConfigMap gepetto-code key gepetto.py" in done.stdout
+    assert "-    return sorted(candidates)[:3]" in done.stdout
+    assert "+    return sorted(candidates)[:4]" in done.stdout
+    assert f"namespace {NAMESPACE}" in done.stdout
+    assert "aHVudGVyMg" not in done.stdout and "hunter2" not in done.stdout
+    assert not [k for k in world.emulator.counters.by_kind if k[1].startswith("secrets")]
+
+
+def test_one_daemon_drives_several_clusters(tmp_path: Path, world: KubeWorld) -> None:
+    with RunningCluster() as second:
+        config = json.loads(world.kubeconfig.read_text())
+        config["clusters"].append({"name": "east", "cluster": {"server": second.url}})
+        config["contexts"].append({"name": "east", "context": {"cluster": "east",
+                                                               "user": "tester"}})
+        world.kubeconfig.write_text(json.dumps(config))
+        world.basic()
+        second.emulator.namespaces.add(NAMESPACE)
+        second.emulator.put("deployments", deployment("gepetto"))
+        world.write("targets.yaml", target_doc("cluster-a", NAMESPACE) + "\n---\n"
+                    + target_doc("cluster-b", NAMESPACE, context="east"))
+        world.write("strategies/gepetto.yaml", strategy_doc(["cluster-a", "cluster-b"]))
+        world.commit()
+        outcome = world.apply()
+        assert outcome.result == "changed", outcome.message
+        assert second.emulator.get("configmaps", NAMESPACE, "gepetto-code")["data"] == \
+            {"gepetto.py": STRATEGY_V1}
+        assert world.configmap("gepetto-code") is not None
+

@@ -1,0 +1,160 @@
+"""A Kubernetes fleet for tests: a git repository declaring targets on the emulated API
+server, settings pointing at it, and one reconcile pass at a time through the real code."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from reconciler.runtime.daemon import PassOutcome, reconcile_once
+from reconciler.runtime.executor import Hooks
+from reconciler.runtime.journal import Journal
+from reconciler.settings import Settings, load_settings
+from tests.conftest import git
+from tests.kube.emulator import RunningCluster
+
+NAMESPACE = "ml"
+STRATEGY_V1 = '''"""Picks the chutes to run."""
+
+
+def select_chutes(candidates):
+    return sorted(candidates)[:3]
+'''
+STRATEGY_V2 = STRATEGY_V1.replace("[:3]", "[:4]")
+MODEL_V1 = b"policy weights v1\n" * 64
+MODEL_V2 = b"policy weights v2\n" * 64
+
+
+def target_doc(name: str, namespace: str, context: str = "kmock", **extra: Any) -> str:
+    spec = {"kubernetes": {"context": context, "namespace": namespace}, **extra}
+    return json.dumps({"apiVersion": "reconciler/v1", "kind": "Target",
+                       "metadata": {"name": name}, "spec": spec})
+
+
+def strategy_doc(targets: list[str], *, key: str = "gepetto.py", soak: str | None = None,
+                 on_failure: str = "rollback", restart: bool = True) -> str:
+    spec: dict[str, Any] = {
+        "source": "strategies/gepetto.py", "entrypoint": "select_chutes", "targets": targets,
+        "deliver": {"configMap": {"name": "gepetto-code", "key": key}},
+        "onFailure": on_failure}
+    if restart:
+        spec["restart"] = {"deployment": "gepetto", "timeout": "3s"}
+    if soak:
+        spec["health"] = {"soak": soak}
+    return json.dumps({"apiVersion": "reconciler/v1", "kind": "Strategy",
+                       "metadata": {"name": "gepetto"}, "spec": spec})
+
+
+def config_doc(targets: list[str], data: dict[str, Any], name: str = "gepetto-settings"
+               ) -> str:
+    return json.dumps({"apiVersion": "reconciler/v1", "kind": "Config",
+                       "metadata": {"name": name},
+                       "spec": {"targets": targets, "format": "json", "data": data,
+                                "deliver": {"configMap": {"name": name,
+                                                          "key": "settings.json"}}}})
+
+
+def model_doc(targets: list[str], artifact: str, content: bytes, **extra: Any) -> str:
+    spec = {"targets": targets,
+            "artifact": {"uri": artifact, "sha256": hashlib.sha256(content).hexdigest(),
+                         "format": "file"},
+            "pointer": {"configMap": {"name": "canonical-models", "key": "connect4-policy"}},
+            **extra}
+    return json.dumps({"apiVersion": "reconciler/v1", "kind": "Model",
+                       "metadata": {"name": "connect4-policy"}, "spec": spec})
+
+
+def deployment(name: str, namespace: str = NAMESPACE, replicas: int = 2) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": namespace},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": "main",
+                                                           "image": "runner:1"}]}}}}
+
+
+@dataclass
+class KubeWorld:
+    """The repository, the settings file and the cluster; ``apply()`` runs one pass."""
+
+    root: Path
+    cluster: RunningCluster
+    settings_extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.repo = self.root / "repo"
+        self.folder = self.repo / "desired-state"
+        self.folder.mkdir(parents=True)
+        git(self.repo, "init", "-q", "-b", "main")
+        self.kubeconfig = self.cluster.kubeconfig(self.root / "kubeconfig",
+                                                  {"kmock": NAMESPACE, "other": "other"})
+        self.state = self.root / "state"
+        self.write_settings()
+
+    @property
+    def emulator(self) -> Any:
+        return self.cluster.emulator
+
+    def write_settings(self, **extra: Any) -> None:
+        self.settings_extra.update(extra)
+        content = {"repo": str(self.repo), "stateDir": str(self.state), "listen": "",
+                   "kubernetes": {"kubeconfig": str(self.kubeconfig),
+                                  "pollInterval": "50ms", "requestTimeout": "2s"},
+                   **self.settings_extra}
+        self.config = self.root / "reconciler.yaml"
+        self.config.write_text(json.dumps(content))
+
+    def write(self, relative: str, content: str | bytes) -> None:
+        path = self.folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+
+    def remove(self, relative: str) -> None:
+        (self.folder / relative).unlink()
+
+    def commit(self, message: str = "change") -> str:
+        git(self.repo, "add", "-A")
+        git(self.repo, "commit", "-q", "--allow-empty", "-m", message)
+        return git(self.repo, "rev-parse", "HEAD")
+
+    def settings(self) -> Settings:
+        return load_settings(self.config, {})
+
+    def apply(self, hooks: Hooks | None = None,
+              stop: threading.Event | None = None) -> PassOutcome:
+        settings = self.settings()
+        journal = Journal(settings.journal_path)
+        try:
+            return reconcile_once(settings, journal, stop or threading.Event(), hooks=hooks)
+        finally:
+            journal.close()
+
+    def journal(self) -> Journal:
+        return Journal(self.settings().journal_path)
+
+    def configmap(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
+        return self.emulator.get("configmaps", namespace, name)  # type: ignore[no-any-return]
+
+    def requests(self) -> int:
+        return self.emulator.counters.total()  # type: ignore[no-any-return]
+
+    def basic(self, *, soak: str | None = None, on_failure: str = "rollback",
+              prune: bool = False) -> None:
+        """One target, a strategy and a config restarting deployment gepetto, a model."""
+        self.write("targets.yaml", target_doc("cluster-a", NAMESPACE, prune=prune)
+                   if prune else target_doc("cluster-a", NAMESPACE))
+        self.write("strategies/gepetto.py", STRATEGY_V1)
+        self.write("strategies/gepetto.yaml", strategy_doc(["cluster-a"], soak=soak,
+                                                           on_failure=on_failure))
+        self.write("config/settings.yaml", config_doc(["cluster-a"], {"threshold": 0.5}))
+        self.write("models/policy.bin", MODEL_V1)
+        self.write("models/connect4.yaml", model_doc(["cluster-a"], "models/policy.bin",
+                                                     MODEL_V1))
+        self.emulator.namespaces.add(NAMESPACE)
+        self.emulator.put("deployments", deployment("gepetto"))
