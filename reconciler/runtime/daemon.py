@@ -205,6 +205,7 @@ class Daemon:
             return None
         from reconciler.kube.lease import LeaseElector  # only where a Lease is configured
         elector = LeaseElector(self._connections().get(election.context), election)
+        print(f"leader election: {elector.shown} as {elector.identity}", flush=True)
         return Leadership(elector, election.lease_seconds, self._stop,
                           on_gained=self._gained, on_lost=self._lost)
 
