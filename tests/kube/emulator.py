@@ -198,6 +198,8 @@ class ClusterEmulator(KubernetesEmulator):
         last = copy.deepcopy(self.objects[key].raw)
         self.objects[key].delete()
         next(self._versions)
+        if plural == "namespaces":
+            self.namespaces.discard(name)
         if plural == "jobs":
             for pod in self._list("pods", namespace):
                 if pod["metadata"].get("labels", {}).get("job-name") == name:
@@ -362,6 +364,11 @@ class ClusterEmulator(KubernetesEmulator):
             body.setdefault("metadata", {})["namespace"] = namespace
             body["metadata"].pop("resourceVersion", None)
             stored = self._write(plural, body, created=True)
+            if plural == "namespaces":
+                self.namespaces.add(name)
+            if plural == "deployments":
+                self._drive_deployment(stored)
+                stored = self._read(plural, namespace, name) or stored
             if plural == "jobs":
                 self._start_job(stored)
                 stored = self._read(plural, namespace, name) or stored

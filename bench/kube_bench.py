@@ -1,0 +1,141 @@
+"""A Kubernetes target against kmock's emulator (tests/kube/emulator.py) over real HTTP.
+
+Measures, with the real ``kubernetes`` client:
+
+- requests per no-op pass at 200 managed objects. Anchor: what a reconciler that reads
+  each object (one GET per ConfigMap) would send. Target: at most 2 requests, nothing
+  re-sent (no PATCH);
+- pass time at 10, 100 and 1,000 objects: the first (converging) pass and a no-op pass.
+  Anchor, measured in the same run: one bare LIST of the same ConfigMaps with the same
+  client (what observing them costs at the least). The no-op pass is reported as a ratio
+  to it; target: a no-op pass within 10x a bare LIST plus the fixed cost of a pass at 10
+  objects (git fetch, load, plan), i.e. it must not grow with requests per object.
+
+Run: ``.venv/bin/python bench/kube_bench.py [--sizes 10,100,1000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from report import finish
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kubernetes import client, config  # noqa: E402
+
+from reconciler.runtime.daemon import reconcile_once  # noqa: E402
+from reconciler.runtime.journal import Journal  # noqa: E402
+from reconciler.settings import load_settings  # noqa: E402
+from tests.conftest import git  # noqa: E402
+from tests.kube.emulator import RunningCluster  # noqa: E402
+
+NAMESPACE = "bench"
+
+
+def _desired(folder: Path, objects: int) -> None:
+    folder.mkdir(parents=True)
+    (folder / "targets.yaml").write_text(json.dumps({
+        "apiVersion": "reconciler/v1", "kind": "Target", "metadata": {"name": "cluster"},
+        "spec": {"kubernetes": {"context": "kmock", "namespace": NAMESPACE}}}))
+    documents = []
+    for index in range(objects):
+        documents.append(json.dumps({
+            "apiVersion": "reconciler/v1", "kind": "Config",
+            "metadata": {"name": f"settings-{index:04d}"},
+            "spec": {"targets": ["cluster"], "format": "json",
+                     "data": {"index": index, "threshold": 0.5, "budget": {"calls": 10}},
+                     "deliver": {"configMap": {"name": f"settings-{index:04d}",
+                                               "key": "settings.json"}}}}))
+    (folder / "configs.yaml").write_text("\n---\n".join(documents))
+
+
+def _one_size(objects: int, root: Path) -> dict[str, Any]:
+    with RunningCluster() as cluster:
+        cluster.emulator.namespaces.add(NAMESPACE)
+        kubeconfig = cluster.kubeconfig(root / "kubeconfig", {"kmock": NAMESPACE})
+        repo = root / "repo"
+        repo.mkdir()
+        git(repo, "init", "-q", "-b", "main")
+        _desired(repo / "desired-state", objects)
+        git(repo, "add", "-A")
+        git(repo, "commit", "-q", "-m", "bench")
+        settings_file = root / "reconciler.yaml"
+        settings_file.write_text(json.dumps({
+            "repo": str(repo), "stateDir": str(root / "state"), "listen": "",
+            "kubernetes": {"kubeconfig": str(kubeconfig)}}))
+        settings = load_settings(settings_file, {})
+        journal = Journal(settings.journal_path)
+
+        def one_pass() -> tuple[float, str, dict[tuple[str, str], int]]:
+            before = dict(cluster.emulator.counters.by_kind)
+            started = time.perf_counter()
+            outcome = reconcile_once(settings, journal, threading.Event())
+            seconds = time.perf_counter() - started
+            spent = {k: v - before.get(k, 0) for k, v in cluster.emulator.counters.by_kind.items()
+                     if v != before.get(k, 0)}
+            return seconds, outcome.result, spent
+
+        first_seconds, first_result, _ = one_pass()
+        assert first_result == "changed", first_result
+        noop = [one_pass() for _ in range(5)]
+        assert all(result == "converged" for _, result, _ in noop)
+        noop_seconds = sorted(s for s, _, _ in noop)[len(noop) // 2]
+        core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig), context="kmock"))
+        lists = []
+        for _ in range(5):
+            started = time.perf_counter()
+            listed = core.list_namespaced_config_map(NAMESPACE)
+            lists.append(time.perf_counter() - started)
+        assert len(listed.items) == objects
+        per_object_gets = 0
+        before = cluster.emulator.counters.total()
+        started = time.perf_counter()
+        for item in listed.items:
+            core.read_namespaced_config_map(item.metadata.name, NAMESPACE)
+        per_object_seconds = time.perf_counter() - started
+        per_object_gets = cluster.emulator.counters.total() - before
+        journal.close()
+        bare_list = sorted(lists)[len(lists) // 2]
+        return {"objects": objects, "first_pass_s": round(first_seconds, 3),
+                "noop_pass_s": round(noop_seconds, 4), "bare_list_s": round(bare_list, 4),
+                "noop_over_bare_list": round(noop_seconds / bare_list, 1),
+                "noop_requests": noop[-1][2],
+                "anchor_get_each_requests": per_object_gets,
+                "anchor_get_each_s": round(per_object_seconds, 3)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10,100,200,1000")
+    sizes = [int(s) for s in parser.parse_args().sizes.split(",")]
+    results = {}
+    for size in sizes:
+        with tempfile.TemporaryDirectory(prefix="kube-bench-") as scratch:
+            results[str(size)] = _one_size(size, Path(scratch))
+    checks = {}
+    if "200" in results:
+        at_200 = results["200"]
+        requests = sum(at_200["noop_requests"].values())
+        at_200["noop_requests_total"] = requests
+        at_200["fewer_requests_than_get_each"] = round(
+            at_200["anchor_get_each_requests"] / max(requests, 1), 1)
+        checks["no-op pass at 200 objects: at most 2 requests, nothing re-sent"] = \
+            requests <= 2 and not any(k[0] != "GET" for k in at_200["noop_requests"])
+    for size, row in results.items():
+        row["noop_requests"] = {f"{m} {r}": n for (m, r), n in row["noop_requests"].items()}
+        smallest = results[str(min(sizes))]
+        checks[f"no-op pass at {size} objects within 10x (bare LIST + fixed pass cost)"] = \
+            row["noop_pass_s"] <= 10 * (row["bare_list_s"] + smallest["noop_pass_s"])
+    return finish(results, checks)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
