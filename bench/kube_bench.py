@@ -29,13 +29,13 @@ from report import finish
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kubernetes import client, config  # noqa: E402
+from kubernetes import client, config
 
-from reconciler.runtime.daemon import reconcile_once  # noqa: E402
-from reconciler.runtime.journal import Journal  # noqa: E402
-from reconciler.settings import load_settings  # noqa: E402
-from tests.conftest import git  # noqa: E402
-from tests.kube.emulator import RunningCluster  # noqa: E402
+from reconciler.runtime.daemon import reconcile_once
+from reconciler.runtime.journal import Journal
+from reconciler.settings import load_settings
+from tests.conftest import git
+from tests.kube.emulator import RunningCluster
 
 NAMESPACE = "bench"
 

@@ -208,3 +208,21 @@ def test_one_daemon_drives_several_clusters(tmp_path: Path, world: KubeWorld) ->
             {"gepetto.py": STRATEGY_V1}
         assert world.configmap("gepetto-code") is not None
 
+
+
+def test_status_names_the_failing_pod_and_its_reason(world: KubeWorld) -> None:
+    world.basic()
+    world.commit()
+    world.apply()
+    world.emulator.pod_behavior = lambda template: "CrashLoopBackOff" if template[
+        "metadata"].get("annotations", {}).get(STRATEGY_ANNOTATION) == V2_DIGEST else "Ready"
+    world.write("strategies/gepetto.py", STRATEGY_V2)
+    world.commit()
+    world.apply()
+    done = subprocess.run([sys.executable, "-m", "reconciler", "status", "--config",
+                           str(world.config)], capture_output=True, text=True,
+                          cwd=world.root, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    print(done.stdout)
+    line = next(x for x in done.stdout.splitlines() if "RolledBack" in x)
+    assert "gepetto" in line and "CrashLoopBackOff" in line and "pod gepetto-" in line
