@@ -316,11 +316,17 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
     progress.finish()
     digest = artifact.name
     journal = Journal(settings.journal_path)
+    stop = threading.Event()
+    jobs = None
+    if settings.gauntlet_job is not None:
+        from reconciler.kube.jobs import GauntletJobs  # only where gauntlets run as Jobs
+        jobs = GauntletJobs(clusters(settings), settings.gauntlet_job, stop)
     try:
         if args.retry:
             journal.forget_gates(model.name, digest)
-        verdict = GauntletRunner(journal, settings.store_dir, progress=_progress_line).evaluate(
-            model, desired, digest, artifact)
+        verdict = GauntletRunner(journal, settings.store_dir, progress=_progress_line,
+                                 jobs=jobs).evaluate(model, desired, digest, artifact,
+                                                     candidate_uri=uri)
     finally:
         journal.close()
     print(f"{'PASS' if verdict.passed else 'FAIL'}  {model.name} sha256:{digest} "

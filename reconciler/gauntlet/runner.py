@@ -85,8 +85,10 @@ class GauntletRunner:
             return None
         return prior, self._store / "sha256" / prior
 
-    def evaluate(self, model: Model, desired: Desired, digest: str,
-                 artifact: Path) -> Verdict:
+    def evaluate(self, model: Model, desired: Desired, digest: str, artifact: Path,
+                 candidate_uri: str | None = None) -> Verdict:
+        """``candidate_uri``: where a gauntlet Job fetches the candidate (default the
+        Model's own artifact URI; ``gauntlet --artifact`` passes its own)."""
         assert model.gauntlet is not None
         gauntlet = desired.gauntlets[model.gauntlet]
         previous = self._previous(model, digest)
@@ -105,8 +107,8 @@ class GauntletRunner:
         if "metrics" in gauntlet.spec:
             evidence = self._metrics(gauntlet, artifact)
         elif gauntlet.spec.get("runIn") == "job":
-            evidence = self._job(model, gauntlet, desired, digest,
-                                 previous[0] if previous else None)
+            evidence = self._job(candidate_uri or model.artifact.uri, model, gauntlet, desired,
+                                 digest, previous[0] if previous else None)
         else:
             evidence = self._match(gauntlet, desired, artifact,
                                    previous[1] if previous else None)
@@ -150,15 +152,15 @@ class GauntletRunner:
             return self._stream([sys.executable, "-m", "reconciler.gauntlet.worker",
                                  str(scratch / "job.json")], scratch, timeout, gauntlet)
 
-    def _job(self, model: Model, gauntlet: Gauntlet, desired: Desired, digest: str,
-             previous: str | None) -> dict[str, Any]:
+    def _job(self, candidate_uri: str, model: Model, gauntlet: Gauntlet, desired: Desired,
+             digest: str, previous: str | None) -> dict[str, Any]:
         """The same worker request, with artifacts as URIs the Job fetches and verifies."""
         if self._jobs is None:
             return {"passed": False, "reason": "GauntletError",
                     "error": f"gauntlet {gauntlet.name} has runIn: job, but the settings "
                     "have no gauntletJob (namespace, image)"}
         sources: dict[str, tuple[str, tuple[str, str] | None]] = {
-            "candidate": (digest, (model.artifact.uri, model.artifact.format))}
+            "candidate": (digest, (candidate_uri, model.artifact.format))}
         if previous is not None:
             sources["previous"] = (previous, self._journal.artifact_source(previous))
         request: dict[str, Any] = {"spec": dict(gauntlet.spec), "previous": None}

@@ -376,9 +376,12 @@ class Daemon:
             print(f"reload refused, keeping the running settings:\n{error}", flush=True)
             self._notify.status("reload refused: settings invalid")
             return settings
-        if (fresh.fleet_root, fresh.state_dir, fresh.listen) != \
-                (settings.fleet_root, settings.state_dir, settings.listen):
-            print("reload refused: fleetRoot, stateDir and listen need a restart", flush=True)
+        if (fresh.fleet_root, fresh.state_dir, fresh.listen, fresh.kube,
+                fresh.leader_election) != (settings.fleet_root, settings.state_dir,
+                                           settings.listen, settings.kube,
+                                           settings.leader_election):
+            print("reload refused: fleetRoot, stateDir, listen, kubernetes and "
+                  "leaderElection need a restart", flush=True)
             return settings
         print("settings reloaded", flush=True)
         return fresh

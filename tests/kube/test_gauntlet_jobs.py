@@ -141,3 +141,28 @@ def test_the_job_container_entry_point_fetches_verifies_and_plays(tmp_path: Path
                               timeout=300, check=False)
     assert tampered.returncode == 2
     assert "error" in json.loads(tampered.stdout.strip().splitlines()[-1])["event"]
+
+
+def test_a_pr_check_runs_the_job_on_the_artifact_it_names(world: KubeWorld,
+                                                          tmp_path: Path) -> None:
+    _setup(world, tmp_path)
+    candidate = tmp_path / "published" / "candidate.bin"
+    candidate.write_bytes(b"a new candidate\n")
+    requests: list[dict[str, Any]] = []
+
+    def behave(job: dict[str, Any]) -> tuple[str, str]:
+        env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        requests.append(json.loads(env[0]["value"]))
+        return "Complete", json.dumps(RESULT) + "\n"
+
+    world.emulator.job_behavior = behave
+    done = subprocess.run([sys.executable, "-m", "reconciler", "gauntlet", "connect4-policy",
+                           "--artifact", f"file://{candidate}", "--config", str(world.config)],
+                          capture_output=True, text=True, cwd=world.root, check=False,
+                          timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.startswith("PASS  connect4-policy")
+    [request] = requests
+    assert request["candidate"]["uri"] == f"file://{candidate}"
+    assert request["candidate"]["sha256"] == hashlib.sha256(candidate.read_bytes()).hexdigest()
+    assert _pointer(world) is None, "a PR check never flips"
