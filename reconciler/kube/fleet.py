@@ -10,6 +10,7 @@ written by other managers are left alone.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import json
@@ -55,7 +56,7 @@ def pointer_value(digest: str, uri: str, revision: str, now: float) -> str:
 class LiveConfigMap:
     name: str
     resource_version: str
-    data: Mapping[str, str]
+    data: Mapping[str, bytes]  # ``data`` as UTF-8 and ``binaryData`` decoded, by key
     managed_keys: frozenset[str]  # keys we applied (our annotation); empty if not ours
 
 
@@ -66,16 +67,27 @@ def _live(item: Any, target: Target) -> LiveConfigMap:
         labels.get(TARGET_LABEL) == target.name
     keys = frozenset(filter(None, annotations.get(KEYS_ANNOTATION, "").split(","))) \
         if ours else frozenset()
-    return LiveConfigMap(meta.name, meta.resource_version, dict(item.data or {}), keys)
+    data = {key: value.encode() for key, value in (item.data or {}).items()}
+    data.update((key, base64.b64decode(value))
+                for key, value in (item.binary_data or {}).items())
+    return LiveConfigMap(meta.name, meta.resource_version, data, keys)
 
 
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
+def _split(data: Mapping[str, bytes]) -> dict[str, dict[str, str]]:
+    """UTF-8 text as ``data``, anything else as base64 ``binaryData``."""
+    split: dict[str, dict[str, str]] = {"data": {}, "binaryData": {}}
+    for key, value in data.items():
+        try:
+            split["data"][key] = value.decode("utf-8")
+        except UnicodeDecodeError:
+            split["binaryData"][key] = base64.b64encode(value).decode()
+    return {field: values for field, values in split.items() if values}
 
 
-def parse_pointer(path: str, raw: str | None) -> ObservedPointer:
-    if raw is None:
+def parse_pointer(path: str, content: bytes | None) -> ObservedPointer:
+    if content is None:
         return ObservedPointer(path, None, None)
+    raw = content.decode(errors="replace")
     try:
         value = json.loads(raw)
         digest = value["sha256"] if isinstance(value, dict) else None
@@ -118,15 +130,16 @@ class KubernetesFleet:
                                   transient=error.reason in ("ApiUnavailable", "ApiUnreachable"))
         self._live[target.name] = live
 
-        def value(path: str) -> str | None:
+        def value(path: str) -> bytes | None:
             name, _, key = path.partition("/")
             found = live.get(name)
             return None if found is None else found.data.get(key)
 
         observed_files = {}
         for path in files:
-            text = value(path)
-            observed_files[path] = ObservedFile(path, None if text is None else _sha256(text))
+            content = value(path)
+            observed_files[path] = ObservedFile(
+                path, None if content is None else hashlib.sha256(content).hexdigest())
         return ObservedTarget(
             target.name, self.location(target), observed_files,
             {path: parse_pointer(path, value(path)) for path in pointers},
@@ -158,8 +171,7 @@ class KubernetesFleet:
         """A key's live content as last observed, for diffs; None when absent."""
         name, _, key = path.partition("/")
         found = self._live.get(target.name, {}).get(name)
-        text = None if found is None else found.data.get(key)
-        return None if text is None else text.encode()
+        return None if found is None else found.data.get(key)
 
     def pointer_version(self, target: Target, name: str) -> str | None:
         found = self._live.get(target.name, {}).get(name)
@@ -175,15 +187,14 @@ class KubernetesFleet:
         a Conflict means someone changed the ConfigMap since we read it.
         """
         name, _, key = path.partition("/")
-        text = None if content is None else content.decode("utf-8")
         for attempt in range(CONFLICT_RETRIES):
             found = self._live.get(target.name, {}).get(name)
             data = {k: found.data[k] for k in found.managed_keys if k in found.data} \
                 if found is not None else {}
-            if text is None:
+            if content is None:
                 data.pop(key, None)
             else:
-                data[key] = text
+                data[key] = content
             try:
                 if not data:
                     self.delete(target, name)
@@ -195,10 +206,12 @@ class KubernetesFleet:
                     raise
                 self._live.setdefault(target.name, {})[name] = self._get(target, name)
 
-    def _apply(self, target: Target, name: str, data: dict[str, str], revision: str,
+    def _apply(self, target: Target, name: str, data: dict[str, bytes], revision: str,
                expect_version: str | None) -> None:
         cluster, namespace = self.cluster(target), self.namespace(target)
-        digest = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        digest = hashlib.sha256(b"".join(
+            hashlib.sha256(key.encode() + b"\0" + data[key]).digest()
+            for key in sorted(data))).hexdigest()
         metadata: dict[str, Any] = {
             "name": name, "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: FIELD_MANAGER, TARGET_LABEL: target.name},
@@ -206,7 +219,7 @@ class KubernetesFleet:
                             KEYS_ANNOTATION: ",".join(sorted(data))}}
         if expect_version is not None:
             metadata["resourceVersion"] = expect_version
-        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": data}
+        body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, **_split(data)}
         applied = cluster.call("patch", "configmaps", namespace,
                                cluster.core().patch_namespaced_config_map, name, namespace,
                                body, field_manager=FIELD_MANAGER, force=True,

@@ -109,4 +109,4 @@ class KubePlace:
         content = self.kube.read(self.target, address_of(model, self.target))
         if content is None:
             return None
-        return parse_pointer("", content.decode()).sha256
+        return parse_pointer("", content).sha256

@@ -56,7 +56,7 @@ RESOURCES = {  # plural -> (group/version, kind, namespaced)
     "leases": ("coordination.k8s.io/v1", "Lease", True),
 }
 # Fields whose ownership server-side apply tracks (enough for what reconciler applies).
-OWNED_MAPS = (("data",), ("metadata", "labels"), ("metadata", "annotations"))
+OWNED_MAPS = (("data",), ("binaryData",), ("metadata", "labels"), ("metadata", "annotations"))
 
 PodBehavior = Callable[[dict[str, Any]], str]  # pod template -> what its pods do
 JobBehavior = Callable[[dict[str, Any]], tuple[str, str]]  # Job -> (Complete|Failed|Hang, log)

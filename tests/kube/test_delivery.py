@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import subprocess
@@ -226,3 +227,25 @@ def test_status_names_the_failing_pod_and_its_reason(world: KubeWorld) -> None:
     print(done.stdout)
     line = next(x for x in done.stdout.splitlines() if "RolledBack" in x)
     assert "gepetto" in line and "CrashLoopBackOff" in line and "pod gepetto-" in line
+
+
+def test_content_that_is_not_utf8_travels_as_binary_data(world: KubeWorld) -> None:
+    world.basic()
+    latin1 = "# -*- coding: latin-1 -*-\nNAME = 'caf\xe9'\n\n\ndef select_chutes(c):\n" \
+             "    return c\n"
+    world.write("strategies/gepetto.py", latin1.encode("latin-1"))
+    world.commit()
+    assert world.apply().result == "changed"
+    stored = world.configmap("gepetto-code")
+    assert stored is not None and "data" not in stored
+    assert base64.b64decode(stored["binaryData"]["gepetto.py"]) == latin1.encode("latin-1")
+    assert world.apply().result == "converged"
+
+
+def test_an_unusable_kubeconfig_is_the_targets_error_not_a_crash(world: KubeWorld) -> None:
+    world.basic()
+    world.write("targets.yaml", target_doc("cluster-a", NAMESPACE, context="nowhere"))
+    world.commit()
+    outcome = world.apply()
+    assert outcome.result == "failed"
+    assert "KubeconfigInvalid" in outcome.message and "context nowhere" in outcome.message
