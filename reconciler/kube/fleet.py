@@ -195,8 +195,9 @@ class KubernetesFleet:
                 data.pop(key, None)
             else:
                 data[key] = content
+            foreign = found is not None and bool(set(found.data) - found.managed_keys)
             try:
-                if not data:
+                if not data and not foreign:  # nothing left in it: the ConfigMap goes
                     self.delete(target, name)
                     return
                 self._apply(target, name, data, revision, expect_version)

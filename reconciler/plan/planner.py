@@ -228,7 +228,7 @@ def observation_request(desired: Desired, target: Target) -> tuple[list[str], li
 
 def _prune(target: Target, seen: ObservedTarget, declared: set[str]) -> list[Action]:
     """ConfigMap keys we wrote that nothing declares any more: deleted only when the
-    Target says ``prune``; a ConfigMap left with none of our keys is deleted whole."""
+    Target says ``prune``; a ConfigMap left with no keys at all is deleted whole."""
     if not target.prune:
         return []
     actions = []
@@ -240,7 +240,7 @@ def _prune(target: Target, seen: ObservedTarget, declared: set[str]) -> list[Act
         for key in stale:
             actions.append(Action(target.name, "ConfigMap", f"{name}/{key}", "delete",
                                   f"ConfigMap {name} key {key}" + (
-                                      " (the last one: the ConfigMap is deleted)"
+                                      " (the last key reconciler manages there)"
                                       if whole and key == stale[-1] else ""),
                                   None, "", ("prune: no longer declared",)))
     return actions

@@ -249,3 +249,18 @@ def test_an_unusable_kubeconfig_is_the_targets_error_not_a_crash(world: KubeWorl
     outcome = world.apply()
     assert outcome.result == "failed"
     assert "KubeconfigInvalid" in outcome.message and "context nowhere" in outcome.message
+
+
+def test_pruning_our_last_key_keeps_a_configmap_that_holds_keys_of_others(
+        world: KubeWorld) -> None:
+    world.basic(prune=True)
+    world.commit()
+    world.apply()
+    shared = world.configmap("gepetto-settings")
+    assert shared is not None
+    shared["data"]["added-by-hand"] = "keep me"
+    world.emulator.put("configmaps", shared)
+    world.remove("config/settings.yaml")
+    world.commit("drop the config")
+    assert world.apply().result == "changed"
+    assert world.configmap("gepetto-settings")["data"] == {"added-by-hand": "keep me"}  # type: ignore
