@@ -30,12 +30,15 @@ class History:
     ``known_good``: digests that were canonical for a model before: returning to one skips
     the gate (never the digest check).
     ``applied``: the digest last applied, so a difference from it is drift, not a change.
+    ``unfinished``: content written whose restart or health check never finished (a crash,
+    an API outage between the steps): live content equal to it is not in sync yet.
     """
 
     applied: Mapping[ObjectKey, str] = field(default_factory=dict)
     failed: Mapping[ObjectKey, tuple[str, str]] = field(default_factory=dict)
     healthy_since: Mapping[ObjectKey, tuple[str, float]] = field(default_factory=dict)
     known_good: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    unfinished: Mapping[ObjectKey, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +143,12 @@ def _gate(action: Action, target: Target, targets: Mapping[str, Target], history
     return action
 
 
+def _unfinished(history: History, key: ObjectKey, want: str, restart: Restart | None,
+                health: Health | None) -> bool:
+    """Written, but its restart or check never finished: do those before calling it done."""
+    return (restart is not None or health is not None) and history.unfinished.get(key) == want
+
+
 def _model_steps(model: Model, history: History) -> list[str]:
     steps = ["verify sha256"]
     if model.artifact.sha256 in history.known_good.get(model.name, frozenset()):
@@ -174,7 +183,13 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
                 location = f"ConfigMap {ref.name} key {ref.key}"
                 current = seen.files[f"{ref.name}/{ref.key}"].sha256
             op: Op = "noop" if current == want else ("create" if current is None else "update")
-            steps = () if op == "noop" else tuple(_follow_up(obj.restart, obj.health))
+            finish = op == "noop" and _unfinished(history, (target.name, obj.kind, obj.name),
+                                                  want, obj.restart, obj.health)
+            if finish:
+                op = "update"
+            steps = () if op == "noop" else tuple(
+                [*(["finish: the last attempt stopped before its restart or health check"]
+                   if finish else []), *_follow_up(obj.restart, obj.health)])
             drift = op != "noop" and history.applied.get((target.name, obj.kind, obj.name)) == want
             action = Action(target.name, obj.kind, obj.name, op, location, current, want, steps,
                             drift)
@@ -194,7 +209,9 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
                 assert ref is not None
                 location, key = f"ConfigMap {ref.name} key {ref.key}", f"{ref.name}/{ref.key}"
             current = seen.pointers[key].sha256
-            op = "noop" if current == want else "flip"
+            op = "noop" if current == want and not _unfinished(
+                history, (target.name, "Model", model.name), want, model.restart,
+                model.health) else "flip"
             action = Action(target.name, "Model", model.name, op, location, current, want,
                             () if op == "noop" else tuple(_model_steps(model, history)),
                             op != "noop" and history.applied.get(

@@ -277,7 +277,11 @@ class Executor:
                                           revision=revision,
                                           detail={**place.restart_detail(restart),
                                                   "undoing": undoing})
-            result = place.restart(action.kind, action.name, restart, digest, revision)
+            try:
+                result = place.restart(action.kind, action.name, restart, digest, revision)
+            except ReconcilerError as error:  # the next pass finishes it (History.unfinished)
+                self._journal.outcome(intent, "failed", {"error": str(error)})
+                raise
             self._journal.outcome(intent, "done" if result.ok else "failed",
                                   {"detail": result.detail, "output": result.output_tail})
             if not result.ok:
@@ -287,8 +291,12 @@ class Executor:
             return CommandResult(True, "no health check declared")
         intent = self._journal.intent("health", action.key, pass_id=pass_id, revision=revision,
                                       detail={"undoing": undoing})
-        result = place.check(action.kind, action.name, restart, health, digest, revision,
-                             self._stop)
+        try:
+            result = place.check(action.kind, action.name, restart, health, digest, revision,
+                                 self._stop)
+        except ReconcilerError as error:
+            self._journal.outcome(intent, "failed", {"error": str(error)})
+            raise
         self._journal.outcome(intent, "done" if result.ok else "failed",
                               {"detail": result.detail})
         if not result.ok:

@@ -321,11 +321,14 @@ class Journal:
 
     def history(self) -> History:
         """What the planner needs to know from the past."""
-        applied, failed, healthy = {}, {}, {}
+        applied, failed, healthy, unfinished = {}, {}, {}, {}
         for row in self.objects():
             key = (row["target"], row["kind"], row["name"])
             if row["applied_digest"]:
                 applied[key] = row["applied_digest"]
+            attempted = row["attempted_digest"]
+            if attempted and attempted not in (row["applied_digest"], row["failed_digest"]):
+                unfinished[key] = attempted
             if row["failed_digest"]:
                 failed[key] = (row["failed_digest"], row["failed_revision"])
             if row["healthy_digest"] and row["healthy_since"]:
@@ -335,7 +338,8 @@ class Journal:
             for model, digest in self._db.execute("SELECT model, digest FROM canonical"):
                 known.setdefault(model, set()).add(digest)
         return History(applied, failed, healthy,
-                       {model: frozenset(digests) for model, digests in known.items()})
+                       {model: frozenset(digests) for model, digests in known.items()},
+                       unfinished)
 
 
 def _event(row: tuple[Any, ...]) -> Event:

@@ -12,6 +12,7 @@ from reconciler.runtime.executor import Hooks
 from tests.kube.world import (
     MODEL_V1,
     MODEL_V2,
+    NAMESPACE,
     STRATEGY_V1,
     KubeWorld,
     model_doc,
@@ -150,3 +151,24 @@ def test_a_missing_namespace_is_a_clear_error(world: KubeWorld) -> None:
     finally:
         journal.close()
     assert "NamespaceNotFound" in reasons
+
+
+def test_an_outage_between_write_and_restart_is_finished_on_the_next_pass(
+        world: KubeWorld) -> None:
+    world.basic()
+    world.commit()
+    assert world.apply().result == "changed"
+    world.write("strategies/gepetto.py", STRATEGY_V1.replace("[:3]", "[:5]"))
+    world.commit()
+    world.emulator.fail("PATCH", "deployments", 503)
+    interrupted = world.apply()
+    assert interrupted.result == "transient", interrupted.message
+    annotation = template_annotation("Strategy", "gepetto")
+    new_digest = hashlib.sha256(STRATEGY_V1.replace("[:3]", "[:5]").encode()).hexdigest()
+    template = world.emulator.get("deployments", NAMESPACE, "gepetto")["spec"]["template"]
+    assert template["metadata"]["annotations"][annotation] != new_digest, "not restarted yet"
+    finished = world.apply()
+    assert finished.result == "changed", "the live content matches, yet the restart is owed"
+    template = world.emulator.get("deployments", NAMESPACE, "gepetto")["spec"]["template"]
+    assert template["metadata"]["annotations"][annotation] == new_digest
+    assert world.apply().result == "converged"

@@ -174,3 +174,31 @@ def test_restarts_and_flips_wait_for_the_window_and_plain_deliveries_do_not() ->
     inside = datetime(2026, 11, 24, 3, 30, tzinfo=berlin).timestamp()
     assert all(a.status == "ready" for a in plan(state, fleet, History(), inside).actions
                if a.target == "staging")
+
+
+def test_content_written_but_never_restarted_is_not_in_sync() -> None:
+    both = {"staging": DIGEST_B, "production": DIGEST_B}
+    models = {"staging": MODEL_V2, "production": MODEL_V2}
+    history = History(applied={("production", "Strategy", "gepetto"): DIGEST_B},
+                      unfinished={("staging", "Strategy", "gepetto"): DIGEST_B,
+                                  ("staging", "Model", "policy"): MODEL_V1})
+    [finish] = plan(desired(), observed(both, models), history, 0.0).changes
+    assert (finish.target, finish.kind, finish.op) == ("staging", "Strategy", "update")
+    assert finish.steps[0].startswith("finish:") and finish.steps[1].startswith("restart:")
+    # The model's unfinished digest is not the one live and declared: nothing owed there.
+
+
+def test_an_unfinished_pointer_flip_is_flipped_again() -> None:
+    history = History(unfinished={("staging", "Model", "policy"): MODEL_V2})
+    model = desired()
+    restarted = Desired(model.revision, model.targets, model.strategies, model.configs,
+                        {"policy": _doc("Model", "policy", {
+                            "targets": ["staging"], "artifact": {"uri": "m.pt",
+                                                                 "sha256": MODEL_V2},
+                            "pointer": {"path": "models/canonical.pt"},
+                            "restart": {"command": ["true"]}})},
+                        {}, {}, model.content_digests, model.read_content, model.read_file)
+    fleet = observed({"staging": DIGEST_B, "production": DIGEST_B},
+                     {"staging": MODEL_V2, "production": MODEL_V2})
+    changes = plan(restarted, fleet, history, 0.0).changes
+    assert [(a.target, a.kind, a.op) for a in changes] == [("staging", "Model", "flip")]
