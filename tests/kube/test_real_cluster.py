@@ -30,7 +30,7 @@ from reconciler.kube.lease import LeaseElector
 from reconciler.runtime.daemon import PassOutcome, reconcile_once
 from reconciler.runtime.journal import Journal
 from reconciler.settings import KubeSettings, LeaderElection, load_settings
-from tests.conftest import git
+from tests.conftest import Repo, git
 from tests.kube.world import (
     MODEL_V1,
     STRATEGY_V1,
@@ -62,6 +62,7 @@ class Real:
         self.folder = self.repo / "desired-state"
         self.folder.mkdir(parents=True)
         git(self.repo, "init", "-q", "-b", "main")
+        self.git = Repo(self.repo)
         self.config = root / "reconciler.yaml"
         self.config.write_text(json.dumps({
             "repo": str(self.repo), "stateDir": str(root / "state"), "listen": "",
@@ -71,13 +72,10 @@ class Real:
         self.core.delete_namespace(self.namespace)
 
     def write(self, relative: str, content: str | bytes) -> None:
-        path = self.folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        self.git.write(relative, content)
 
     def commit(self) -> None:
-        git(self.repo, "add", "-A")
-        git(self.repo, "commit", "-q", "--allow-empty", "-m", "change")
+        self.git.commit("change")
 
     def apply(self) -> PassOutcome:
         settings = load_settings(self.config, {})

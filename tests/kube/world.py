@@ -14,7 +14,7 @@ from reconciler.runtime.daemon import PassOutcome, reconcile_once
 from reconciler.runtime.executor import Hooks
 from reconciler.runtime.journal import Journal
 from reconciler.settings import Settings, load_settings
-from tests.conftest import git
+from tests.conftest import Repo, git
 from tests.kube.emulator import RunningCluster
 
 NAMESPACE = "ml"
@@ -89,6 +89,7 @@ class KubeWorld:
         self.folder = self.repo / "desired-state"
         self.folder.mkdir(parents=True)
         git(self.repo, "init", "-q", "-b", "main")
+        self.git = Repo(self.repo)
         self.kubeconfig = self.cluster.kubeconfig(self.root / "kubeconfig",
                                                   {"kmock": NAMESPACE, "other": "other"})
         self.state = self.root / "state"
@@ -108,20 +109,13 @@ class KubeWorld:
         self.config.write_text(json.dumps(content))
 
     def write(self, relative: str, content: str | bytes) -> None:
-        path = self.folder / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(content, bytes):
-            path.write_bytes(content)
-        else:
-            path.write_text(content)
+        self.git.write(relative, content)
 
     def remove(self, relative: str) -> None:
         (self.folder / relative).unlink()
 
     def commit(self, message: str = "change") -> str:
-        git(self.repo, "add", "-A")
-        git(self.repo, "commit", "-q", "--allow-empty", "-m", message)
-        return git(self.repo, "rev-parse", "HEAD")
+        return self.git.commit(message)
 
     def settings(self) -> Settings:
         return load_settings(self.config, {})
