@@ -172,3 +172,17 @@ def test_an_outage_between_write_and_restart_is_finished_on_the_next_pass(
     template = world.emulator.get("deployments", NAMESPACE, "gepetto")["spec"]["template"]
     assert template["metadata"]["annotations"][annotation] == new_digest
     assert world.apply().result == "converged"
+
+
+def test_content_the_api_rejects_is_stalled_and_the_last_good_content_stays(
+        world: KubeWorld) -> None:
+    world.basic()
+    world.commit()
+    assert world.apply().result == "changed"
+    world.write("strategies/gepetto.py", STRATEGY_V1 + "#" * (1024 * 1024) + "\n")
+    world.commit("too large for a ConfigMap")
+    outcome = world.apply()
+    assert outcome.result == "failed"
+    # A real API server says 422 "Too long"; the emulator's HTTP layer 413: both refusals.
+    assert "ApiRejected: the API refused to patch configmaps" in outcome.message
+    assert world.configmap("gepetto-code")["data"] == {"gepetto.py": STRATEGY_V1}  # type: ignore
