@@ -26,11 +26,13 @@ DEFAULT_LISTEN = "127.0.0.1:9464"
 @dataclass(frozen=True, slots=True)
 class KubeSettings:
     """How to reach clusters: ``kubeconfig`` (else $KUBECONFIG, ~/.kube/config, or the
-    in-cluster service account), a timeout per API request, how often rollouts are read."""
+    in-cluster service account), a timeout per API request, how often rollouts are read,
+    whether the daemon watches the ConfigMaps it manages."""
 
     kubeconfig: Path | None = None
     request_timeout_seconds: float = 30.0
     poll_seconds: float = 2.0
+    watch: bool = True  # the daemon watches managed ConfigMaps and heals drift at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +187,8 @@ def _kube(content: dict[str, Any], base: Path) -> KubeSettings:
     return KubeSettings(
         base / content["kubeconfig"] if "kubeconfig" in content else None,
         parse_duration(content.get("requestTimeout", "30s")),
-        parse_duration(content.get("pollInterval", "2s")))
+        parse_duration(content.get("pollInterval", "2s")),
+        bool(content.get("watch", True)))
 
 
 def _leader_election(content: dict[str, Any] | None) -> LeaderElection | None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import urllib3
-from kubernetes import client, config
+from kubernetes import client, config, watch
 
 from reconciler.errors import ReconcilerError, StalledError, TransientError
 from reconciler.settings import KubeSettings
@@ -35,6 +35,12 @@ class Conflict(ReconcilerError):
 
 class NotFound(ReconcilerError):
     reason = "NotFound"
+
+
+class Expired(ReconcilerError):
+    """410: a watch's resourceVersion is too old; list again."""
+
+    reason = "Expired"
 
 
 def _status_message(error: client.ApiException) -> tuple[str, dict[str, Any]]:
@@ -104,38 +110,53 @@ class Cluster:
              *args: Any, **kwargs: Any) -> Any:
         """``function(*args, **kwargs)`` with a request timeout; failures become typed.
         The result is the client's model, used as Any: its every field is Optional."""
-        where = f"{resource} in namespace {namespace!r} ({self.shown})"
         try:
             return function(*args, _request_timeout=self.timeout, **kwargs)
-        except client.ApiException as error:
-            message, details = _status_message(error)
-            status = error.status or 0
-            if status == 403:
-                raise StalledError(
-                    f"the API refused to {verb} {where}: {message}; grant verb {verb!r} on "
-                    f"resource {resource!r} in the reconciler's Role", reason="Forbidden"
-                ) from None
-            if status == 401:
-                raise StalledError(f"the API did not accept our credentials for {where}: "
-                                   f"{message}", reason="Unauthorized") from None
-            if status == 404 and (details.get("kind") == "namespaces"
-                                  or message == f'namespaces "{namespace}" not found'):
-                raise StalledError(f"namespace {namespace!r} does not exist ({self.shown}); "
-                                   "create it, or fix the Target's namespace",
-                                   reason="NamespaceNotFound") from None
-            if status == 404:
-                raise NotFound(f"{verb} {where}: {message}") from None
-            if status == 409:
-                raise Conflict(f"{verb} {where}: {message}") from None
-            if status == 429 or status >= 500:
-                raise TransientError(f"the API failed to {verb} {where}: {status} {message}",
-                                     reason="ApiUnavailable") from None
-            raise StalledError(f"the API refused to {verb} {where}: {status} {message}",
-                               reason="ApiRejected") from None
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise TransientError(f"cannot reach the API to {verb} {where}: "
-                                 f"{type(error).__name__}: {error}",
-                                 reason="ApiUnreachable") from None
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            raise self._typed(error, verb, resource, namespace) from None
+
+    def watch(self, verb: str, resource: str, namespace: str, function: Callable[..., Any],
+              *args: Any, seconds: int, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """The events of a watch that the server ends after ``seconds``; failures typed."""
+        stream = watch.Watch().stream(  # type: ignore[no-untyped-call]
+            function, *args, timeout_seconds=seconds,
+            _request_timeout=seconds + self.timeout, **kwargs)
+        try:
+            yield from stream
+        except (client.ApiException, urllib3.exceptions.HTTPError, OSError) as error:
+            raise self._typed(error, verb, resource, namespace) from None
+
+    def _typed(self, error: Exception, verb: str, resource: str,
+               namespace: str) -> ReconcilerError:
+        where = f"{resource} in namespace {namespace!r} ({self.shown})"
+        if not isinstance(error, client.ApiException):
+            return TransientError(f"cannot reach the API to {verb} {where}: "
+                                  f"{type(error).__name__}: {error}", reason="ApiUnreachable")
+        message, details = _status_message(error)
+        status = error.status or 0
+        if status == 403:
+            return StalledError(
+                f"the API refused to {verb} {where}: {message}; grant verb {verb!r} on "
+                f"resource {resource!r} in the reconciler's Role", reason="Forbidden")
+        if status == 401:
+            return StalledError(f"the API did not accept our credentials for {where}: "
+                                f"{message}", reason="Unauthorized")
+        if status == 404 and (details.get("kind") == "namespaces"
+                              or message == f'namespaces "{namespace}" not found'):
+            return StalledError(f"namespace {namespace!r} does not exist ({self.shown}); "
+                                "create it, or fix the Target's namespace",
+                                reason="NamespaceNotFound")
+        if status == 404:
+            return NotFound(f"{verb} {where}: {message}")
+        if status == 409:
+            return Conflict(f"{verb} {where}: {message}")
+        if status == 410:
+            return Expired(f"{verb} {where}: {message}")
+        if status == 429 or status >= 500:
+            return TransientError(f"the API failed to {verb} {where}: {status} {message}",
+                                  reason="ApiUnavailable")
+        return StalledError(f"the API refused to {verb} {where}: {status} {message}",
+                            reason="ApiRejected")
 
 
 class Clusters:

@@ -60,7 +60,7 @@ class LiveConfigMap:
     managed_keys: frozenset[str]  # keys we applied (our annotation); empty if not ours
 
 
-def _live(item: Any, target: Target) -> LiveConfigMap:
+def live_configmap(item: Any, target: Target) -> LiveConfigMap:
     meta = item.metadata
     labels, annotations = meta.labels or {}, meta.annotations or {}
     ours = labels.get(MANAGED_BY_LABEL) == FIELD_MANAGER and \
@@ -71,6 +71,20 @@ def _live(item: Any, target: Target) -> LiveConfigMap:
     data.update((key, base64.b64decode(value))
                 for key, value in (item.binary_data or {}).items())
     return LiveConfigMap(meta.name, meta.resource_version, data, keys)
+
+
+def content_digest(data: Mapping[str, bytes]) -> str:
+    """The digest of the keys we manage, as annotated on every apply: live data that no
+    longer matches its annotation was changed by someone else."""
+    return hashlib.sha256(b"".join(hashlib.sha256(key.encode() + b"\0" + data[key]).digest()
+                                   for key in sorted(data))).hexdigest()
+
+
+def changed_by_someone_else(item: Any, target: Target) -> bool:
+    found = live_configmap(item, target)
+    ours = {key: found.data[key] for key in found.managed_keys if key in found.data}
+    annotations = item.metadata.annotations or {}
+    return annotations.get(DIGEST_ANNOTATION) != content_digest(ours)
 
 
 def _split(data: Mapping[str, bytes]) -> dict[str, dict[str, str]]:
@@ -153,7 +167,7 @@ class KubernetesFleet:
                               namespace, label_selector=f"{MANAGED_BY_LABEL}={FIELD_MANAGER},"
                               f"{TARGET_LABEL}={target.name}")
         live: dict[str, LiveConfigMap | None] = {
-            item.metadata.name: _live(item, target) for item in listed.items}
+            item.metadata.name: live_configmap(item, target) for item in listed.items}
         for name in sorted(wanted - live.keys()):
             live[name] = self._get(target, name)
         return live
@@ -161,7 +175,7 @@ class KubernetesFleet:
     def _get(self, target: Target, name: str) -> LiveConfigMap | None:
         cluster, namespace = self.cluster(target), self.namespace(target)
         try:
-            return _live(cluster.call("get", "configmaps", namespace,
+            return live_configmap(cluster.call("get", "configmaps", namespace,
                                       cluster.core().read_namespaced_config_map, name,
                                       namespace), target)
         except NotFound:
@@ -210,9 +224,7 @@ class KubernetesFleet:
     def _apply(self, target: Target, name: str, data: dict[str, bytes], revision: str,
                expect_version: str | None) -> None:
         cluster, namespace = self.cluster(target), self.namespace(target)
-        digest = hashlib.sha256(b"".join(
-            hashlib.sha256(key.encode() + b"\0" + data[key]).digest()
-            for key in sorted(data))).hexdigest()
+        digest = content_digest(data)
         metadata: dict[str, Any] = {
             "name": name, "namespace": namespace,
             "labels": {MANAGED_BY_LABEL: FIELD_MANAGER, TARGET_LABEL: target.name},
@@ -225,7 +237,7 @@ class KubernetesFleet:
                                cluster.core().patch_namespaced_config_map, name, namespace,
                                body, field_manager=FIELD_MANAGER, force=True,
                                _content_type=APPLY)
-        self._live.setdefault(target.name, {})[name] = _live(applied, target)
+        self._live.setdefault(target.name, {})[name] = live_configmap(applied, target)
 
     def delete(self, target: Target, name: str) -> None:
         """Delete a ConfigMap we manage, only if it is still the version we last saw."""

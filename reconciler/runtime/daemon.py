@@ -17,13 +17,14 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
 from reconciler.app import clusters, desired_cache, plan_pass
 from reconciler.desired.cache import DesiredCache
+from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError, TransientError
 from reconciler.runtime.backoff import Backoff
@@ -40,6 +41,7 @@ from reconciler.source.location import is_local_path
 
 if TYPE_CHECKING:
     from reconciler.kube.api import Clusters
+    from reconciler.kube.watch import DriftWatch
 
 # A pass that holds the loop longer than this (soaks included) makes /healthz fail.
 STALL_SECONDS = 30 * 60
@@ -54,6 +56,7 @@ class PassOutcome:
     revision: str | None = None
     report: PassReport | None = None
     retry_in: float | None = None  # seconds until a waiting action may run
+    kube_targets: tuple[Target, ...] = ()  # what the daemon watches for drift
 
     def status_line(self) -> str:
         where = f"{self.revision.split('@')[0]}@{self.revision.split(':')[-1][:12]} " \
@@ -91,8 +94,10 @@ def reconcile_once(settings: Settings, journal: Journal, stop: threading.Event, 
         else:
             report = Executor(planned.fleet, journal, stop, hooks=hooks, kube=planned.kube,
                               gauntlet_jobs=jobs).execute(planned, pass_id)
-            outcome = _summarize(report, planned.plan.errors, all(
-                seen.transient for seen in planned.observed.values() if seen.error))
+            outcome = replace(_summarize(report, planned.plan.errors, all(
+                seen.transient for seen in planned.observed.values() if seen.error)),
+                kube_targets=tuple(t for t in planned.desired.targets.values()
+                                   if not t.is_local))
             if report.replan and not stop.is_set():
                 continue
         break
@@ -184,6 +189,7 @@ class Daemon:
         self._pass_stop = threading.Event()
         self._clusters: Clusters | None = None
         self._settings: Settings | None = None
+        self._drift: DriftWatch | None = None
 
     # Signals: set flags and wake the loop; the loop does the work.
 
@@ -216,6 +222,19 @@ class Daemon:
     def _lost(self, why: str) -> None:
         print(f"leader election: lost ({why}); stopping the pass in flight", flush=True)
         self._pass_stop.set()
+        self._wake.set()
+
+    def _watch_for_drift(self, settings: Settings, targets: tuple[Target, ...]) -> None:
+        """Self-heal: a change by someone else to a ConfigMap we manage starts a pass."""
+        if not settings.kube.watch or (self._drift is None and not targets):
+            return
+        if self._drift is None:
+            from reconciler.kube.watch import DriftWatch  # only with Kubernetes targets
+            self._drift = DriftWatch(self._connections(), self._drifted)
+        self._drift.follow(targets)
+
+    def _drifted(self, what: str) -> None:
+        print(f"drift: {what}; reconciling", flush=True)
         self._wake.set()
 
     def _on_reload(self, signum: int, frame: FrameType | None) -> None:
@@ -256,6 +275,8 @@ class Daemon:
             self._loop(settings, journal, server, leadership)
         finally:
             self._notify.stopping("stopping")
+            if self._drift is not None:
+                self._drift.stop()
             if leadership is not None:
                 leadership.stop()
             if server is not None:
@@ -318,6 +339,7 @@ class Daemon:
                 continue
             if leadership is not None and not leadership.leading:
                 # A standby never acts; the lease thread wakes us when we lead.
+                self._watch_for_drift(settings, ())
                 line = leadership.describe()
                 next_due = time.monotonic() + settings.resync_seconds
                 self._announce(line, line != last_line, settings, server)
@@ -335,6 +357,8 @@ class Daemon:
                                      metrics=self.metrics, cache=cache,
                                      connections=self._connections)
             self._heartbeat = time.monotonic()
+            if outcome.revision is not None:  # the desired state loaded: it names the targets
+                self._watch_for_drift(settings, outcome.kube_targets)
             line = outcome.status_line()
             if outcome.result == "transient":
                 delay = backoff.next_delay()

@@ -19,6 +19,9 @@ controllers. :class:`ClusterEmulator` adds, as the real API server does:
   ``Stalled``) and the emulator sets status and pods like the controllers would;
 - Jobs driven by a test: a ``job_behavior`` callback gives the outcome and the pod's log,
   served at ``pods/NAME/log``; deleting a Job deletes its pods;
+- watches (``?watch=true``) streaming ADDED/MODIFIED/DELETED of every write, filtered by
+  namespace and label selector, from the moment they start (with a ``resourceVersion``)
+  or with the current objects first (without one), ending after ``timeoutSeconds``;
 - faults on demand: ``fail(...)`` answers the next matching requests with a status (500,
   403, ...) or holds them past the client's timeout.
 
@@ -72,6 +75,23 @@ class Fault:
 
 
 @dataclass
+class Watcher:
+    plural: str
+    namespace: str | None
+    selector: str
+    queue: asyncio.Queue[dict[str, Any]]
+    loop: asyncio.AbstractEventLoop
+
+
+def _selected(obj: dict[str, Any], namespace: str | None, selector: str) -> bool:
+    if namespace is not None and obj["metadata"].get("namespace") != namespace:
+        return False
+    labels = obj["metadata"].get("labels", {})
+    return all(labels.get(label) == value for label, _, value in
+               (term.partition("=") for term in filter(None, selector.split(","))))
+
+
+@dataclass
 class Counters:
     """Requests seen, by (method, plural, subresource); what the benchmarks count."""
 
@@ -118,6 +138,7 @@ class ClusterEmulator(KubernetesEmulator):
     faults: list[Fault] = attrs.field(factory=list)
     counters: Counters = attrs.field(factory=Counters)
     logs: dict[tuple[str, str], str] = attrs.field(factory=dict)
+    watchers: list[Watcher] = attrs.field(factory=list)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1000), init=False)
     _state: threading.Lock = attrs.field(factory=threading.Lock, init=False)
 
@@ -170,7 +191,15 @@ class ClusterEmulator(KubernetesEmulator):
             self.objects[key].history.append(obj)
         else:
             self.objects[key] = [obj]
+        self._publish(plural, "ADDED" if created else "MODIFIED", obj)
         return copy.deepcopy(obj)
+
+    def _publish(self, plural: str, kind: str, obj: dict[str, Any]) -> None:
+        """To every watch that selects ``obj``; from any thread (tests write from theirs)."""
+        for watcher in self.watchers:
+            if watcher.plural == plural and _selected(obj, watcher.namespace, watcher.selector):
+                event = {"type": kind, "object": copy.deepcopy(obj)}
+                watcher.loop.call_soon_threadsafe(watcher.queue.put_nowait, event)
 
     def put(self, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Create or replace an object as an operator with kubectl would (tests seed with it)."""
@@ -197,7 +226,8 @@ class ClusterEmulator(KubernetesEmulator):
             return None
         last = copy.deepcopy(self.objects[key].raw)
         self.objects[key].delete()
-        next(self._versions)
+        last["metadata"]["resourceVersion"] = str(next(self._versions))
+        self._publish(plural, "DELETED", last)
         if plural == "namespaces":
             self.namespaces.discard(name)
         if plural == "jobs":
@@ -308,6 +338,8 @@ class ClusterEmulator(KubernetesEmulator):
         with self._state:
             self.counters.by_kind[kind] = self.counters.by_kind.get(kind, 0) + 1
         fault = self._fault(method, plural)
+        if fault is None and request.action == enums.action.WATCH:
+            return await self._watch(request, plural)
         try:
             if fault is not None:
                 if fault.status == 0:
@@ -322,21 +354,51 @@ class ClusterEmulator(KubernetesEmulator):
             return aiohttp.web.Response(text=payload, status=status)
         return aiohttp.web.json_response(payload, status=status)
 
+    async def _watch(self, request: rendering.Request,
+                     plural: str) -> aiohttp.web.StreamResponse:
+        selector = request.params.get("labelSelector", "")
+        watcher = Watcher(plural, request.namespace, selector, asyncio.Queue(),
+                          asyncio.get_running_loop())
+        with self._state:
+            initial = [] if request.params.get("resourceVersion") else [
+                {"type": "ADDED", "object": o} for o in self._list(plural, request.namespace)
+                if _selected(o, None, selector)]
+            self.watchers.append(watcher)
+        raw = request._raw_request
+        assert raw is not None
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "application/json"})
+        await response.prepare(raw)
+        deadline = asyncio.get_running_loop().time() + float(
+            request.params.get("timeoutSeconds", 3600))
+        try:
+            for event in initial:
+                await response.write(json.dumps(event).encode() + b"\n")
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    break
+                try:
+                    event = await asyncio.wait_for(watcher.queue.get(), left)
+                except TimeoutError:
+                    break
+                await response.write(json.dumps(event).encode() + b"\n")
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            with self._state:
+                self.watchers.remove(watcher)
+        return response
+
     def _serve(self, request: rendering.Request, method: str,
                plural: str) -> tuple[dict[str, Any] | str, int]:
         namespace, name = request.namespace, request.name
         _, kind, namespaced = RESOURCES[plural]
-        if request.action == enums.action.WATCH:
-            raise _error(405, "MethodNotAllowed", "watch is not emulated")
         if method == "GET" and name is None:
             if plural == "pods" and namespace:
                 self._climb_restarts(namespace)
-            items = self._list(plural, namespace)
             selector = request.params.get("labelSelector", "")
-            for term in filter(None, selector.split(",")):
-                label, _, value = term.partition("=")
-                items = [o for o in items
-                         if o["metadata"].get("labels", {}).get(label) == value]
+            items = [o for o in self._list(plural, namespace)
+                     if _selected(o, None, selector)]
             return {"apiVersion": RESOURCES[plural][0], "kind": f"{kind}List",
                     "metadata": {"resourceVersion": str(next(self._versions))},
                     "items": items}, 200

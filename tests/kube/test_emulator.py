@@ -4,10 +4,12 @@ client over HTTP: the scenario tests rely on every one of them."""
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import pytest
-from kubernetes import client, config
+from kubernetes import client, config, watch
 
 from tests.kube.emulator import APPLY_CONTENT_TYPE, RunningCluster
 from tests.kube.world import deployment
@@ -148,3 +150,29 @@ def test_faults_answer_the_next_matching_requests_then_stop(cluster: RunningClus
         assert failed.value.status == 503
     assert core.list_namespaced_config_map("default").items == []
     assert cluster.emulator.counters.by_kind[("GET", "configmaps")] == 3
+
+
+def test_watches_stream_selected_writes_from_their_resource_version(
+        cluster: RunningCluster, tmp_path: Path) -> None:
+    core = _core(cluster, tmp_path)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "before",
+                                                               "labels": {"team": "a"}}})
+    listed = core.list_namespaced_config_map("default", label_selector="team=a")
+    seen: list[tuple[str, str]] = []
+
+    def follow() -> None:
+        for event in watch.Watch().stream(core.list_namespaced_config_map, "default",
+                                          label_selector="team=a", timeout_seconds=2,
+                                          resource_version=listed.metadata.resource_version):
+            seen.append((event["type"], event["object"].metadata.name))
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    time.sleep(0.3)
+    core.create_namespaced_config_map("default", {"metadata": {"name": "other",
+                                                               "labels": {"team": "b"}}})
+    core.patch_namespaced_config_map("before", "default", {"data": {"k": "v"}},
+                                     _content_type="application/merge-patch+json")
+    cluster.emulator.delete_object("configmaps", "default", "before")
+    follower.join(10)
+    assert seen == [("MODIFIED", "before"), ("DELETED", "before")]

@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +13,15 @@ from reconciler.kube.api import Clusters
 from reconciler.kube.lease import LeaseElector
 from reconciler.settings import KubeSettings, LeaderElection
 from tests.kube.emulator import RunningCluster
-from tests.kube.world import NAMESPACE, KubeWorld
+from tests.kube.world import (
+    NAMESPACE,
+    KubeWorld,
+    daemon_identity,
+    daemon_status,
+    passes,
+    start_daemon,
+    wait_for,
+)
 
 
 def _elector(cluster: RunningCluster, tmp_path: Path, identity: str,
@@ -76,84 +80,39 @@ def test_two_standbys_racing_for_an_expired_lease_cannot_both_win(
         "holderIdentity"] == "racer"
 
 
-def _daemon(world: KubeWorld, state: str, log: Path) -> subprocess.Popen[bytes]:
-    config = json.loads(world.config.read_text())
-    config["stateDir"] = str(world.root / state)
-    config["resync"] = "1s"
-    path = world.root / f"{state}.yaml"
-    path.write_text(json.dumps(config))
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(world.root),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--config", str(path)],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
-                            cwd=world.root)
-
-
-def _status(world: KubeWorld, state: str) -> str:
-    try:
-        return str(json.loads((world.root / state / "daemon.json").read_text())["status"])
-    except (OSError, ValueError):
-        return ""
-
-
-def _wait(predicate: object, seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def _identity(log: Path) -> str:
-    for line in log.read_text().splitlines():
-        if line.startswith("leader election: Lease") and " as " in line:
-            return line.rsplit(" as ", 1)[1]
-    raise AssertionError(f"no identity in {log}")
-
-
-def _passes(world: KubeWorld, state: str) -> int:
-    import sqlite3
-    path = world.root / state / "journal.db"
-    if not path.exists():
-        return 0
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM passes").fetchone()[0])
-
-
 def test_a_standby_daemon_never_acts_and_takes_over_on_sigterm_and_after_kill(
         world: KubeWorld) -> None:
     world.basic()
     world.write_settings(leaderElection={"namespace": NAMESPACE, "leaseDuration": "2s",
                                          "context": "kmock"})
     world.commit()
-    first = _daemon(world, "a", world.root / "a.log")
+    first = start_daemon(world, "a", world.root / "a.log")
     try:
-        assert _wait(lambda: world.configmap("gepetto-code") is not None, 30), \
+        assert wait_for(lambda: world.configmap("gepetto-code") is not None, 30), \
             (world.root / "a.log").read_text()
-        second = _daemon(world, "b", world.root / "b.log")
+        second = start_daemon(world, "b", world.root / "b.log")
         try:
-            assert _wait(lambda: _status(world, "b").startswith("standby"), 30), \
+            assert wait_for(lambda: daemon_status(world, "b").startswith("standby"), 30), \
                 (world.root / "b.log").read_text()
             time.sleep(1.5)
-            assert _passes(world, "b") == 0, "a standby never runs a pass"
-            first_identity = _identity(world.root / "a.log")
+            assert passes(world, "b") == 0, "a standby never runs a pass"
+            first_identity = daemon_identity(world.root / "a.log")
             assert world.emulator.get("leases", NAMESPACE, "reconciler")["spec"][
                 "holderIdentity"] == first_identity
             first.send_signal(signal.SIGTERM)
             assert first.wait(20) == 0
             lease = world.emulator.get("leases", NAMESPACE, "reconciler")
             assert lease["spec"].get("holderIdentity") != first_identity, "released on SIGTERM"
-            assert _wait(lambda: _passes(world, "b") > 0, 15), \
+            assert wait_for(lambda: passes(world, "b") > 0, 15), \
                 (world.root / "b.log").read_text()
             assert "acquired the Lease" in (world.root / "b.log").read_text()
-            third = _daemon(world, "c", world.root / "c.log")
+            third = start_daemon(world, "c", world.root / "c.log")
             try:
-                assert _wait(lambda: _status(world, "c").startswith("standby"), 30)
+                assert wait_for(lambda: daemon_status(world, "c").startswith("standby"), 30)
                 second.kill()  # no release: the standby must wait for expiry
                 second.wait(10)
                 killed_at = time.monotonic()
-                assert _wait(lambda: _passes(world, "c") > 0, 20), \
+                assert wait_for(lambda: passes(world, "c") > 0, 20), \
                     (world.root / "c.log").read_text()
                 assert time.monotonic() - killed_at >= 1.0, "not before the lease expired"
             finally:

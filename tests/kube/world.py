@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import sqlite3
+import subprocess
+import sys
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,3 +158,51 @@ class KubeWorld:
                                                      MODEL_V1))
         self.emulator.namespaces.add(NAMESPACE)
         self.emulator.put("deployments", deployment("gepetto"))
+
+
+# The daemon as a subprocess, for leader election and self-heal.
+
+def start_daemon(world: KubeWorld, state: str, log: Path,
+                 resync: str = "1s") -> subprocess.Popen[bytes]:
+    """``reconciler run`` on the world's settings with its own state dir."""
+    config = json.loads(world.config.read_text())
+    config["stateDir"] = str(world.root / state)
+    config["resync"] = resync
+    path = world.root / f"{state}.yaml"
+    path.write_text(json.dumps(config))
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(world.root),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    return subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--config", str(path)],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
+                            cwd=world.root)
+
+
+def daemon_status(world: KubeWorld, state: str) -> str:
+    try:
+        return str(json.loads((world.root / state / "daemon.json").read_text())["status"])
+    except (OSError, ValueError):
+        return ""
+
+
+def wait_for(predicate: Callable[[], object], seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def daemon_identity(log: Path) -> str:
+    for line in log.read_text().splitlines():
+        if line.startswith("leader election: Lease") and " as " in line:
+            return line.rsplit(" as ", 1)[1]
+    raise AssertionError(f"no identity in {log}")
+
+
+def passes(world: KubeWorld, state: str) -> int:
+    path = world.root / state / "journal.db"
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM passes").fetchone()[0])

@@ -27,8 +27,9 @@ def _documents() -> list[dict[str, Any]]:
 
 
 def _calls() -> set[tuple[str, str]]:
-    """(verb, resource) of every API call in the adapter: each goes through Cluster.call."""
-    pattern = re.compile(r'\.call\(\s*"(\w+)",\s*"([\w/]+)"')
+    """(verb, resource) of every API call in the adapter: each goes through Cluster.call
+    or Cluster.watch."""
+    pattern = re.compile(r'\.(?:call|watch)\(\s*"(\w+)",\s*"([\w/]+)"')
     calls = set()
     for path in (REPO_ROOT / "reconciler" / "kube").glob("*.py"):
         calls |= set(pattern.findall(path.read_text()))
