@@ -23,7 +23,7 @@ from typing import Any
 
 from reconciler.desired.documents import Target
 from reconciler.durations import format_duration
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReconcilerError, TransientError
 from reconciler.fleet.commands import CommandResult
 from reconciler.fleet.local import ObservedFile, ObservedPointer, ObservedTarget
 from reconciler.kube.api import APPLY, FIELD_MANAGER, MERGE, Cluster, Clusters, Conflict, NotFound
@@ -141,7 +141,7 @@ class KubernetesFleet:
         except ReconcilerError as error:
             return ObservedTarget(target.name, self.location(target), {}, {},
                                   error=f"{error.reason}: {error}",
-                                  transient=error.reason in ("ApiUnavailable", "ApiUnreachable"))
+                                  transient=isinstance(error, TransientError))
         self._live[target.name] = live
 
         def value(path: str) -> bytes | None:

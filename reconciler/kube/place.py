@@ -12,14 +12,7 @@ import threading
 import time
 from typing import Any
 
-from reconciler.desired.documents import (
-    DEFAULT_RESTART_TIMEOUT_SECONDS,
-    Desired,
-    Health,
-    Model,
-    Restart,
-    Target,
-)
+from reconciler.desired.documents import Desired, Health, Model, Restart, Target
 from reconciler.errors import ReconcilerError
 from reconciler.fleet.commands import CommandResult
 from reconciler.fleet.local import LocalFleet
@@ -78,11 +71,10 @@ class KubePlace:
               health: Health | None, digest: str | None, revision: str,
               stop: threading.Event) -> CommandResult:
         assert restart is not None and restart.deployment is not None
-        timeout = restart.timeout_seconds if restart.timeout_seconds else \
-            DEFAULT_RESTART_TIMEOUT_SECONDS
         return self.kube.wait_rollout(self.target, restart.deployment,
                                       template_annotation(action_kind, action_name), digest,
-                                      timeout, health.soak_seconds if health else 0.0, stop)
+                                      restart.timeout_seconds,
+                                      health.soak_seconds if health else 0.0, stop)
 
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         content = self.kube.read(self.target, address_of(model, self.target))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -126,3 +129,29 @@ def test_a_standby_daemon_never_acts_and_takes_over_on_sigterm_and_after_kill(
         if first.poll() is None:
             first.kill()
             first.wait()
+
+
+def test_apply_refuses_while_a_daemon_holds_the_lease(world: KubeWorld, tmp_path: Path
+                                                      ) -> None:
+    world.basic()
+    world.write_settings(leaderElection={"namespace": NAMESPACE, "leaseDuration": "30s",
+                                         "context": "kmock"})
+    world.commit()
+    holder = LeaseElector(Clusters(KubeSettings(world.kubeconfig, 2.0, 0.05)).get("kmock"),
+                          LeaderElection(NAMESPACE, "reconciler", "kmock", 30), "the-daemon")
+    assert holder.try_acquire()
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-m", "reconciler", "apply", "--config",
+                           str(world.config)], capture_output=True, text=True, env=env,
+                          cwd=world.root, check=False, timeout=60)
+    assert done.returncode == 1
+    assert "standby: Lease ml/reconciler held by the-daemon" in done.stderr
+    assert world.configmap("gepetto-code") is None, "nothing applied"
+    holder.release()
+    done = subprocess.run([sys.executable, "-m", "reconciler", "apply", "--config",
+                           str(world.config)], capture_output=True, text=True, env=env,
+                          cwd=world.root, check=False, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert world.configmap("gepetto-code") is not None
+    lease = world.emulator.get("leases", NAMESPACE, "reconciler")
+    assert not lease["spec"].get("holderIdentity"), "apply released the Lease after its pass"
