@@ -59,6 +59,7 @@ BOMB = "".join(
      for i in range(8)])
 
 MODEL = "models/connect4.yaml"
+KUBE_SPEC = "  kubernetes: {context: prod, namespace: ml}\n"
 STRATEGY = "strategies/gepetto.yaml"
 CONFIG = "config/gepetto.yaml"
 
@@ -167,6 +168,20 @@ CASES = {
     "prune-on-a-local-target": Case(write("bad.yaml", target_doc("a", "  local: {root: x}\n"
                                                                  "  prune: true\n")),
                                     "bad.yaml", 7, "prune-local"),
+    "two-targets-on-one-namespace": Case(
+        write("kube.yaml", target_doc("k1", KUBE_SPEC) + "---\n" + target_doc("k2", KUBE_SPEC)),
+        "kube.yaml", 13, "shared-namespace", "already target 'k1'"),
+    "health-command-on-kubernetes": Case(
+        write("kube.yaml", target_doc("k1", KUBE_SPEC) + "---\n" + HEADER
+              + "kind: Config\nmetadata: {name: k}\nspec:\n  targets: [k1]\n  data: {a: 1}\n"
+              "  deliver: {configMap: {name: k, key: k.json}}\n"
+              "  restart: {deployment: app}\n  health:\n    command: [curl, app]\n"),
+        "kube.yaml", 17, "health-kind", "health check is the Deployment's rollout"),
+    "job-for-a-metrics-gauntlet": Case(
+        write("gauntlets/metrics.yaml", HEADER + "kind: Gauntlet\nmetadata: {name: m}\nspec:\n"
+              "  runIn: job\n  metrics:\n    command: [python3, eval.py]\n"
+              "    rules: [{metric: acc, op: '>=', value: 0.5}]\n"),
+        "gauntlets/metrics.yaml", 5, "job-match-only", "'job' is for match gauntlets"),
     "unknown-time-zone": Case(replace("targets.yaml", "Europe/Berlin", "Mars/Olympus"),
                               "targets.yaml", 24, "time-zone"),
     "unsupported-artifact-scheme": Case(replace(MODEL, "uri: models/connect4-policy-v2.pt",
