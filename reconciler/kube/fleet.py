@@ -335,8 +335,12 @@ class KubernetesFleet:
 
 
 def _deadline_exceeded(state: Any) -> str | None:
-    """The Deployment controller's own verdict: progressDeadlineSeconds passed."""
-    for condition in (state.status.conditions or []) if state.status else []:
+    """The Deployment controller's own verdict: progressDeadlineSeconds passed. Only once
+    it has seen the new template: until then the condition may be an older rollout's."""
+    status = state.status
+    if status is None or (status.observed_generation or 0) < (state.metadata.generation or 0):
+        return None
+    for condition in status.conditions or []:
         if condition.type == "Progressing" and condition.reason == "ProgressDeadlineExceeded":
             return str(condition.message or "progress deadline exceeded")
     return None

@@ -16,7 +16,8 @@ controllers. :class:`ClusterEmulator` adds, as the real API server does:
   found``, lists there are empty;
 - Deployments driven by a test: a ``pod_behavior`` callback says what a new pod template
   does (``Ready``, ``CrashLoopBackOff``, ``ImagePullBackOff``, ``RestartsClimbing``,
-  ``Stalled``) and the emulator sets status and pods like the controllers would;
+  ``Stalled``, ``ProgressDeadlineExceeded``) and the emulator sets status and pods like
+  the controllers would;
 - Jobs driven by a test: a ``job_behavior`` callback gives the outcome and the pod's log,
   served at ``pods/NAME/log``; deleting a Job deletes its pods;
 - watches (``?watch=true``) streaming ADDED/MODIFIED/DELETED of every write, filtered by
@@ -296,6 +297,10 @@ class ClusterEmulator(KubernetesEmulator):
                   "updatedReplicas": len(new_pods),
                   "readyReplicas": replicas if ready else min(stale, replicas),
                   "availableReplicas": replicas if ready else min(stale, replicas)}
+        if behavior == "ProgressDeadlineExceeded":
+            status["conditions"] = [{
+                "type": "Progressing", "status": "False", "reason": behavior,
+                "message": f'ReplicaSet "{name}-{template_hash}" has timed out progressing.'}]
         deployment["status"] = status
         self._write("deployments", deployment)
 

@@ -85,7 +85,8 @@ def test_a_no_op_pass_sends_nothing_and_a_rollout_happens_only_when_content_chan
 
 @pytest.mark.parametrize("behavior, reason", [
     ("CrashLoopBackOff", "CrashLoopBackOff"), ("ImagePullBackOff", "ImagePullBackOff"),
-    ("RestartsClimbing", "restarts again and again"), ("Stalled", "did not finish within")])
+    ("RestartsClimbing", "restarts again and again"), ("Stalled", "did not finish within"),
+    ("ProgressDeadlineExceeded", "has timed out progressing")])
 def test_a_failing_rollout_rolls_back_marks_the_revision_and_names_the_pod(
         world: KubeWorld, behavior: str, reason: str) -> None:
     world.basic(soak="300ms")  # pods that restart after they got ready fail the soak
@@ -100,7 +101,7 @@ def test_a_failing_rollout_rolls_back_marks_the_revision_and_names_the_pod(
     assert outcome.report is not None
     rolled = [r for r in outcome.report.results if r.result == "rolled-back"]
     assert len(rolled) == 1 and reason in rolled[0].message
-    if behavior != "Stalled":
+    if behavior not in ("Stalled", "ProgressDeadlineExceeded"):
         assert "pod gepetto-" in rolled[0].message
     assert world.configmap("gepetto-code")["data"]["gepetto.py"] == STRATEGY_V1  # type: ignore
     assert _template_annotations(world)[STRATEGY_ANNOTATION] == V1_DIGEST
