@@ -186,3 +186,14 @@ def test_content_the_api_rejects_is_stalled_and_the_last_good_content_stays(
     # A real API server says 422 "Too long"; the emulator's HTTP layer 413: both refusals.
     assert "ApiRejected: the API refused to patch configmaps" in outcome.message
     assert world.configmap("gepetto-code")["data"] == {"gepetto.py": STRATEGY_V1}  # type: ignore
+
+
+def test_an_unreachable_api_server_is_transient(world: KubeWorld) -> None:
+    world.basic()
+    world.commit()
+    config = json.loads(world.kubeconfig.read_text())
+    config["clusters"][0]["cluster"]["server"] = "http://127.0.0.1:9"  # nothing listens
+    world.kubeconfig.write_text(json.dumps(config))
+    outcome = world.apply()
+    assert outcome.result == "transient"
+    assert "ApiUnreachable: cannot reach the API to list configmaps" in outcome.message
