@@ -75,11 +75,12 @@ class Cluster:
         in_cluster = kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ \
             and not os.environ.get("KUBECONFIG") and self.context is None
         configuration = client.Configuration()
+        if in_cluster:
+            self.shown = "the in-cluster service account"
         try:
             if in_cluster:
                 config.load_incluster_config(  # type: ignore[no-untyped-call]
                     client_configuration=configuration)
-                self.shown = "the in-cluster service account"
             else:
                 config.load_kube_config(  # type: ignore[no-untyped-call]
                     config_file=str(kubeconfig) if kubeconfig else None, context=self.context,

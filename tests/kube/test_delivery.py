@@ -265,3 +265,26 @@ def test_pruning_our_last_key_keeps_a_configmap_that_holds_keys_of_others(
     world.commit("drop the config")
     assert world.apply().result == "changed"
     assert world.configmap("gepetto-settings")["data"] == {"added-by-hand": "keep me"}  # type: ignore
+
+
+@pytest.mark.skipif(Path("/var/run/secrets/kubernetes.io/serviceaccount/token").exists(),
+                    reason="runs in a pod: the service account would really be used")
+def test_in_a_pod_without_a_kubeconfig_the_service_account_is_used(world: KubeWorld) -> None:
+    world.basic()
+    world.write("targets.yaml", json.dumps({
+        "apiVersion": "reconciler/v1", "kind": "Target", "metadata": {"name": "cluster-a"},
+        "spec": {"kubernetes": {"namespace": NAMESPACE}}}))
+    world.commit()
+    settings = json.loads(world.config.read_text())
+    del settings["kubernetes"]["kubeconfig"]
+    world.config.write_text(json.dumps(settings))
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(world.root),
+           "KUBERNETES_SERVICE_HOST": "127.0.0.1", "KUBERNETES_SERVICE_PORT": "9"}
+    done = subprocess.run([sys.executable, "-m", "reconciler", "plan", "--config",
+                           str(world.config)], capture_output=True, text=True, env=env,
+                          cwd=world.root, check=False, timeout=60)
+    assert done.returncode == 1
+    # Outside a pod the service account's token file is missing: the branch is taken and
+    # the target says so, by name.
+    assert "KubeconfigInvalid: cannot load Kubernetes configuration for the in-cluster " \
+           "service account" in done.stdout
