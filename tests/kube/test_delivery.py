@@ -7,6 +7,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -288,3 +289,27 @@ def test_in_a_pod_without_a_kubeconfig_the_service_account_is_used(world: KubeWo
     # the target says so, by name.
     assert "KubeconfigInvalid: cannot load Kubernetes configuration for the in-cluster " \
            "service account" in done.stdout
+
+
+def test_a_stop_during_a_rollout_undoes_it_without_marking_the_revision(
+        world: KubeWorld) -> None:
+    world.basic()
+    world.commit()
+    world.apply()
+    world.emulator.pod_behavior = lambda template: "Stalled"  # the rollout never finishes
+    world.write("strategies/gepetto.py", STRATEGY_V2)
+    world.commit()
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    outcome = world.apply(stop=stop)
+    assert outcome.result == "failed" and outcome.report is not None
+    [skipped] = [r for r in outcome.report.results if r.result == "skipped"]
+    assert "interrupted by a stop request" in skipped.message
+    assert world.configmap("gepetto-code")["data"]["gepetto.py"] == STRATEGY_V1  # type: ignore
+    journal = world.journal()
+    try:
+        known = journal.object(("cluster-a", "Strategy", "gepetto"))
+    finally:
+        journal.close()
+    assert known is not None and known["failed_digest"] is None
+    assert known["reason"] == "Interrupted"
