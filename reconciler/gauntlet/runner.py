@@ -36,6 +36,8 @@ from reconciler.processes import run_bounded
 from reconciler.runtime.journal import Journal
 
 DEFAULT_TIMEOUT_SECONDS = 30 * 60
+STOP_POLL_SECONDS = 0.5
+STOPPED = "GauntletStopped"  # a stop request (SIGTERM, a lost Lease) ended it: no verdict
 RULES: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
     "==": operator.eq, "!=": operator.ne}
@@ -62,10 +64,12 @@ class GauntletRunner:
     def __init__(self, journal: Journal, store: Path, *,
                  progress: Callable[[str], None] = lambda t: None,
                  games: Callable[[str, int], None] = lambda opponent, n: None,
-                 jobs: JobLauncher | None = None) -> None:
+                 jobs: JobLauncher | None = None,
+                 stop: threading.Event | None = None) -> None:
         self._journal = journal
         self._store = store
         self._jobs = jobs
+        self._stop = stop or threading.Event()
         self._progress = progress
         self._games = games
 
@@ -112,6 +116,9 @@ class GauntletRunner:
         else:
             evidence = self._match(gauntlet, desired, artifact,
                                    previous[1] if previous else None)
+        if evidence.get("reason") == STOPPED:
+            # Not a verdict on the model: nothing is remembered, the next pass runs it again.
+            return Verdict(False, STOPPED, str(evidence["error"]), evidence)
         evidence.setdefault("gpuSeconds", 0.0)
         evidence["seconds"] = round(time.monotonic() - started, 3)
         self._journal.record("gauntlet", "done", key=("-", "Model", model.name),
@@ -194,9 +201,17 @@ class GauntletRunner:
         played: dict[str, int] = {}
         final: dict[str, Any] | None = None
         while True:
+            if self._stop.is_set():
+                _kill_tree(process)
+                return {"passed": False, "reason": STOPPED,
+                        "error": f"gauntlet {gauntlet.name} was stopped; its processes were "
+                        "killed"}
             try:
-                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+                line = lines.get(timeout=min(STOP_POLL_SECONDS,
+                                             max(0.0, deadline - time.monotonic())))
             except queue.Empty:
+                if time.monotonic() < deadline:
+                    continue
                 _kill_tree(process)
                 return {"passed": False, "reason": "GauntletTimeout",
                         "error": f"gauntlet {gauntlet.name} did not finish within "

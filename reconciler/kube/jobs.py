@@ -20,6 +20,7 @@ from typing import Any
 from reconciler.desired.documents import Gauntlet
 from reconciler.durations import format_duration
 from reconciler.errors import ReconcilerError
+from reconciler.gauntlet.runner import STOPPED
 from reconciler.kube.api import Clusters, NotFound
 from reconciler.kube.fleet import MANAGED_BY_LABEL
 from reconciler.settings import GauntletJobSettings
@@ -96,12 +97,15 @@ class GauntletJobs:
             status = job.status
             if status is not None and (status.succeeded or status.failed):
                 return self._verdict(name, bool(status.succeeded))
-            if time.monotonic() >= deadline or self._stop.is_set():
+            if self._stop.is_set():
                 self._delete(name)
-                why = "was stopped" if self._stop.is_set() else \
-                    f"did not finish within {format_duration(timeout)}"
+                return {"passed": False, "reason": STOPPED,
+                        "error": f"gauntlet Job {name} was stopped; the Job was deleted"}
+            if time.monotonic() >= deadline:
+                self._delete(name)
                 return {"passed": False, "reason": "GauntletTimeout",
-                        "error": f"gauntlet Job {name} {why}; the Job was deleted"}
+                        "error": f"gauntlet Job {name} did not finish within "
+                        f"{format_duration(timeout)}; the Job was deleted"}
             self._stop.wait(cluster.settings.poll_seconds)
 
     def _verdict(self, name: str, succeeded: bool) -> dict[str, Any]:

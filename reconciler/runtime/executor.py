@@ -33,7 +33,7 @@ from reconciler.desired.documents import (
 from reconciler.errors import ReconcilerError, TransientError
 from reconciler.fleet.commands import CommandResult
 from reconciler.fleet.local import LocalFleet
-from reconciler.gauntlet.runner import GauntletRunner, JobLauncher
+from reconciler.gauntlet.runner import STOPPED, GauntletRunner, JobLauncher
 from reconciler.plan.planner import Action
 from reconciler.runtime.journal import Journal
 from reconciler.runtime.places import LocalPlace, Place, address_of
@@ -89,7 +89,8 @@ class Executor:
         self._hooks = hooks or Hooks()
         self._clock = clock
         self._gauntlets = GauntletRunner(journal, fleet.store, progress=self._hooks.progress,
-                                         games=self._hooks.gauntlet_games, jobs=gauntlet_jobs)
+                                         games=self._hooks.gauntlet_games, jobs=gauntlet_jobs,
+                                         stop=stop)
 
     def place(self, target: Target) -> Place:
         if target.is_local:
@@ -331,11 +332,15 @@ class Executor:
                                  detail={"digest": digest, "reason": verdict.reason,
                                          "remembered": verdict.remembered,
                                          "summary": verdict.message})
+            if verdict.reason == STOPPED:
+                return self._interrupted(action, verdict.message)
             if not verdict.passed:
                 message = f"gate {model.gauntlet} rejected sha256:{digest[:12]}: " \
                           f"{verdict.message}"
                 self._journal.condition(action.key, "Stalled", verdict.reason, message)
                 return ActionResult(action, "blocked", message)
+        if self._stop.is_set():  # a gate takes minutes: a stop or a lost Lease since then
+            return self._interrupted(action, "stopped before the flip")
         previous = place.pointer_before(model, desired)
         intent = self._journal.intent("flip", action.key, pass_id=pass_id, revision=revision,
                                       detail={"path": address_of(model, place.target),
@@ -364,6 +369,10 @@ class Executor:
                                         revision, action.current, undoing=True)
         self._journal.outcome(undo, "done" if after.ok else "failed", {"detail": after.detail})
         return self._undone(action, revision, check, after, "pointer flipped back")
+
+    def _interrupted(self, action: Action, why: str) -> ActionResult:
+        self._journal.condition(action.key, "Reconciling", "Interrupted", why)
+        return ActionResult(action, "skipped", f"interrupted by a stop request: {why}")
 
     def _collect(self, model: Model, desired: Desired, pass_id: int) -> None:
         """Keep the model's last ``keep`` canonical digests for rollback, and whatever any

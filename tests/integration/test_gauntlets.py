@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,20 @@ def test_a_game_module_from_the_repository_plugs_in(tmp_path: Path) -> None:
     assert verdict.passed, verdict.message
     assert {o["opponent"] for o in verdict.evidence["opponents"]} == {
         "random", "heuristic", "previous"}
+
+
+def test_a_stop_request_kills_the_gauntlet_and_gives_no_verdict(tmp_path: Path) -> None:
+    body = "    import time\n    time.sleep(300)\n"
+    spec = {"match": {**MATCH, "game": "games/slow.py"}, "device": "cpu", "timeout": "5m"}
+    journal = Journal(tmp_path / "journal.db")
+    state, model = desired(spec, {"games/slow.py": (GAME_WRAPPER + body).encode()})
+    stop = threading.Event()
+    threading.Timer(1.0, stop.set).start()
+    started = time.monotonic()
+    verdict = GauntletRunner(journal, tmp_path / "store", stop=stop).evaluate(
+        model, state, GOOD.name, GOOD)
+    assert time.monotonic() - started < 20
+    assert verdict.reason == "GauntletStopped" and not verdict.passed
+    key = GauntletRunner(journal, tmp_path / "store").memo_key(
+        model, state.gauntlets["gate"], GOOD.name, None, state)
+    assert journal.gate_verdict(key) is None, "a stop is no verdict on the model"

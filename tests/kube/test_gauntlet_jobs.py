@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -166,3 +167,22 @@ def test_a_pr_check_runs_the_job_on_the_artifact_it_names(world: KubeWorld,
     assert request["candidate"]["uri"] == f"file://{candidate}"
     assert request["candidate"]["sha256"] == hashlib.sha256(candidate.read_bytes()).hexdigest()
     assert _pointer(world) is None, "a PR check never flips"
+
+
+def test_a_stop_deletes_the_job_and_leaves_no_verdict(world: KubeWorld, tmp_path: Path) -> None:
+    _setup(world, tmp_path)
+    stop = threading.Event()
+
+    def stop_while_it_runs(job: dict[str, Any]) -> tuple[str, str]:
+        threading.Timer(0.3, stop.set).start()
+        return "Hang", ""
+
+    world.emulator.job_behavior = stop_while_it_runs
+    outcome = world.apply(stop=stop)
+    assert outcome.report is not None
+    [flip] = [r for r in outcome.report.results if r.action.kind == "Model"]
+    assert flip.result == "skipped" and "was stopped; the Job was deleted" in flip.message
+    assert world.emulator.counters.by_kind[("DELETE", "jobs")] == 1
+    world.emulator.job_behavior = lambda job: ("Complete", json.dumps(RESULT) + "\n")
+    assert world.apply().result == "changed", "not remembered as failed: runs again"
+    assert _pointer(world) == hashlib.sha256(MODEL_V1).hexdigest()
