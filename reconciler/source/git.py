@@ -7,9 +7,11 @@ policy says). Files are read from the accepted commit's tree: never a checkout.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,8 +143,29 @@ class GitSource:
             raise TransientError(f"cannot fetch {self.url}: {error}",
                                  reason="SourceUnavailable") from None
 
+    @contextlib.contextmanager
+    def _exclusive(self) -> Iterator[None]:
+        """Every process of ours that writes the mirror holds this flock, which dies with its
+        holder; so a git ``*.lock`` file found while holding it was left by a process killed
+        mid-update (``kill -9`` during a fetch), and would block every fetch after it."""
+        self.mirror_path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor = os.open(f"{self.mirror_path}.flock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            if self.mirror_path.is_dir():
+                for leftover in [*self.mirror_path.glob("*.lock"),
+                                 *(self.mirror_path / "refs").rglob("*.lock")]:
+                    leftover.unlink(missing_ok=True)
+            yield
+        finally:
+            os.close(descriptor)
+
     def fetch(self) -> Accepted:
         """Fetch the branch and accept its tip, or raise with the reason it was refused."""
+        with self._exclusive():
+            return self._fetch_and_accept()
+
+    def _fetch_and_accept(self) -> Accepted:
         repo = self._mirror()
         stale = repo.references.get(self._incoming_ref)
         if stale is not None:
@@ -177,9 +200,10 @@ class GitSource:
                 raise TransientError(f"cannot open repository {self.url}: {error}",
                                      reason="SourceUnavailable") from None
         else:
-            repo = self._mirror()
-            self._fetch(["+refs/heads/*:refs/reconciler/validate/heads/*",
-                         "+refs/tags/*:refs/reconciler/validate/tags/*"])
+            with self._exclusive():
+                repo = self._mirror()
+                self._fetch(["+refs/heads/*:refs/reconciler/validate/heads/*",
+                             "+refs/tags/*:refs/reconciler/validate/tags/*"])
             for prefix in ("refs/reconciler/validate/heads/", "refs/reconciler/validate/tags/"):
                 if repo.references.get(prefix + rev) is not None:
                     rev = prefix + rev

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -219,3 +221,35 @@ def test_openpgp_signed_commit_checked_against_a_dedicated_keyring(
     with pytest.raises(SignatureRefused, match="requires an SSH signature"):
         source(repo, tmp_path / "ssh", signature_policy=SignaturePolicy(
             "ssh", allowed_signers=keyring)).fetch()
+
+
+def test_a_lock_file_left_by_a_killed_fetch_does_not_block_the_next(repo: Repo,
+                                                                    tmp_path: Path) -> None:
+    mirrored = source(repo, tmp_path)
+    first = mirrored.fetch()
+    # What kill -9 in the middle of a ref update leaves behind.
+    stale = mirrored.mirror_path / "refs" / "reconciler" / "incoming" / "main.lock"
+    stale.write_text("0" * 40 + "\n")
+    (mirrored.mirror_path / "packed-refs.lock").write_text("")
+    head = repo.commit("after the crash")
+    again = source(repo, tmp_path).fetch()
+    assert again.snapshot.revision == f"main@sha1:{head}" != first.snapshot.revision
+    assert not stale.exists()
+
+
+def test_a_fetch_waits_for_another_process_that_writes_the_mirror(repo: Repo,
+                                                                  tmp_path: Path) -> None:
+    mirrored = source(repo, tmp_path)
+    mirrored.fetch()
+    busy = mirrored.mirror_path / "refs" / "reconciler" / "incoming" / "main.lock"
+    holder = os.open(f"{mirrored.mirror_path}.flock", os.O_RDWR)
+    fcntl.flock(holder, fcntl.LOCK_EX)  # another reconciler, mid-update
+    busy.write_text("")
+    finished = threading.Event()
+    threading.Thread(target=lambda: (source(repo, tmp_path).fetch(), finished.set()),
+                     daemon=True).start()
+    assert not finished.wait(0.5), "it must not fetch while another holds the mirror"
+    assert busy.exists(), "a live holder's lock file is not touched"
+    busy.unlink()
+    os.close(holder)
+    assert finished.wait(30)
