@@ -226,7 +226,6 @@ def test_status_names_the_failing_pod_and_its_reason(world: KubeWorld) -> None:
                            str(world.config)], capture_output=True, text=True,
                           cwd=world.root, check=False, timeout=60)
     assert done.returncode == 0, done.stderr
-    print(done.stdout)
     line = next(x for x in done.stdout.splitlines() if "RolledBack" in x)
     assert "gepetto" in line and "CrashLoopBackOff" in line and "pod gepetto-" in line
 
