@@ -22,6 +22,7 @@ Run: ``.venv/bin/python bench/kube_bench.py [--sizes 10,100,1000] [--edits 8]``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -32,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,10 @@ def _desired(folder: Path, objects: int) -> None:
     (folder / "configs.yaml").write_text("\n---\n".join(documents))
 
 
-def _one_size(objects: int, root: Path) -> dict[str, Any]:
+@contextlib.contextmanager
+def _fleet(root: Path, objects: int, **settings: Any) -> Iterator[tuple[RunningCluster, Path]]:
+    """An emulated cluster, a repository declaring ``objects`` Configs for it, and the
+    settings file (with ``settings`` on top) that points the daemon at both."""
     with RunningCluster() as cluster:
         cluster.emulator.namespaces.add(NAMESPACE)
         kubeconfig = cluster.kubeconfig(root / "kubeconfig", {"kmock": NAMESPACE})
@@ -78,9 +83,15 @@ def _one_size(objects: int, root: Path) -> dict[str, Any]:
         git(repo, "add", "-A")
         git(repo, "commit", "-q", "-m", "bench")
         settings_file = root / "reconciler.yaml"
+        kube = {"kubeconfig": str(kubeconfig), **settings.pop("kubernetes", {})}
         settings_file.write_text(json.dumps({
             "repo": str(repo), "stateDir": str(root / "state"), "listen": "",
-            "kubernetes": {"kubeconfig": str(kubeconfig)}}))
+            "kubernetes": kube, **settings}))
+        yield cluster, settings_file
+
+
+def _one_size(objects: int, root: Path) -> dict[str, Any]:
+    with _fleet(root, objects) as (cluster, settings_file):
         settings = load_settings(settings_file, {})
         journal = Journal(settings.journal_path)
 
@@ -98,7 +109,8 @@ def _one_size(objects: int, root: Path) -> dict[str, Any]:
         noop = [one_pass() for _ in range(5)]
         assert all(result == "converged" for _, result, _ in noop)
         noop_seconds = sorted(s for s, _, _ in noop)[len(noop) // 2]
-        core = client.CoreV1Api(config.new_client_from_config(str(kubeconfig), context="kmock"))
+        core = client.CoreV1Api(config.new_client_from_config(str(root / "kubeconfig"),
+                                                              context="kmock"))
         lists = []
         for _ in range(5):
             started = time.perf_counter()
@@ -124,19 +136,8 @@ def _one_size(objects: int, root: Path) -> dict[str, Any]:
 
 def _heal_latency(edits: int, watch: bool, root: Path) -> list[float]:
     """Seconds from a hand edit to the restored content, ``edits`` times."""
-    with RunningCluster() as cluster:
-        cluster.emulator.namespaces.add(NAMESPACE)
-        kubeconfig = cluster.kubeconfig(root / "kubeconfig", {"kmock": NAMESPACE})
-        repo = root / "repo"
-        repo.mkdir()
-        git(repo, "init", "-q", "-b", "main")
-        _desired(repo / "desired-state", 10)
-        git(repo, "add", "-A")
-        git(repo, "commit", "-q", "-m", "bench")
-        settings_file = root / "reconciler.yaml"
-        settings_file.write_text(json.dumps({
-            "repo": str(repo), "stateDir": str(root / "state"), "listen": "",
-            "resync": "4s", "kubernetes": {"kubeconfig": str(kubeconfig), "watch": watch}}))
+    with _fleet(root, 10, resync="4s", kubernetes={"watch": watch}) as (cluster,
+                                                                         settings_file):
         env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(root),
                "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
         daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--config",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -12,7 +13,9 @@ from reconciler.desired.loader import cache_salt, load_desired
 from reconciler.errors import StalledError
 from reconciler.fleet.digests import DigestCache
 from reconciler.fleet.local import LocalFleet, ObservedTarget
+from reconciler.gauntlet.runner import JobLauncher
 from reconciler.plan.planner import History, Plan, observation_request, plan
+from reconciler.runtime.leadership import Leadership
 from reconciler.settings import Settings
 from reconciler.source.git import GitSource
 
@@ -40,9 +43,40 @@ def local_fleet(settings: Settings) -> LocalFleet:
                       DigestCache(settings.cache_dir / "fleet-digests.json"))
 
 
-def clusters(settings: Settings) -> Clusters:
-    from reconciler.kube.api import Clusters
-    return Clusters(settings.kube)
+class Connections:
+    """The cluster clients for these settings: made on first use (the client import costs
+    0.25 s, which a local-only fleet never pays), then kept so connections are pooled."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._clusters: Clusters | None = None
+
+    def __call__(self) -> Clusters:
+        if self._clusters is None:
+            from reconciler.kube.api import Clusters
+            self._clusters = Clusters(self._settings.kube)
+        return self._clusters
+
+
+def gauntlet_jobs(settings: Settings, connections: Connections,
+                  stop: threading.Event) -> JobLauncher | None:
+    """Where gauntlets with ``runIn: job`` run, when the settings say."""
+    if settings.gauntlet_job is None:
+        return None
+    from reconciler.kube.jobs import GauntletJobs
+    return GauntletJobs(connections(), settings.gauntlet_job, stop)
+
+
+def leadership(settings: Settings, connections: Connections, stop: threading.Event, *,
+               on_gained: Callable[[], None],
+               on_lost: Callable[[str], None]) -> Leadership | None:
+    """The Lease of ``leaderElection``, held in the background; None without one."""
+    election = settings.leader_election
+    if election is None:
+        return None
+    from reconciler.kube.lease import LeaseElector
+    return Leadership(LeaseElector(connections().get(election.context), election),
+                      election.lease_seconds, stop, on_gained=on_gained, on_lost=on_lost)
 
 
 def observe(desired: Desired, fleet: LocalFleet,
@@ -71,7 +105,7 @@ class PlannedPass:
 
 def plan_pass(settings: Settings, now: float, history: History | None = None,
               cache: DesiredCache | None = None,
-              connections: Callable[[], Clusters] | None = None) -> PlannedPass:
+              connections: Connections | None = None) -> PlannedPass:
     """Fetch, load, observe and plan. Raises InvalidInput or a ReconcilerError.
     A long-lived caller (the daemon) passes its ``cache`` so it is not read every pass,
     and its cluster ``connections`` so they are reused."""
@@ -85,7 +119,7 @@ def plan_pass(settings: Settings, now: float, history: History | None = None,
     kube = None
     if any(not target.is_local for target in desired.targets.values()):
         from reconciler.kube.fleet import KubernetesFleet
-        kube = KubernetesFleet(connections() if connections else clusters(settings))
+        kube = KubernetesFleet((connections or Connections(settings))())
     observed = observe(desired, fleet, kube)
     fleet.save_digests()
     return PlannedPass(plan(desired, observed, history or History(), now), desired, observed,

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from reconciler import __version__
-from reconciler.app import clusters, git_source, plan_pass
+from reconciler import __version__, app
+from reconciler.app import Connections, gauntlet_jobs, git_source, plan_pass
 from reconciler.artifacts.fetch import fetch
 from reconciler.artifacts.verify import VerificationFailed, verify_path, write_manifest
 from reconciler.desired.cache import DesiredCache
@@ -26,7 +26,6 @@ from reconciler.plan.render import render_json, render_text, text_diff
 from reconciler.runtime.daemon import Daemon, reconcile_once
 from reconciler.runtime.executor import Hooks
 from reconciler.runtime.journal import Journal
-from reconciler.runtime.leadership import Leadership
 from reconciler.runtime.lock import FleetLock
 from reconciler.runtime.places import address_of
 from reconciler.settings import Settings, find_config_file, load_settings
@@ -169,16 +168,11 @@ def cmd_apply(args: argparse.Namespace) -> int:
     settings = _settings(args)
     lock = FleetLock(settings.fleet_root, "apply")
     lock.acquire()
-    connections = clusters(settings) if settings.leader_election is not None else None
+    connections = Connections(settings)
     done, stop = threading.Event(), threading.Event()
-    leadership = None
-    if settings.leader_election is not None and connections is not None:
-        from reconciler.kube.lease import LeaseElector  # only where a Lease is configured
-        leadership = Leadership(
-            LeaseElector(connections.get(settings.leader_election.context),
-                         settings.leader_election),
-            settings.leader_election.lease_seconds, done, on_gained=lambda: None,
-            on_lost=lambda why: stop.set())
+    leadership = app.leadership(settings, connections, done, on_gained=lambda: None,
+                                on_lost=lambda why: stop.set())
+    if leadership is not None:
         leadership.start()
         if not leadership.leading:
             done.set()
@@ -190,7 +184,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
     try:
         journal.recover()
         outcome = reconcile_once(settings, journal, stop, hooks=Hooks(progress=_progress_line),
-                                 connections=(lambda: connections) if connections else None)
+                                 connections=connections)
     finally:
         journal.close()
         done.set()
@@ -316,11 +310,7 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
     progress.finish()
     digest = artifact.name
     journal = Journal(settings.journal_path)
-    stop = threading.Event()
-    jobs = None
-    if settings.gauntlet_job is not None:
-        from reconciler.kube.jobs import GauntletJobs  # only where gauntlets run as Jobs
-        jobs = GauntletJobs(clusters(settings), settings.gauntlet_job, stop)
+    jobs = gauntlet_jobs(settings, Connections(settings), threading.Event())
     try:
         if args.retry:
             journal.forget_gates(model.name, digest)

@@ -25,3 +25,10 @@ class StalledError(ReconcilerError):
 
     reason = "Stalled"
 
+
+
+class ReplanNeeded(ReconcilerError):
+    """The live state changed under a step (a pointer written by someone else since it was
+    read): stop the pass, observe again and plan again."""
+
+    reason = "ReplanNeeded"

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from reconciler.desired.documents import Desired, Health, Model, Restart, Target
-from reconciler.errors import ReconcilerError
+from reconciler.errors import ReplanNeeded
 from reconciler.fleet.commands import CommandResult
 from reconciler.fleet.local import LocalFleet
 from reconciler.kube.api import Conflict
@@ -26,7 +26,7 @@ from reconciler.kube.fleet import (
 from reconciler.runtime.places import address_of
 
 
-class PointerConflict(ReconcilerError):
+class PointerConflict(ReplanNeeded):
     """Someone else changed the pointer ConfigMap since we read it."""
 
     reason = "PointerConflict"

@@ -16,13 +16,14 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from reconciler.app import clusters, desired_cache, plan_pass
+from reconciler import app
+from reconciler.app import Connections, desired_cache, gauntlet_jobs, plan_pass
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
@@ -40,7 +41,6 @@ from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
 
 if TYPE_CHECKING:
-    from reconciler.kube.api import Clusters
     from reconciler.kube.watch import DriftWatch
 
 # A pass that holds the loop longer than this (soaks included) makes /healthz fail.
@@ -70,16 +70,13 @@ REPLANS = 3  # a pointer conflict re-reads and re-plans at most this often in on
 def reconcile_once(settings: Settings, journal: Journal, stop: threading.Event, *,
                    hooks: Hooks | None = None, metrics: Metrics | None = None,
                    cache: DesiredCache | None = None,
-                   connections: Callable[[], Clusters] | None = None) -> PassOutcome:
+                   connections: Connections | None = None) -> PassOutcome:
     """Fetch, validate, observe, plan and execute once. Never raises for bad input.
     ``connections`` gives the daemon's long-lived cluster clients (made on first use)."""
     started = time.monotonic()
     pass_id = journal.begin_pass(None)
-    connect = connections or _connections_once(settings)
-    jobs = None
-    if settings.gauntlet_job is not None:
-        from reconciler.kube.jobs import GauntletJobs  # only where gauntlets run as Jobs
-        jobs = GauntletJobs(connect(), settings.gauntlet_job, stop)
+    connect = connections or Connections(settings)
+    jobs = gauntlet_jobs(settings, connect, stop)
     for _ in range(REPLANS):
         try:
             planned = plan_pass(settings, time.time(), journal.history(), cache, connect)
@@ -105,16 +102,6 @@ def reconcile_once(settings: Settings, journal: Journal, stop: threading.Event, 
     if metrics is not None:
         _observe(metrics, outcome, time.monotonic() - started)
     return outcome
-
-
-def _connections_once(settings: Settings) -> Callable[[], Clusters]:
-    made: list[Clusters] = []
-
-    def connect() -> Clusters:
-        if not made:
-            made.append(clusters(settings))
-        return made[0]
-    return connect
 
 
 def _summarize(report: PassReport, errors: Mapping[str, str],
@@ -187,8 +174,7 @@ class Daemon:
         self.metrics = Metrics()
         # Set by SIGTERM, and by a lost Lease: ends the pass in flight, undoing what it began.
         self._pass_stop = threading.Event()
-        self._clusters: Clusters | None = None
-        self._settings: Settings | None = None
+        self._connections: Connections | None = None  # made with the settings, in run()
         self._drift: DriftWatch | None = None
 
     # Signals: set flags and wake the loop; the loop does the work.
@@ -197,23 +183,6 @@ class Daemon:
         self._stop.set()
         self._pass_stop.set()
         self._wake.set()
-
-    def _connections(self) -> Clusters:
-        """Cluster clients, made on first use and kept: connections are pooled."""
-        if self._clusters is None:
-            assert self._settings is not None
-            self._clusters = clusters(self._settings)
-        return self._clusters
-
-    def _leadership(self, settings: Settings) -> Leadership | None:
-        election = settings.leader_election
-        if election is None:
-            return None
-        from reconciler.kube.lease import LeaseElector  # only where a Lease is configured
-        elector = LeaseElector(self._connections().get(election.context), election)
-        print(f"leader election: {elector.shown} as {elector.identity}", flush=True)
-        return Leadership(elector, election.lease_seconds, self._stop,
-                          on_gained=self._gained, on_lost=self._lost)
 
     def _gained(self) -> None:
         print("leader election: acquired the Lease; acting", flush=True)
@@ -230,6 +199,7 @@ class Daemon:
             return
         if self._drift is None:
             from reconciler.kube.watch import DriftWatch  # only with Kubernetes targets
+            assert self._connections is not None
             self._drift = DriftWatch(self._connections(), self._drifted)
         self._drift.follow(targets)
 
@@ -254,7 +224,7 @@ class Daemon:
 
     def run(self) -> int:
         settings = load_settings(self._config_file, self._overrides)
-        self._settings = settings
+        self._connections = Connections(settings)
         lock = FleetLock(settings.fleet_root, "daemon")
         lock.acquire()
         journal = Journal(settings.journal_path)
@@ -268,7 +238,11 @@ class Daemon:
         self._write_state(settings, server, "starting")
         if interrupted:
             journal.record("recover", "info", detail={"interrupted": [e.id for e in interrupted]})
-        leadership = self._leadership(settings)
+        leadership = app.leadership(settings, self._connections, self._stop,
+                                    on_gained=self._gained, on_lost=self._lost)
+        if leadership is not None:
+            print(f"leader election: {leadership.elector.shown} as "
+                  f"{leadership.elector.identity}", flush=True)
         try:
             if leadership is not None:
                 leadership.start()

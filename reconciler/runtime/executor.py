@@ -30,7 +30,7 @@ from reconciler.desired.documents import (
     Strategy,
     Target,
 )
-from reconciler.errors import ReconcilerError, TransientError
+from reconciler.errors import ReconcilerError, ReplanNeeded, TransientError
 from reconciler.fleet.commands import CommandResult
 from reconciler.fleet.local import LocalFleet
 from reconciler.gauntlet.runner import STOPPED, GauntletRunner, JobLauncher
@@ -160,7 +160,7 @@ class Executor:
         message = f"{action.location}: {error.reason}: {error}"
         self._journal.record("error", "failed", pass_id=pass_id, revision=revision,
                              key=action.key, detail={"error": message, "reason": error.reason})
-        conflict = error.reason == "PointerConflict"
+        conflict = isinstance(error, ReplanNeeded)
         status = "Reconciling" if conflict or isinstance(error, TransientError) else "Stalled"
         self._journal.condition(action.key, status, error.reason, message)
         return ActionResult(action, "conflict" if conflict else "failed", message,
