@@ -21,13 +21,12 @@ from reconciler.desired.loader import cache_salt, load_desired
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.gauntlet.runner import GauntletRunner
-from reconciler.plan.planner import Action
+from reconciler.plan.planner import Action, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
 from reconciler.runtime.daemon import Daemon, reconcile_once
 from reconciler.runtime.executor import Hooks
 from reconciler.runtime.journal import Journal
 from reconciler.runtime.lock import FleetLock
-from reconciler.runtime.places import address_of
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.snapshot import Snapshot

@@ -23,7 +23,7 @@ from reconciler.kube.fleet import (
     pointer_value,
     template_annotation,
 )
-from reconciler.runtime.places import address_of
+from reconciler.plan.planner import address_of
 
 
 class PointerConflict(ReplanNeeded):

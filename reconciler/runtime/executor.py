@@ -34,9 +34,9 @@ from reconciler.errors import ReconcilerError, ReplanNeeded, TransientError
 from reconciler.fleet.commands import CommandResult
 from reconciler.fleet.local import LocalFleet
 from reconciler.gauntlet.runner import STOPPED, GauntletRunner, JobLauncher
-from reconciler.plan.planner import Action
+from reconciler.plan.planner import Action, address_of
 from reconciler.runtime.journal import Journal
-from reconciler.runtime.places import LocalPlace, Place, address_of
+from reconciler.runtime.places import LocalPlace, Place
 
 if TYPE_CHECKING:
     from reconciler.kube.fleet import KubernetesFleet

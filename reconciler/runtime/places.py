@@ -11,9 +11,10 @@ import threading
 from typing import Any, Protocol
 
 from reconciler.artifacts.fetch import fetch
-from reconciler.desired.documents import Delivered, Desired, Health, Model, Restart, Target
+from reconciler.desired.documents import Desired, Health, Model, Restart, Target
 from reconciler.fleet.commands import CommandResult, check_health, command_environment, run_command
 from reconciler.fleet.local import LocalFleet
+from reconciler.plan.planner import address_of
 
 
 class Place(Protocol):
@@ -50,15 +51,6 @@ class Place(Protocol):
 
     def pointed(self, model: Model) -> str | None:
         """The digest the pointer names now (for store garbage collection)."""
-
-
-def address_of(obj: Delivered | Model, target: Target) -> str:
-    ref = obj.pointer.config_map if isinstance(obj, Model) else obj.deliver.config_map
-    if target.is_local or ref is None:
-        path = obj.pointer.path if isinstance(obj, Model) else obj.deliver.path
-        assert path is not None
-        return path
-    return f"{ref.name}/{ref.key}"
 
 
 class LocalPlace:
