@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from kubernetes import client, config
 from reconciler.kube.api import Clusters
 from reconciler.kube.lease import LeaseElector
 from reconciler.settings import KubeSettings, LeaderElection
+from tests.e2e.daemon import wait_until
 from tests.kube.emulator import RunningCluster
 from tests.kube.world import (
     NAMESPACE,
@@ -23,7 +23,6 @@ from tests.kube.world import (
     daemon_status,
     passes,
     start_daemon,
-    wait_for,
 )
 
 
@@ -89,46 +88,38 @@ def test_a_standby_daemon_never_acts_and_takes_over_on_sigterm_and_after_kill(
     world.write_settings(leaderElection={"namespace": NAMESPACE, "leaseDuration": "2s",
                                          "context": "kmock"})
     world.commit()
-    first = start_daemon(world, "a", world.root / "a.log")
+    daemons = [start_daemon(world, "a")]
     try:
-        assert wait_for(lambda: world.configmap("gepetto-code") is not None, 30), \
-            (world.root / "a.log").read_text()
-        second = start_daemon(world, "b", world.root / "b.log")
-        try:
-            assert wait_for(lambda: daemon_status(world, "b").startswith("standby"), 30), \
-                (world.root / "b.log").read_text()
-            time.sleep(1.5)
-            assert passes(world, "b") == 0, "a standby never runs a pass"
-            first_identity = daemon_identity(world.root / "a.log")
-            assert world.emulator.get("leases", NAMESPACE, "reconciler")["spec"][
-                "holderIdentity"] == first_identity
-            first.send_signal(signal.SIGTERM)
-            assert first.wait(20) == 0
-            lease = world.emulator.get("leases", NAMESPACE, "reconciler")
-            assert lease["spec"].get("holderIdentity") != first_identity, "released on SIGTERM"
-            assert wait_for(lambda: passes(world, "b") > 0, 15), \
-                (world.root / "b.log").read_text()
-            assert "acquired the Lease" in (world.root / "b.log").read_text()
-            third = start_daemon(world, "c", world.root / "c.log")
-            try:
-                assert wait_for(lambda: daemon_status(world, "c").startswith("standby"), 30)
-                second.kill()  # no release: the standby must wait for expiry
-                second.wait(10)
-                killed_at = time.monotonic()
-                assert wait_for(lambda: passes(world, "c") > 0, 20), \
-                    (world.root / "c.log").read_text()
-                assert time.monotonic() - killed_at >= 1.0, "not before the lease expired"
-            finally:
-                third.send_signal(signal.SIGTERM)
-                third.wait(20)
-        finally:
-            if second.poll() is None:
-                second.kill()
-                second.wait()
+        first = daemons[0]
+        wait_until(lambda: world.configmap("gepetto-code") is not None, 30,
+                   what="the first daemon to deliver")
+        second = start_daemon(world, "b")
+        daemons.append(second)
+        wait_until(lambda: daemon_status(world, "b").startswith("standby"), 30,
+                   what="the second daemon to stand by")
+        time.sleep(1.5)
+        assert passes(world, "b") == 0, "a standby never runs a pass"
+        first_identity = daemon_identity(first)
+        assert world.emulator.get("leases", NAMESPACE, "reconciler")["spec"][
+            "holderIdentity"] == first_identity
+        assert first.stop() == 0
+        lease = world.emulator.get("leases", NAMESPACE, "reconciler")
+        assert lease["spec"].get("holderIdentity") != first_identity, "released on SIGTERM"
+        wait_until(lambda: passes(world, "b") > 0, 15, what="the standby to take over")
+        assert "acquired the Lease" in second.log()
+        third = start_daemon(world, "c")
+        daemons.append(third)
+        wait_until(lambda: daemon_status(world, "c").startswith("standby"), 30,
+                   what="the third daemon to stand by")
+        second.kill9()  # no release: the standby must wait for expiry
+        killed_at = time.monotonic()
+        wait_until(lambda: passes(world, "c") > 0, 20, what="takeover after expiry")
+        assert time.monotonic() - killed_at >= 1.0, "not before the lease expired"
+        assert third.stop() == 0
     finally:
-        if first.poll() is None:
-            first.kill()
-            first.wait()
+        for daemon in daemons:
+            if daemon.process.poll() is None:
+                daemon.kill9()
 
 
 def test_apply_refuses_while_a_daemon_holds_the_lease(world: KubeWorld, tmp_path: Path

@@ -5,13 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +16,7 @@ from reconciler.runtime.executor import Hooks
 from reconciler.runtime.journal import Journal
 from reconciler.settings import Settings, load_settings
 from tests.conftest import Repo, git
+from tests.e2e.daemon import DaemonProcess
 from tests.kube.emulator import RunningCluster
 
 NAMESPACE = "ml"
@@ -162,19 +158,14 @@ class KubeWorld:
 
 # The daemon as a subprocess, for leader election and self-heal.
 
-def start_daemon(world: KubeWorld, state: str, log: Path,
-                 resync: str = "1s") -> subprocess.Popen[bytes]:
-    """``reconciler run`` on the world's settings with its own state dir."""
+def start_daemon(world: KubeWorld, state: str, resync: str = "1s") -> DaemonProcess:
+    """``reconciler run`` on the world's settings with a state dir of its own."""
     config = json.loads(world.config.read_text())
     config["stateDir"] = str(world.root / state)
     config["resync"] = resync
     path = world.root / f"{state}.yaml"
     path.write_text(json.dumps(config))
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(world.root),
-           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
-    return subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--config", str(path)],
-                            stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env,
-                            cwd=world.root)
+    return DaemonProcess(path, world.root / state, world.root)
 
 
 def daemon_status(world: KubeWorld, state: str) -> str:
@@ -184,23 +175,15 @@ def daemon_status(world: KubeWorld, state: str) -> str:
         return ""
 
 
-def wait_for(predicate: Callable[[], object], seconds: float) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
-def daemon_identity(log: Path) -> str:
-    for line in log.read_text().splitlines():
+def daemon_identity(daemon: DaemonProcess) -> str:
+    for line in daemon.log().splitlines():
         if line.startswith("leader election: Lease") and " as " in line:
             return line.rsplit(" as ", 1)[1]
-    raise AssertionError(f"no identity in {log}")
+    raise AssertionError(f"no identity in:\n{daemon.log()}")
 
 
 def passes(world: KubeWorld, state: str) -> int:
+    """Passes the daemon with that state dir has begun (a standby begins none)."""
     path = world.root / state / "journal.db"
     if not path.exists():
         return 0
