@@ -255,7 +255,7 @@ class GauntletRunner:
                     return {"passed": False, "reason": "GauntletTimeout",
                             "error": f"metrics command did not finish within "
                             f"{format_duration(timeout)}"}
-                metrics = _last_json_object(finished.output_tail)
+                metrics = last_json_object(finished.output_tail)
                 if finished.returncode != 0 or metrics is None:
                     return {"passed": False, "reason": "GauntletError",
                             "error": f"metrics command exited with {finished.returncode} and "
@@ -298,7 +298,9 @@ def _parse(line: str) -> dict[str, Any]:
     return event if isinstance(event, dict) else {}
 
 
-def _last_json_object(output: str) -> dict[str, Any] | None:
+def last_json_object(output: str) -> dict[str, Any] | None:
+    """The last non-empty line, if it is a JSON object: how a metrics command and a
+    gauntlet Job's log give their result."""
     lines = [line for line in output.splitlines() if line.strip()]
     if not lines:
         return None

@@ -20,24 +20,12 @@ from typing import Any
 from reconciler.desired.documents import Gauntlet
 from reconciler.durations import format_duration
 from reconciler.errors import ReconcilerError
-from reconciler.gauntlet.runner import STOPPED
+from reconciler.gauntlet.runner import STOPPED, last_json_object
 from reconciler.kube.api import Clusters, NotFound
 from reconciler.kube.fleet import MANAGED_BY_LABEL
 from reconciler.settings import GauntletJobSettings
 
 GAUNTLET_LABEL = "reconciler.dev/gauntlet"
-
-
-def _last_json_line(log: str) -> dict[str, Any] | None:
-    for line in reversed(log.strip().splitlines()):
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except ValueError:
-            return None
-        return value if isinstance(value, dict) else None
-    return None
 
 
 class GauntletJobs:
@@ -118,7 +106,7 @@ class GauntletJobs:
             pod = sorted(pods.items, key=lambda p: p.metadata.name)[-1].metadata.name
             log = cluster.call("get", "pods/log", namespace,
                                core.read_namespaced_pod_log, pod, namespace)
-        last = _last_json_line(log)
+        last = last_json_object(log)
         if last is not None and last.get("event") == "result":
             last.pop("event")
             last["job"] = name

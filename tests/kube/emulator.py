@@ -47,7 +47,7 @@ from typing import Any
 import aiohttp.web
 import attrs
 from kmock import KubernetesEmulator, Server
-from kmock._internal import enums, k8s, references, rendering
+from kmock._internal import dicts, enums, k8s, references, rendering
 
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 RESOURCES = {  # plural -> (group/version, kind, namespaced)
@@ -118,16 +118,8 @@ def _get(obj: dict[str, Any], path: tuple[str, ...]) -> Any:
 
 
 def _merge(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
-    """JSON merge patch (RFC 7386): maps merge, ``None`` deletes, the rest replaces."""
-    merged = dict(base)
-    for key, value in patch.items():
-        if value is None:
-            merged.pop(key, None)
-        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
+    """JSON merge patch (RFC 7386), kmock's own: maps merge, ``None`` deletes."""
+    return copy.deepcopy(dict(dicts.merge_patch_dict(base, patch)))
 
 
 @attrs.define(kw_only=True)
