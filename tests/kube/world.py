@@ -137,9 +137,6 @@ class KubeWorld:
     def configmap(self, name: str, namespace: str = NAMESPACE) -> dict[str, Any] | None:
         return self.emulator.get("configmaps", namespace, name)  # type: ignore[no-any-return]
 
-    def requests(self) -> int:
-        return self.emulator.counters.total()  # type: ignore[no-any-return]
-
     def basic(self, *, soak: str | None = None, on_failure: str = "rollback",
               prune: bool = False) -> None:
         """One target, a strategy and a config restarting deployment gepetto, a model."""
