@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -10,6 +11,14 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+
+def command_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """A minimal environment for a program we run: the daemon's own variables, secrets
+    included, are not passed on."""
+    return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "LANG": os.environ.get("LANG", "C.UTF-8"), **extra}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,3 +51,16 @@ def run_bounded(argv: Sequence[str], cwd: Path, environment: Mapping[str, str],
         output.seek(max(0, size - tail_bytes))
         tail = output.read().decode(errors="replace")
     return Finished(timed_out, process.returncode, tail)
+
+
+def last_json_object(output: str) -> dict[str, Any] | None:
+    """The last non-empty line, if it is a JSON object: how a metrics command and a
+    gauntlet Job's log give their result."""
+    lines = [line for line in output.splitlines() if line.strip()]
+    if not lines:
+        return None
+    try:
+        value = json.loads(lines[-1])
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

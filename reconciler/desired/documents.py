@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from reconciler.durations import parse_duration
@@ -48,6 +49,11 @@ class Target:
     @property
     def is_local(self) -> bool:
         return self.local_root is not None
+
+    @property
+    def type(self) -> str:
+        """Which fleet adapter serves it (the registry in app.py is keyed by this)."""
+        return "local" if self.local_root is not None else "kubernetes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +183,12 @@ class Desired:
     # Any file of the folder at this revision, by folder-relative path (model artifacts).
     read_file: Callable[[str], bytes] = field(compare=False)
 
-    def delivered(self) -> list[Delivered]:
-        """Configs before strategies: a strategy may read its Config when it restarts."""
-        return [*sorted(self.configs.values(), key=lambda c: c.name),
-                *sorted(self.strategies.values(), key=lambda s: s.name)]
+    @cached_property
+    def delivered(self) -> tuple[Delivered, ...]:
+        """Configs before strategies: a strategy may read its Config when it restarts.
+        Computed once per desired state (the planner asks for it per target)."""
+        return (*sorted(self.configs.values(), key=lambda c: c.name),
+                *sorted(self.strategies.values(), key=lambda s: s.name))
 
 
 def _seconds(value: Any, default: float) -> float:

@@ -110,6 +110,10 @@ def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """In a Job, models come as {uri, sha256, format}: fetched and verified before any byte
     is loaded; a game module comes as source."""
     from reconciler.artifacts.fetch import fetch
+    from reconciler.digests import DigestCache
+    from reconciler.store import Store
+
+    store = Store(scratch / "store", DigestCache())
 
     def no_repository(path: str) -> bytes:
         raise FileNotFoundError(f"{path}: a gauntlet Job has no repository to read from")
@@ -119,7 +123,7 @@ def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
         if isinstance(source, dict):
             emit("fetch", role=role, uri=source["uri"])
             job[role] = str(fetch(source["uri"], source["sha256"], source.get("format", "file"),
-                                  scratch / "store", no_repository))
+                                  store, no_repository))
     if "gameSource" in job:
         module = scratch / "game.py"
         module.write_text(job.pop("gameSource"))

@@ -105,14 +105,14 @@ CASES = {
     "unknown-kind": Case(write("bad.yaml", f"{HEADER}kind: Deployment\nmetadata: {{name: x}}\n"),
                          "bad.yaml", 2, "kind", "unknown kind 'Deployment'"),
     "wrong-api-version": Case(replace("budget.yaml", "reconciler/v1", "reconciler/v2"),
-                              "budget.yaml", 3, "api-version", "use reconciler/v1"),
+                              "budget.yaml", 5, "api-version", "use reconciler/v1"),
     "unknown-field": Case(write("bad.yaml", target_doc("a", "  local: {root: x}\n  after: staging\n"
                                                        "  soke: 30m\n")),
                           "bad.yaml", 8, "unknown-field", "did you mean 'soak'"),
     "missing-required": Case(replace(STRATEGY, "  source: strategies/gepetto.py\n", ""),
                              STRATEGY, 11, "required-field", "'source'"),
-    "wrong-type": Case(replace("budget.yaml", "promotionsPerDay: 4", "promotionsPerDay: four"),
-                       "budget.yaml", 9, "type", "expected an integer"),
+    "wrong-type": Case(replace("budget.yaml", "promotionsPerDay: 12", "promotionsPerDay: four"),
+                       "budget.yaml", 11, "type", "expected an integer"),
     "invalid-name": Case(write("bad.yaml", target_doc("Prod_East")), "bad.yaml", 4, "dns-label"),
     "target-both-kinds": Case(write("bad.yaml", target_doc("a", "  local: {root: x}\n"
                                                            "  kubernetes: {namespace: ns}\n")),
@@ -188,7 +188,7 @@ CASES = {
                                                 "uri: s3://bucket/model.pt"), MODEL, 14,
                                         "artifact-uri"),
     "second-budget": Case(write("budget-2.yaml", f"{HEADER}kind: Budget\nmetadata: {{name: b2}}\n"
-                                "spec: {promotionsPerDay: 1}\n"), "budget.yaml", 6,
+                                "spec: {promotionsPerDay: 1}\n"), "budget.yaml", 8,
                           "budget-unique"),
     "config-breaks-its-schema": Case(replace(CONFIG, "max_instances_per_chute: 4",
                                              "max_instances_per_chute: 400"), CONFIG, 21,

@@ -7,33 +7,20 @@ their own process group so a timeout kills everything they started.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 from reconciler.desired.documents import Health
 from reconciler.durations import format_duration
+from reconciler.places import CommandResult
 from reconciler.processes import run_bounded
 
 _OUTPUT_TAIL_BYTES = 2048
 _DEFAULT_INTERVAL_SECONDS = 1.0
-
-
-@dataclass(frozen=True, slots=True)
-class CommandResult:
-    ok: bool
-    detail: str
-    output_tail: str = ""
-
-
-def command_environment(extra: Mapping[str, str]) -> dict[str, str]:
-    return {"PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
-            "LANG": os.environ.get("LANG", "C.UTF-8"), **extra}
 
 
 def run_command(argv: tuple[str, ...], cwd: Path, timeout: float,

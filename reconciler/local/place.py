@@ -1,56 +1,20 @@
-"""Where an action lands: the same steps (keep the old content, write, restart, check,
-flip, undo) on a local directory tree or on a Kubernetes namespace.
-
-The executor drives the steps and journals each one; a place only knows how to carry
-them out. Addresses are paths under a local root, or ``configmap/key`` on Kubernetes.
-"""
+"""A local target as a place for the executor's steps (see places.py): files written
+atomically under the target's root, restarts and health checks as commands, pointers as
+symlinks into the store."""
 
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from reconciler.artifacts.fetch import fetch
 from reconciler.desired.documents import Desired, Health, Model, Restart, Target
-from reconciler.fleet.commands import CommandResult, check_health, command_environment, run_command
-from reconciler.fleet.local import LocalFleet
+from reconciler.local.commands import check_health, run_command
+from reconciler.places import CommandResult
 from reconciler.plan.planner import address_of
+from reconciler.processes import command_environment
 
-
-class Place(Protocol):
-    target: Target
-
-    @property
-    def where(self) -> str:
-        """For messages: the root folder, or the cluster and namespace."""
-
-    def preserve(self, address: str) -> None:
-        """Keep the live content in the store, so that a rollback can put it back."""
-
-    def write(self, address: str, content: bytes, mode: int | None, revision: str) -> None: ...
-
-    def remove(self, address: str, revision: str) -> None: ...
-
-    def restart_detail(self, restart: Restart) -> dict[str, Any]: ...
-
-    def restart(self, action_kind: str, action_name: str, restart: Restart,
-                digest: str | None, revision: str) -> CommandResult: ...
-
-    def has_check(self, restart: Restart | None, health: Health | None) -> bool: ...
-
-    def check(self, action_kind: str, action_name: str, restart: Restart | None,
-              health: Health | None, digest: str | None, revision: str,
-              stop: threading.Event) -> CommandResult: ...
-
-    def pointer_before(self, model: Model, desired: Desired) -> str | None:
-        """What the pointer holds now, in the form :meth:`point_back` takes."""
-
-    def flip(self, model: Model, digest: str, revision: str) -> None: ...
-
-    def point_back(self, model: Model, previous: str | None, revision: str) -> None: ...
-
-    def pointed(self, model: Model) -> str | None:
-        """The digest the pointer names now (for store garbage collection)."""
+if TYPE_CHECKING:
+    from reconciler.local.fleet import LocalFleet
 
 
 class LocalPlace:
@@ -101,13 +65,12 @@ class LocalPlace:
 
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         path = address_of(model, self.target)
-        previous = self.fleet.observe(self.target, [], [path]).pointers[path].link
+        previous = self.fleet.pointer(self.target, path).link
         live = self.root / path
         if previous is None and live.is_file():
             # A canonical model copied in by hand (cp, not ln -sf): keep it in the store so
             # the flip loses nothing and a rollback can put it back.
-            previous = str(fetch(f"file://{live}", None, "file", self.fleet.store,
-                                 desired.read_file))
+            previous = str(self.fleet.store.location(self.fleet.store.put_file(live)))
         return previous
 
     def flip(self, model: Model, digest: str, revision: str) -> None:
@@ -117,6 +80,5 @@ class LocalPlace:
         self.fleet.point(self.target, address_of(model, self.target), previous)
 
     def pointed(self, model: Model) -> str | None:
-        path = address_of(model, self.target)
-        return self.fleet.observe(self.target, [], [path]).pointers[path].sha256
+        return self.fleet.pointer(self.target, address_of(model, self.target)).sha256
 
