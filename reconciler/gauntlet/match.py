@@ -18,6 +18,7 @@ device (``Noise``): no generator state to capture, the same games on every devic
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -30,6 +31,7 @@ from reconciler.gauntlet.sprt import Sprt, SprtSettings
 Player = Callable[[Any, torch.Tensor], torch.Tensor]
 OPENING_PLIES = 4
 PLIES_PER_GRAPH = 4  # plies per captured graph: one host sync per this many plies
+MIN_HALF = 256  # games a side below which a smaller graph saves less than it costs
 _MASK32 = 0xFFFFFFFF
 
 
@@ -95,6 +97,7 @@ class Ply:
         self.noise = Noise(2 * pairs, game.actions, seed)
         self.ply = torch.zeros(1, dtype=torch.long, device=self.device)
         self.result = torch.full((2 * pairs,), -1.0, device=self.device)
+        self.moves_made = torch.zeros(2 * pairs, dtype=torch.long, device=self.device)
         # Rows [0, first) are the games the candidate opened; for an alternating game the
         # candidate moves there on even plies and on the other rows on odd plies.
         self.first = pairs
@@ -131,6 +134,7 @@ class Ply:
         """Play one ply; ``parity`` is the ply's number modulo 2 (fixed when captured)."""
         moves = self.moves(parity, self.noise.draw(self.ply))
         active = self.result < 0
+        self.moves_made.add_(active)  # game lengths: what the benchmark counts
         mover = self.boards.mover.clone()
         won, full = self.game.play(self.boards, moves, active)
         result = torch.where(active & won, (mover == self.colour).float(), self.result)
@@ -147,63 +151,135 @@ class Ply:
         self.boards = _rows(self.boards, rows)
         self.noise.keep(rows)
         self.colour, self.result = self.colour[rows], self.result[rows]
+        self.moves_made = self.moves_made[rows]
 
 
-def _play_eager(ply: Ply) -> torch.Tensor:
-    """[2 * pairs] results, playing on only the games still on after each ply."""
+def _play_eager(ply: Ply) -> tuple[torch.Tensor, torch.Tensor]:
+    """[2 * pairs] results and moves after the opening, playing on only the games still
+    on after each ply."""
     slot = torch.arange(2 * ply.pairs, device=ply.device)
     result = torch.empty(2 * ply.pairs, device=ply.device)
+    moves = torch.empty(2 * ply.pairs, dtype=torch.long, device=ply.device)
     parity = 0
     while ply.result.numel():
         ply.step(parity)
         parity ^= 1
         result[slot] = ply.result  # finished games land in their slots before they go
+        moves[slot] = ply.moves_made
         going = ply.result < 0
         slot = slot[going]
         ply.drop_finished()
-    return result
+    return result, moves
 
 
-class Captured:
-    """A batch's plies captured as one CUDA graph of ``PLIES_PER_GRAPH`` plies, replayed
-    until every game has ended; a new batch copies a fresh opening into the same tensors."""
+class _Graph:
+    """``PLIES_PER_GRAPH`` plies of one fixed-size ``Ply``, captured as a CUDA graph (or,
+    with ``capture=False``, played eagerly on each replay: how the tests check the
+    shrinking below on a CPU)."""
 
-    def __init__(self, game: Any, candidate: Player, opponent: Player, pairs: int,
-                 seed: torch.Tensor) -> None:
-        self.ply = Ply(game, candidate, opponent, pairs, seed.clone())
-        self.seed = self.ply.noise.seed
-        # Warm up on a side stream (handles, autotuning, compiled kernels), under the sync
-        # check: a game that syncs raises here, before any capture is attempted.
+    def __init__(self, ply: Ply, capture: bool = True) -> None:
+        self.ply = ply
+        self.graph: torch.cuda.CUDAGraph | None = None
+        if not capture:
+            return
+        # Warm up on a side stream (handles, autotuning, compiling fused rules), then play
+        # under the sync check: a game that syncs raises here, before any capture.
         stream = torch.cuda.Stream()  # type: ignore[no-untyped-call]
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
+            ply.step(0)
             previous = torch.cuda.get_sync_debug_mode()
             torch.cuda.set_sync_debug_mode("error")
             try:
-                for parity in (0, 1):
-                    self.ply.step(parity)
+                for parity in (1, 0):
+                    ply.step(parity)
             finally:
                 torch.cuda.set_sync_debug_mode(previous)
         torch.cuda.current_stream().wait_stream(stream)
         self.graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self.graph):
-            for index in range(PLIES_PER_GRAPH):
-                self.ply.step(index % 2)
-            self.done = (self.ply.result >= 0).all()  # rewritten by every replay
+            self.plies()
 
-    def play(self, seed: torch.Tensor) -> torch.Tensor:
-        ply = self.ply
-        self.seed.copy_(seed)
+    def plies(self) -> None:
+        for index in range(PLIES_PER_GRAPH):
+            self.ply.step(index % 2)
+        going = self.ply.result < 0  # games still on in each half, rewritten every replay
+        self.going = torch.stack([going[:self.ply.first].sum(), going[self.ply.first:].sum()])
+
+    def replay(self) -> None:
+        if self.graph is None:
+            self.plies()
+        else:
+            self.graph.replay()
+
+
+class Captured:
+    """A batch's plies as CUDA graphs replayed until every game has ended.
+
+    Inside a replay finished games are masked. Between replays, at the one host sync
+    that asks how many games are still on, the batch moves to a graph captured for half
+    the size once half of either side's games have ended: the games still on are gathered
+    first (a stable sort, no sync), finished ones fill the rest and stay finished. Each
+    size is captured once and reused by every batch."""
+
+    def __init__(self, game: Any, candidate: Player, opponent: Player, pairs: int,
+                 seed: torch.Tensor, capture: bool = True) -> None:
+        self.game, self.candidate, self.opponent = game, candidate, opponent
+        self.pairs, self.capture = pairs, capture
+        self.graphs: dict[int, _Graph] = {}
+        self.top = self.graph(pairs, seed)
+
+    def graph(self, half: int, seed: torch.Tensor) -> _Graph:
+        if half not in self.graphs:
+            ply = Ply(self.game, self.candidate, self.opponent, half, seed.clone())
+            self.graphs[half] = _Graph(ply, self.capture)
+        return self.graphs[half]
+
+    def play(self, seed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ply = self.top.ply
+        ply.noise.seed.copy_(seed)
         ply.ply.zero_()
-        fresh = ply.game.initial(2 * ply.pairs)
+        fresh = self.game.initial(2 * self.pairs)
         for field in fields(fresh):
             getattr(ply.boards, field.name).copy_(getattr(fresh, field.name))
         ply.result.fill_(-1.0)
+        ply.moves_made.zero_()
         ply.colour.copy_(ply.open())
+        result = torch.empty_like(ply.result)
+        moves = torch.empty_like(ply.moves_made)
+        slot = torch.arange(2 * self.pairs, device=ply.device)  # row -> game
+        level = self.top
         while True:
-            self.graph.replay()
-            if bool(self.done):  # the one host sync per replay
-                return ply.result
+            level.replay()
+            first, second = level.going.tolist()  # the one host sync per replay
+            half = level.ply.first
+            smaller = max(MIN_HALF, 1 << (max(first, second, 1) - 1).bit_length())
+            if first + second and smaller >= half:
+                continue
+            result[slot] = level.ply.result
+            moves[slot] = level.ply.moves_made
+            if not first + second:
+                return result, moves
+            level, slot = self.shrink(level, slot, smaller)
+
+    def shrink(self, level: _Graph, slot: torch.Tensor,
+               half: int) -> tuple[_Graph, torch.Tensor]:
+        """Move the games still on into the graph of ``half`` games a side."""
+        source = level.ply
+        target = self.graph(half, source.noise.seed)
+        finished = (source.result >= 0).to(torch.uint8)
+        rows = torch.cat([
+            torch.sort(finished[:source.first], stable=True).indices[:half],
+            torch.sort(finished[source.first:], stable=True).indices[:half] + source.first])
+        ply = target.ply
+        for field in fields(source.boards):
+            getattr(ply.boards, field.name).copy_(getattr(source.boards, field.name)[rows])
+        for name in ("result", "moves_made", "colour"):
+            getattr(ply, name).copy_(getattr(source, name)[rows])
+        ply.noise.base.copy_(source.noise.base[rows])
+        ply.noise.seed.copy_(source.noise.seed)
+        ply.ply.copy_(source.ply)
+        return target, slot[rows]
 
 
 # Captured plies by (game, candidate, opponent, pairs), reused by every batch of that size;
@@ -214,6 +290,15 @@ _captured: dict[tuple[Any, Player, Player, int], Captured | None] = {}
 def play_pairs(game: Any, candidate: Player, opponent: Player, pairs: int,
                generator: torch.Generator) -> torch.Tensor:
     """[pairs] candidate scores (mean of its two games per pair), on the CPU."""
+    result, _ = play_games(game, candidate, opponent, pairs, generator)
+    return ((result[:pairs] + result[pairs:]) / 2).cpu()
+
+
+def play_games(game: Any, candidate: Player, opponent: Player, pairs: int,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """[2 * pairs] results for the candidate (the first half opened by it, the second the
+    same openings with colours swapped) and each game's moves after the opening, on the
+    device. A captured graph on CUDA where the game allows it, eager plies otherwise."""
     seed = torch.randint(0, 1 << 31, (1,), generator=generator, device=generator.device)
     with torch.no_grad():
         if seed.device.type == "cuda":
@@ -222,10 +307,8 @@ def play_pairs(game: Any, candidate: Player, opponent: Player, pairs: int,
                 _captured[key] = _capture(game, candidate, opponent, pairs, seed)
             captured = _captured[key]
             if captured is not None:
-                result = captured.play(seed)
-                return ((result[:pairs] + result[pairs:]) / 2).cpu()
-        result = _play_eager(Ply(game, candidate, opponent, pairs, seed))
-    return ((result[:pairs] + result[pairs:]) / 2).cpu()
+                return captured.play(seed)
+        return _play_eager(Ply(game, candidate, opponent, pairs, seed))
 
 
 def _capture(game: Any, candidate: Player, opponent: Player, pairs: int,
@@ -234,26 +317,27 @@ def _capture(game: Any, candidate: Player, opponent: Player, pairs: int,
     or uses something graphs do not support): that game then plays eagerly."""
     try:
         return Captured(game, candidate, opponent, pairs, seed)
-    except RuntimeError:
+    except RuntimeError as error:
+        warnings.warn(f"plies not captured, played eagerly: {error}", stacklevel=3)
         return None
 
 
-def fusing_pays_off(device: str, pairs: int, games: int, compile_seconds: float = 20.0,
-                    saved_per_ply: tuple[float, float] = (60e-6, 1.5e-9)) -> bool:
+def fusing_pays_off(device: str, pairs: int, games: int, compile_seconds: float = 10.0,
+                    saved_per_ply: float = 120e-6) -> bool:
     """Whether compiling a game's rules (``game.fuse()``) saves more time than it costs.
 
     A gate of ``games`` games in batches of ``pairs`` pairs plays about
-    ``ceil(games / (2 * pairs)) * 38`` plies (every batch runs until its longest game
-    ends, at most 38 plies after the opening). A fused rule saves ``a + b * boards`` seconds
-    a ply (``saved_per_ply``: launches of the unfused kernels, and their memory traffic);
-    compiling costs ``compile_seconds``. The defaults were measured on an H100 (see
-    docs/gauntlets.md). On a CPU the fused rules are never used: eager runs there already
-    skip finished games, and compiling needs a C++ toolchain."""
+    ``ceil(games / (2 * pairs)) * 40`` plies (a batch runs until its longest game ends, at
+    most 38 plies after the opening, in replays of 4). Fused rules save ``saved_per_ply``
+    seconds a ply: the unfused kernels' launches, about the same at every batch size
+    since finished games are shed. Compiling costs ``compile_seconds`` in a fresh process.
+    Both defaults were measured on an H200 (docs/gauntlets.md): fusing pays off past about
+    83,000 plies, e.g. 10 M games at 1,024 pairs a batch or 270 M at 65,536; the example
+    gate (1,200 games at 64 pairs, 400 plies) never comes close. On a CPU it never pays:
+    eager plies there already skip finished games, and compiling needs a C++ toolchain."""
     if device != "cuda":
         return False
-    plies = math.ceil(games / (2 * pairs)) * 38
-    a, b = saved_per_ply
-    return plies * (a + b * 2 * pairs) > compile_seconds
+    return math.ceil(games / (2 * pairs)) * 40 * saved_per_ply > compile_seconds
 
 
 def run_opponent(game: Any, candidate: Player, name: str, opponent: Player,

@@ -81,8 +81,8 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     sprt = match.get("sprt", {})
     batch_pairs = int(match.get("batchSize", 256))
     games = sum(o.get("games", match.get("games", 400)) for o in match["opponents"])
-    if hasattr(game, "fuse") and fusing_pays_off(device.type, batch_pairs, games):
-        game.fuse()
+    fused = hasattr(game, "fuse") and fusing_pays_off(device.type, batch_pairs, games) \
+        and bool(game.fuse())
     results: list[dict[str, Any]] = []
     for opponent in match["opponents"]:
         name = opponent["name"]
@@ -106,7 +106,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     seconds = time.monotonic() - started
     return {"passed": all(r["passed"] for r in results) and len(results) == len(
         match["opponents"]), "opponents": results, "device": str(device),
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 3), "fusedRules": fused,
         "gpuSeconds": round(seconds, 3) if device.type == "cuda" else 0.0}
 
 

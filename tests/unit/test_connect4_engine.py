@@ -16,7 +16,14 @@ from reconciler.gauntlet.games.check import host_syncs
 from reconciler.gauntlet.games.connect4 import COLUMNS, Boards, Connect4
 from reconciler.gauntlet.games.reference import Boards as FloatBoards
 from reconciler.gauntlet.games.reference import ReferenceConnect4, play_pairs_reference
-from reconciler.gauntlet.match import Noise, Ply, _play_eager, fusing_pays_off, play_pairs
+from reconciler.gauntlet.match import (
+    Captured,
+    Noise,
+    Ply,
+    _play_eager,
+    fusing_pays_off,
+    play_pairs,
+)
 from reconciler.gauntlet.weights import load_state_dict
 from tests.conftest import EXAMPLE
 
@@ -88,6 +95,18 @@ def test_the_bitboard_rules_are_todays_position_by_position() -> None:
     assert torch.equal(bits.mover, floats.mover)
 
 
+@pytest.mark.slow
+def test_fused_rules_choose_the_same_columns() -> None:
+    """torch.compile of the tactical rule (inductor's C++ on a CPU, Triton on a GPU: about
+    30 s to compile here) against the eager rule, at a batch size it was not compiled for."""
+    game = Connect4(CPU)
+    floats = reference_positions(3000, seed=7)
+    bits = game.from_cells(floats.cells, floats.mover)
+    eager = game._threats(bits.position, bits.mask)
+    assert game.fuse()
+    assert torch.equal(game._rules(bits.position, bits.mask), eager)
+
+
 def test_tactical_keeps_todays_column_when_a_win_and_a_block_compete() -> None:
     """Today's rule filters to blocks, then to wins: disjoint, nothing is left and today's
     argmax picks column 0, full or not. Kept: it decides measurably many games. Into a
@@ -142,13 +161,29 @@ def test_masking_finished_games_plays_the_same_games_as_dropping_them() -> None:
     deterministic players: only the work on finished games differs."""
     game = Connect4(CPU)
     seed = torch.tensor([11])
-    dropped = _play_eager(Ply(game, game.heuristic_moves, game.random_moves, 300, seed))
+    dropped, moves = _play_eager(Ply(game, game.heuristic_moves, game.random_moves, 300, seed))
     masked = Ply(game, game.heuristic_moves, game.random_moves, 300, seed)
     for ply in range(42):
         masked.step(ply % 2)
     assert (masked.result >= 0).all()
     assert torch.equal(masked.result, dropped)
+    assert torch.equal(masked.moves_made, moves)
+    assert torch.equal(masked.boards.plies, moves + 4), "the opening's 4 moves, then these"
     assert 0.85 < float(dropped.mean()) < 1.0, "the heuristic beats random"
+
+
+def test_the_replayed_batch_shrinks_as_games_end_and_plays_the_same_games() -> None:
+    """The GPU path's bookkeeping, replayed eagerly on the CPU: masked plies in replays of
+    four, the games still on moved to ever smaller graphs, results back in their slots."""
+    game = Connect4(CPU)
+    batches = Captured(game, game.heuristic_moves, game.random_moves, 1500,
+                       torch.tensor([0]), capture=False)
+    for seed in (13, 14):  # the second batch reuses every size the first one made
+        result, moves = batches.play(torch.tensor([seed]))
+        expected = _play_eager(Ply(game, game.heuristic_moves, game.random_moves, 1500,
+                                   torch.tensor([seed])))
+        assert torch.equal(result, expected[0]) and torch.equal(moves, expected[1])
+    assert sorted(batches.graphs) == [256, 512, 1024, 1500]
 
 
 class TakingTurnsUnannounced(Connect4):
@@ -161,8 +196,8 @@ class TakingTurnsUnannounced(Connect4):
 def test_a_game_without_strict_turns_plays_the_same_games() -> None:
     seed = torch.tensor([12])
     plain, general = Connect4(CPU), TakingTurnsUnannounced(CPU)
-    expected = _play_eager(Ply(plain, plain.heuristic_moves, plain.random_moves, 200, seed))
-    got = _play_eager(Ply(general, general.heuristic_moves, general.random_moves, 200, seed))
+    expected, _ = _play_eager(Ply(plain, plain.heuristic_moves, plain.random_moves, 200, seed))
+    got, _ = _play_eager(Ply(general, general.heuristic_moves, general.random_moves, 200, seed))
     assert torch.equal(got, expected)
 
 
@@ -239,6 +274,15 @@ def test_the_checker_passes_connect4_and_names_each_sync_of_a_game_that_syncs(
     assert not any(f.startswith(("against random", "against previous")) for f in found)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_a_game_that_syncs_is_not_captured_and_still_plays_on_a_gpu() -> None:
+    game = Syncing(torch.device("cuda"))
+    generator = torch.Generator(device="cuda").manual_seed(0)
+    with pytest.warns(UserWarning, match="not captured, played eagerly"):
+        scores = play_pairs(game, game.heuristic_moves, game.random_moves, 200, generator)
+    assert scores.shape == (200,) and 0.85 < float(scores.mean()) <= 1.0
+
+
 def test_the_checker_command_exits_1_for_a_game_that_syncs(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from reconciler.gauntlet.games.check import main
@@ -255,4 +299,4 @@ def test_fused_rules_are_compiled_only_when_the_gate_repays_the_compile() -> Non
     assert not fusing_pays_off("cuda", 64, 3 * 400), "the example gate: seconds of play"
     assert not fusing_pays_off("cuda", 65536, 20_000)
     assert fusing_pays_off("cuda", 65536, 10**9)
-    assert fusing_pays_off("cuda", 1024, 10**9)
+    assert fusing_pays_off("cuda", 1024, 10**7), "small batches: more plies a game"

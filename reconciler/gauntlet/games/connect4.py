@@ -18,6 +18,7 @@ so the same seed plays the same games on any device.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -166,10 +167,23 @@ class Connect4:
         pairs = s & (s >> self._directions)
         return ((pairs & (pairs >> 2 * self._directions)) != 0).any(-1)
 
-    def fuse(self) -> None:
+    def fuse(self) -> bool:
         """Compile the tactical rule into fused kernels (``torch.compile``): worth it only
-        when the gate plays enough plies to repay the compile (see match.fusing_pays_off)."""
-        self._rules = torch.compile(self._threats, dynamic=False, fullgraph=True)
+        when the gate plays enough plies to repay the compile (match.fusing_pays_off).
+        One compile for every batch size (the batch dimension is dynamic), done here on a
+        few boards, so a missing toolchain or a compiler error leaves the eager rule in
+        place (returns False) instead of failing the gate."""
+        fused = torch.compile(self._threats, dynamic=True, fullgraph=True)
+        boards = self.initial(8)
+        try:
+            works = bool(torch.equal(fused(boards.position, boards.mask),
+                                     self._threats(boards.position, boards.mask)))
+        except Exception as error:  # torch raises many kinds from the compiler stack
+            warnings.warn(f"rules not fused, playing them eagerly: {error}", stacklevel=2)
+            return False
+        if works:
+            self._rules = fused
+        return works
 
     # Conversions: network input, and boards for tests and the reference engine.
 
