@@ -8,7 +8,7 @@ produced a result (pass or fail), 2 on an error.
 Games: ``connect4`` is built in. A game module from the desired-state folder defines
 ``create_game(device)`` returning an object with the same methods as
 :class:`reconciler.gauntlet.games.connect4.Connect4` (initial, legal, play, random_moves,
-heuristic_moves, network, policy_moves).
+heuristic_moves, network, policy_moves; the game interface of docs/gauntlets.md).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from reconciler.gauntlet.games.connect4 import Connect4
-from reconciler.gauntlet.match import OpponentResult, run_opponent
+from reconciler.gauntlet.match import OpponentResult, fusing_pays_off, run_opponent
 from reconciler.gauntlet.sprt import SprtSettings
 from reconciler.gauntlet.weights import load_state_dict
 
@@ -69,16 +69,20 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     generator.manual_seed(int(match.get("seed", 0)))
     candidate_net = load_policy(game, job["candidate"], device)
 
-    def candidate(boards: Any) -> torch.Tensor:
+    def candidate(boards: Any, noise: torch.Tensor) -> torch.Tensor:
         return game.policy_moves(candidate_net, boards)  # type: ignore[no-any-return]
 
     previous_net = load_policy(game, job["previous"], device) if job.get("previous") else None
     players = {
-        "random": lambda boards: game.random_moves(boards, generator),
-        "heuristic": lambda boards: game.heuristic_moves(boards, generator),
-        "previous": (lambda boards: game.policy_moves(previous_net, boards)),
+        "random": game.random_moves,
+        "heuristic": game.heuristic_moves,
+        "previous": (lambda boards, noise: game.policy_moves(previous_net, boards)),
     }
     sprt = match.get("sprt", {})
+    batch_pairs = int(match.get("batchSize", 256))
+    games = sum(o.get("games", match.get("games", 400)) for o in match["opponents"])
+    fused = hasattr(game, "fuse") and fusing_pays_off(device.type, batch_pairs, games) \
+        and bool(game.fuse())
     results: list[dict[str, Any]] = []
     for opponent in match["opponents"]:
         name = opponent["name"]
@@ -95,14 +99,14 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             emit("progress", **outcome.to_json())
 
         outcome = run_opponent(game, candidate, name, players[name], settings,
-                               int(match.get("batchSize", 256)), generator, report)
+                               batch_pairs, generator, report)
         results.append(outcome.to_json())
         if not results[-1]["passed"]:
             break  # one failed bar decides: no GPU time on the rest
     seconds = time.monotonic() - started
     return {"passed": all(r["passed"] for r in results) and len(results) == len(
         match["opponents"]), "opponents": results, "device": str(device),
-        "seconds": round(seconds, 3),
+        "seconds": round(seconds, 3), "fusedRules": fused,
         "gpuSeconds": round(seconds, 3) if device.type == "cuda" else 0.0}
 
 
