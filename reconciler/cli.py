@@ -27,6 +27,7 @@ from reconciler.errors import ReconcilerError, StalledError
 from reconciler.execute.executor import Hooks
 from reconciler.gauntlet.runner import GauntletRunner
 from reconciler.journal import Journal
+from reconciler.local.roots import check_roots
 from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
@@ -126,6 +127,8 @@ def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     snapshot: Snapshot
+    # With settings (a repository, or a folder with --config) the roots are checked too.
+    settings = _settings(args) if args.directory is None or args.config else None
     if args.directory is not None:
         folder = Path(args.directory)
         if not folder.is_dir():
@@ -133,9 +136,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         snapshot = DirectorySnapshot(folder.resolve(), args.directory.rstrip("/") + "/")
     else:
-        settings = _settings(args)
+        assert settings is not None
         snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
     desired = load_desired(snapshot, DesiredCache(cache_salt()))
+    problems = check_roots(desired, settings, snapshot.display_prefix) if settings else []
+    if problems:
+        raise InvalidInput(problems)
     counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
               "configs": len(desired.configs), "models": len(desired.models),
               "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}

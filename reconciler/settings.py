@@ -74,6 +74,8 @@ class Settings:
     kube: KubeSettings = KubeSettings()
     leader_election: LeaderElection | None = None
     gauntlet_job: GauntletJobSettings | None = None
+    # Folders besides fleet_root where local Target roots may lie (local/roots.py).
+    allowed_roots: tuple[Path, ...] = ()
 
     @property
     def cache_dir(self) -> Path:
@@ -180,6 +182,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         kube=_kube(content.get("kubernetes", {}), base),
         leader_election=_leader_election(content.get("leaderElection")),
         gauntlet_job=_gauntlet_job(content.get("gauntletJob")),
+        allowed_roots=tuple(base / root for root in content.get("allowedRoots", ())),
     )
 
 
