@@ -68,7 +68,8 @@ def gauntlet_jobs(settings: Settings, connections: Connections,
 
 
 def _local(wiring: Wiring) -> Fleet:
-    return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests)
+    return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests,
+                      wiring.settings.allowed_roots)
 
 
 def _kubernetes(wiring: Wiring) -> Fleet:

@@ -39,7 +39,7 @@ class LocalPlace:
         self.fleet.remove(self.target, address)
 
     def _environment(self, kind: str, name: str, revision: str) -> dict[str, str]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.fleet.ensure_root(self.target)
         return command_environment({
             "RECONCILER_TARGET": self.target.name, "RECONCILER_TARGET_ROOT": str(self.root),
             "RECONCILER_REVISION": revision, "RECONCILER_OBJECT": f"{kind}/{name}"})
@@ -66,11 +66,13 @@ class LocalPlace:
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         path = address_of(model, self.target)
         previous = self.fleet.pointer(self.target, path).link
-        live = self.root / path
-        if previous is None and live.is_file():
+        if previous is None:
             # A canonical model copied in by hand (cp, not ln -sf): keep it in the store so
-            # the flip loses nothing and a rollback can put it back.
-            previous = str(self.fleet.store.location(self.fleet.store.put_file(live)))
+            # the flip loses nothing and a rollback can put it back. Only a regular file
+            # beneath the root counts; a link on the way is drift, never content.
+            kept = self.fleet.preserve(self.target, path)
+            if kept is not None:
+                previous = str(self.fleet.store.location(kept))
         return previous
 
     def flip(self, model: Model, digest: str, revision: str) -> None:
