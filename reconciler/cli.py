@@ -187,7 +187,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    lock = FleetLock(settings.fleet_root, "apply")
+    lock = FleetLock(settings.fleet_root, "apply", settings.allowed_roots)
     lock.acquire()
     connections = Connections(settings)
     done, stop = threading.Event(), threading.Event()

@@ -131,8 +131,9 @@ class Daemon:
     def run(self) -> int:
         settings = load_settings(self._config_file, self._overrides)
         self._connections = Connections(settings)
-        lock = FleetLock(settings.fleet_root, "daemon")
+        lock = FleetLock(settings.fleet_root, "daemon", settings.allowed_roots)
         lock.acquire()
+        self._fleet_lock = lock
         journal = Journal(settings.journal_path)
         interrupted = journal.recover()
         wiring = Wiring(settings, connections=self._connections)
@@ -239,6 +240,7 @@ class Daemon:
             self._pass_stop.clear()
             if self._stop.is_set():
                 break
+            self._fleet_lock.check()  # FleetLockLost: never act on a folder moved under us
             started = time.monotonic()
             outcome = run_pass(wiring, journal, self._pass_stop, hooks=self._hooks())
             _observe(self.metrics, outcome, time.monotonic() - started)
@@ -293,11 +295,11 @@ class Daemon:
             print(f"reload refused, keeping the running settings:\n{error}", flush=True)
             self._notify.status("reload refused: settings invalid")
             return settings
-        if (fresh.fleet_root, fresh.state_dir, fresh.listen, fresh.kube,
-                fresh.leader_election) != (settings.fleet_root, settings.state_dir,
-                                           settings.listen, settings.kube,
+        if (fresh.fleet_root, fresh.allowed_roots, fresh.state_dir, fresh.listen, fresh.kube,
+                fresh.leader_election) != (settings.fleet_root, settings.allowed_roots,
+                                           settings.state_dir, settings.listen, settings.kube,
                                            settings.leader_election):
-            print("reload refused: fleetRoot, stateDir, listen, kubernetes and "
+            print("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes and "
                   "leaderElection need a restart", flush=True)
             return settings
         print("settings reloaded", flush=True)

@@ -147,7 +147,7 @@ def test_second_holder_is_refused_with_who_holds_it(tmp_path: Path) -> None:
          "except FleetLocked as e:\n print(e); sys.exit(3)", str(tmp_path / "fleet")],
         capture_output=True, text=True, check=False)
     assert holder.returncode == 3
-    assert f"daemon, pid {os.getpid()}" in holder.stdout
+    assert f"(pid {os.getpid()}: " in holder.stdout  # named from /proc/locks
     with pytest.raises(FleetLocked):
         FleetLock(tmp_path / "fleet", "apply").acquire()  # another descriptor, same process
     first.release()
