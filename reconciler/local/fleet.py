@@ -47,6 +47,7 @@ class LocalFleet:
         # Descriptors of the bases, opened once: a base moved away keeps being the folder
         # this fleet acts on (the fleet lock notices the move and stops the daemon).
         self._bases: dict[Path, int] = {}
+        self._splits: dict[str, tuple[Path, str]] = {}  # root -> (base, beneath): roots.py
 
     def root_of(self, target: Target) -> Path:
         assert target.local_root is not None
@@ -59,7 +60,11 @@ class LocalFleet:
         """(descriptor of the root's base, the root's path beneath it). Without ``create``,
         FileNotFoundError while the base does not exist yet."""
         assert target.local_root is not None
-        base, relative = split_root(target.local_root, self.fleet_root, self.allowed_roots)
+        split = self._splits.get(target.local_root)
+        if split is None:
+            split = split_root(target.local_root, self.fleet_root, self.allowed_roots)
+            self._splits[target.local_root] = split
+        base, relative = split
         descriptor = self._bases.get(base)
         if descriptor is None:
             if create:
