@@ -21,6 +21,7 @@ import hashlib
 import os
 import secrets
 import stat
+import weakref
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -47,6 +48,7 @@ class LocalFleet:
         # Descriptors of the bases, opened once: a base moved away keeps being the folder
         # this fleet acts on (the fleet lock notices the move and stops the daemon).
         self._bases: dict[Path, int] = {}
+        weakref.finalize(self, _close_all, self._bases)  # a fleet per command, or per test
         self._splits: dict[str, tuple[Path, str]] = {}  # root -> (base, beneath): roots.py
 
     def root_of(self, target: Target) -> Path:
@@ -233,6 +235,12 @@ class LocalFleet:
             return ObservedPointer(path, link, None, f"names sha256:{digest[:12]}, whose "
                                    "bytes did not match its digest (quarantined)")
         return ObservedPointer(path, link, digest)
+
+
+def _close_all(descriptors: dict[Path, int]) -> None:
+    for descriptor in descriptors.values():
+        os.close(descriptor)
+    descriptors.clear()
 
 
 def _join(relative: str, path: str) -> str:

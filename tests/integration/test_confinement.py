@@ -8,6 +8,7 @@ the O_NOFOLLOW walk (``RECONCILER_RESOLVE_WALK``), so the fallback is proven too
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import shutil
 import stat
@@ -152,6 +153,7 @@ def test_the_fleet_reports_links_as_drift_and_acts_beneath_the_root(tmp_path: Pa
                                                                     resolver: str) -> None:
     digests = DigestCache()
     store = Store(tmp_path / "store", digests)
+    open_before = len(os.listdir("/proc/self/fd"))
     fleet = LocalFleet(tmp_path / "fleet", store, digests)
     target = build("Target", {"metadata": {"name": "edge"},
                               "spec": {"local": {"root": "edge"}}}, ORIGIN)
@@ -174,3 +176,6 @@ def test_the_fleet_reports_links_as_drift_and_acts_beneath_the_root(tmp_path: Pa
     assert (root / "models" / "current.bin").read_bytes() == b"weights"
     assert fleet.observe(target, ["app/app.py"], []).files["app/app.py"].sha256 == \
         sha(b"OK = 1\n")
+    del fleet
+    gc.collect()
+    assert len(os.listdir("/proc/self/fd")) == open_before, "the root's descriptor closed"
