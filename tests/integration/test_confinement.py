@@ -7,6 +7,7 @@ the O_NOFOLLOW walk (``RECONCILER_RESOLVE_WALK``), so the fallback is proven too
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
@@ -47,6 +48,15 @@ def resolver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
     assert beneath.uses_openat2() is (request.param == "openat2")
     yield request.param
     beneath.uses_openat2.cache_clear()
+
+
+def _open_on(folder: Path) -> int:
+    """Descriptors this process holds on ``folder``."""
+    held = 0
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            held += os.readlink(f"/proc/self/fd/{name}") == str(folder)
+    return held
 
 
 def _files(folder: Path) -> dict[str, bytes]:
@@ -153,7 +163,6 @@ def test_the_fleet_reports_links_as_drift_and_acts_beneath_the_root(tmp_path: Pa
                                                                     resolver: str) -> None:
     digests = DigestCache()
     store = Store(tmp_path / "store", digests)
-    open_before = len(os.listdir("/proc/self/fd"))
     fleet = LocalFleet(tmp_path / "fleet", store, digests)
     target = build("Target", {"metadata": {"name": "edge"},
                               "spec": {"local": {"root": "edge"}}}, ORIGIN)
@@ -176,6 +185,7 @@ def test_the_fleet_reports_links_as_drift_and_acts_beneath_the_root(tmp_path: Pa
     assert (root / "models" / "current.bin").read_bytes() == b"weights"
     assert fleet.observe(target, ["app/app.py"], []).files["app/app.py"].sha256 == \
         sha(b"OK = 1\n")
+    assert _open_on(tmp_path / "fleet") == 1, "the base, opened once for every call"
     del fleet
     gc.collect()
-    assert len(os.listdir("/proc/self/fd")) == open_before, "the root's descriptor closed"
+    assert _open_on(tmp_path / "fleet") == 0, "and closed with its fleet"
