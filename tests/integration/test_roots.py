@@ -53,6 +53,9 @@ def test_a_root_escaping_into_the_store_is_refused_with_file_line_and_rule(
     assert (_files(fleet.state / "store" / "sha256"), _files(fleet.root)) == before
     checked = cli("validate", "--config", config)
     assert checked.returncode == 1 and where in checked.stdout, checked.stdout
+    folder = cli("validate", str(fleet.repo / "desired-state"), "--config", config)
+    assert folder.returncode == 1 and "evil.yaml:5:17:" in folder.stdout, folder.stdout
+    assert "[root-escape]" in folder.stdout
     planned = cli("plan", "--config", config)
     assert planned.returncode == 1 and "[root-escape]" in planned.stderr
 
