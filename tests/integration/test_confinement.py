@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import gc
+import json
 import os
 import shutil
 import stat
@@ -113,6 +114,10 @@ def test_a_secret_linked_in_place_of_a_delivered_file_is_never_shown_or_stored(
     assert SECRET not in stored.values() and sha(SECRET) not in str(stored)
     history = cli("history", "--config", config, "--output", "json")
     assert sha(SECRET) not in history.stdout, "not the 'from' of a journaled delivery"
+    repairs = [e for e in json.loads(history.stdout) if e["action"] == "deliver"
+               and e["phase"] == "intent" and e["detail"].get("drift")]
+    put_back = [(e["detail"]["from"], e["detail"]["to"]) for e in repairs]
+    assert put_back == [(None, sha(HEALTHY.encode()))], "drift put back, from nothing"
 
 
 # The resolver itself, both ways.
