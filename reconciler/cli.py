@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler import __version__
-from reconciler.app import Connections, Wiring, gauntlet_jobs, git_source
+from reconciler.app import Connections, Wiring, confine_state_dir, gauntlet_jobs, git_source
 from reconciler.artifacts.fetch import fetch
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
@@ -196,6 +196,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     journal = Journal(settings.journal_path)
     try:
+        confine_state_dir(settings)
         journal.recover()
         wiring = Wiring(settings, connections=connections)
         wiring.store.sweep()

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from reconciler.app import Connections, Wiring, watched
+from reconciler.app import Connections, Wiring, confine_state_dir, watched
 from reconciler.daemon.backoff import Backoff
 from reconciler.daemon.httpd import ControlServer
 from reconciler.daemon.leadership import Leadership, leadership
@@ -134,6 +134,7 @@ class Daemon:
         lock = FleetLock(settings.fleet_root, "daemon")
         lock.acquire()
         journal = Journal(settings.journal_path)
+        confine_state_dir(settings)
         interrupted = journal.recover()
         wiring = Wiring(settings, connections=self._connections)
         wiring.store.sweep()
