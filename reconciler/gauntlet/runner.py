@@ -12,6 +12,7 @@ rejected digest is not re-run until one of those changes or ``--retry`` forgets 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -100,7 +101,7 @@ class GauntletRunner:
         game = match.get("game", "connect4")
         game_digest = (hashlib.sha256(desired.read_file(game)).hexdigest()
                        if game.endswith(".py") else game)
-        material = [digest, previous, gauntlet.spec_digest, game_digest]
+        material = [digest, previous, gauntlet.spec_digest, game_digest, worker_version()]
         return hashlib.sha256(json.dumps(material).encode()).hexdigest()
 
     def previous(self, model: Model, digest: str) -> str | None:
@@ -328,6 +329,21 @@ def _parse(line: str) -> dict[str, Any]:
 def _tail(log: Path) -> str:
     text = log.read_text(errors="replace").strip().splitlines()
     return text[-1] if text else ""
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+@functools.cache
+def worker_version(package: Path = _PACKAGE) -> str:
+    """The digest of the code that decides a verdict (this package's worker, engine, games
+    and statistics): an upgrade that changes how games are played or judged is a new input
+    of every verdict, so nothing remembered under the old code is trusted."""
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
 
 
 def _summary(evidence: dict[str, Any]) -> str:
