@@ -246,6 +246,7 @@ class Sandbox:
         self._bwrap = bwrap
         self._probe_lock = threading.Lock()
         self._working = False
+        self._proc = True
 
     def problem(self) -> str | None:
         """Why repository code cannot run here, with the fix; None when it can."""
@@ -255,19 +256,20 @@ class Sandbox:
             if self._working:
                 return None
             found = self._bwrap or shutil.which("bwrap")
-            if found is None:
+            if found is None or not os.access(found, os.X_OK):
                 return ("repository code runs only in a sandbox and bubblewrap is not "
                         "installed: install it (apt-get install bubblewrap), or set "
                         "'sandbox: none' in reconciler.yaml to run it unsandboxed")
-            probe = subprocess.run(
-                [found, *self._namespaces(network=False), "--ro-bind", "/", "/", "--",
-                 "/bin/true"], capture_output=True, check=False, timeout=30,
-                env={"PATH": "/usr/bin:/bin"})
-            if probe.returncode != 0:
-                detail = probe.stderr.decode(errors="replace").strip().splitlines()
+            refusal = self._probe(found, proc=True)
+            if refusal is not None and "proc" in refusal:
+                # Under systemd's ProtectKernelTunables/ProtectKernelLogs the kernel refuses
+                # a new /proc in a user namespace (parts of the host's are over-mounted):
+                # the sandbox then has no /proc at all, which hides even more.
+                refusal = self._probe(found, proc=False)
+                self._proc = refusal is not None
+            if refusal is not None:
                 return ("repository code runs only in a sandbox and this host refuses "
-                        f"bubblewrap's namespaces ({detail[-1] if detail else 'exit '}"
-                        f"{'' if detail else probe.returncode}): allow unprivileged user "
+                        f"bubblewrap's namespaces ({refusal}): allow unprivileged user "
                         "namespaces (sysctl user.max_user_namespaces > 0, "
                         "kernel.unprivileged_userns_clone=1, kernel.apparmor_restrict_"
                         "unprivileged_userns=0; under systemd see systemd/reconciler.service), "
@@ -275,6 +277,17 @@ class Sandbox:
             self._bwrap = found
             self._working = True
             return None
+
+    def _probe(self, bwrap: str, *, proc: bool) -> str | None:
+        """bwrap's complaint when it cannot set up a sandbox like ours; None when it can."""
+        probe = subprocess.run(
+            [bwrap, *self._namespaces(network=False), "--ro-bind", "/", "/",
+             *(["--proc", "/proc"] if proc else []), "--", "/bin/true"],
+            capture_output=True, check=False, timeout=30, env={"PATH": "/usr/bin:/bin"})
+        if probe.returncode == 0:
+            return None
+        lines = probe.stderr.decode(errors="replace").strip().splitlines()
+        return lines[-1][:300] if lines else f"exit code {probe.returncode}"
 
     def require(self) -> None:
         problem = self.problem()
@@ -313,7 +326,7 @@ class Sandbox:
                 args += ["--ro-bind", link, link]
         for path in (*_ETC_ALWAYS, *(_ETC_NETWORK if launch.network else ())):
             args += ["--ro-bind-try", path, path]
-        args += ["--proc", "/proc", "--dev", "/dev"]
+        args += [*(["--proc", "/proc"] if self._proc else []), "--dev", "/dev"]
         for device in launch.devices:
             args += ["--dev-bind-try", device, device]
         args += ["--size", str(limits.scratch_bytes), "--tmpfs", "/tmp"]
