@@ -418,14 +418,14 @@ class Sandbox:
 
 _lock = threading.Lock()
 _current = Sandbox()
+_by_mode = {_current.mode: _current}  # one per mode: bwrap is probed once per process
 
 
 def configure(mode: str) -> Sandbox:
     """Set the process-wide sandbox from the settings (``sandbox:``)."""
     global _current
     with _lock:
-        if _current.mode != mode:
-            _current = Sandbox(mode)
+        _current = _by_mode.setdefault(mode, Sandbox(mode))
         return _current
 
 
