@@ -82,11 +82,11 @@ class Limits:
 class Launch:
     """What to run. ``read_only`` paths appear at their own paths, read-only; ``cwd``, unless
     it is one of them, is a fresh writable folder (keep it under /tmp, the private tmpfs,
-    so that it counts against ``scratch_bytes``); ``python``
-    binds the interpreter (and its virtualenv); ``package`` also makes reconciler itself
-    importable (for the gauntlet worker). ``channel`` is where results come back:
-    ``stdout`` (stderr feeds the log tail), or ``fd`` (a pipe whose number replaces
-    ``{report_fd}`` in argv; stdout and stderr both feed the log tail)."""
+    so that it counts against ``scratch_bytes``). The interpreter (and its virtualenv) is
+    always there; ``package`` also makes reconciler itself importable (for the worker).
+    ``channel`` is where results come back: ``stdout`` (stderr feeds the log tail), or
+    ``fd`` (a pipe whose number replaces ``{report_fd}`` in argv; stdout and stderr both
+    feed the log tail)."""
 
     argv: tuple[str, ...]
     cwd: Path
@@ -94,7 +94,6 @@ class Launch:
     read_only: tuple[Path, ...] = ()
     environment: Mapping[str, str] = field(default_factory=dict)
     network: bool = False
-    python: bool = True
     package: bool = False
     devices: tuple[str, ...] = ()
     channel: str = "stdout"
@@ -341,8 +340,6 @@ class Sandbox:
 
     @staticmethod
     def _python_paths(launch: Launch) -> list[Path]:
-        if not launch.python:
-            return []
         paths = []
         for prefix in {sys.base_prefix, sys.prefix}:
             resolved = Path(prefix).resolve()
