@@ -328,6 +328,8 @@ class Sandbox:
         args += [*(["--proc", "/proc"] if self._proc else []), "--dev", "/dev"]
         for device in launch.devices:
             args += ["--dev-bind-try", device, device]
+        if launch.devices:  # the CUDA runtime finds its GPUs through sysfs
+            args += ["--ro-bind", "/sys", "/sys"]
         args += ["--size", str(limits.scratch_bytes), "--tmpfs", "/tmp"]
         for path in self._python_paths(launch):
             args += ["--ro-bind", str(path), str(path)]
