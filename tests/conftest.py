@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,12 +93,11 @@ def example_copy(tmp_path: Path) -> Path:
     return folder
 
 
-def survivors(marker: str, wait: float = 5.0) -> list[int]:
+def survivors(marker: str, wait: float = 20.0) -> list[int]:
     """Live (not zombie) processes whose command line holds ``marker``, after giving the
-    kernel ``wait`` seconds to tear a killed sandbox down. Sandboxed code cannot tell us
+    kernel ``wait`` seconds to tear a killed sandbox down (a fork bomb's hundred processes
+    take seconds to die on a loaded host). Sandboxed code cannot tell us
     its host PIDs (it sees its own PID namespace), so a marker in argv finds it."""
-    import time
-
     deadline = time.monotonic() + wait
     while True:
         found = []

@@ -26,7 +26,9 @@ code reads it, and the composition root sets it once from the settings.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import select
 import selectors
 import shutil
 import signal
@@ -52,6 +54,24 @@ _ETC_NETWORK = ("/etc/resolv.conf", "/etc/hosts", "/etc/nsswitch.conf", "/etc/ho
                 "/etc/ca-certificates")
 _ROOT_LINKS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent  # reconciler/
+_TEARDOWN_SECONDS = 10.0  # how long kill() waits for the kernel to empty a namespace
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _alive(pid: int) -> bool:
+    """Not yet exited (a zombie has: its namespace is already empty)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 class SandboxUnavailable(StalledError):
@@ -122,9 +142,11 @@ class Running:
     """A started sandbox: channel lines as they come, a bounded log tail, kill at will."""
 
     def __init__(self, process: subprocess.Popen[bytes], channel: int, log: int,
-                 launch: Launch) -> None:
+                 launch: Launch, info: int | None) -> None:
         self._process = process
         self._launch = launch
+        self._info = info
+        self._init: int | None = None
         self._selector = selectors.DefaultSelector()
         self._selector.register(channel, selectors.EVENT_READ, "channel")
         self._selector.register(log, selectors.EVENT_READ, "log")
@@ -214,12 +236,34 @@ class Running:
         return self._tail.decode(errors="replace")
 
     def kill(self) -> None:
-        """Everything in the sandbox dies: bwrap's init is the only process the kernel
-        lets outlive the namespace, and --die-with-parent kills it with bwrap. Without
-        namespaces (``sandbox: none``) the process group goes."""
+        """Everything in the sandbox dies before this returns. The namespace's init (bwrap's
+        child) is killed, and the kernel kills every process in a PID namespace before its
+        init is gone, ``setsid()`` grandchildren included; bwrap itself goes with its
+        process group. Without namespaces (``sandbox: none``) the process group goes."""
+        init = self._init_pid()
+        if init is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(init, signal.SIGKILL)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, signal.SIGKILL)
         self._process.wait()
+        deadline = time.monotonic() + _TEARDOWN_SECONDS
+        while init is not None and _alive(init) and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def _init_pid(self) -> int | None:
+        """The host PID of the namespace's init, from bwrap's --info-fd, if bwrap has set
+        it up and it is still bwrap's child (the pipe's JSON is only trusted that far)."""
+        if self._info is not None and self._init is None:
+            ready = select.select([self._info], [], [], 0)[0]
+            if ready:
+                with contextlib.suppress(ValueError):
+                    info = json.loads(os.read(self._info, 4096).split(b"}")[0] + b"}")
+                    pid = info.get("child-pid") if isinstance(info, dict) else None
+                    self._init = pid if isinstance(pid, int) and pid > 1 else None
+        if self._init is None or _parent_of(self._init) != self._process.pid:
+            return None
+        return self._init
 
     def wait(self, seconds: float | None = None) -> int:
         """The exit status (subprocess.TimeoutExpired after ``seconds``)."""
@@ -233,6 +277,9 @@ class Running:
         self._selector.close()
         if self._process.poll() is None:
             self.kill()
+        if self._info is not None:
+            os.close(self._info)
+            self._info = None
 
 
 class Sandbox:
@@ -299,7 +346,8 @@ class Sandbox:
                 "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
                 *([] if network else ["--unshare-net"]), "--die-with-parent", "--new-session"]
 
-    def command(self, launch: Launch, report_fd: int | None = None) -> list[str]:
+    def command(self, launch: Launch, report_fd: int | None = None,
+                info_fd: int | None = None) -> list[str]:
         """The full argv: bwrap's arguments (unless mode ``none``), prlimit, the program."""
         argv = [str(report_fd) if part == REPORT_FD_PLACEHOLDER and report_fd is not None
                 else part for part in launch.argv]
@@ -337,6 +385,8 @@ class Sandbox:
             args += ["--ro-bind", str(path), str(path)]
         if launch.cwd not in launch.read_only:
             args += ["--dir", str(launch.cwd)]  # writable, in the sandbox's own /tmp
+        if info_fd is not None:
+            args += ["--info-fd", str(info_fd)]
         args += ["--chdir", str(launch.cwd), "--", *inner]
         return args
 
@@ -359,15 +409,16 @@ class Sandbox:
         """Start it (SandboxUnavailable, or OSError when the program cannot start)."""
         read_channel, write_channel = os.pipe()
         read_log, write_log = os.pipe()
+        read_info, write_info = os.pipe() if self.mode == "bwrap" else (None, None)
         try:
+            passed: tuple[int, ...] = () if write_info is None else (write_info,)
             if launch.channel == "fd":
                 stdout = stderr = write_log
-                argv = self.command(launch, report_fd=write_channel)
-                passed: tuple[int, ...] = (write_channel,)
+                argv = self.command(launch, report_fd=write_channel, info_fd=write_info)
+                passed += (write_channel,)
             else:
                 stdout, stderr = write_channel, write_log
-                argv = self.command(launch)
-                passed = ()
+                argv = self.command(launch, info_fd=write_info)
             environment = ({**base_environment(), **self._python_environment(launch),
                             **launch.environment} if self.mode == "none" else {})
             process = subprocess.Popen(argv, cwd=launch.cwd, env=environment,
@@ -375,13 +426,15 @@ class Sandbox:
                                        stderr=stderr, pass_fds=passed,
                                        start_new_session=True)
         except BaseException:
-            os.close(read_channel)
-            os.close(read_log)
+            for fd in (read_channel, read_log, read_info):
+                if fd is not None:
+                    os.close(fd)
             raise
         finally:
-            os.close(write_channel)
-            os.close(write_log)
-        return Running(process, read_channel, read_log, launch)
+            for fd in (write_channel, write_log, write_info):
+                if fd is not None:
+                    os.close(fd)
+        return Running(process, read_channel, read_log, launch, read_info)
 
     def run(self, launch: Launch, timeout: float, keep_lines: int = 1) -> Outcome:
         """Run to the end or the timeout; the last ``keep_lines`` channel lines."""
