@@ -33,11 +33,13 @@ _TEST_OUTPUT_LINES = 200
 
 
 def check_key(strategy: Strategy, entries: Mapping[str, Entry]) -> str:
-    """Same key, same outcome: the spec's check fields, every .py file, the interpreter."""
+    """Same key, same outcome: the spec's check fields, every .py file, the interpreter, the
+    sandbox mode (a module that passed unsandboxed may fail in the sandbox)."""
     python_files = sorted((path, entry.oid) for path, entry in entries.items()
                           if path.endswith(".py"))
     material = [strategy.source, strategy.entrypoint, list(strategy.tests),
-                strategy.check_timeout_seconds, python_files, sys.version]
+                strategy.check_timeout_seconds, python_files, sys.version,
+                sandbox.current().mode]
     return hashlib.sha256(json.dumps(material).encode()).hexdigest()
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from reconciler.diagnostics import InvalidInput
 from reconciler.settings import load_settings
-from tests.conftest import REPO_ROOT, Result, example_copy
+from tests.conftest import EXAMPLE, REPO_ROOT, Result, example_copy
 
 NO_BWRAP_PATH = "/nonexistent"  # PATH without bwrap (the CLI itself runs by full path)
 
@@ -86,3 +86,19 @@ def test_under_the_units_protections_the_sandbox_runs_without_proc(
                            command], capture_output=True, text=True, cwd=REPO_ROOT,
                           timeout=120, check=False)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_check_made_without_the_sandbox_is_not_reused_with_it() -> None:
+    script = ("from reconciler.desired.cache import DesiredCache; "
+              "from reconciler.desired.loader import load_desired; "
+              "from reconciler.desired.strategy_check import check_key; "
+              "from reconciler.sandbox import runner; "
+              "from reconciler.source.directory import DirectorySnapshot; "
+              f"s = DirectorySnapshot(__import__('pathlib').Path({str(EXAMPLE)!r}), ''); "
+              "d = load_desired(s, DesiredCache('t'), run_strategy_checks=False); "
+              "keys = [check_key(d.strategies['gepetto'], s.entries()) "
+              "        for mode in ('bwrap', 'none', 'bwrap') if runner.configure(mode)]; "
+              "print(keys[0] != keys[1], keys[0] == keys[2])")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=120, check=False)
+    assert done.stdout.split() == ["True", "True"], done.stderr
