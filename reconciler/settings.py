@@ -76,6 +76,7 @@ class Settings:
     gauntlet_job: GauntletJobSettings | None = None
     run_as: str | None = None  # who local restart and health commands run as
     sandbox: str = "bwrap"  # reconciler.sandbox mode; "none" is the explicit opt-out
+    inconclusive: str = "hold"  # an inconclusive gate holds the pointer, or counts as rejected
 
     @property
     def cache_dir(self) -> Path:
@@ -184,6 +185,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         leader_election=_leader_election(content.get("leaderElection")),
         gauntlet_job=_gauntlet_job(content.get("gauntletJob")),
         sandbox=content.get("sandbox", "bwrap"),
+        inconclusive=(content.get("gates") or {}).get("inconclusive", "hold"),
     )
 
 

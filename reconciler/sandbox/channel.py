@@ -103,6 +103,8 @@ def strategy_report(line: str | None) -> StrategyReport:
 
 _OPPONENT_KEYS = ("opponent", "minScore", "score", "interval", "games", "played", "passed",
                   "reason", "pentanomial")
+# What the sequential test adds when it reports its state (gauntlet/match.py).
+_OPPONENT_OPTIONAL = ("decision", "llr", "inconclusive", "expectedMoreGames")
 
 
 class GauntletEvents:
@@ -127,8 +129,17 @@ class GauntletEvents:
             _text(entry["skipped"], "skipped")
             _flag(entry["passed"], "passed")
             return entry
-        _keys(entry, _OPPONENT_KEYS)
+        _keys(entry, _OPPONENT_KEYS, _OPPONENT_OPTIONAL)
         self._opponent(entry["opponent"])
+        if "decision" in entry and entry["decision"] not in ("pass", "fail", "inconclusive",
+                                                              None):
+            raise Malformed(f"decision {str(entry['decision'])[:40]!r} is not one the test makes")
+        if "llr" in entry:
+            _number(entry["llr"], "llr", -1e6, 1e6)
+        if "inconclusive" in entry:
+            _flag(entry["inconclusive"], "inconclusive")
+        if "expectedMoreGames" in entry:
+            _count(entry["expectedMoreGames"], "expectedMoreGames")
         _number(entry["minScore"], "minScore", 0, 1)
         _number(entry["score"], "score", 0, 1)
         interval = entry["interval"]
@@ -161,7 +172,7 @@ class GauntletEvents:
                 raise Malformed("fetch role must be candidate or previous")
             _text(event["uri"], "uri")
         elif kind == "progress":
-            _keys(event, ("event", *_OPPONENT_KEYS))
+            _keys(event, ("event", *_OPPONENT_KEYS), _OPPONENT_OPTIONAL)
             self._outcome({k: v for k, v in event.items() if k != "event"})
             opponent, games = event["opponent"], event["games"]
             if games < self._games.get(opponent, 0):
@@ -169,8 +180,15 @@ class GauntletEvents:
                                 f"{self._games[opponent]} to {games}")
             self._games[opponent] = games
         elif kind == "result":
-            _keys(event, ("event", "passed", "opponents", "device", "seconds", "gpuSeconds"))
+            _keys(event, ("event", "passed", "opponents", "device", "seconds", "gpuSeconds"),
+                  ("fusedRules", "inconclusive", "reason"))
             _flag(event["passed"], "passed")
+            for flag in ("fusedRules", "inconclusive"):
+                if flag in event:
+                    _flag(event[flag], flag)
+            if "reason" in event and event["reason"] not in ("GateInconclusive", "GateFailed",
+                                                              "GatePassed"):
+                raise Malformed(f"result reason {str(event['reason'])[:40]!r} is not a verdict")
             if not isinstance(event["opponents"], list) \
                     or len(event["opponents"]) > len(self._known):
                 raise Malformed("opponents must list at most the declared opponents")
