@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from reconciler.desired import strategy_check
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.documents import Desired
 from reconciler.desired.loader import cache_salt, load_desired
@@ -16,6 +17,7 @@ from reconciler.fleet.local import LocalFleet, ObservedTarget
 from reconciler.gauntlet.runner import JobLauncher
 from reconciler.plan.planner import History, Plan, observation_request, plan
 from reconciler.runtime.leadership import Leadership
+from reconciler.sandbox import runner as sandbox
 from reconciler.settings import Settings
 from reconciler.source.git import GitSource
 
@@ -67,6 +69,20 @@ def gauntlet_jobs(settings: Settings, connections: Connections,
     return GauntletJobs(connections(), settings.gauntlet_job, stop)
 
 
+def configure_sandbox(settings: Settings, connections: Connections | None = None,
+                      stop: threading.Event | None = None) -> None:
+    """Where repository code runs, process-wide, from ``sandbox:``. In mode ``job`` strategy
+    checks go to cluster Jobs (kube.codejobs, through the coderun protocol: the desired
+    layer never sees the cluster client); ``stop`` deletes a running one."""
+    sandbox.configure(settings.sandbox)
+    if settings.sandbox != "job" or settings.sandbox_job is None:
+        strategy_check.use_jobs(None)
+        return
+    from reconciler.kube.codejobs import CodeJobs
+    strategy_check.use_jobs(CodeJobs((connections or Connections(settings))(),
+                                     settings.sandbox_job, stop or threading.Event()))
+
+
 def leadership(settings: Settings, connections: Connections, stop: threading.Event, *,
                on_gained: Callable[[], None],
                on_lost: Callable[[str], None]) -> Leadership | None:
@@ -105,10 +121,14 @@ class PlannedPass:
 
 def plan_pass(settings: Settings, now: float, history: History | None = None,
               cache: DesiredCache | None = None,
-              connections: Connections | None = None) -> PlannedPass:
+              connections: Connections | None = None,
+              stop: threading.Event | None = None) -> PlannedPass:
     """Fetch, load, observe and plan. Raises InvalidInput or a ReconcilerError.
     A long-lived caller (the daemon) passes its ``cache`` so it is not read every pass,
-    and its cluster ``connections`` so they are reused."""
+    its cluster ``connections`` so they are reused, and its ``stop`` so that a strategy
+    check running as a Job is deleted when it stops."""
+    connections = connections or Connections(settings)
+    configure_sandbox(settings, connections, stop)
     accepted = git_source(settings).fetch()
     cache = cache or desired_cache(settings)
     try:
@@ -119,7 +139,7 @@ def plan_pass(settings: Settings, now: float, history: History | None = None,
     kube = None
     if any(not target.is_local for target in desired.targets.values()):
         from reconciler.kube.fleet import KubernetesFleet
-        kube = KubernetesFleet((connections or Connections(settings))())
+        kube = KubernetesFleet(connections())
     observed = observe(desired, fleet, kube)
     fleet.save_digests()
     return PlannedPass(plan(desired, observed, history or History(), now), desired, observed,

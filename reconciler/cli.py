@@ -13,7 +13,13 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler import __version__, app
-from reconciler.app import Connections, gauntlet_jobs, git_source, plan_pass
+from reconciler.app import (
+    Connections,
+    configure_sandbox,
+    gauntlet_jobs,
+    git_source,
+    plan_pass,
+)
 from reconciler.artifacts.fetch import fetch
 from reconciler.artifacts.verify import VerificationFailed, verify_path, write_manifest
 from reconciler.desired.cache import DesiredCache
@@ -107,7 +113,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(find_config_file(args.config), _overrides(args))
+    """The settings, with the sandbox they name configured for whatever runs next."""
+    settings = load_settings(find_config_file(args.config), _overrides(args))
+    configure_sandbox(settings)
+    return settings
 
 
 def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
