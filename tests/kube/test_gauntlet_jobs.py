@@ -70,6 +70,15 @@ def test_a_job_that_passes_flips_the_pointer(world: KubeWorld, tmp_path: Path) -
     assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists",
                                    "effect": "NoSchedule"}]
     assert pod["restartPolicy"] == "Never" and job["spec"]["backoffLimit"] == 0
+    # It imports game modules: hardened like any pod running repository code.
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": "scratch", "mountPath": "/tmp"} in container["volumeMounts"]
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["reconciler.dev/network"] == "fetch", "models by URI, nothing else"
     request = json.loads(next(e["value"] for e in container["env"]
                               if e["name"] == "RECONCILER_GAUNTLET_JOB"))
     assert request["candidate"] == {"uri": f"file://{artifact}",
