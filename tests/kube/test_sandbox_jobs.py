@@ -205,9 +205,13 @@ def test_without_a_sandbox_job_block_the_setting_is_refused(world: KubeWorld) ->
         world.settings()
 
 
-def test_gauntlets_that_would_run_in_the_daemons_pod_are_refused() -> None:
-    problem = runner.Sandbox("job").problem()
-    assert problem is not None and "runs only in Kubernetes Jobs" in problem
+def test_code_that_would_run_in_the_daemons_pod_is_refused(tmp_path: Path) -> None:
+    """Metrics commands and local gauntlets start through the sandbox: in mode ``job``
+    it starts nothing (they end in a GauntletError with this message)."""
+    launch = runner.Launch(("/bin/true",), tmp_path, runner.Limits(cpu_seconds=1,
+                                                                   address_space_bytes=None))
+    with pytest.raises(runner.SandboxUnavailable, match="runs only in Kubernetes Jobs"):
+        runner.Sandbox("job").start(launch)
 
 
 # The container command for real.
