@@ -199,6 +199,58 @@ def test_a_stop_deletes_the_running_job(world: KubeWorld) -> None:
     assert _jobs_left(world) == []
 
 
+def test_the_tests_run_in_a_second_job_and_their_failures_reach_the_finding(
+        world: KubeWorld) -> None:
+    _setup(world)
+    doc = json.loads(world.folder.joinpath("strategies/gepetto.yaml").read_text())
+    doc["spec"]["tests"] = ["strategies/test_gepetto.py"]
+    world.write("strategies/gepetto.yaml", json.dumps(doc))
+    world.write("strategies/test_gepetto.py", "def test_it():\n    assert False\n")
+    world.commit()
+    steps: list[dict[str, Any]] = []
+
+    def behave(job: dict[str, Any]) -> tuple[str, str]:
+        env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        step = json.loads(env[0]["value"])["step"]
+        steps.append(step)
+        if step["kind"] == "import":
+            return "Complete", OK
+        return "Complete", _report("F", "FAILED strategies/test_gepetto.py::test_it - assert",
+                                   "1 failed in 0.01s", returncode=1)
+
+    world.emulator.job_behavior = behave
+    outcome = world.apply()
+    assert outcome.result == "invalid"
+    assert [step["kind"] for step in steps] == ["import", "tests"]
+    assert steps[1]["tests"] == ["strategies/test_gepetto.py"]
+    assert ("the strategy's tests failed (1 failed in 0.01s); failing: "
+            "strategies/test_gepetto.py::test_it") in outcome.message
+    assert _jobs_left(world) == []
+
+
+def test_a_folder_too_large_for_a_job_fails_the_check_without_one(world: KubeWorld) -> None:
+    _setup(world)
+    noise = base64.b64encode(os.urandom(450 * 1024)).decode()  # incompressible
+    world.write("strategies/blob.py", f"BLOB = {noise!r}\n")
+    world.commit()
+    outcome = world.apply()
+    assert outcome.result == "invalid"
+    assert "KiB in a check Job, which carries at most 508 KiB [strategy-check-size]" \
+        in outcome.message
+    assert world.emulator.counters.by_kind.get(("POST", "jobs"), 0) == 0
+
+
+def test_only_code_that_declares_network_escapes_the_policy(world: KubeWorld) -> None:
+    _setup(world)
+    settings = world.settings()
+    assert settings.sandbox_job is not None
+    jobs = CodeJobs(Clusters(settings.kube), settings.sandbox_job, threading.Event())
+    labels = [jobs.manifest("x", CodeJob("metrics", "m", "mod", "{}", 1.0, network=network))
+              ["spec"]["template"]["metadata"]["labels"]["reconciler.dev/network"]
+              for network in (False, True)]
+    assert labels == ["none", "allowed"]
+
+
 def test_without_a_sandbox_job_block_the_setting_is_refused(world: KubeWorld) -> None:
     world.write_settings(sandbox="job")
     with pytest.raises(Exception, match="missing required field 'sandboxJob'"):
