@@ -43,6 +43,7 @@ JOB_MODULE = "reconciler.desired.strategy_job"  # what a check Job's container r
 _PARALLEL_CHECKS = 4
 _ADDRESS_SPACE_BYTES = 4 << 30
 _TEST_OUTPUT_LINES = 200
+_PAYLOAD_MARGIN = 4096  # of a Job's payload, for the step's own fields beside the files
 _REMOTE_LINE_CHARS = 64 * 1024  # a channel line in a Job's report (the import's: 64 KiB)
 
 _jobs: CodeJobs | None = None
@@ -153,9 +154,10 @@ def _runner(strategy: Strategy, snapshot: Snapshot) -> Iterator[Runner | str]:
     jobs = _jobs
     if sandbox.current().mode == "job" and jobs is not None:
         archive = _archive(snapshot)
-        if len(archive) + 4096 > MAX_PAYLOAD_BYTES:
+        if len(archive) + _PAYLOAD_MARGIN > MAX_PAYLOAD_BYTES:
             yield (f"the folder's .py files take {len(archive) // 1024} KiB in a check Job, "
-                   f"which carries at most {(MAX_PAYLOAD_BYTES - 4096) // 1024} KiB")
+                   f"which carries at most {(MAX_PAYLOAD_BYTES - _PAYLOAD_MARGIN) // 1024} "
+                   "KiB")
             return
         yield lambda step: _run_in_job(jobs, strategy, step, archive)
         return
