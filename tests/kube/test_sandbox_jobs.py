@@ -126,6 +126,27 @@ def test_an_import_error_reaches_the_diagnostic_with_its_line(world: KubeWorld) 
     assert world.configmap("gepetto-code") is None, "nothing delivered"
 
 
+def test_validate_through_the_cli_runs_the_check_as_a_job(world: KubeWorld) -> None:
+    """The real CLI, as a pull request's check runs it: the settings' mode reaches it."""
+    _setup(world)
+    raised = {"outcome": "raise", "line": 2, "detail": "importing the module raised OSError"}
+    jobs: list[dict[str, Any]] = []
+
+    def behave(job: dict[str, Any]) -> tuple[str, str]:
+        jobs.append(job)
+        return "Complete", _report(json.dumps(raised))
+
+    world.emulator.job_behavior = behave
+    done = subprocess.run([sys.executable, "-m", "reconciler", "validate", "--rev", "main",
+                           "--config", str(world.config)],
+                          capture_output=True, text=True, cwd=world.root, timeout=120,
+                          check=False, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)})
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "strategies/gepetto.py:2:1: importing the module raised OSError " \
+        "[strategy-import]" in done.stdout + done.stderr
+    assert len(jobs) == 1 and _jobs_left(world) == []
+
+
 @pytest.mark.parametrize(("log", "expected"), [
     ("Traceback (most recent call last):\nMemoryError\n",
      "its Job left no valid report (not a JSON object: 'MemoryError')"),
