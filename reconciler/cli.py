@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler import __version__
-from reconciler.app import Connections, Wiring, confine_state_dir, gauntlet_jobs, git_source
+from reconciler.app import (
+    Connections,
+    Wiring,
+    configure_sandbox,
+    confine_state_dir,
+    gauntlet_jobs,
+    git_source,
+)
 from reconciler.artifacts.fetch import fetch
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
@@ -30,7 +37,6 @@ from reconciler.journal import Journal
 from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
-from reconciler.sandbox import runner as sandbox
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -121,9 +127,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """The settings, and the sandbox they choose for any repository code this command runs."""
+    """The settings, with the sandbox they name configured for whatever runs next."""
     settings = load_settings(find_config_file(args.config), _overrides(args))
-    sandbox.configure(settings.sandbox)
+    configure_sandbox(settings)
     return settings
 
 

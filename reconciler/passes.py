@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from reconciler.app import Wiring, gauntlet_jobs, git_source
+from reconciler.app import Wiring, configure_sandbox, gauntlet_jobs, git_source
 from reconciler.desired.documents import Desired, Target
 from reconciler.desired.loader import load_desired
 from reconciler.diagnostics import InvalidInput
@@ -140,6 +140,9 @@ def _result(disposition: Disposition) -> PassResult:
 
 def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks | None,
          pass_id: int) -> PassOutcome:
+    # Where this pass's repository code runs (the settings may have been reloaded); a check
+    # running as a cluster Job is deleted when the pass is stopped.
+    configure_sandbox(wiring.settings, wiring.connections, stop)
     jobs = gauntlet_jobs(wiring.settings, wiring.connections, stop)
     outcome = PassOutcome(PassResult.STALLED, "no pass ran")
     for _ in range(REPLANS):

@@ -35,7 +35,6 @@ from reconciler.errors import StalledError
 from reconciler.execute.executor import Hooks
 from reconciler.journal import Journal
 from reconciler.passes import PassOutcome, run_pass
-from reconciler.sandbox import runner as sandbox
 from reconciler.sandbox.memory import deny_write_execute_to_this_process
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
@@ -132,12 +131,11 @@ class Daemon:
 
     def run(self) -> int:
         settings = load_settings(self._config_file, self._overrides)
-        sandbox.configure(settings.sandbox)
+        self._connections = Connections(settings)
         self.metrics.set_sandbox(settings.sandbox)
         if not deny_write_execute_to_this_process():
             print("this kernel cannot refuse writable-and-executable memory to the daemon "
                   "alone (PR_SET_MDWE, Linux 6.6+): running without it", flush=True)
-        self._connections = Connections(settings)
         lock = FleetLock(settings.fleet_root, "daemon")
         lock.acquire()
         journal = Journal(settings.journal_path)
@@ -312,7 +310,6 @@ class Daemon:
                   "leaderElection need a restart", flush=True)
             return settings
         print("settings reloaded", flush=True)
-        sandbox.configure(fresh.sandbox)
         self.metrics.set_sandbox(fresh.sandbox)
         return fresh
 
