@@ -20,7 +20,7 @@ import pygit2
 from reconciler.errors import StalledError, TransientError
 from reconciler.source.location import is_local_path
 from reconciler.source.signatures import SignaturePolicy, verify_signature
-from reconciler.source.snapshot import Entry
+from reconciler.source.snapshot import DEFAULT_TREE_LIMITS, Entry, TreeBudget, TreeLimits
 
 _LINK_MODE = int(pygit2.enums.FileMode.LINK)
 _TREE_MODE = int(pygit2.enums.FileMode.TREE)
@@ -42,8 +42,9 @@ class GitSnapshot:
     """The folder's files in one commit."""
 
     def __init__(self, repo: pygit2.Repository, commit: pygit2.Commit, ref_name: str,
-                 folder: str) -> None:
+                 folder: str, limits: TreeLimits = DEFAULT_TREE_LIMITS) -> None:
         self._repo = repo
+        self._limits = limits
         self.commit_id = str(commit.id)
         self._revision = format_revision(ref_name, self.commit_id)
         self._folder = folder.strip("/")
@@ -72,29 +73,40 @@ class GitSnapshot:
 
     def entries(self) -> Mapping[str, Entry]:
         if self._entries is None:
-            entries: dict[str, Entry] = {}
-            self._walk(self._tree, "", entries)
-            self._entries = entries
+            self._entries = self._walk()
         return self._entries
 
     def read(self, entry: Entry) -> bytes:
         data: bytes = self._repo[entry.oid].peel(pygit2.Blob).data
         return data
 
-    def _walk(self, tree: pygit2.Tree, prefix: str, entries: dict[str, Entry]) -> None:
+    def _walk(self) -> dict[str, Entry]:
+        """Every file and link under the folder: a loop over a stack of trees, bounded by
+        the tree limits (sizes come from object headers; no blob is read but links')."""
         odb = self._repo.odb
-        for item in tree:
-            path = prefix + str(item.name)
-            mode = int(item.filemode)
-            if mode == _TREE_MODE:
-                self._walk(self._repo[item.id].peel(pygit2.Tree), path + "/", entries)
-            elif mode == _LINK_MODE:
-                target = self._repo[item.id].peel(pygit2.Blob).data.decode(
-                    "utf-8", "surrogateescape")
-                entries[path] = Entry(path, "link", str(item.id), len(target), target)
-            elif item.type_str == "blob":
-                _, size = odb.read_header(item.id)
-                entries[path] = Entry(path, "file", str(item.id), size)
+        budget = TreeBudget(self._limits, self.display_prefix)
+        entries: dict[str, Entry] = {}
+        pending: list[tuple[pygit2.Tree, str, int]] = [(self._tree, "", 1)]
+        while pending:
+            tree, prefix, depth = pending.pop()
+            budget.folder(prefix, depth)
+            for item in tree:
+                path = prefix + str(item.name)
+                mode = int(item.filemode)
+                if mode == _TREE_MODE:
+                    pending.append((self._repo[item.id].peel(pygit2.Tree), path + "/",
+                                    depth + 1))
+                elif mode == _LINK_MODE:
+                    _, size = odb.read_header(item.id)
+                    budget.entry(path, size)
+                    target = self._repo[item.id].peel(pygit2.Blob).data.decode(
+                        "utf-8", "surrogateescape")
+                    entries[path] = Entry(path, "link", str(item.id), len(target), target)
+                elif item.type_str == "blob":
+                    _, size = odb.read_header(item.id)
+                    budget.entry(path, size)
+                    entries[path] = Entry(path, "file", str(item.id), size)
+        return dict(sorted(entries.items()))
 
 
 @dataclass(frozen=True, slots=True)
