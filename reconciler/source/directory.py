@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,6 +52,9 @@ class DirectorySnapshot:
 
     def read(self, entry: Entry) -> bytes:
         return (self._root / entry.path).read_bytes()
+
+    def copy_to(self, entry: Entry, destination: Path) -> None:
+        shutil.copyfile(self._root / entry.path, destination)
 
     def _scan(self) -> dict[str, Entry]:
         """A loop over a stack of folders (``os.walk`` recurses), bounded by the tree

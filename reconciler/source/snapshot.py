@@ -10,6 +10,7 @@ import functools
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 from reconciler.diagnostics import Diagnostic, InvalidInput
@@ -93,7 +94,12 @@ class Snapshot(Protocol):
         """Every file and symlink under the folder, by relative path."""
 
     def read(self, entry: Entry) -> bytes:
-        """The content of a file entry."""
+        """The content of a file entry (whole: for files the limits keep small)."""
+
+    def copy_to(self, entry: Entry, destination: Path) -> None:
+        """Write a file entry's content to ``destination`` in chunks, never holding it
+        whole in memory: for files that may be large (modules copied for a check,
+        artifacts kept in the repository)."""
 
 
 class PathError(ValueError):
