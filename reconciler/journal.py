@@ -78,6 +78,7 @@ class JournalCorrupt(StalledError):
 
 def corrupt_journal(path: Path, detail: str) -> JournalCorrupt:
     """One message naming the file and the documented recovery (docs/operations.md)."""
+    detail = " ".join(detail.split())  # quick_check reports on several lines
     return JournalCorrupt(
         f"the journal {path} is damaged ({detail}); move it aside with its -wal and -shm "
         f"files (mv {path} {path}.corrupt) and start again: the fleet is re-observed and "
