@@ -76,7 +76,7 @@ class DirectorySnapshot:
                 elif stat.S_ISLNK(info.st_mode):
                     # Symlinked folders are entries (checked like any link), never descended.
                     target = os.readlink(item.path)
-                    budget.entry(relative, len(target))
+                    budget.link(relative, len(target))
                     entries[relative] = Entry(relative, "link", git_blob_id(target.encode()),
                                               len(target), target)
                 elif stat.S_ISREG(info.st_mode):

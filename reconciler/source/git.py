@@ -121,7 +121,7 @@ class GitSnapshot:
                                     depth + 1))
                 elif mode == _LINK_MODE:
                     _, size = odb.read_header(item.id)
-                    budget.entry(path, size)
+                    budget.link(path, size)
                     target = self._repo[item.id].peel(pygit2.Blob).data.decode(
                         "utf-8", "surrogateescape")
                     entries[path] = Entry(path, "link", str(item.id), len(target), target)

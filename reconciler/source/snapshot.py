@@ -31,6 +31,7 @@ class TreeLimits:
     max_entries: int = 20_000
     max_file_bytes: int = 1 << 30
     max_total_bytes: int = 4 << 30
+    max_link_bytes: int = 4096  # a symlink's target is read whole: PATH_MAX bounds it
 
 
 DEFAULT_TREE_LIMITS = TreeLimits()
@@ -53,6 +54,12 @@ class TreeBudget:
         if depth > self.limits.max_depth:
             raise self._refuse(path.rstrip("/"), f"folders nest {depth} deep here, over the "
                                f"limit of {self.limits.max_depth}", "tree-depth")
+
+    def link(self, path: str, size: int) -> None:
+        if size > self.limits.max_link_bytes:
+            raise self._refuse(path, f"symlink target is {size} bytes, over the limit of "
+                               f"{self.limits.max_link_bytes}", "tree-link-size")
+        self.entry(path, size)
 
     def entry(self, path: str, size: int) -> None:
         self._entries += 1

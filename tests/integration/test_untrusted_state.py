@@ -10,7 +10,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result
+import pygit2
+import pytest
+
+from reconciler.diagnostics import InvalidInput
+from reconciler.source.directory import DirectorySnapshot
+from reconciler.source.git import GitSnapshot, GitSource
+from reconciler.source.snapshot import TreeLimits
+from tests.conftest import Result, git
 from tests.e2e.daemon import DaemonProcess
 from tests.fleet import HEALTH, RESTART, Fleet
 
@@ -187,3 +194,55 @@ def test_a_damaged_journal_is_one_clear_line_and_the_documented_recovery_works(
     assert cli("apply", *config).returncode == 0
     assert cli("status", *config).returncode == 0
     assert (fleet.root / "app" / "app.py").read_text().startswith("OK")
+
+
+@pytest.mark.parametrize(("limits", "rule", "where"), [
+    (TreeLimits(max_entries=2), "tree-entries", "big.py"),
+    (TreeLimits(max_file_bytes=100), "tree-file-size", "big.py"),
+    (TreeLimits(max_total_bytes=150), "tree-total-size", "link"),
+    (TreeLimits(max_link_bytes=10), "tree-link-size", "link"),
+])
+def test_every_tree_limit_is_a_diagnostic_in_both_sources(
+        tmp_path: Path, limits: TreeLimits, rule: str, where: str) -> None:
+    repo = tmp_path / "repo"
+    folder = repo / "desired-state"
+    folder.mkdir(parents=True)
+    (folder / "a.yaml").write_text("a: 1\n")
+    (folder / "b.yaml").write_text("b: 1\n")
+    (folder / "big.py").write_text("#" * 120 + "\n")
+    os.symlink("a-target-longer-than-ten-bytes.yaml", folder / "link")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "four entries")
+    source = GitSource(str(repo), "main", "desired-state", tmp_path / "mirror")
+    commit = source.fetch().snapshot.commit_id
+    mirror = pygit2.Repository(str(source.mirror_path))
+    snapshots = (GitSnapshot(mirror, mirror[commit].peel(pygit2.Commit), "main",
+                             "desired-state", limits),
+                 DirectorySnapshot(folder, "desired-state/", limits))
+    for snapshot in snapshots:
+        with pytest.raises(InvalidInput) as refused:
+            snapshot.entries()
+        (diagnostic,) = refused.value.diagnostics
+        assert (diagnostic.path, diagnostic.rule) == (f"desired-state/{where}", rule)
+
+
+def test_copy_to_streams_large_and_small_blobs_byte_for_byte(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    folder = repo / "desired-state"
+    folder.mkdir(parents=True)
+    # The large one is over 1 MiB: streamed through git cat-file, not libgit2.
+    contents = {"small.py": b"OK = 1\n", "large.py": os.urandom(3 << 20)}
+    for name, content in contents.items():
+        (folder / name).write_bytes(content)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "a small and a large module")
+    snapshot = GitSource(str(repo), "main", "desired-state", tmp_path / "mirror").fetch().snapshot
+    for source in (snapshot, DirectorySnapshot(folder, "desired-state/")):
+        entries = source.entries()
+        for name, content in contents.items():
+            copy = tmp_path / f"copy-{name}"
+            source.copy_to(entries[name], copy)
+            assert copy.read_bytes() == content
+            copy.unlink()
