@@ -19,10 +19,8 @@ from reconciler.app import (
     Wiring,
     configure_sandbox,
     confine_state_dir,
-    gauntlet_jobs,
     git_source,
 )
-from reconciler.artifacts.fetch import fetch
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
 from reconciler.daemon.lock import FleetLock
@@ -32,11 +30,11 @@ from reconciler.diagnostics import InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.execute.executor import Hooks
-from reconciler.gauntlet.runner import GauntletRunner
 from reconciler.journal import Journal
 from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
+from reconciler.prcheck import GateRun, run_gate
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -328,42 +326,23 @@ class _TerminalProgress:
 
 def cmd_gauntlet(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
-    desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
-    model = desired.models.get(args.model)
-    if model is None:
-        print(f"no Model named {args.model!r} at {snapshot.revision}", file=sys.stderr)
-        return EXIT_ERROR
-    if model.gauntlet is None:
-        print(f"Model {model.name} declares no gauntlet: nothing to run")
-        return EXIT_OK
-    uri = args.artifact or model.artifact.uri
-    store = Wiring(settings).store
-    progress = _TerminalProgress(f"fetching {model.name}")
-    try:
-        artifact = fetch(uri, None if args.artifact else model.artifact.sha256,
-                         model.artifact.format, store, desired.read_file,
-                         progress=progress)
-    except (VerificationFailed, ReconcilerError) as error:
-        progress.finish()
-        print(f"artifact {uri} was not verified: {error}", file=sys.stderr)
-        return EXIT_ERROR
-    progress.finish()
-    digest = artifact.name
+    fetching = _TerminalProgress(f"fetching {args.model}")
     journal = Journal(settings.journal_path)
-    jobs = gauntlet_jobs(settings, Connections(settings), threading.Event())
     try:
-        if args.retry:
-            journal.forget_gates(model.name, digest)
-        verdict = GauntletRunner(journal, store, progress=_progress_line,
-                                 jobs=jobs).evaluate(model, desired, digest, artifact,
-                                                     candidate_uri=uri)
+        run = run_gate(settings, Wiring(settings).store, journal, args.model, rev=args.rev,
+                       artifact=args.artifact, retry=args.retry, progress=_progress_line,
+                       fetching=fetching)
     finally:
+        fetching.finish()
         journal.close()
-    label, code = GATE_EXITS[verdict.outcome]
-    print(f"{label}  {model.name} sha256:{digest} "
-          f"({verdict.reason}{', remembered' if verdict.remembered else ''})")
-    for part in verdict.message.split("; "):
+    return _report_gate(run)
+
+
+def _report_gate(run: GateRun) -> int:
+    label, code = GATE_EXITS[run.outcome]
+    print(f"{label}  {run.model} sha256:{run.digest or '-'} "
+          f"({run.reason}{', remembered' if run.remembered else ''})")
+    for part in run.message.split("; "):
         print(f"  {part}")
     return code
 
