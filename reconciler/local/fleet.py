@@ -22,7 +22,7 @@ import os
 import secrets
 import stat
 import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from reconciler.desired.documents import Target
@@ -40,10 +40,11 @@ class LocalFleet:
     """Directory trees under ``fleet_root`` or ``allowed_roots``, pointers into ``store``."""
 
     def __init__(self, fleet_root: Path, store: ContentStore, digests: DigestCache,
-                 allowed_roots: Sequence[Path] = ()) -> None:
+                 allowed_roots: Sequence[Path] = (), *, run_as: str | None = None) -> None:
         self.fleet_root = fleet_root
         self.allowed_roots = tuple(allowed_roots)
         self.store = store
+        self.run_as = run_as  # who commands run as when a Target does not say
         self._digests = digests
         # Descriptors of the bases, opened once: a base moved away keeps being the folder
         # this fleet acts on (the fleet lock notices the move and stops the daemon).
@@ -84,9 +85,25 @@ class LocalFleet:
         base, relative = self._anchor(target, create=True)
         return beneath.folder(base, _join(relative, path))
 
-    def ensure_root(self, target: Target) -> None:
-        """The root as a real folder (commands run in it)."""
-        os.close(self._folder(target, ""))
+    def ensure_root(self, target: Target,
+                    group: Callable[[], int | None] = lambda: None) -> None:
+        """The root as a real folder (commands run in it, files land in it). One made here
+        (absent, or a link where it belongs) goes to ``group()``, asked only then (a runAs
+        user's group), setgid, mode 2775; by descriptor, never by a path a link could
+        redirect."""
+        try:
+            os.close(self._open(target, "", os.O_RDONLY | os.O_DIRECTORY))
+            return
+        except OSError:
+            pass  # not there yet, or not a real folder: made below
+        descriptor = self._folder(target, "")
+        try:
+            shared = group()
+            if shared is not None:
+                os.fchown(descriptor, -1, shared)
+                os.fchmod(descriptor, 0o2775)
+        finally:
+            os.close(descriptor)
 
     def observe(self, target: Target, files: Iterable[str],
                 pointers: Iterable[str]) -> ObservedTarget:
