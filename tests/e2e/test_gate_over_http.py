@@ -5,7 +5,6 @@ flips at once on the remembered verdict; an unsigned request gets nothing."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -26,13 +25,7 @@ def fleet(tmp_path: Path) -> Fleet:
     made.settings_file.write_text(f"repo: {made.repo}\nstateDir: {made.state}\n"
                                   "listen: 127.0.0.1:0\nresync: 1h\n"
                                   "webhook: {secretFile: secret}\n")
-    text = (made.repo / "desired-state" / "model.yaml").read_text()
-    made.write("model.yaml", text.replace("  pointer:", "  gauntlet: gate\n  pointer:"))
-    made.write("gate.yaml", json.dumps({
-        "apiVersion": "reconciler/v1", "kind": "Gauntlet", "metadata": {"name": "gate"},
-        "spec": {"metrics": {"command": ["python3", "-c", PASSING], "runs": 1,
-                             "rules": [{"metric": "accuracy", "op": ">=", "value": 0.9}]},
-                 "timeout": "1m"}}))
+    made.gate(["python3", "-c", PASSING])
     made.commit("a gated model")
     return made
 
@@ -51,8 +44,7 @@ def test_a_ci_asks_the_daemon_to_run_a_prs_gate_and_the_merge_flips_at_once(
     daemon.wait_ready()
     git(fleet.repo, "checkout", "-q", "-b", "pr/v2")
     fleet.model(b"weights-v2")
-    text = (fleet.repo / "desired-state" / "model.yaml").read_text()
-    fleet.write("model.yaml", text.replace("  pointer:", "  gauntlet: gate\n  pointer:"))
+    fleet.gate(["python3", "-c", PASSING])
     fleet.commit("a new model in a pull request")
     git(fleet.repo, "checkout", "-q", "main")
     secret_file = tmp_path / "ci-secret"
