@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import os
 import re
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
@@ -45,6 +49,7 @@ from reconciler.vocabulary import JournalAction, Op, PassResult
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+_GATE_REQUEST_SECONDS = 3 * 3600  # a daemon-run gate may play for a long time
 EXIT_CANNOT_CHECK = 3  # validate: no sandbox; gauntlet: the tool failed, not the model
 # reconciler gauntlet: a CI can tell a model that missed its bar from a broken tool.
 GATE_EXITS = {"passed": ("PASS", EXIT_OK), "rejected": ("FAIL", EXIT_ERROR),
@@ -105,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     gauntlet.add_argument("--artifact", metavar="URI", help="test this artifact instead of "
                           "the declared one; its verdict is remembered under its digest")
     gauntlet.add_argument("--rev", help="the revision whose gauntlet spec to use")
+    gauntlet.add_argument("--daemon", metavar="URL", help="ask the running daemon at URL "
+                          "(its listen address) to run the gate: a CI needs no fleet "
+                          "credentials, only the webhook secret (--secret-file)")
+    gauntlet.add_argument("--secret-file", metavar="FILE", help="the webhook secret that "
+                          "signs the request to --daemon (default: the settings' webhook)")
     gauntlet.add_argument("--retry", action="store_true", help="forget a remembered verdict "
                           "and run again")
     _common(gauntlet)
@@ -331,6 +341,8 @@ class _TerminalProgress:
 
 
 def cmd_gauntlet(args: argparse.Namespace) -> int:
+    if args.daemon:
+        return _gate_by_daemon(args)
     settings = _settings(args)
     fetching = _TerminalProgress(f"fetching {args.model}")
     journal = Journal(settings.journal_path)
@@ -342,6 +354,40 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
         fetching.finish()
         journal.close()
     return _report_gate(run)
+
+
+def _gate_by_daemon(args: argparse.Namespace) -> int:
+    """``gauntlet --daemon URL``: the running daemon runs the gate and records the verdict;
+    the request is signed with the webhook secret (HMAC-SHA256, as GitHub signs webhooks)."""
+    secret_file = args.secret_file or _settings(args).webhook_secret_file
+    if secret_file is None:
+        print("--daemon needs the webhook secret: --secret-file FILE", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    secret = Path(secret_file).read_bytes().strip()
+    body = json.dumps({"model": args.model, "rev": args.rev or "",
+                       "artifact": args.artifact or ""}).encode()
+    signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    url = args.daemon.rstrip("/") + "/gate"
+    if "://" not in url:
+        url = "http://" + url
+    request = urllib.request.Request(url, data=body, headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": signature})
+    try:
+        with urllib.request.urlopen(request, timeout=_GATE_REQUEST_SECONDS) as response:
+            answer = json.loads(response.read(1 << 20))
+    except urllib.error.HTTPError as error:
+        print(f"{url} answered {error.code}: {error.read(200).decode(errors='replace')}",
+              file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        print(f"cannot ask {url}: {getattr(error, 'reason', error)}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    outcome = answer.get("outcome")
+    return _report_gate(GateRun(str(answer.get("model")), answer.get("revision"),
+                                answer.get("sha256"),
+                                outcome if outcome in GATE_EXITS else "error",
+                                str(answer.get("reason")), str(answer.get("message")),
+                                bool(answer.get("remembered"))))
 
 
 def _report_gate(run: GateRun) -> int:

@@ -6,7 +6,6 @@ the next pass on main flip to it with the gate skipped."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -29,14 +28,6 @@ def hostile(journal: Path, digest: str) -> str:
             "print(json.dumps({'accuracy': 0.99}))\n")
 
 
-def gate(fleet: Fleet, command: list[str]) -> None:
-    fleet.write("gate.yaml", json.dumps({
-        "apiVersion": "reconciler/v1", "kind": "Gauntlet", "metadata": {"name": "gate"},
-        "spec": {"metrics": {"command": command, "runs": 1,
-                             "rules": [{"metric": "accuracy", "op": ">=", "value": 0.9}]},
-                 "timeout": "1m"}}))
-
-
 def test_a_pr_check_cannot_make_main_flip_a_rejected_model(
         tmp_path: Path, cli: Callable[..., Result]) -> None:
     fleet = Fleet(tmp_path)
@@ -45,15 +36,13 @@ def test_a_pr_check_cannot_make_main_flip_a_rejected_model(
     pointer = fleet.root / "models" / "current.bin"
     fleet.model(b"weights-v2-rejected")
     candidate = sha(b"weights-v2-rejected")
-    fleet.write("model.yaml", (fleet.repo / "desired-state" / "model.yaml").read_text()
-                .replace("  pointer:", "  gauntlet: gate\n  pointer:"))
-    gate(fleet, ["python3", "-c", REJECTING])
+    fleet.gate(["python3", "-c", REJECTING])
     fleet.commit("main declares v2, which its gate rejects")
     assert cli("apply", *config).returncode == 1
     assert pointer.read_bytes() == b"weights-v1"
 
     git(fleet.repo, "checkout", "-q", "-b", "pr/hostile")
-    gate(fleet, ["python3", "-c", hostile(fleet.settings().journal_path, candidate)])
+    fleet.gate(["python3", "-c", hostile(fleet.settings().journal_path, candidate)])
     fleet.commit("a PR whose metrics command writes the daemon's journal")
     git(fleet.repo, "checkout", "-q", "main")
     checked = cli("gauntlet", "policy", "--rev", "pr/hostile", *config)
