@@ -5,43 +5,23 @@ flips at once on the remembered verdict; an unsigned request gets nothing."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.conftest import Result, git
+from tests.e2e.conftest import SECRET
 from tests.e2e.daemon import DaemonProcess, wait_until
 from tests.fleet import Fleet, sha
 
-SECRET = b"a-webhook-secret-of-some-length"
 PASSING = "import json; print(json.dumps({'accuracy': 0.97}))"
-
-
-@pytest.fixture
-def fleet(tmp_path: Path) -> Fleet:
-    made = Fleet(tmp_path)
-    (tmp_path / "secret").write_bytes(SECRET + b"\n")
-    made.settings_file.write_text(f"repo: {made.repo}\nstateDir: {made.state}\n"
-                                  "listen: 127.0.0.1:0\nresync: 1h\n"
-                                  "webhook: {secretFile: secret}\n")
-    made.gate(["python3", "-c", PASSING])
-    made.commit("a gated model")
-    return made
-
-
-@pytest.fixture
-def daemon(fleet: Fleet, tmp_path: Path) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(fleet.settings_file, fleet.state, tmp_path)
-    yield process
-    if process.process.poll() is None:
-        process.stop()
 
 
 def test_a_ci_asks_the_daemon_to_run_a_prs_gate_and_the_merge_flips_at_once(
         fleet: Fleet, daemon: DaemonProcess, tmp_path: Path,
         cli: Callable[..., Result]) -> None:
     daemon.wait_ready()
+    fleet.gate(["python3", "-c", PASSING])
+    fleet.commit("the model is gated from now on")
     git(fleet.repo, "checkout", "-q", "-b", "pr/v2")
     fleet.model(b"weights-v2")
     fleet.gate(["python3", "-c", PASSING])
