@@ -103,6 +103,7 @@ def converge_first(fleet: Fleet, tmp_path: Path) -> None:
         wait_until(lambda: pointed_bytes(fleet) == V1, what="the first flip")
 
 
+@pytest.mark.slow
 def test_kill_9_between_a_flip_and_its_health_check_rolls_back_to_the_journals_digest(
         fleet: Fleet, tmp_path: Path) -> None:
     fleet.write("model.yaml", model_doc("models/policy.bin", sha(V1), health_command(tmp_path)))

@@ -168,6 +168,7 @@ def test_broken_reports_and_runaway_output_fail_the_check(
     assert maxrss_kib < 200 * 1024
 
 
+@pytest.mark.slow
 def test_a_fork_bomb_is_contained_and_killed(tmp_path: Path, cli: Callable[..., Result],
                                              daemon_like: dict[str, Path]) -> None:
     folder = example_copy(tmp_path)
