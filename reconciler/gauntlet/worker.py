@@ -78,7 +78,6 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "heuristic": lambda boards: game.heuristic_moves(boards, generator),
         "previous": (lambda boards: game.policy_moves(previous_net, boards)),
     }
-    sprt = match.get("sprt", {})
     results: list[dict[str, Any]] = []
     for opponent in match["opponents"]:
         name = opponent["name"]
@@ -86,10 +85,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             results.append({"opponent": name, "skipped": "no canonical model yet (first "
                             "promotion)", "passed": True})
             continue
-        settings = SprtSettings(min_score=opponent["minScore"],
-                                margin=opponent.get("margin", sprt.get("margin", 0.05)),
-                                alpha=sprt.get("alpha", 0.05), beta=sprt.get("beta", 0.05),
-                                max_games=opponent.get("games", match.get("games", 400)))
+        settings = SprtSettings.for_opponent(match, opponent)
 
         def report(outcome: OpponentResult) -> None:
             emit("progress", **outcome.to_json())
@@ -98,12 +94,17 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
                                int(match.get("batchSize", 256)), generator, report)
         results.append(outcome.to_json())
         if not results[-1]["passed"]:
-            break  # one failed bar decides: no GPU time on the rest
+            break  # a bar failed or left undecided decides: no GPU time on the rest
     seconds = time.monotonic() - started
-    return {"passed": all(r["passed"] for r in results) and len(results) == len(
-        match["opponents"]), "opponents": results, "device": str(device),
-        "seconds": round(seconds, 3),
-        "gpuSeconds": round(seconds, 3) if device.type == "cuda" else 0.0}
+    passed = all(r["passed"] for r in results) and len(results) == len(match["opponents"])
+    # The last result is the one that stopped the gauntlet: a budget spent without a
+    # decision holds the gate (inconclusive) rather than rejecting it.
+    inconclusive = not passed and bool(results[-1].get("inconclusive"))
+    return {"passed": passed, "opponents": results, "device": str(device),
+            "seconds": round(seconds, 3),
+            "gpuSeconds": round(seconds, 3) if device.type == "cuda" else 0.0,
+            "inconclusive": inconclusive,
+            **({"reason": "GateInconclusive"} if inconclusive else {})}
 
 
 def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
