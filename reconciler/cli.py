@@ -17,7 +17,7 @@ from reconciler.app import Connections, gauntlet_jobs, git_source, plan_pass
 from reconciler.artifacts.fetch import fetch
 from reconciler.artifacts.verify import VerificationFailed, verify_path, write_manifest
 from reconciler.desired.cache import DesiredCache
-from reconciler.desired.loader import cache_salt, load_desired
+from reconciler.desired.loader import cache_salt, load_desired, load_warnings
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.gauntlet.runner import GauntletRunner
@@ -130,6 +130,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         settings = _settings(args)
         snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
     desired = load_desired(snapshot, DesiredCache(cache_salt()))
+    for warning in load_warnings(snapshot, desired):
+        print(warning.format())
     counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
               "configs": len(desired.configs), "models": len(desired.models),
               "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
