@@ -291,7 +291,7 @@ def test_a_game_budget_the_sprt_would_outrun_is_a_warning_not_an_error(
     assert main(["validate", str(folder)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0] == (f"{folder}/{gate}:16:9: warning: opponent 'heuristic': a budget of "
-                        "400 games is below the 514 the SPRT expects for a model at minScore "
+                        "400 games is below the 525 the SPRT expects for a model at minScore "
                         "0.6 (margin 0.05, no draws assumed); many runs near the bar would "
                         "end inconclusive [gate-budget]")
     assert len(lines) == 2 and "valid at dir:" in lines[1]
