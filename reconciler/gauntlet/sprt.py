@@ -17,11 +17,13 @@ observed one, ``q_i = p_i / (1 + x (a_i - s))`` with ``x`` the root of
 bounds of ``x`` exist. Pass at LLR >= log(1 / alpha), fail at LLR <= log(beta) (Wald's
 bounds that hold whatever the stopping rule; see ``SprtSettings.upper``).
 
-No decision before ``min_games`` (``MIN_GAMES`` by default): a likelihood fitted to a
-handful of pairs sees no rare outcomes, and early passes at the bar doubled without it
-(tests/unit/test_sprt_calibration.py shows the number). At the game budget without a
-decision the outcome is ``inconclusive``: never a pass, never a fail; the result keeps the
-score, its interval and the games the SPRT still expects to need.
+No decision before ``min_games`` (``MIN_GAMES`` by default). With independent games the
+fitted test keeps alpha without one; where it decides earliest (wide margins at high bars,
+the two games of a pair always agreeing) its early passes at the bar sit at alpha (0.047)
+and drop to 0.036 with a 100-game minimum (docs/gauntlets.md, the sweep in
+tests/unit/test_sprt_calibration.py). At the game budget without a decision the outcome
+is ``inconclusive``: never a pass, never a fail; the result keeps the score, its interval
+and the games the SPRT still expects to need.
 
 ``expected_games`` gives the test's expected length for planning and ``validate``.
 Pure Python: no torch, no numpy, no I/O (the daemon imports it).
@@ -47,6 +49,9 @@ Z95 = 1.959963984540054
 
 @dataclass(frozen=True, slots=True)
 class SprtSettings:
+    """One opponent's test: H0 score = ``min_score``, H1 = ``min_score + margin``, error
+    rates ``alpha`` (pass at H0) and ``beta`` (fail at H1), and a budget in games."""
+
     min_score: float
     margin: float = 0.05
     alpha: float = 0.05
@@ -101,8 +106,8 @@ def _tilt(probabilities: Sequence[float], s: float, x: float = 0.0) -> float:
     poles ``-1 / (1 - s)`` and ``1 / s``: Newton from ``x`` (a warm start: the previous
     pair's root), kept inside a shrinking bracket. The log-likelihood is stationary at the
     root, so stopping at |f| < TOLERANCE misses the LLR of n pairs by about
-    n f^2 / (2 f'), under 1e-9 for a million pairs. Unrolled: the gate runs it per pair,
-    and the calibration tests millions of times."""
+    n f^2 / (2 |f'|), under 1e-6 for a million pairs. Unrolled: the gate runs it per
+    pair, and the calibration tests millions of times."""
     p0, p1, p2, p3, p4 = probabilities
     d0, d1, d2, d3, d4 = -s, 0.25 - s, 0.5 - s, 0.75 - s, 1 - s
     low, high = -1 / d4, -1 / d0
@@ -204,8 +209,9 @@ def expected_games(settings: SprtSettings, true_score: float, draw_rate: float) 
     Assumes independent games at ``draw_rate`` (``pentanomial``); the fitted distributions
     converge to the true one tilted to each hypothesis, so each pair moves the LLR by
     ``log(q1_i / q0_i)`` for its outcome. Never less than ``min_games``."""
-    drift, variance = _walk(_regularised([p * 1e6 for p in pentanomial(true_score, draw_rate)]),
-                            settings)
+    # Weighted as a million pairs: an outcome that cannot happen keeps a negligible weight.
+    million = [p * 1e6 for p in pentanomial(true_score, draw_rate)]
+    drift, variance = _walk(_regularised(million), settings)
     # No decision before the minimum: the walk sets off from where it stands then.
     start, spread = settings.min_pairs * drift, math.sqrt(settings.min_pairs * variance)
     pairs = settings.min_pairs + sum(
@@ -216,6 +222,8 @@ def expected_games(settings: SprtSettings, true_score: float, draw_rate: float) 
 
 @dataclass
 class Sprt:
+    """One opponent's test as its pairs arrive: the counts, the LLR and the decision."""
+
     settings: SprtSettings
     pairs: int = 0
     total: float = 0.0
@@ -223,7 +231,7 @@ class Sprt:
     reason: str = ""
     value: float = 0.0  # the LLR after the last pair
     counts: list[int] = field(default_factory=lambda: [0] * 5)
-    _tilts: tuple[float, float] = (0.0, 0.0)
+    _tilts: tuple[float, float] = field(default=(0.0, 0.0), repr=False)  # warm starts
 
     def add(self, pair_score: float) -> Decision:
         """Record one pair (candidate's mean score over its two games); the decision now."""
