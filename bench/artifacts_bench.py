@@ -22,8 +22,7 @@ from pathlib import Path
 
 from report import finish
 
-from reconciler.artifacts.verify import sha256_stream, verify_bundle, write_manifest
-from reconciler.fleet.digests import DigestCache
+from reconciler.digests import DigestCache, sha256_stream, verify_bundle, write_manifest
 
 
 def timed(action: object) -> float:

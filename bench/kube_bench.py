@@ -43,8 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kubernetes import client, config
 
-from reconciler.runtime.daemon import reconcile_once
-from reconciler.runtime.journal import Journal
+from reconciler.app import Wiring
+from reconciler.journal import Journal
+from reconciler.passes import run_pass
 from reconciler.settings import load_settings
 from tests.conftest import git
 from tests.kube.emulator import RunningCluster
@@ -98,7 +99,7 @@ def _one_size(objects: int, root: Path) -> dict[str, Any]:
         def one_pass() -> tuple[float, str, dict[tuple[str, str], int]]:
             before = dict(cluster.emulator.counters.by_kind)
             started = time.perf_counter()
-            outcome = reconcile_once(settings, journal, threading.Event())
+            outcome = run_pass(Wiring(settings), journal, threading.Event())
             seconds = time.perf_counter() - started
             spent = {k: v - before.get(k, 0) for k, v in cluster.emulator.counters.by_kind.items()
                      if v != before.get(k, 0)}

@@ -24,7 +24,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from reconciler.gauntlet.games.connect4 import COLUMNS, Boards, Connect4
+# Trained on the float-board engine the networks were first made with (same rules as the
+# bitboard engine gauntlets play on), so the same seed still gives the same bytes.
+from reconciler.gauntlet.games.reference import COLUMNS, Boards
+from reconciler.gauntlet.games.reference import ReferenceConnect4 as Connect4
 
 GAME = Connect4(torch.device("cpu"))
 

@@ -1,27 +1,33 @@
-"""Wiring: settings -> source -> desired -> observed -> plan. The CLI and the daemon share it."""
+"""The composition root: settings become the parts a pass is made of, wired once.
+
+Only here is an adapter chosen by the kind of a target (:data:`FLEET_TYPES`, keyed by
+``Target.type``); everything else speaks to the ``Fleet`` and ``Place`` protocols. A new
+kind of target is a new package plus one entry in that table. The daemon keeps one
+:class:`Wiring` for its life (caches and cluster connections are reused); each command
+makes its own.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from reconciler.desired.cache import DesiredCache
-from reconciler.desired.documents import Desired
-from reconciler.desired.loader import cache_salt, load_desired
+from reconciler.desired.documents import Desired, Target
+from reconciler.desired.loader import cache_salt
+from reconciler.digests import DigestCache
 from reconciler.errors import StalledError
-from reconciler.fleet.digests import DigestCache
-from reconciler.fleet.local import LocalFleet, ObservedTarget
 from reconciler.gauntlet.runner import JobLauncher
-from reconciler.plan.planner import History, Plan, observation_request, plan
-from reconciler.runtime.leadership import Leadership
+from reconciler.local.fleet import LocalFleet
+from reconciler.places import Fleet
 from reconciler.settings import Settings
 from reconciler.source.git import GitSource
+from reconciler.store import Store
 
 if TYPE_CHECKING:  # the kubernetes client costs 0.25 s to import: only when a target needs it
     from reconciler.kube.api import Clusters
-    from reconciler.kube.fleet import KubernetesFleet
 
 
 def git_source(settings: Settings) -> GitSource:
@@ -33,14 +39,23 @@ def git_source(settings: Settings) -> GitSource:
                      signature_policy=settings.signature)
 
 
+def confine_state_dir(settings: Settings) -> None:
+    """The fleet's users may follow a pointer into the store and read what it names;
+    nothing else of the state dir is theirs: the dir and the store can be crossed, not
+    listed, and the journal, mirror and caches are the daemon's alone. Called by the
+    commands that act (``run``, ``apply``), which own the state dir."""
+    for folder, mode in ((settings.state_dir, 0o711), (settings.store_dir, 0o711),
+                         (settings.store_dir / "sha256", 0o711),
+                         (settings.mirror_dir, 0o700), (settings.cache_dir, 0o700)):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, mode)
+    for journal in settings.state_dir.glob(f"{settings.journal_path.name}*"):
+        os.chmod(journal, 0o600)
+
+
 def desired_cache(settings: Settings) -> DesiredCache:
     salt = cache_salt()
     return DesiredCache(salt, settings.cache_dir / f"desired-{salt}.json")
-
-
-def local_fleet(settings: Settings) -> LocalFleet:
-    return LocalFleet(settings.fleet_root, settings.store_dir,
-                      DigestCache(settings.cache_dir / "fleet-digests.json"))
 
 
 class Connections:
@@ -67,60 +82,53 @@ def gauntlet_jobs(settings: Settings, connections: Connections,
     return GauntletJobs(connections(), settings.gauntlet_job, stop)
 
 
-def leadership(settings: Settings, connections: Connections, stop: threading.Event, *,
-               on_gained: Callable[[], None],
-               on_lost: Callable[[str], None]) -> Leadership | None:
-    """The Lease of ``leaderElection``, held in the background; None without one."""
-    election = settings.leader_election
-    if election is None:
-        return None
-    from reconciler.kube.lease import LeaseElector
-    return Leadership(LeaseElector(connections().get(election.context), election),
-                      election.lease_seconds, stop, on_gained=on_gained, on_lost=on_lost)
+def _local(wiring: Wiring) -> Fleet:
+    return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests,
+                      run_as=wiring.settings.run_as)
 
 
-def observe(desired: Desired, fleet: LocalFleet,
-            kube: KubernetesFleet | None) -> dict[str, ObservedTarget]:
-    observed = {}
-    for target in desired.targets.values():
-        files, pointers = observation_request(desired, target)
-        if target.is_local:
-            observed[target.name] = fleet.observe(target, files, pointers)
-        else:
-            assert kube is not None
-            observed[target.name] = kube.observe(target, files, pointers)
-    return observed
+def _kubernetes(wiring: Wiring) -> Fleet:
+    from reconciler.kube.fleet import KubernetesFleet  # only with a Kubernetes target
+    return KubernetesFleet(wiring.connections(), wiring.store)
 
 
-@dataclass(frozen=True)
-class PlannedPass:
-    """A plan with what it was made from: what ``plan`` prints and ``apply`` executes."""
-
-    plan: Plan
-    desired: Desired
-    observed: Mapping[str, ObservedTarget]
-    fleet: LocalFleet
-    kube: KubernetesFleet | None  # None when no target is on Kubernetes
+FLEET_TYPES: dict[str, Callable[[Wiring], Fleet]] = {"local": _local, "kubernetes": _kubernetes}
+# Target types whose live state the daemon watches for someone else's edits (kube/watch.py).
+WATCHED_TYPES = frozenset({"kubernetes"})
 
 
-def plan_pass(settings: Settings, now: float, history: History | None = None,
-              cache: DesiredCache | None = None,
-              connections: Connections | None = None) -> PlannedPass:
-    """Fetch, load, observe and plan. Raises InvalidInput or a ReconcilerError.
-    A long-lived caller (the daemon) passes its ``cache`` so it is not read every pass,
-    and its cluster ``connections`` so they are reused."""
-    accepted = git_source(settings).fetch()
-    cache = cache or desired_cache(settings)
-    try:
-        desired = load_desired(accepted.snapshot, cache)
-    finally:
-        cache.save()
-    fleet = local_fleet(settings)
-    kube = None
-    if any(not target.is_local for target in desired.targets.values()):
-        from reconciler.kube.fleet import KubernetesFleet
-        kube = KubernetesFleet((connections or Connections(settings))())
-    observed = observe(desired, fleet, kube)
-    fleet.save_digests()
-    return PlannedPass(plan(desired, observed, history or History(), now), desired, observed,
-                       fleet, kube)
+def watched(targets: tuple[Target, ...]) -> tuple[Target, ...]:
+    return tuple(target for target in targets if target.type in WATCHED_TYPES)
+
+
+class Wiring:
+    """Settings, and what is built from them for passes: the source, the desired-state
+    cache, the digest cache, the store, cluster connections and one fleet per target type.
+    ``loaded``: the last desired state and the folder tree it came from, so a pass over an
+    unchanged folder builds nothing again."""
+
+    def __init__(self, settings: Settings, *, connections: Connections | None = None) -> None:
+        self.settings = settings
+        self.source = git_source(settings) if settings.repo is not None else None
+        self.loaded: tuple[str, Desired] | None = None
+        self.connections = connections or Connections(settings)
+        self.desired_cache = desired_cache(settings)
+        self.digests = DigestCache(settings.cache_dir / "fleet-digests.json")
+        self.store = Store(settings.store_dir, self.digests)
+        self._fleets: dict[str, Fleet] = {}
+
+    def reload(self, settings: Settings) -> None:
+        """New settings (SIGHUP): the repository, branch or folder may have changed."""
+        self.settings = settings
+        self.source = git_source(settings) if settings.repo is not None else None
+        self.loaded = None
+
+    def fleet(self, target: Target) -> Fleet:
+        if target.type not in self._fleets:
+            self._fleets[target.type] = FLEET_TYPES[target.type](self)
+        return self._fleets[target.type]
+
+    def finish_observing(self) -> None:
+        for fleet in self._fleets.values():
+            fleet.finish_observing()
+        self.digests.save()

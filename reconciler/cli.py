@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import threading
@@ -12,28 +13,33 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from reconciler import __version__, app
-from reconciler.app import Connections, gauntlet_jobs, git_source, plan_pass
+from reconciler import __version__
+from reconciler.app import Connections, Wiring, confine_state_dir, gauntlet_jobs, git_source
 from reconciler.artifacts.fetch import fetch
-from reconciler.artifacts.verify import VerificationFailed, verify_path, write_manifest
+from reconciler.daemon.daemon import Daemon
+from reconciler.daemon.leadership import leadership
+from reconciler.daemon.lock import FleetLock
 from reconciler.desired.cache import DesiredCache
-from reconciler.desired.loader import cache_salt, load_desired, load_warnings
+from reconciler.desired.loader import cache_salt, load_desired, located_warnings
 from reconciler.diagnostics import InvalidInput
+from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.errors import ReconcilerError, StalledError
+from reconciler.execute.executor import Hooks
+from reconciler.gauntlet.budgets import budget_warnings
 from reconciler.gauntlet.runner import GauntletRunner
-from reconciler.plan.planner import Action, address_of
+from reconciler.journal import Journal
+from reconciler.passes import plan_pass, run_pass
+from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
-from reconciler.runtime.daemon import Daemon, reconcile_once
-from reconciler.runtime.executor import Hooks
-from reconciler.runtime.journal import Journal
-from reconciler.runtime.lock import FleetLock
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.snapshot import Snapshot
+from reconciler.vocabulary import JournalAction, Op, PassResult
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a tool whose reader left
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -76,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(status)
     history = commands.add_parser("history", help="the journal, optionally of one object")
     history.add_argument("name", nargs="?", help="an object's name")
-    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--limit", type=int, default=50,
+                         help="show at most this many events, the newest (default 50)")
     history.add_argument("--output", choices=("text", "json"), default="text")
     _common(history)
 
@@ -130,7 +137,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         settings = _settings(args)
         snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
     desired = load_desired(snapshot, DesiredCache(cache_salt()))
-    for warning in load_warnings(snapshot, desired):
+    for warning in located_warnings(snapshot, budget_warnings(desired.gauntlets.values())):
         print(warning.format())
     counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
               "configs": len(desired.configs), "models": len(desired.models),
@@ -140,22 +147,32 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _history(settings: Settings, now: float) -> History:
+    """The journal's memory, read-only: ``plan`` must plan what the daemon would."""
+    if not settings.journal_path.exists():
+        return History()
+    journal = Journal(settings.journal_path, readonly=True)
+    try:
+        return journal.history(now)
+    finally:
+        journal.close()
+
+
 def cmd_plan(args: argparse.Namespace) -> int:
-    planned = plan_pass(_settings(args), time.time())
+    settings = _settings(args)
+    now = time.time()
+    planned = plan_pass(Wiring(settings), _history(settings, now), now)
     diffs: dict[Action, str | None] = {}
     for action in planned.plan.changes:
-        if action.kind == "Model":
+        if action.kind == "Model" or action.op is Op.DELETE:
             continue
         target = planned.desired.targets[action.target]
         obj = (planned.desired.strategies.get(action.name) if action.kind == "Strategy"
                else planned.desired.configs.get(action.name))
-        if obj is None or action.op == "delete":
+        if obj is None:
             continue
         address = address_of(obj, target)
-        old = None
-        if action.current is not None:
-            old = planned.fleet.read(target, address) if target.is_local else \
-                planned.kube.read(target, address) if planned.kube else None
+        old = None if action.current is None else planned.live_content(target, address)
         diffs[action] = text_diff(old, planned.desired.read_content(obj), address)
     locations = {name: seen.location for name, seen in planned.observed.items()}
     render = render_json if args.output == "json" else render_text
@@ -171,26 +188,27 @@ def cmd_apply(args: argparse.Namespace) -> int:
     lock.acquire()
     connections = Connections(settings)
     done, stop = threading.Event(), threading.Event()
-    leadership = app.leadership(settings, connections, done, on_gained=lambda: None,
-                                on_lost=lambda why: stop.set())
-    if leadership is not None:
-        leadership.start()
-        if not leadership.leading:
+    held = leadership(settings, connections, done, on_gained=lambda: None,
+                      on_lost=lambda why: stop.set())
+    if held is not None:
+        held.start()
+        if not held.leading:
             done.set()
             lock.release()
-            print(f"{leadership.describe()}; another daemon acts on this fleet",
-                  file=sys.stderr)
+            print(f"{held.describe()}; another daemon acts on this fleet", file=sys.stderr)
             return EXIT_ERROR
     journal = Journal(settings.journal_path)
     try:
+        confine_state_dir(settings)
         journal.recover()
-        outcome = reconcile_once(settings, journal, stop, hooks=Hooks(progress=_progress_line),
-                                 connections=connections)
+        wiring = Wiring(settings, connections=connections)
+        wiring.store.sweep()
+        outcome = run_pass(wiring, journal, stop, hooks=Hooks(progress=_progress_line))
     finally:
         journal.close()
         done.set()
-        if leadership is not None:
-            leadership.stop()
+        if held is not None:
+            held.stop()
         lock.release()
     if outcome.report is not None:
         for result in outcome.report.results:
@@ -199,7 +217,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 print(f"{result.result:>11}  {action.target}  {action.kind}/{action.name}: "
                       f"{result.message}")
     print(outcome.status_line())
-    return EXIT_OK if outcome.result in ("converged", "changed", "waiting") else EXIT_ERROR
+    return EXIT_OK if outcome.result in (PassResult.CONVERGED, PassResult.CHANGED,
+                                         PassResult.WAITING) else EXIT_ERROR
 
 
 def _progress_line(text: str) -> None:
@@ -216,7 +235,7 @@ def _open_journal(args: argparse.Namespace) -> Journal:
     if not settings.journal_path.exists():
         raise StalledError(f"no journal at {settings.journal_path}: nothing has been applied "
                            "with this state dir yet", reason="NoJournal")
-    return Journal(settings.journal_path)
+    return Journal(settings.journal_path, readonly=True)
 
 
 def _when(epoch: float | None) -> str:
@@ -227,10 +246,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = _open_journal(args)
     try:
         objects, last = journal.objects(), journal.last_pass()
+        quarantined = [{"at": e.at, **e.detail} for e in journal.events(
+            action=JournalAction.QUARANTINE, limit=20)]
     finally:
         journal.close()
     if args.output == "json":
-        print(json.dumps({"lastPass": last, "objects": objects}, indent=2))
+        print(json.dumps({"lastPass": last, "objects": objects, "quarantined": quarantined},
+                         indent=2))
         return EXIT_OK
     if last is not None:
         print(f"last pass  {_when(last['finished'])}  {last['result']}  {last['revision'] or ''}")
@@ -243,6 +265,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             reason += f": {row['message']}"
         print(f"{row['target']:<12} {row['kind']:<9} {row['name']:<22} "
               f"{row['status'] or '-':<12} {applied or '-':<14} {reason}")
+    for entry in quarantined:
+        print(f"store: sha256:{entry.get('digest')} quarantined {_when(entry['at'])}: its bytes "
+              f"did not match its digest ({entry.get('why')})")
     return EXIT_OK
 
 
@@ -299,10 +324,11 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
         print(f"Model {model.name} declares no gauntlet: nothing to run")
         return EXIT_OK
     uri = args.artifact or model.artifact.uri
+    store = Wiring(settings).store
     progress = _TerminalProgress(f"fetching {model.name}")
     try:
         artifact = fetch(uri, None if args.artifact else model.artifact.sha256,
-                         model.artifact.format, settings.store_dir, desired.read_file,
+                         model.artifact.format, store, desired.read_file,
                          progress=progress)
     except (VerificationFailed, ReconcilerError) as error:
         progress.finish()
@@ -315,7 +341,7 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
     try:
         if args.retry:
             journal.forget_gates(model.name, digest)
-        verdict = GauntletRunner(journal, settings.store_dir, progress=_progress_line,
+        verdict = GauntletRunner(journal, store, progress=_progress_line,
                                  jobs=jobs).evaluate(model, desired, digest, artifact,
                                                      candidate_uri=uri)
     finally:
@@ -374,3 +400,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (``history | head``): stop quietly, as a shell tool does;
+        # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE

@@ -74,6 +74,7 @@ class Settings:
     kube: KubeSettings = KubeSettings()
     leader_election: LeaderElection | None = None
     gauntlet_job: GauntletJobSettings | None = None
+    run_as: str | None = None  # who local restart and health commands run as
 
     @property
     def cache_dir(self) -> Path:
@@ -173,6 +174,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         interval_seconds=parse_duration(content.get("interval", "1m")),
         resync_seconds=parse_duration(content.get("resync", "10m")),
         listen=content.get("listen", DEFAULT_LISTEN) or None,
+        run_as=content.get("runAs"),
         webhook_secret_file=(base / content["webhook"]["secretFile"]
                              if "webhook" in content else None),
         allow_history_rewrite=bool(content.get("allowHistoryRewrite", False)),

@@ -7,9 +7,10 @@ import hashlib
 import threading
 from pathlib import Path
 
-from reconciler.runtime.daemon import PassOutcome, reconcile_once
-from reconciler.runtime.executor import Hooks
-from reconciler.runtime.journal import Journal
+from reconciler.app import Wiring
+from reconciler.execute.executor import Hooks
+from reconciler.journal import Journal
+from reconciler.passes import PassOutcome, run_pass
 from reconciler.settings import Settings, load_settings
 from tests.conftest import git
 
@@ -89,7 +90,7 @@ spec:
     def apply(self, hooks: Hooks | None = None) -> PassOutcome:
         journal = Journal(self.settings().journal_path)
         try:
-            return reconcile_once(self.settings(), journal, threading.Event(), hooks=hooks)
+            return run_pass(Wiring(self.settings()), journal, threading.Event(), hooks=hooks)
         finally:
             journal.close()
 

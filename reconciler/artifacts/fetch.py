@@ -2,17 +2,15 @@
 
 Sources: a path in the desired-state folder, ``file://`` (a file or a bundle directory),
 ``http(s)://`` (a file: streamed, hashed while it downloads, bounded in size and in time
-without progress, resumed with a Range request after an interruption). Nothing reaches
-``store/sha256/<hex>`` unless its digest is the declared one.
+without progress, resumed with a Range request after an interruption). Nothing enters the
+store unless its digest is the declared one (``Store.publish`` proves it).
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
-import os
 import shutil
-import tempfile
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -20,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from reconciler.artifacts.verify import (
+from reconciler.digests import (
     CHUNK,
     MANIFEST,
     Progress,
@@ -28,6 +26,7 @@ from reconciler.artifacts.verify import (
     verify_bundle,
 )
 from reconciler.errors import StalledError, TransientError
+from reconciler.places import ContentStore
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,52 +43,46 @@ class ArtifactMissing(StalledError):
     reason = "ArtifactMissing"
 
 
-def _publish(temporary: Path, destination: Path) -> None:
-    """Read-only, then renamed into place: the store never holds a partial object."""
-    for path in [temporary, *temporary.rglob("*")] if temporary.is_dir() else [temporary]:
-        if not path.is_symlink():
-            os.chmod(path, 0o555 if path.is_dir() else 0o444)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(temporary, destination)
-
-
-def fetch(uri: str, sha256: str | None, artifact_format: str, store: Path,
+def fetch(uri: str, sha256: str | None, artifact_format: str, store: ContentStore,
           read_repo_file: Callable[[str], bytes], *, limits: FetchLimits = FetchLimits(),
           progress: Progress | None = None) -> Path:
-    """The store path of the verified artifact (fetched unless it is already there).
+    """The store path of the verified artifact (fetched unless a verified copy is there).
     Without ``sha256`` (a PR check of a new artifact) it lands under its own digest."""
-    if sha256 is not None and (store / "sha256" / sha256).exists():
-        return store / "sha256" / sha256
-    (store / "partial").mkdir(parents=True, exist_ok=True)
+    if sha256 is not None:
+        present = store.verified(sha256)
+        if present is not None:
+            return present
     scheme = urlsplit(uri).scheme if "://" in uri else ""
     if artifact_format == "bundle":
         return _fetch_bundle(uri, sha256, scheme, store, progress)
     name = sha256 or "unpinned-" + hashlib.sha256(uri.encode()).hexdigest()[:16]
-    part = store / "partial" / f"{name}.part"
-    if not scheme:
-        part.write_bytes(read_repo_file(uri))
-    elif scheme == "file":
-        try:
-            shutil.copyfile(urlsplit(uri).path, part)
-        except FileNotFoundError:
-            raise ArtifactMissing(f"artifact {urlsplit(uri).path} does not exist") from None
-    elif scheme in ("http", "https"):
-        _download(uri, part, limits, progress)
-    else:
-        raise ArtifactMissing(f"unsupported artifact URI {uri}")
-    actual = _sha256(part)
-    if sha256 is not None and actual != sha256:
-        part.unlink()
-        raise VerificationFailed(f"sha256 of {uri} is {actual}, the repository declares {sha256}")
-    destination = store / "sha256" / actual
-    if destination.exists():
-        part.unlink()
-    else:
-        _publish(part, destination)
-    return destination
+    resumable = scheme in ("http", "https")
+    part = store.staging(name, resumable=resumable)
+    try:
+        if not scheme:
+            part.write_bytes(read_repo_file(uri))
+        elif scheme == "file":
+            try:
+                shutil.copyfile(urlsplit(uri).path, part)
+            except FileNotFoundError:
+                raise ArtifactMissing(f"artifact {urlsplit(uri).path} does not exist") from None
+        elif scheme in ("http", "https"):
+            _download(uri, part, limits, progress)
+        else:
+            raise ArtifactMissing(f"unsupported artifact URI {uri}")
+        actual = _sha256(part)
+        if sha256 is not None and actual != sha256:
+            raise VerificationFailed(f"sha256 of {uri} is {actual}, the repository declares "
+                                     f"{sha256}")
+        return store.publish(part, actual, proven=True)
+    except ArtifactUnavailable:
+        raise  # the part stays: the next try resumes from it
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
 
 
-def _fetch_bundle(uri: str, sha256: str | None, scheme: str, store: Path,
+def _fetch_bundle(uri: str, sha256: str | None, scheme: str, store: ContentStore,
                   progress: Progress | None) -> Path:
     if scheme != "file":
         raise ArtifactMissing(f"a bundle is fetched from a file:// directory, not {uri}")
@@ -97,17 +90,10 @@ def _fetch_bundle(uri: str, sha256: str | None, scheme: str, store: Path,
     if not (source / MANIFEST).is_file():
         raise ArtifactMissing(f"bundle directory {source} does not exist or has no {MANIFEST}")
     digest = sha256 or _sha256(source / MANIFEST)
-    destination = store / "sha256" / digest
-    if destination.exists():
-        return destination
-    staging = Path(tempfile.mkdtemp(dir=store / "partial", prefix=f"{digest}.bundle-"))
-    try:
-        shutil.copytree(source, staging, symlinks=True, dirs_exist_ok=True)
-        verify_bundle(staging, digest, progress=progress)
-        _publish(staging, destination)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return destination
+    staging = store.staging(f"{digest}.bundle")
+    shutil.copytree(source, staging, symlinks=True)
+    verify_bundle(staging, digest, progress=progress)
+    return store.publish(staging, digest)
 
 
 def _sha256(path: Path) -> str:

@@ -6,6 +6,7 @@ import hashlib
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Literal
 
 from reconciler.durations import parse_duration
@@ -44,10 +45,16 @@ class Target:
     soak_seconds: float
     window: Window | None
     prune: bool
+    run_as: str | None = None  # local only: who restart and health commands run as
 
     @property
     def is_local(self) -> bool:
         return self.local_root is not None
+
+    @property
+    def type(self) -> str:
+        """Which fleet adapter serves it (the registry in app.py is keyed by this)."""
+        return "local" if self.local_root is not None else "kubernetes"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,10 +184,12 @@ class Desired:
     # Any file of the folder at this revision, by folder-relative path (model artifacts).
     read_file: Callable[[str], bytes] = field(compare=False)
 
-    def delivered(self) -> list[Delivered]:
-        """Configs before strategies: a strategy may read its Config when it restarts."""
-        return [*sorted(self.configs.values(), key=lambda c: c.name),
-                *sorted(self.strategies.values(), key=lambda s: s.name)]
+    @cached_property
+    def delivered(self) -> tuple[Delivered, ...]:
+        """Configs before strategies: a strategy may read its Config when it restarts.
+        Computed once per desired state (the planner asks for it per target)."""
+        return (*sorted(self.configs.values(), key=lambda c: c.name),
+                *sorted(self.strategies.values(), key=lambda s: s.name))
 
 
 def _seconds(value: Any, default: float) -> float:
@@ -224,7 +233,7 @@ def build(kind: str, data: Mapping[str, Any], origin: Origin) -> Any:
             spec.get("after"), _seconds(spec.get("soak"), 0.0),
             Window(window["timeZone"], tuple(window.get("days", ())), window["start"],
                    window["end"]) if window else None,
-            bool(spec.get("prune", False)))
+            bool(spec.get("prune", False)), local.get("runAs") if local else None)
     if kind == "Strategy":
         return Strategy(name, origin, spec["source"], spec.get("entrypoint"),
                         tuple(spec.get("tests", ())),

@@ -36,7 +36,7 @@ from reconciler.desired.documents import (
 from reconciler.desired.locate import Locator
 from reconciler.desired.render import render_config
 from reconciler.desired.strategy_check import check_key, check_strategies
-from reconciler.desired.validate import Finding, budget_warnings, cross_check
+from reconciler.desired.validate import Finding, cross_check
 from reconciler.desired.yamlload import DEFAULT_LIMITS, Limits, YamlError, load_documents
 from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.source.snapshot import Entry, Snapshot, resolve
@@ -163,12 +163,12 @@ def load_desired(snapshot: Snapshot, cache: DesiredCache, *, limits: Limits = DE
     return _assemble(snapshot, cache, objects)
 
 
-def load_warnings(snapshot: Snapshot, desired: Desired) -> list[Diagnostic]:
-    """What ``validate`` prints without failing: a valid state that likely misleads."""
+def located_warnings(snapshot: Snapshot, findings: Iterable[Finding]) -> list[Diagnostic]:
+    """Findings that leave the state valid (``validate`` prints them, exit code unchanged),
+    located like errors and marked as warnings."""
     locate = _Located(snapshot)
     return [Diagnostic(snapshot.display_prefix + file, line, col, f"warning: {message}", rule)
-            for file, line, col, message, rule in map(locate, budget_warnings(
-                sorted(desired.gauntlets.values(), key=lambda g: g.name)))]
+            for file, line, col, message, rule in map(locate, findings)]
 
 
 def _cached_checks(snapshot: Snapshot, cache: DesiredCache, objects: Iterable[Any],

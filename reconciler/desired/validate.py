@@ -1,14 +1,11 @@
 """Cross-document rules: references resolve, names are unique, paths stay inside, targets
 are ordered without cycles, and every object can actually be delivered where it is sent.
-Warnings (``budget_warnings``) flag what is valid but likely not what was meant: they are
-printed, and the state stays valid.
 
 Pure: it reads only the snapshot's entry table and the typed objects.
 """
 
 from __future__ import annotations
 
-import math
 import zoneinfo
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -26,10 +23,10 @@ from reconciler.desired.documents import (
     Strategy,
     Target,
 )
-from reconciler.gauntlet.sprt import SprtSettings, expected_games
 from reconciler.source.snapshot import Entry, PathError, link_destination, normalize, resolve
 
 BUILTIN_GAMES = ("connect4",)
+DEFAULT_MARGIN = 0.05  # the SPRT's margin when neither the opponent nor ``sprt`` sets one
 ARTIFACT_SCHEMES = ("file", "http", "https")
 
 Path = tuple[str | int, ...]
@@ -295,36 +292,12 @@ def _gauntlet(gauntlet: Gauntlet, entries: Mapping[str, Entry]) -> Iterator[Find
             yield _at(gauntlet.origin, ("spec", "match", "opponents", index, "name"),
                       f"opponent {opponent['name']!r} is listed twice", "duplicate-opponent")
         seen.add(opponent["name"])
-        try:
-            SprtSettings.for_opponent(match, opponent)
-        except ValueError as error:
+        margin = opponent.get("margin", match.get("sprt", {}).get("margin", DEFAULT_MARGIN))
+        if not 0 < opponent["minScore"] < opponent["minScore"] + margin < 1:
             yield _at(gauntlet.origin, ("spec", "match", "opponents", index, "minScore"),
-                      f"opponent {opponent['name']!r}: {error}", "sprt-bounds")
-
-
-# Draws shrink the variance of a game's score, so no draws is the longest test any draw
-# rate gives: the warning never asks for fewer games than a drawish game would need.
-ASSUMED_DRAW_RATE = 0.0
-
-
-def budget_warnings(gauntlets: Iterable[Gauntlet]) -> Iterator[Finding]:
-    """A game budget below the SPRT's expected sample size at the bar: a model at the bar
-    would often spend the budget without a decision, and the gate end inconclusive."""
-    for gauntlet in gauntlets:
-        match = gauntlet.spec.get("match")
-        if match is None:
-            continue
-        for index, opponent in enumerate(match["opponents"]):
-            settings = SprtSettings.for_opponent(match, opponent)
-            needed = expected_games(settings, settings.min_score, ASSUMED_DRAW_RATE)
-            if settings.max_games < needed:
-                path = ("spec", "match", "opponents", index)
-                yield _at(gauntlet.origin, (*path, "games") if "games" in opponent else path,
-                          f"opponent {opponent['name']!r}: a budget of {settings.max_games} "
-                          f"games is below the {math.ceil(needed)} the SPRT expects for a "
-                          f"model at minScore {settings.min_score} (margin "
-                          f"{settings.margin}, no draws assumed); many runs near the bar "
-                          "would end inconclusive", "gate-budget")
+                      f"opponent {opponent['name']!r}: the SPRT needs 0 < minScore < "
+                      f"minScore + margin < 1, got {opponent['minScore']} and margin "
+                      f"{margin}", "sprt-bounds")
 
 
 def _delivery_conflicts(objects: list[Obj], targets: Mapping[str, Target]) -> Iterator[Finding]:

@@ -12,6 +12,7 @@ rejected digest is not re-run until one of those changes or ``--retry`` forgets 
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -24,23 +25,44 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from reconciler.desired.documents import Budget, Desired, Gauntlet, Model
 from reconciler.durations import format_duration, parse_duration
-from reconciler.fleet.commands import command_environment
-from reconciler.processes import run_bounded
-from reconciler.runtime.journal import Journal
+from reconciler.places import ContentStore
+from reconciler.processes import command_environment, last_json_object, run_bounded
+from reconciler.vocabulary import Reason
 
 DEFAULT_TIMEOUT_SECONDS = 30 * 60
 STOP_POLL_SECONDS = 0.5
-STOPPED = "GauntletStopped"  # a stop request (SIGTERM, a lost Lease) ended it: no verdict
+STOPPED = Reason.GAUNTLET_STOPPED  # a stop request (SIGTERM, a lost Lease): no verdict
 RULES: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
     "==": operator.eq, "!=": operator.ne}
+
+
+class VerdictMemory(Protocol):
+    """What the runner remembers and consults (the journal implements it): verdicts by
+    memo key, the model's canonical history (for ``previous``), GPU-seconds spent, where a
+    verified digest came from, and an event per gauntlet run."""
+
+    def gate_verdict(self, key: str) -> tuple[bool, dict[str, Any]] | None: ...
+
+    def record_gate(self, key: str, model: str, digest: str, passed: bool,
+                    evidence: Mapping[str, Any]) -> None: ...
+
+    def latest_canonical(self, model: str, other_than: str) -> str | None: ...
+
+    def gpu_seconds_since(self, since: float) -> float: ...
+
+    def artifact_source(self, digest: str) -> tuple[str, str] | None: ...
+
+    def record(self, action: str, phase: str, *, pass_id: int | None = None,
+               revision: str | None = None, key: tuple[str, str, str] | None = None,
+               intent: int | None = None, detail: Mapping[str, Any] | None = None) -> int: ...
 
 
 class JobLauncher(Protocol):
@@ -61,12 +83,12 @@ class Verdict:
 
 
 class GauntletRunner:
-    def __init__(self, journal: Journal, store: Path, *,
+    def __init__(self, memory: VerdictMemory, store: ContentStore, *,
                  progress: Callable[[str], None] = lambda t: None,
                  games: Callable[[str, int], None] = lambda opponent, n: None,
                  jobs: JobLauncher | None = None,
                  stop: threading.Event | None = None) -> None:
-        self._journal = journal
+        self._memory = memory
         self._store = store
         self._jobs = jobs
         self._stop = stop or threading.Event()
@@ -79,15 +101,12 @@ class GauntletRunner:
         game = match.get("game", "connect4")
         game_digest = (hashlib.sha256(desired.read_file(game)).hexdigest()
                        if game.endswith(".py") else game)
-        material = [digest, previous, gauntlet.spec_digest, game_digest]
+        material = [digest, previous, gauntlet.spec_digest, game_digest, worker_version()]
         return hashlib.sha256(json.dumps(material).encode()).hexdigest()
 
-    def _previous(self, model: Model, digest: str) -> tuple[str, Path] | None:
-        """The ``previous`` opponent: the model's last canonical digest, if still stored."""
-        prior = self._journal.latest_canonical(model.name, digest)
-        if prior is None or not (self._store / "sha256" / prior).exists():
-            return None
-        return prior, self._store / "sha256" / prior
+    def previous(self, model: Model, digest: str) -> str | None:
+        """The ``previous`` opponent's digest: the model's last canonical one, if any."""
+        return self._memory.latest_canonical(model.name, digest)
 
     def evaluate(self, model: Model, desired: Desired, digest: str, artifact: Path,
                  candidate_uri: str | None = None) -> Verdict:
@@ -95,9 +114,18 @@ class GauntletRunner:
         Model's own artifact URI; ``gauntlet --artifact`` passes its own)."""
         assert model.gauntlet is not None
         gauntlet = desired.gauntlets[model.gauntlet]
-        previous = self._previous(model, digest)
-        key = self.memo_key(model, gauntlet, digest, previous[0] if previous else None, desired)
-        remembered = self._journal.gate_verdict(key)
+        prior = self.previous(model, digest)
+        previous = None
+        if prior is not None:
+            stored = self._store.verified(prior)
+            if stored is None:
+                # Never a silent first promotion: playing nobody would lower the bar.
+                return Verdict(False, Reason.GAUNTLET_ERROR, f"the previous canonical model "
+                               f"sha256:{prior[:12]} is missing from the store or did not "
+                               "match its digest (quarantined): the gate cannot play it", {})
+            previous = (prior, stored)
+        key = self.memo_key(model, gauntlet, digest, prior, desired)
+        remembered = self._memory.gate_verdict(key)
         if remembered is not None:
             passed, evidence = remembered
             return Verdict(passed, "GatePassed" if passed else "GateFailed",
@@ -121,19 +149,19 @@ class GauntletRunner:
             return Verdict(False, STOPPED, str(evidence["error"]), evidence)
         evidence.setdefault("gpuSeconds", 0.0)
         evidence["seconds"] = round(time.monotonic() - started, 3)
-        self._journal.record("gauntlet", "done", key=("-", "Model", model.name),
+        self._memory.record("gauntlet", "done", key=("-", "Model", model.name),
                              detail={"digest": digest, "gauntlet": gauntlet.name,
                                      "passed": evidence["passed"],
                                      "gpuSeconds": evidence["gpuSeconds"],
                                      "summary": _summary(evidence)})
-        self._journal.record_gate(key, model.name, digest, evidence["passed"], evidence)
+        self._memory.record_gate(key, model.name, digest, evidence["passed"], evidence)
         reason = "GatePassed" if evidence["passed"] else evidence.get("reason", "GateFailed")
         return Verdict(bool(evidence["passed"]), reason, _summary(evidence), evidence)
 
     def _budget_refusal(self, budget: Budget | None, reserve: float) -> str | None:
         if budget is None or budget.gauntlet_gpu_seconds_per_day is None:
             return None
-        used = self._journal.gpu_seconds_since(time.time() - 86400)
+        used = self._memory.gpu_seconds_since(time.time() - 86400)
         if used + reserve > budget.gauntlet_gpu_seconds_per_day:
             return (f"GPU budget exhausted: {used:.0f} s used of "
                     f"{budget.gauntlet_gpu_seconds_per_day:.0f} s today, this gauntlet "
@@ -169,7 +197,7 @@ class GauntletRunner:
         sources: dict[str, tuple[str, tuple[str, str] | None]] = {
             "candidate": (digest, (candidate_uri, model.artifact.format))}
         if previous is not None:
-            sources["previous"] = (previous, self._journal.artifact_source(previous))
+            sources["previous"] = (previous, self._memory.artifact_source(previous))
         request: dict[str, Any] = {"spec": dict(gauntlet.spec), "previous": None}
         for role, (role_digest, source) in sources.items():
             if source is None or "://" not in source[0]:
@@ -298,22 +326,24 @@ def _parse(line: str) -> dict[str, Any]:
     return event if isinstance(event, dict) else {}
 
 
-def last_json_object(output: str) -> dict[str, Any] | None:
-    """The last non-empty line, if it is a JSON object: how a metrics command and a
-    gauntlet Job's log give their result."""
-    lines = [line for line in output.splitlines() if line.strip()]
-    if not lines:
-        return None
-    try:
-        value = json.loads(lines[-1])
-    except ValueError:
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _tail(log: Path) -> str:
     text = log.read_text(errors="replace").strip().splitlines()
     return text[-1] if text else ""
+
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+@functools.cache
+def worker_version(package: Path = _PACKAGE) -> str:
+    """The digest of the code that decides a verdict (this package's worker, engine, games
+    and statistics): an upgrade that changes how games are played or judged is a new input
+    of every verdict, so nothing remembered under the old code is trusted."""
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
 
 
 def _summary(evidence: dict[str, Any]) -> str:

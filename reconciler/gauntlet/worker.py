@@ -8,7 +8,7 @@ produced a result (pass or fail), 2 on an error.
 Games: ``connect4`` is built in. A game module from the desired-state folder defines
 ``create_game(device)`` returning an object with the same methods as
 :class:`reconciler.gauntlet.games.connect4.Connect4` (initial, legal, play, random_moves,
-heuristic_moves, network, policy_moves).
+heuristic_moves, network, policy_moves; the game interface of docs/gauntlets.md).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from reconciler.gauntlet.games.connect4 import Connect4
-from reconciler.gauntlet.match import OpponentResult, run_opponent
+from reconciler.gauntlet.match import OpponentResult, fusing_pays_off, run_opponent
 from reconciler.gauntlet.sprt import SprtSettings
 from reconciler.gauntlet.weights import load_state_dict
 
@@ -69,15 +69,19 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     generator.manual_seed(int(match.get("seed", 0)))
     candidate_net = load_policy(game, job["candidate"], device)
 
-    def candidate(boards: Any) -> torch.Tensor:
+    def candidate(boards: Any, noise: torch.Tensor) -> torch.Tensor:
         return game.policy_moves(candidate_net, boards)  # type: ignore[no-any-return]
 
     previous_net = load_policy(game, job["previous"], device) if job.get("previous") else None
     players = {
-        "random": lambda boards: game.random_moves(boards, generator),
-        "heuristic": lambda boards: game.heuristic_moves(boards, generator),
-        "previous": (lambda boards: game.policy_moves(previous_net, boards)),
+        "random": game.random_moves,
+        "heuristic": game.heuristic_moves,
+        "previous": (lambda boards, noise: game.policy_moves(previous_net, boards)),
     }
+    batch_pairs = int(match.get("batchSize", 256))
+    games = sum(o.get("games", match.get("games", 400)) for o in match["opponents"])
+    fused = hasattr(game, "fuse") and fusing_pays_off(device.type, batch_pairs, games) \
+        and bool(game.fuse())
     results: list[dict[str, Any]] = []
     for opponent in match["opponents"]:
         name = opponent["name"]
@@ -91,7 +95,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             emit("progress", **outcome.to_json())
 
         outcome = run_opponent(game, candidate, name, players[name], settings,
-                               int(match.get("batchSize", 256)), generator, report)
+                               batch_pairs, generator, report)
         results.append(outcome.to_json())
         if not results[-1]["passed"]:
             break  # a bar failed or left undecided decides: no GPU time on the rest
@@ -101,7 +105,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
     # decision holds the gate (inconclusive) rather than rejecting it.
     inconclusive = not passed and bool(results[-1].get("inconclusive"))
     return {"passed": passed, "opponents": results, "device": str(device),
-            "seconds": round(seconds, 3),
+            "seconds": round(seconds, 3), "fusedRules": fused,
             "gpuSeconds": round(seconds, 3) if device.type == "cuda" else 0.0,
             "inconclusive": inconclusive,
             **({"reason": "GateInconclusive"} if inconclusive else {})}
@@ -111,6 +115,10 @@ def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """In a Job, models come as {uri, sha256, format}: fetched and verified before any byte
     is loaded; a game module comes as source."""
     from reconciler.artifacts.fetch import fetch
+    from reconciler.digests import DigestCache
+    from reconciler.store import Store
+
+    store = Store(scratch / "store", DigestCache())
 
     def no_repository(path: str) -> bytes:
         raise FileNotFoundError(f"{path}: a gauntlet Job has no repository to read from")
@@ -120,7 +128,7 @@ def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
         if isinstance(source, dict):
             emit("fetch", role=role, uri=source["uri"])
             job[role] = str(fetch(source["uri"], source["sha256"], source.get("format", "file"),
-                                  scratch / "store", no_repository))
+                                  store, no_repository))
     if "gameSource" in job:
         module = scratch / "game.py"
         module.write_text(job.pop("gameSource"))

@@ -16,17 +16,20 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.desired.documents import Target
 from reconciler.durations import format_duration
 from reconciler.errors import ReconcilerError, TransientError
-from reconciler.fleet.commands import CommandResult
-from reconciler.fleet.local import ObservedFile, ObservedPointer, ObservedTarget
 from reconciler.kube.api import APPLY, FIELD_MANAGER, MERGE, Cluster, Clusters, Conflict, NotFound
+from reconciler.places import CommandResult, ContentStore
+from reconciler.plan.observed import ObservedFile, ObservedPointer, ObservedTarget
+
+if TYPE_CHECKING:
+    from reconciler.kube.place import KubePlace
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 TARGET_LABEL = "reconciler.dev/target"
@@ -115,9 +118,19 @@ def parse_pointer(path: str, content: bytes | None) -> ObservedPointer:
 class KubernetesFleet:
     """Every Kubernetes target of a desired state, through one client per context."""
 
-    def __init__(self, clusters: Clusters) -> None:
+    def __init__(self, clusters: Clusters, store: ContentStore,
+                 clock: Callable[[], float] = time.time) -> None:
         self.clusters = clusters
+        self.store = store
+        self._clock = clock
         self._live: dict[str, dict[str, LiveConfigMap | None]] = {}
+
+    def place(self, target: Target) -> KubePlace:
+        from reconciler.kube.place import KubePlace  # the place builds on this module
+        return KubePlace(self, self.store, target, self._clock)
+
+    def finish_observing(self) -> None:
+        """Nothing to persist: what was read lives in memory for this pass."""
 
     def cluster(self, target: Target) -> Cluster:
         return self.clusters.get(target.kube_context)

@@ -20,10 +20,11 @@ from typing import Any
 from reconciler.desired.documents import Gauntlet
 from reconciler.durations import format_duration
 from reconciler.errors import ReconcilerError
-from reconciler.gauntlet.runner import STOPPED, last_json_object
 from reconciler.kube.api import Clusters, NotFound
 from reconciler.kube.fleet import MANAGED_BY_LABEL
+from reconciler.processes import last_json_object
 from reconciler.settings import GauntletJobSettings
+from reconciler.vocabulary import Reason
 
 GAUNTLET_LABEL = "reconciler.dev/gauntlet"
 
@@ -87,7 +88,7 @@ class GauntletJobs:
                 return self._verdict(name, bool(status.succeeded))
             if self._stop.is_set():
                 self._delete(name)
-                return {"passed": False, "reason": STOPPED,
+                return {"passed": False, "reason": Reason.GAUNTLET_STOPPED,
                         "error": f"gauntlet Job {name} was stopped; the Job was deleted"}
             if time.monotonic() >= deadline:
                 self._delete(name)

@@ -1,4 +1,4 @@
-"""A Kubernetes namespace as a place for the executor's steps (see runtime/places.py).
+"""A Kubernetes namespace as a place for the executor's steps (see places.py).
 
 A restart puts the content digest in the Deployment's pod template; the check is the
 rollout (and the health ``soak``, watching the new pods). A flip writes the pointer key
@@ -14,8 +14,6 @@ from typing import Any
 
 from reconciler.desired.documents import Desired, Health, Model, Restart, Target
 from reconciler.errors import ReplanNeeded
-from reconciler.fleet.commands import CommandResult
-from reconciler.fleet.local import LocalFleet
 from reconciler.kube.api import Conflict
 from reconciler.kube.fleet import (
     KubernetesFleet,
@@ -23,6 +21,7 @@ from reconciler.kube.fleet import (
     pointer_value,
     template_annotation,
 )
+from reconciler.places import CommandResult, ContentStore
 from reconciler.plan.planner import address_of
 
 
@@ -33,7 +32,7 @@ class PointerConflict(ReplanNeeded):
 
 
 class KubePlace:
-    def __init__(self, kube: KubernetesFleet, store: LocalFleet, target: Target,
+    def __init__(self, kube: KubernetesFleet, store: ContentStore, target: Target,
                  clock: Any = time.time) -> None:
         self.kube = kube
         self.store = store
@@ -47,7 +46,7 @@ class KubePlace:
     def preserve(self, address: str) -> None:
         content = self.kube.read(self.target, address)
         if content is not None:
-            self.store.store_put(content)
+            self.store.put(content)
 
     def write(self, address: str, content: bytes, mode: int | None, revision: str) -> None:
         self.kube.put(self.target, address, content, revision)

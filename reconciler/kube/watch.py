@@ -34,7 +34,7 @@ class DriftWatch:
     def follow(self, targets: Iterable[Target]) -> None:
         """Watch exactly these targets: start what is new, stop what is gone."""
         wanted = {(t.kube_context, t.kube_namespace, t.name): t for t in targets
-                  if not t.is_local and t.kube_namespace is not None}
+                  if t.kube_namespace is not None}
         for key in set(self._running) - wanted.keys():
             self._running.pop(key).set()
         for key, target in wanted.items():

@@ -1,23 +1,28 @@
 """The planner: a pure function (desired, observed, history, now) -> ordered actions.
 
-No I/O. The same plan drives ``plan`` output, ``apply`` and the daemon, so what an operator
-reviews is exactly what runs.
+No I/O. The same plan drives ``plan`` output, ``apply`` and the daemon (execute/passes.py
+builds all three from the same inputs, the journal's history included), so what an operator
+reviews is exactly what runs. Budgets are decided here too: ``plan`` shows BudgetExhausted
+exactly where ``apply`` would refuse.
+
+Repairing drift is not a promotion: putting back the declared, verified content (a file, a
+ConfigMap key, a canonical pointer) happens at once whatever ``promotionsPerDay`` says; a
+window or a spent restart budget defers only the restart the repair needs, never the repair.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
 
-from reconciler.desired.documents import Delivered, Desired, Health, Model, Restart, Target
+from reconciler.desired.documents import Budget, Delivered, Desired, Health, Model, Restart, Target
 from reconciler.durations import format_duration
-from reconciler.fleet.local import ObservedTarget
+from reconciler.plan.observed import ObservedTarget
 from reconciler.plan.windows import next_opening
+from reconciler.vocabulary import ActionStatus, Op, Reason, StepKind
 
-Op = Literal["create", "update", "flip", "delete", "noop"]
-Status = Literal["ready", "waiting", "blocked"]
 ObjectKey = tuple[str, str, str]  # (target, kind, name)
+HOUR, DAY = 3600.0, 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +36,9 @@ class History:
     the gate (never the digest check).
     ``applied``: the digest last applied, so a difference from it is drift, not a change.
     ``unfinished``: content written whose restart or health check never finished (a crash,
-    an API outage between the steps): live content equal to it is not in sync yet.
+    an API outage, a deferred restart): live content equal to it is not in sync yet.
+    ``restarts``, ``promotions``: when restarts and promotions (pointer flips to a new
+    digest) were done recently, for the Budget.
     """
 
     applied: Mapping[ObjectKey, str] = field(default_factory=dict)
@@ -39,6 +46,18 @@ class History:
     healthy_since: Mapping[ObjectKey, tuple[str, float]] = field(default_factory=dict)
     known_good: Mapping[str, frozenset[str]] = field(default_factory=dict)
     unfinished: Mapping[ObjectKey, str] = field(default_factory=dict)
+    restarts: tuple[float, ...] = ()
+    promotions: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One step of an action, in the order they run. ``deferred``: why this step waits
+    while the rest of the action runs (a repair whose restart the budget or window holds)."""
+
+    kind: StepKind
+    detail: str = ""
+    deferred: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,10 +69,10 @@ class Action:
     location: str
     current: str | None
     desired: str
-    steps: tuple[str, ...] = ()
+    steps: tuple[Step, ...] = ()
     drift: bool = False
-    status: Status = "ready"
-    reason: str | None = None  # PascalCase, for machines: Soaking, OutsideWindow, ...
+    status: ActionStatus = ActionStatus.READY
+    reason: Reason | None = None
     message: str | None = None
     not_before: float | None = None
 
@@ -61,10 +80,28 @@ class Action:
     def key(self) -> ObjectKey:
         return (self.target, self.kind, self.name)
 
+    def has(self, kind: StepKind) -> bool:
+        return any(step.kind is kind for step in self.steps)
+
+    @property
+    def restarts(self) -> bool:
+        return self.has(StepKind.RESTART)
+
+    @property
+    def restart_deferred(self) -> str | None:
+        """Why the restart (and its check) wait while the repair itself runs, if they do."""
+        return next((s.deferred for s in self.steps if s.kind is StepKind.RESTART and s.deferred),
+                    None)
+
+    @property
+    def finishes(self) -> bool:
+        """Only owes the restart and check of content already in place."""
+        return self.has(StepKind.FINISH)
+
     @property
     def disruptive(self) -> bool:
         """Restarts and pointer flips interrupt consumers; windows hold them back."""
-        return self.op == "flip" or any(step.startswith("restart:") for step in self.steps)
+        return self.op is Op.FLIP or self.restarts
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,11 +113,19 @@ class Plan:
 
     @property
     def changes(self) -> tuple[Action, ...]:
-        return tuple(a for a in self.actions if a.op != "noop")
+        return tuple(a for a in self.actions if a.op is not Op.NOOP)
 
     @property
     def in_sync(self) -> bool:
         return not self.changes and not self.errors
+
+
+@dataclass(slots=True)
+class _Spending:
+    """Budget use as the plan goes: what earlier actions of this pass will spend counts."""
+
+    restarts: list[float]
+    promotions: list[float]
 
 
 def ordered_targets(targets: Mapping[str, Target]) -> list[Target]:
@@ -101,45 +146,89 @@ def ordered_targets(targets: Mapping[str, Target]) -> list[Target]:
     return ordered
 
 
-def _follow_up(restart: Restart | None, health: Health | None) -> list[str]:
+def _follow_up(restart: Restart | None, health: Health | None) -> list[Step]:
     steps = []
     if restart is not None:
         how = " ".join(restart.command) if restart.command else f"deployment/{restart.deployment}"
-        steps.append(f"restart: {how}")
+        steps.append(Step(StepKind.RESTART, how))
     if health is not None:
         probe = f"GET {health.http_url}" if health.http_url else " ".join(health.command or ())
         soak = f", soak {format_duration(health.soak_seconds)}" if health.soak_seconds else ""
-        steps.append(f"health: {probe}{soak}")
+        steps.append(Step(StepKind.HEALTH, probe + soak))
     return steps
+
+
+def _defer_restart(action: Action, why: str) -> Action:
+    """The repair runs now; its restart and health check wait (the consumer keeps running
+    what it loaded until then)."""
+    return replace(action, steps=tuple(
+        replace(step, deferred=why) if step.kind in (StepKind.RESTART, StepKind.HEALTH)
+        else step for step in action.steps))
+
+
+def _budget(action: Action, budget: Budget | None, spending: _Spending,
+            now: float) -> Action:
+    """Refuse what the Budget does not allow; a repair only defers its restart."""
+    if budget is None:
+        return action
+    repair = action.drift or action.finishes
+    if action.restarts and not action.restart_deferred and budget.restarts_per_hour is not None:
+        recent = sorted(t for t in spending.restarts if t > now - HOUR)
+        if len(recent) >= budget.restarts_per_hour:
+            frees = recent[len(recent) - budget.restarts_per_hour] + HOUR
+            why = (f"restart budget exhausted: {len(recent)} of {budget.restarts_per_hour} "
+                   "restarts in the last hour")
+            if action.finishes:
+                return replace(action, status=ActionStatus.WAITING,
+                               reason=Reason.RESTART_DEFERRED, not_before=frees,
+                               message=f"{why}; the consumer still runs what it loaded")
+            if repair:
+                return _defer_restart(action, why)
+            return replace(action, status=ActionStatus.BLOCKED,
+                           reason=Reason.BUDGET_EXHAUSTED, message=why, not_before=frees)
+        spending.restarts.append(now)
+    if action.op is Op.FLIP and not repair and budget.promotions_per_day is not None:
+        recent = sorted(t for t in spending.promotions if t > now - DAY)
+        if len(recent) >= budget.promotions_per_day:
+            return replace(action, status=ActionStatus.BLOCKED, reason=Reason.BUDGET_EXHAUSTED,
+                           not_before=recent[len(recent) - budget.promotions_per_day] + DAY,
+                           message=f"promotion budget exhausted: {len(recent)} of "
+                           f"{budget.promotions_per_day} pointer flips in the last day")
+        spending.promotions.append(now)
+    return action
 
 
 def _gate(action: Action, target: Target, targets: Mapping[str, Target], history: History,
           object_targets: tuple[str, ...], now: float, revision: str) -> Action:
     """Blocked by an earlier failure of this very content; waiting for the upstream soak or
-    for the target's window."""
+    for the target's window (a repair runs at once and only its restart waits)."""
     if history.failed.get(action.key) == (action.desired, revision):
-        return replace(action, status="blocked", reason="FailedBefore",
-                       message=f"this revision failed on {target.name} and was rolled back; "
-                       "it is not retried until a new commit")
+        return replace(action, status=ActionStatus.BLOCKED, reason=Reason.FAILED_BEFORE,
+                       message=f"this revision failed on {target.name}; it is not retried "
+                       "until a new commit")
     upstream = targets.get(target.after) if target.after else None
-    if upstream is not None and upstream.name in object_targets:
+    if upstream is not None and upstream.name in object_targets and not action.drift:
         healthy = history.healthy_since.get((upstream.name, action.kind, action.name))
         if healthy is None or healthy[0] != action.desired:
-            return replace(action, status="waiting", reason="UpstreamNotHealthy",
+            return replace(action, status=ActionStatus.WAITING,
+                           reason=Reason.UPSTREAM_NOT_HEALTHY,
                            message=f"waits until {upstream.name} is healthy with this content"
                            + (f", then soaks {format_duration(target.soak_seconds)}"
                               if target.soak_seconds else ""))
         ready_at = healthy[1] + target.soak_seconds
         if now < ready_at:
-            return replace(action, status="waiting", reason="Soaking",
+            return replace(action, status=ActionStatus.WAITING, reason=Reason.SOAKING,
                            message=f"soaking on {upstream.name} for "
                            f"{format_duration(target.soak_seconds)}", not_before=ready_at)
     if target.window is not None and action.disruptive:
         opens = next_opening(target.window, now)
         if opens is not None:
-            return replace(action, status="waiting", reason="OutsideWindow",
-                           message=f"restarts and flips wait for the window {target.window.start}"
-                           f"-{target.window.end} {target.window.time_zone}", not_before=opens)
+            why = (f"restarts and flips wait for the window {target.window.start}"
+                   f"-{target.window.end} {target.window.time_zone}")
+            if action.drift and not action.finishes:
+                return replace(_defer_restart(action, why), not_before=opens)
+            return replace(action, status=ActionStatus.WAITING, reason=Reason.OUTSIDE_WINDOW,
+                           message=why, not_before=opens)
     return action
 
 
@@ -149,12 +238,16 @@ def _unfinished(history: History, key: ObjectKey, want: str, restart: Restart | 
     return (restart is not None or health is not None) and history.unfinished.get(key) == want
 
 
-def _model_steps(model: Model, history: History) -> list[str]:
-    steps = ["verify sha256"]
+FINISH = Step(StepKind.FINISH, "restart and check what is already in place (the last "
+              "attempt stopped before them, or they were deferred)")
+
+
+def _model_steps(model: Model, history: History) -> list[Step]:
+    steps = [Step(StepKind.VERIFY, "sha256")]
     if model.artifact.sha256 in history.known_good.get(model.name, frozenset()):
-        steps.append("gate skipped: canonical before")
+        steps.append(Step(StepKind.GATE_SKIPPED, "canonical before"))
     elif model.gauntlet is not None:
-        steps.append(f"gauntlet {model.gauntlet}")
+        steps.append(Step(StepKind.GATE, model.gauntlet))
     return steps + _follow_up(model.restart, model.health)
 
 
@@ -164,53 +257,59 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
     actions: list[Action] = []
     errors: dict[str, str] = {}
     targets = ordered_targets(desired.targets)
+    budget = next(iter(desired.budgets.values()), None)
+    spending = _Spending(list(history.restarts), list(history.promotions))
+
+    def gated(action: Action, object_targets: tuple[str, ...]) -> Action:
+        if action.op is Op.NOOP:
+            return action
+        action = _gate(action, desired.targets[action.target], desired.targets, history,
+                       object_targets, now, desired.revision)
+        if action.status is not ActionStatus.READY:
+            return action
+        return _budget(action, budget, spending, now)
+
     for target in targets:
         seen = observed[target.name]
         if seen.error is not None:
             errors[target.name] = seen.error
             continue
         declared: set[str] = set()
-        for obj in desired.delivered():
+        for obj in desired.delivered:
             if target.name not in obj.targets:
                 continue
             want = desired.content_digests[(obj.kind, obj.name)]
+            key: ObjectKey = (target.name, obj.kind, obj.name)
             address = address_of(obj, target)
             declared.add(address)
             current = seen.files[address].sha256
-            op: Op = "noop" if current == want else ("create" if current is None else "update")
-            finish = op == "noop" and _unfinished(history, (target.name, obj.kind, obj.name),
-                                                  want, obj.restart, obj.health)
+            op = Op.NOOP if current == want else (Op.CREATE if current is None else Op.UPDATE)
+            finish = op is Op.NOOP and _unfinished(history, key, want, obj.restart, obj.health)
             if finish:
-                op = "update"
-            steps = () if op == "noop" else tuple(
-                [*(["finish: the last attempt stopped before its restart or health check"]
-                   if finish else []), *_follow_up(obj.restart, obj.health)])
-            drift = op != "noop" and history.applied.get((target.name, obj.kind, obj.name)) == want
-            action = Action(target.name, obj.kind, obj.name, op, _location(address, target, obj),
-                            current, want, steps, drift)
-            if op != "noop":
-                action = _gate(action, target, desired.targets, history, obj.targets, now,
-                               desired.revision)
-            actions.append(action)
+                op = Op.UPDATE
+            steps = () if op is Op.NOOP else tuple(
+                [*([FINISH] if finish else []), *_follow_up(obj.restart, obj.health)])
+            drift = op is not Op.NOOP and not finish and history.applied.get(key) == want
+            actions.append(gated(Action(target.name, obj.kind, obj.name, op,
+                                        _location(address, target, obj), current, want, steps,
+                                        drift), obj.targets))
         for model in sorted(desired.models.values(), key=lambda m: m.name):
             if target.name not in model.targets:
                 continue
             want = model.artifact.sha256
+            key = (target.name, "Model", model.name)
             address = address_of(model, target)
             declared.add(address)
             current = seen.pointers[address].sha256
-            op = "noop" if current == want and not _unfinished(
-                history, (target.name, "Model", model.name), want, model.restart,
-                model.health) else "flip"
-            action = Action(target.name, "Model", model.name, op,
-                            _location(address, target, model), current, want,
-                            () if op == "noop" else tuple(_model_steps(model, history)),
-                            op != "noop" and history.applied.get(
-                                (target.name, "Model", model.name)) == want)
-            if op != "noop":
-                action = _gate(action, target, desired.targets, history, model.targets, now,
-                               desired.revision)
-            actions.append(action)
+            finish = current == want and _unfinished(history, key, want, model.restart,
+                                                     model.health)
+            op = Op.FLIP if current != want or finish else Op.NOOP
+            steps = () if op is Op.NOOP else tuple(
+                [*([FINISH] if finish else []), *_model_steps(model, history)])
+            drift = op is not Op.NOOP and not finish and history.applied.get(key) == want
+            actions.append(gated(Action(target.name, "Model", model.name, op,
+                                        _location(address, target, model), current, want,
+                                        steps, drift), model.targets))
         actions += _prune(target, seen, declared)
     return Plan(desired.revision, tuple(targets), tuple(actions), errors)
 
@@ -229,7 +328,7 @@ def address_of(obj: Delivered | Model, target: Target) -> str:
 
 def _location(address: str, target: Target, obj: Delivered | Model) -> str:
     """The address in words, for plans and messages."""
-    if not target.is_local:
+    if target.kube_namespace is not None:
         name, key = address.split("/", 1)
         return f"ConfigMap {name} key {key}"
     return f"{'symlink' if isinstance(obj, Model) else 'file'} {address}"
@@ -237,7 +336,7 @@ def _location(address: str, target: Target, obj: Delivered | Model) -> str:
 
 def observation_request(desired: Desired, target: Target) -> tuple[list[str], list[str]]:
     """The delivered files and pointers a target must be observed at for a plan."""
-    return ([address_of(obj, target) for obj in desired.delivered()
+    return ([address_of(obj, target) for obj in desired.delivered
              if target.name in obj.targets],
             [address_of(model, target) for model in desired.models.values()
              if target.name in model.targets])
@@ -246,7 +345,7 @@ def observation_request(desired: Desired, target: Target) -> tuple[list[str], li
 def _prune(target: Target, seen: ObservedTarget, declared: set[str]) -> list[Action]:
     """ConfigMap keys we wrote that nothing declares any more: deleted only when the
     Target says ``prune``; a ConfigMap left with no keys at all is deleted whole."""
-    if target.is_local or not target.prune:
+    if not target.prune:  # validation allows prune only where the fleet reports ``managed``
         return []
     actions = []
     for name, keys in sorted(seen.managed.items()):
@@ -255,9 +354,9 @@ def _prune(target: Target, seen: ObservedTarget, declared: set[str]) -> list[Act
             continue
         whole = len(stale) == len(keys) and not any(d.startswith(f"{name}/") for d in declared)
         for key in stale:
-            actions.append(Action(target.name, "ConfigMap", f"{name}/{key}", "delete",
+            actions.append(Action(target.name, "ConfigMap", f"{name}/{key}", Op.DELETE,
                                   f"ConfigMap {name} key {key}" + (
                                       " (the last key reconciler manages there)"
                                       if whole and key == stale[-1] else ""),
-                                  None, "", ("prune: no longer declared",)))
+                                  None, "", (Step(StepKind.PRUNE, "no longer declared"),)))
     return actions

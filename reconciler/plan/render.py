@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.durations import format_duration
-from reconciler.plan.planner import Action, Plan
+from reconciler.plan.planner import Action, Plan, Step
+from reconciler.vocabulary import StepKind
 
 PLAN_FORMAT_VERSION = 1
 _MAX_DIFF_LINES = 400
@@ -32,6 +33,18 @@ def text_diff(old: bytes | None, new: bytes, name: str) -> str | None:
         lines = [*lines[:_MAX_DIFF_LINES], f"... {len(lines) - _MAX_DIFF_LINES} more lines\n"]
     return "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
                    for line in lines)
+
+
+_STEP_TEXT = {StepKind.VERIFY: "verify {detail}", StepKind.GATE: "gauntlet {detail}",
+              StepKind.GATE_SKIPPED: "gate skipped: {detail}"}
+
+
+def render_step(step: Step) -> str:
+    """``restart: systemctl restart gepetto``, ``gauntlet connect4-gate``, ... (the strings
+    docs/plan-json.md promises); a deferred step says until what."""
+    text = _STEP_TEXT.get(step.kind, "{kind}: {detail}").format(kind=step.kind,
+                                                                detail=step.detail)
+    return f"{text} (deferred: {step.deferred})" if step.deferred else text
 
 
 def _short(digest: str | None) -> str:
@@ -74,7 +87,7 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
             out.append(f"  {_SYMBOL[action.op]} {action.kind} {action.name}: {action.op} "
                        f"{action.location} ({change})")
             for step in action.steps:
-                out.append(f"      then {step}")
+                out.append(f"      then {render_step(step)}")
             if action.drift:
                 out.append("      drift: the live content was changed by hand")
             if action.status != "ready":
@@ -101,7 +114,8 @@ def render_json(plan: Plan, diffs: Mapping[Action, str | None],
     def action_json(action: Action) -> dict[str, Any]:
         return {"target": action.target, "kind": action.kind, "name": action.name,
                 "op": action.op, "location": action.location, "current": action.current,
-                "desired": action.desired, "steps": list(action.steps),
+                "desired": action.desired,
+                "steps": [render_step(step) for step in action.steps],
                 "drift": action.drift, "status": action.status, "reason": action.reason,
                 "message": action.message, "notBefore": action.not_before,
                 "diff": diffs.get(action)}
@@ -111,7 +125,7 @@ def render_json(plan: Plan, diffs: Mapping[Action, str | None],
         "revision": plan.revision,
         "inSync": plan.in_sync,
         "summary": _summary(plan),
-        "targets": [{"name": t.name, "type": "local" if t.is_local else "kubernetes",
+        "targets": [{"name": t.name, "type": t.type,
                      "location": locations.get(t.name), "after": t.after,
                      "soakSeconds": t.soak_seconds, "error": plan.errors.get(t.name)}
                     for t in plan.targets],

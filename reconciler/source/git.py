@@ -65,6 +65,11 @@ class GitSnapshot:
     def display_prefix(self) -> str:
         return f"{self._folder}/" if self._folder else ""
 
+    @property
+    def tree_id(self) -> str:
+        """The folder's tree: equal ids, equal desired state (whatever the commit)."""
+        return str(self._tree.id)
+
     def entries(self) -> Mapping[str, Entry]:
         if self._entries is None:
             entries: dict[str, Entry] = {}

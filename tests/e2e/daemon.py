@@ -17,7 +17,8 @@ from tests.conftest import GIT_ENV
 
 
 class DaemonProcess:
-    def __init__(self, settings_file: Path, state_dir: Path, scratch: Path) -> None:
+    def __init__(self, settings_file: Path, state_dir: Path, scratch: Path,
+                 entry: tuple[str, ...] = ("-m", "reconciler")) -> None:
         self.settings_file = settings_file
         self.state_dir = state_dir
         self.log_path = scratch / f"daemon-{time.monotonic_ns()}.log"
@@ -27,7 +28,7 @@ class DaemonProcess:
         self.messages: list[str] = []
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "reconciler", "run", "--config", str(settings_file)],
+                [sys.executable, *entry, "run", "--config", str(settings_file)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 env={**os.environ, **GIT_ENV, "NOTIFY_SOCKET": str(self.notify_path),
                      "WATCHDOG_USEC": "2000000", "PYTHONUNBUFFERED": "1",

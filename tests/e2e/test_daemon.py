@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from reconciler.runtime.journal import Journal
+from reconciler.journal import Journal
 from tests.conftest import git
 from tests.e2e.daemon import DaemonProcess, wait_until
 from tests.fleet import HEALTHY, Fleet, sha
@@ -217,9 +217,14 @@ def test_stop_during_a_health_soak_undoes_without_marking_the_revision(
     assert daemon.stop() == 0
     assert time.monotonic() - started < 10
     assert (fleet.root / "app" / "app.py").read_text() == HEALTHY, "undone on the way out"
-    state = fleet.journal().object(("edge", "Strategy", "app")) or {}
+    journal = fleet.journal()
+    state = journal.object(("edge", "Strategy", "app")) or {}
     assert state["reason"] == "Interrupted"
     assert state["failed_revision"] != f"main@sha1:{head}"
+    assert "its health check was skipped: the daemon is stopping" in state["message"]
+    assert "not healthy either" not in state["message"]
+    undo = [e.phase for e in journal.events(action="rollback")]
+    assert undo == ["intent", "done"], "the undo did not fail: its check was skipped"
 
 
 def test_reload_takes_valid_settings_and_refuses_broken_ones(fleet: Fleet,
@@ -296,8 +301,12 @@ def test_unreadable_settings_fail_at_start(tmp_path: Path) -> None:
     assert "cannot read settings" in result.stderr
 
 
-def test_kill_9_at_random_moments_always_converges(fleet: Fleet, tmp_path: Path) -> None:
-    rounds = int(os.environ.get("RECONCILER_KILL9_ROUNDS", "50"))
+@pytest.mark.parametrize("rounds", [
+    pytest.param(3, id="3-rounds"),
+    pytest.param(int(os.environ.get("RECONCILER_KILL9_ROUNDS", "50")), id="many-rounds",
+                 marks=pytest.mark.slow)])
+def test_kill_9_at_random_moments_always_converges(fleet: Fleet, tmp_path: Path,
+                                                   rounds: int) -> None:
     rng = random.Random(20261122)
     versions = [("OK = 'v1'\n", b"weights-a"), ("OK = 'v2'\n", b"weights-b")]
     fleet.settings_file.write_text(f"repo: {fleet.repo}\nstateDir: {fleet.state}\n"
@@ -319,8 +328,12 @@ def test_kill_9_at_random_moments_always_converges(fleet: Fleet, tmp_path: Path)
         survivor = DaemonProcess(fleet.settings_file, fleet.state, tmp_path)
         try:
             survivor.wait_ready()
-            wait_until(lambda c=content, a=artifact: converged_to(fleet, c, a),  # type: ignore[misc]
-                       timeout=30, what=f"convergence in round {round_number}")
+            try:
+                wait_until(lambda c=content, a=artifact: converged_to(fleet, c, a),  # type: ignore[misc]
+                           timeout=30, what=f"convergence in round {round_number}")
+            except AssertionError as error:
+                raise AssertionError(f"{error}; the daemon said:\n{survivor.log()[-4000:]}") \
+                    from None
         finally:
             assert survivor.stop() == 0
     interrupted = [e for e in fleet.journal().events(limit=100_000)

@@ -15,6 +15,9 @@ from tests.e2e.daemon import DaemonProcess, stop_services, wait_until
 MODEL_V2 = "f5129856856f88b7d9390dd7f1885eb33b0bd5c814f142e7b6ebc0efa9f17631"
 
 
+pytestmark = pytest.mark.slow  # whole gauntlets and daemons; fast tests cover each step
+
+
 @pytest.fixture
 def example_daemon(repo: Repo, tmp_path: Path) -> Iterator[tuple[DaemonProcess, Path]]:
     settings = tmp_path / "reconciler.yaml"

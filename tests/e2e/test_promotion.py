@@ -12,13 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.runtime.daemon import PassOutcome, reconcile_once
-from reconciler.runtime.journal import Journal
+from reconciler.app import Wiring
+from reconciler.journal import Journal
+from reconciler.passes import PassOutcome, run_pass
 from reconciler.settings import load_settings
 from tests.conftest import EXAMPLE, GIT_ENV, git
 
 GOOD = EXAMPLE / "models" / "connect4-policy-v2.pt"
 WEAK = EXAMPLE / "models" / "connect4-policy-weak.pt"
+
+
+pytestmark = pytest.mark.slow  # whole gauntlets and daemons; fast tests cover each step
 
 
 def sha(path: Path) -> str:
@@ -59,7 +63,7 @@ spec:
         settings = load_settings(self.settings_file, {})
         journal = Journal(settings.journal_path)
         try:
-            return reconcile_once(settings, journal, threading.Event())
+            return run_pass(Wiring(settings), journal, threading.Event())
         finally:
             journal.close()
 

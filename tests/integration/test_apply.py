@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.runtime.executor import Hooks
+from reconciler.execute.executor import Hooks
 from tests.fleet import HEALTH, HEALTHY, Fleet, sha
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, FetchLimits, fetch
-from reconciler.artifacts.verify import VerificationFailed, verify_path, write_manifest
-from reconciler.fleet.digests import DigestCache
+from reconciler.digests import DigestCache, VerificationFailed, verify_path, write_manifest
+from reconciler.store import Store
 
 PAYLOAD = os.urandom(3 << 20) + b"end"
 DIGEST = hashlib.sha256(PAYLOAD).hexdigest()
@@ -33,6 +33,10 @@ def bundle(tmp_path: Path) -> tuple[Path, str]:
     (root / "router_head.safetensors").write_bytes(b"head" * 1000)
     (root / "checkpoints" / "step-1.safetensors").write_bytes(b"step" * 2000)
     return root, write_manifest(root)
+
+
+def _store(root: Path) -> Store:
+    return Store(root, DigestCache())
 
 
 def test_bundle_verifies_and_every_kind_of_tampering_is_named(
@@ -141,12 +145,12 @@ def server() -> Iterator[Server]:
 
 def test_http_download_is_hashed_and_lands_read_only(server: Server, tmp_path: Path) -> None:
     seen: list[int] = []
-    path = fetch(server.url, DIGEST, "torch", tmp_path, no_repo,
+    path = fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo,
                  progress=lambda done, total: seen.append(done))
     assert path == tmp_path / "sha256" / DIGEST and path.read_bytes() == PAYLOAD
     assert oct(path.stat().st_mode & 0o777) == "0o444"
     assert seen[-1] == len(PAYLOAD)
-    assert fetch(server.url, DIGEST, "torch", tmp_path, no_repo) == path
+    assert fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo) == path
     assert len(server.requests) == 1, "already in the store: not fetched again"
 
 
@@ -154,9 +158,9 @@ def test_truncated_download_resumes_with_a_range_request(server: Server,
                                                          tmp_path: Path) -> None:
     server.mode = "truncate"
     with pytest.raises(ArtifactUnavailable, match="resumes from there"):
-        fetch(server.url, DIGEST, "torch", tmp_path, no_repo)
+        fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo)
     assert not (tmp_path / "sha256" / DIGEST).exists()
-    path = fetch(server.url, DIGEST, "torch", tmp_path, no_repo)
+    path = fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo)
     assert path.read_bytes() == PAYLOAD
     assert server.requests[1] is not None and server.requests[1].startswith("bytes=")
 
@@ -164,9 +168,9 @@ def test_truncated_download_resumes_with_a_range_request(server: Server,
 def test_server_ignoring_range_restarts_cleanly(server: Server, tmp_path: Path) -> None:
     server.mode = "truncate"
     with pytest.raises(ArtifactUnavailable):
-        fetch(server.url, DIGEST, "torch", tmp_path, no_repo)
+        fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo)
     server.mode = "ignore-range"
-    assert fetch(server.url, DIGEST, "torch", tmp_path, no_repo).read_bytes() == PAYLOAD
+    assert fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo).read_bytes() == PAYLOAD
 
 
 @pytest.mark.parametrize(("mode", "error", "text"), [
@@ -178,17 +182,17 @@ def test_http_faults_never_reach_the_store(server: Server, tmp_path: Path, mode:
                                            error: type[Exception], text: str) -> None:
     server.mode = mode
     with pytest.raises(error, match=text):
-        fetch(server.url, DIGEST, "torch", tmp_path, no_repo,
+        fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo,
               limits=FetchLimits(stall_seconds=1))
     assert not (tmp_path / "sha256" / DIGEST).exists()
 
 
 def test_wrong_digest_and_size_limit(server: Server, tmp_path: Path) -> None:
     with pytest.raises(VerificationFailed, match="the repository declares"):
-        fetch(server.url, "0" * 64, "torch", tmp_path, no_repo)
+        fetch(server.url, "0" * 64, "torch", _store(tmp_path), no_repo)
     assert not list((tmp_path / "sha256").glob("*")) if (tmp_path / "sha256").exists() else True
     with pytest.raises(ArtifactMissing, match="over the limit"):
-        fetch(server.url, DIGEST, "torch", tmp_path / "small", no_repo,
+        fetch(server.url, DIGEST, "torch", _store(tmp_path / "small"), no_repo,
               limits=FetchLimits(max_bytes=1 << 20))
 
 
@@ -198,10 +202,10 @@ def test_bundle_from_a_directory_lands_whole_or_not_at_all(bundle: tuple[Path, s
     store = tmp_path / "store"
     (root / "extra.bin").write_bytes(b"x")
     with pytest.raises(VerificationFailed):
-        fetch(f"file://{root}", digest, "bundle", store, no_repo)
+        fetch(f"file://{root}", digest, "bundle", _store(store), no_repo)
     assert not (store / "sha256" / digest).exists()
     (root / "extra.bin").unlink()
-    landed = fetch(f"file://{root}", digest, "bundle", store, no_repo)
+    landed = fetch(f"file://{root}", digest, "bundle", _store(store), no_repo)
     assert verify_path(landed, digest) == "bundle"
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -12,8 +11,10 @@ from typing import Any
 import pytest
 
 from reconciler.desired.documents import Budget, Desired, Model, Origin, build
+from reconciler.digests import DigestCache
 from reconciler.gauntlet.runner import GauntletRunner, Verdict
-from reconciler.runtime.journal import Journal
+from reconciler.journal import Journal
+from reconciler.store import Store
 from tests.conftest import EXAMPLE
 
 GOOD = EXAMPLE / "models" / "connect4-policy-v2.pt"
@@ -43,11 +44,10 @@ def evaluate(tmp_path: Path, spec: dict[str, Any], artifact: Path = GOOD,
              previous: Path | None = None) -> tuple[Verdict, Journal]:
     journal = Journal(tmp_path / "journal.db")
     state, model = desired(spec, files, budget)
-    if previous is not None:  # canonical before, and still in the store
-        (tmp_path / "store" / "sha256").mkdir(parents=True, exist_ok=True)
-        shutil.copy(previous, tmp_path / "store" / "sha256" / previous.name)
-        journal.canonical("policy", previous.name)
-    verdict = GauntletRunner(journal, tmp_path / "store").evaluate(
+    if previous is not None:  # canonical before, and still in the store under its digest
+        store = Store(tmp_path / "store", DigestCache())
+        journal.canonical("policy", store.put(previous.read_bytes()))
+    verdict = GauntletRunner(journal, Store(tmp_path / "store", DigestCache())).evaluate(
         model, state, artifact.name, artifact)
     return verdict, journal
 
@@ -65,6 +65,7 @@ def test_the_good_model_passes_every_bar_and_skips_previous_on_a_first_promotion
     assert verdict.evidence["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_the_weak_model_fails_at_the_heuristic_with_the_evidence(tmp_path: Path) -> None:
     verdict, _ = evaluate(tmp_path, {"match": MATCH, "device": "cpu"}, artifact=WEAK)
     assert not verdict.passed
@@ -76,19 +77,22 @@ def test_the_weak_model_fails_at_the_heuristic_with_the_evidence(tmp_path: Path)
     assert "previous" not in opponents, "a failed bar stops the gauntlet"
 
 
+@pytest.mark.slow
 def test_a_verdict_is_remembered_and_not_run_again(tmp_path: Path) -> None:
     _, journal = evaluate(tmp_path, {"match": MATCH, "device": "cpu"}, artifact=WEAK)
     runs = len([e for e in journal.events(limit=1000) if e.action == "gauntlet"])
     state, model = desired({"match": MATCH, "device": "cpu"})
-    again = GauntletRunner(journal, tmp_path / "store").evaluate(model, state, WEAK.name, WEAK)
+    again = GauntletRunner(journal, Store(tmp_path / "store", DigestCache())).evaluate(
+        model, state, WEAK.name, WEAK)
     assert again.remembered and not again.passed
     assert len([e for e in journal.events(limit=1000) if e.action == "gauntlet"]) == runs
-    changed = GauntletRunner(journal, tmp_path / "store").evaluate(
+    changed = GauntletRunner(journal, Store(tmp_path / "store", DigestCache())).evaluate(
         model, desired({"match": {**MATCH, "seed": 12}, "device": "cpu"})[0], WEAK.name, WEAK)
     assert not changed.remembered, "a changed gauntlet spec runs again"
     assert journal.forget_gates("policy", WEAK.name) == 2
 
 
+@pytest.mark.slow
 def test_previous_is_played_when_there_is_a_canonical_model(tmp_path: Path) -> None:
     verdict, _ = evaluate(tmp_path, {"match": MATCH, "device": "cpu"}, previous=WEAK)
     opponents = {o["opponent"]: o for o in verdict.evidence["opponents"]}
@@ -199,10 +203,10 @@ def test_a_stop_request_kills_the_gauntlet_and_gives_no_verdict(tmp_path: Path) 
     stop = threading.Event()
     threading.Timer(1.0, stop.set).start()
     started = time.monotonic()
-    verdict = GauntletRunner(journal, tmp_path / "store", stop=stop).evaluate(
+    verdict = GauntletRunner(journal, Store(tmp_path / "store", DigestCache()), stop=stop).evaluate(
         model, state, GOOD.name, GOOD)
     assert time.monotonic() - started < 20
     assert verdict.reason == "GauntletStopped" and not verdict.passed
-    key = GauntletRunner(journal, tmp_path / "store").memo_key(
+    key = GauntletRunner(journal, Store(tmp_path / "store", DigestCache())).memo_key(
         model, state.gauntlets["gate"], GOOD.name, None, state)
     assert journal.gate_verdict(key) is None, "a stop is no verdict on the model"

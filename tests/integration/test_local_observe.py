@@ -9,14 +9,16 @@ import time
 from pathlib import Path
 
 from reconciler.desired.documents import Origin, build
-from reconciler.fleet.digests import DigestCache
-from reconciler.fleet.local import LocalFleet
+from reconciler.digests import DigestCache
+from reconciler.local.fleet import LocalFleet
+from reconciler.store import Store
 
 ORIGIN = Origin("targets.yaml", "0" * 40, 0, 1)
 
 
 def _fleet(tmp_path: Path) -> LocalFleet:
-    return LocalFleet(tmp_path / "fleet", tmp_path / "store", DigestCache())
+    digests = DigestCache()
+    return LocalFleet(tmp_path / "fleet", Store(tmp_path / "store", digests), digests)
 
 
 def test_files_are_observed_by_digest_and_problems_are_named(tmp_path: Path) -> None:
@@ -47,11 +49,11 @@ def test_pointers_name_store_objects_and_anything_else_is_a_problem(tmp_path: Pa
                               "spec": {"local": {"root": "staging"}}}, ORIGIN)
     root = tmp_path / "fleet" / "staging"
     root.mkdir(parents=True)
-    digest = "a" * 64
-    fleet.store_path(digest).parent.mkdir(parents=True)
-    fleet.store_path(digest).write_bytes(b"weights")
-    os.symlink(fleet.store_path(digest), root / "good.pt")
-    os.symlink(fleet.store_path("b" * 64), root / "dangling.pt")
+    digest = hashlib.sha256(b"weights").hexdigest()  # the store proves objects by content
+    fleet.store.location(digest).parent.mkdir(parents=True)
+    fleet.store.location(digest).write_bytes(b"weights")
+    os.symlink(fleet.store.location(digest), root / "good.pt")
+    os.symlink(fleet.store.location("b" * 64), root / "dangling.pt")
     os.symlink(tmp_path / "elsewhere.pt", root / "outside.pt")
     (tmp_path / "elsewhere.pt").write_bytes(b"hand-copied weights")
     (root / "plain.pt").write_bytes(b"ln -sf was never run")

@@ -39,7 +39,7 @@ def materialize(plan_json: dict[str, object], state: Path, repo: Repo) -> None:
         if action["kind"] == "Model":
             blob = state / "store" / "sha256" / action["desired"]
             blob.parent.mkdir(parents=True, exist_ok=True)
-            blob.write_bytes(b"verified artifact")
+            blob.write_bytes(desired.read_file(desired.models[action["name"]].artifact.uri))
             (root / where).parent.mkdir(parents=True, exist_ok=True)
             os.symlink(blob, root / where)
             continue
@@ -202,12 +202,12 @@ def test_unchanged_files_are_never_read_or_parsed_twice(repo: Repo, tmp_path: Pa
     assert "budget.yaml" in cold.reads and "strategies/gepetto.py" in cold.reads
 
     repo.write("budget.yaml", (repo.folder / "budget.yaml").read_text().replace(
-        "promotionsPerDay: 4", "promotionsPerDay: 5"))
+        "promotionsPerDay: 12", "promotionsPerDay: 13"))
     repo.commit("one file changed")
     warm = CountingSnapshot(tracked.fetch().snapshot)
     desired = load_desired(warm, DesiredCache(cache_salt(), cache_file))  # type: ignore[arg-type]
     assert warm.reads == ["budget.yaml"], "only the changed file is read"
-    assert desired.budgets["daemon"].promotions_per_day == 5
+    assert desired.budgets["daemon"].promotions_per_day == 13
 
 
 def test_signature_policy_from_the_settings_file_refuses_an_unsigned_commit(

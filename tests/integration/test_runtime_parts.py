@@ -10,15 +10,16 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from reconciler.runtime.backoff import Backoff
-from reconciler.runtime.journal import Journal
-from reconciler.runtime.lock import FleetLock, FleetLocked
-from reconciler.runtime.sdnotify import Notifier
+from reconciler.daemon.backoff import Backoff
+from reconciler.daemon.lock import FleetLock, FleetLocked
+from reconciler.daemon.sdnotify import Notifier
+from reconciler.journal import Journal
 from tests.conftest import REPO_ROOT
 
 UNIT = REPO_ROOT / "systemd" / "reconciler.service"
@@ -128,7 +129,7 @@ def test_journal_history_feeds_the_planner(tmp_path: Path) -> None:
     journal.applied(key, "d1", "main@sha1:2", healthy_since=200.0)  # same digest: keeps 100
     journal.canonical("policy", "d1")
     journal.failed(key, "d2", "main@sha1:3", "RolledBack", "health check failed")
-    history = journal.history()
+    history = journal.history(time.time())
     assert history.applied[key] == "d1"
     assert history.healthy_since[key] == ("d1", 100.0)
     assert history.failed[key] == ("d2", "main@sha1:3")
@@ -141,7 +142,7 @@ def test_second_holder_is_refused_with_who_holds_it(tmp_path: Path) -> None:
     first.acquire()
     holder = subprocess.run(
         [sys.executable, "-c", "import sys; from pathlib import Path; "
-         "from reconciler.runtime.lock import FleetLock, FleetLocked\n"
+         "from reconciler.daemon.lock import FleetLock, FleetLocked\n"
          "try:\n FleetLock(Path(sys.argv[1]), 'apply').acquire()\n"
          "except FleetLocked as e:\n print(e); sys.exit(3)", str(tmp_path / "fleet")],
         capture_output=True, text=True, check=False)
@@ -187,7 +188,7 @@ def test_an_unchanged_object_is_not_rewritten(tmp_path: Path) -> None:
 
 
 def test_the_daemon_process_never_imports_torch() -> None:
-    probe = ("import sys, reconciler.cli, reconciler.runtime.daemon, reconciler.artifacts.fetch\n"
+    probe = ("import sys, reconciler.cli, reconciler.daemon.daemon, reconciler.artifacts.fetch\n"
              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))")
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)

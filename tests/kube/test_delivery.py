@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.execute.executor import Hooks
 from reconciler.kube.fleet import template_annotation
-from reconciler.runtime.executor import Hooks
 from tests.kube.emulator import RunningCluster
 from tests.kube.world import (
     NAMESPACE,

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from reconciler.execute.executor import Hooks
 from reconciler.kube.fleet import template_annotation
-from reconciler.runtime.executor import Hooks
 from tests.kube.world import (
     MODEL_V1,
     MODEL_V2,

@@ -24,11 +24,12 @@ from typing import Any
 import pytest
 from kubernetes import client, config
 
+from reconciler.app import Wiring
+from reconciler.journal import Journal
 from reconciler.kube.api import Clusters
 from reconciler.kube.fleet import template_annotation
 from reconciler.kube.lease import LeaseElector
-from reconciler.runtime.daemon import PassOutcome, reconcile_once
-from reconciler.runtime.journal import Journal
+from reconciler.passes import PassOutcome, run_pass
 from reconciler.settings import KubeSettings, LeaderElection, load_settings
 from tests.conftest import Repo, git
 from tests.kube.world import (
@@ -81,7 +82,7 @@ class Real:
         settings = load_settings(self.config, {})
         journal = Journal(settings.journal_path)
         try:
-            return reconcile_once(settings, journal, threading.Event())
+            return run_pass(Wiring(settings), journal, threading.Event())
         finally:
             journal.close()
 

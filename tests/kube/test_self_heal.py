@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from reconciler.runtime.journal import Journal
+from reconciler.journal import Journal
 from tests.e2e.daemon import wait_until
 from tests.kube.world import STRATEGY_V1, KubeWorld, passes, start_daemon
 

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from reconciler.runtime.daemon import PassOutcome, reconcile_once
-from reconciler.runtime.executor import Hooks
-from reconciler.runtime.journal import Journal
+from reconciler.app import Wiring
+from reconciler.execute.executor import Hooks
+from reconciler.journal import Journal
+from reconciler.passes import PassOutcome, run_pass
 from reconciler.settings import Settings, load_settings
 from tests.conftest import Repo, git
 from tests.e2e.daemon import DaemonProcess
@@ -127,7 +128,7 @@ class KubeWorld:
         settings = self.settings()
         journal = Journal(settings.journal_path)
         try:
-            return reconcile_once(settings, journal, stop or threading.Event(), hooks=hooks)
+            return run_pass(Wiring(settings), journal, stop or threading.Event(), hooks=hooks)
         finally:
             journal.close()
 

@@ -1,4 +1,5 @@
-"""The batched Connect Four engine (torch on CPU here; the same code runs on a GPU)."""
+"""The batched Connect Four engine (bitboards; torch on CPU here, the same code runs on a
+GPU)."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ GAME = Connect4(torch.device("cpu"))
 
 
 def board(*rows: str) -> Boards:
-    """Rows top to bottom, 'X' first player, 'O' second, '.' empty."""
+    """Rows top to bottom, 'X' first player, 'O' second, '.' empty; X to move."""
     cells = torch.zeros(1, ROWS, COLUMNS)
     for top, text in enumerate(rows):
         for column, mark in enumerate(text):
             cells[0, ROWS - 1 - top, column] = {"X": 1.0, "O": -1.0, ".": 0.0}[mark]
-    heights = (cells[0] != 0).sum(0).view(1, COLUMNS).long()
-    return Boards(cells, heights, torch.ones(1))
+    return GAME.from_cells(cells, torch.ones(1))
+
+
+def noise(games: int, generator: torch.Generator) -> torch.Tensor:
+    return torch.rand(games, COLUMNS, generator=generator)
 
 
 EMPTY = "......."
@@ -36,7 +40,7 @@ def test_the_winning_move_is_seen_in_every_direction(rows: tuple[str, ...], move
     won, full = GAME.play(position.clone(), torch.tensor([move]))
     assert won.tolist() == [True], direction
     assert full.tolist() == [False]
-    other = next(c for c in range(COLUMNS) if c != move and position.heights[0, c] < ROWS)
+    other = next(c for c in range(COLUMNS) if c != move and GAME.legal(position)[0, c])
     assert GAME.play(position.clone(), torch.tensor([other]))[0].tolist() == [False]
 
 
@@ -48,16 +52,16 @@ def test_legal_moves_exclude_full_columns_and_play_alternates() -> None:
     assert legal[0].tolist() == [False] + [True] * 6
     assert legal[1].tolist() == [True, False] + [True] * 5
     assert boards.mover.tolist() == [1.0, 1.0]
-    assert boards.cells[0, :, 0].tolist() == [1.0, -1.0] * 3
+    assert GAME.cells(boards)[0, :, 0].tolist() == [1.0, -1.0] * 3
 
 
 def test_heuristic_wins_when_it_can_and_blocks_when_it_must() -> None:
     generator = torch.Generator().manual_seed(0)
     can_win = board(*(EMPTY,) * 4, "OO.....", "XXX.OO.")
-    assert GAME.heuristic_moves(can_win, generator).tolist() == [3]
+    assert GAME.heuristic_moves(can_win, noise(1, generator)).tolist() == [3]
     must_block = board(*(EMPTY,) * 4, "X......", "OOO.XX.")
-    assert GAME.heuristic_moves(must_block, generator).tolist() == [3]
-    assert GAME.heuristic_moves(GAME.initial(1), generator).tolist() == [3]
+    assert GAME.heuristic_moves(must_block, noise(1, generator)).tolist() == [3]
+    assert GAME.heuristic_moves(GAME.initial(1), noise(1, generator)).tolist() == [3]
 
 
 def play_out(first: str, second: str, games: int, seed: int) -> torch.Tensor:
@@ -69,8 +73,8 @@ def play_out(first: str, second: str, games: int, seed: int) -> torch.Tensor:
         active = result < 0
         if not active.any():
             break
-        players = {"random": GAME.random_moves(boards, generator),
-                   "heuristic": GAME.heuristic_moves(boards, generator)}
+        players = {"random": GAME.random_moves(boards, noise(games, generator)),
+                   "heuristic": GAME.heuristic_moves(boards, noise(games, generator))}
         mover_first = boards.mover > 0
         moves = torch.where(mover_first, players[first], players[second])
         won, full = GAME.play(boards, moves, active)

@@ -23,3 +23,22 @@ def test_the_kubernetes_example_validates(tmp_path: Path) -> None:
                           timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 targets, 1 strategies, 1 models" in done.stdout
+
+
+def test_the_example_budget_lets_a_new_user_converge_and_commit_a_dozen_times_an_hour() -> None:
+    """The README promises a commit converges within a second: a budget spent by the first
+    convergence and a few commits would break that promise for someone trying it."""
+    from reconciler.desired.cache import DesiredCache
+    from reconciler.desired.loader import cache_salt, load_desired
+    from reconciler.source.directory import DirectorySnapshot
+
+    state = load_desired(DirectorySnapshot(EXAMPLE, "desired-state/"),
+                         DesiredCache(cache_salt()), run_strategy_checks=False)
+    [budget] = state.budgets.values()
+    restarting = [(target, obj.name) for obj in [*state.delivered, *state.models.values()]
+                  if obj.restart is not None for target in obj.targets]
+    first_convergence = len(restarting)
+    a_dozen_commits = 12 * max(len(obj.targets) for obj in state.delivered)
+    assert budget.restarts_per_hour is not None
+    assert first_convergence + a_dozen_commits <= budget.restarts_per_hour
+    assert budget.promotions_per_day is not None and budget.promotions_per_day >= 12

@@ -45,11 +45,13 @@ def test_a_local_only_pass_does_not_load_the_kubernetes_client(tmp_path: Path) -
     settings = tmp_path / "reconciler.yaml"
     settings.write_text(json.dumps({"repo": str(REPO_ROOT), "path": EXAMPLE.name,
                                     "stateDir": str(tmp_path / "state"), "listen": ""}))
-    script = ("import sys, time; from reconciler.app import plan_pass; "
+    script = ("import sys, time; from reconciler.app import Wiring; "
+              "from reconciler.passes import plan_pass; "
+              "from reconciler.plan.planner import History; "
               "from reconciler.settings import load_settings; "
-              f"plan_pass(load_settings(__import__('pathlib').Path({str(settings)!r}), {{}}), "
-              "time.time()); print(sorted({m.split('.')[0] for m in sys.modules} & "
-              "{'kubernetes', 'torch'}))")
+              f"plan_pass(Wiring(load_settings(__import__('pathlib').Path({str(settings)!r}), "
+              "{})), History(), time.time()); print(sorted({m.split('.')[0] for m in "
+              "sys.modules} & {'kubernetes', 'torch'}))")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           cwd=REPO_ROOT, check=False, timeout=300)
     assert done.returncode == 0, done.stderr

@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from reconciler.desired.documents import Desired, Origin, build
-from reconciler.fleet.local import ObservedFile, ObservedPointer, ObservedTarget
-from reconciler.plan.planner import History, ordered_targets, plan
+from reconciler.plan.observed import ObservedFile, ObservedPointer, ObservedTarget
+from reconciler.plan.planner import Action, History, ordered_targets, plan
+from reconciler.plan.render import render_step
 
 DIGEST_A = "a" * 64
 DIGEST_B = "b" * 64
@@ -48,6 +49,10 @@ def observed(strategy: dict[str, str | None], model: dict[str, str | None]
         for name in ("staging", "production")}
 
 
+def _steps(action: Action) -> tuple[str, ...]:
+    return tuple(render_step(step) for step in action.steps)
+
+
 def _ops(result: Any) -> list[tuple[str, str, str, str]]:
     return [(a.target, a.kind, a.op, a.status) for a in result.actions]
 
@@ -60,9 +65,9 @@ def test_fresh_fleet_creates_on_staging_and_waits_on_production() -> None:
         ("production", "Strategy", "create", "waiting"),
         ("production", "Model", "flip", "waiting")]
     staging_strategy = result.actions[0]
-    assert staging_strategy.steps == ("restart: systemctl restart gepetto",
+    assert _steps(staging_strategy) == ("restart: systemctl restart gepetto",
                                       "health: GET http://127.0.0.1:8080/healthz, soak 5m")
-    assert result.actions[1].steps == ("verify sha256", "gauntlet gate")
+    assert _steps(result.actions[1]) == ("verify sha256", "gauntlet gate")
     assert result.actions[2].reason == "UpstreamNotHealthy"
     assert "staging is healthy with this content" in (result.actions[2].message or "")
     assert not result.in_sync
@@ -128,7 +133,7 @@ def test_returning_to_a_known_good_model_skips_the_gate_but_not_the_digest_check
                      {"staging": MODEL_V2, "production": MODEL_V2})
     history = History(known_good={"policy": frozenset({MODEL_V1})})
     flip = plan(desired(model_digest=MODEL_V1), fleet, history, 0.0).changes[0]
-    assert flip.steps == ("verify sha256", "gate skipped: canonical before")
+    assert _steps(flip) == ("verify sha256", "gate skipped: canonical before")
 
 
 def test_unobservable_target_is_an_error_not_a_change() -> None:
@@ -184,7 +189,7 @@ def test_content_written_but_never_restarted_is_not_in_sync() -> None:
                                   ("staging", "Model", "policy"): MODEL_V1})
     [finish] = plan(desired(), observed(both, models), history, 0.0).changes
     assert (finish.target, finish.kind, finish.op) == ("staging", "Strategy", "update")
-    assert finish.steps[0].startswith("finish:") and finish.steps[1].startswith("restart:")
+    assert _steps(finish)[0].startswith("finish:") and _steps(finish)[1].startswith("restart:")
     # The model's unfinished digest is not the one live and declared: nothing owed there.
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from reconciler.plan.planner import History, ObjectKey
+from reconciler.plan.planner import DAY, HOUR, History, ObjectKey
+from reconciler.vocabulary import Condition, Reason
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -33,12 +34,14 @@ CREATE TABLE IF NOT EXISTS events (
     detail TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS events_by_name ON events (name, id);
+CREATE INDEX IF NOT EXISTS events_by_action ON events (action, phase, at);
 CREATE TABLE IF NOT EXISTS objects (
     target TEXT NOT NULL, kind TEXT NOT NULL, name TEXT NOT NULL,
     applied_digest TEXT, applied_revision TEXT, applied_at REAL,
     attempted_digest TEXT, attempted_revision TEXT, attempted_at REAL,
     healthy_digest TEXT, healthy_since REAL,
     failed_digest TEXT, failed_revision TEXT, failed_reason TEXT, failed_at REAL,
+    owed_digest TEXT,
     status TEXT, reason TEXT, message TEXT, updated_at REAL,
     PRIMARY KEY (target, kind, name)
 );
@@ -63,7 +66,7 @@ CREATE TABLE IF NOT EXISTS passes (
 OBJECT_FIELDS = ("target", "kind", "name", "applied_digest", "applied_revision", "applied_at",
                  "attempted_digest", "attempted_revision", "attempted_at", "healthy_digest",
                  "healthy_since", "failed_digest", "failed_revision", "failed_reason",
-                 "failed_at", "status", "reason", "message", "updated_at")
+                 "failed_at", "owed_digest", "status", "reason", "message", "updated_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,17 +91,29 @@ class Event:
 
 
 class Journal:
-    """One SQLite database; safe to share between the daemon's threads."""
+    """One SQLite database; safe to share between the daemon's threads.
 
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    ``readonly``: for commands that only look (``plan``, ``status``, ``history``): the file
+    is opened read-only and never created or changed.
+    """
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         self._lock = threading.Lock()
+        if readonly:
+            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                       check_same_thread=False, isolation_level=None,
+                                       timeout=10)
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
                                    timeout=10)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
+        if "owed_digest" not in columns:  # a journal written before restarts could be owed
+            self._db.execute("ALTER TABLE objects ADD COLUMN owed_digest TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -186,22 +201,22 @@ class Journal:
             self.end_pass(pass_id, "interrupted", "the daemon stopped during this pass")
         return interrupted
 
-    def events(self, name: str | None = None, limit: int = 200) -> list[Event]:
+    def events(self, name: str | None = None, limit: int = 200, *,
+               action: str | None = None) -> list[Event]:
+        """The newest ``limit`` events (of one object's name, or of one action), oldest
+        first."""
         query = "SELECT * FROM events"
         parameters: tuple[Any, ...] = ()
         if name is not None:
             query += " WHERE name = ?"
             parameters = (name,)
+        elif action is not None:
+            query += " WHERE action = ?"
+            parameters = (action,)
         with self._lock:
             rows = self._db.execute(query + " ORDER BY id DESC LIMIT ?",
                                     (*parameters, limit)).fetchall()
         return [_event(row) for row in reversed(rows)]
-
-    def count_since(self, action: str, phase: str, since: float) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM events WHERE action = ? AND "
-                                        "phase = ? AND at >= ?", (action, phase, since)
-                                        ).fetchone()[0])
 
     # Per-object state.
 
@@ -231,13 +246,18 @@ class Journal:
                  and current["healthy_since"] else healthy_since)
         self._update(key, current, applied_digest=digest, applied_revision=revision,
                      applied_at=current["applied_at"] if same and current else time.time(),
-                     healthy_digest=digest, healthy_since=since, status="Ready",
-                     reason="Converged", message=None)
+                     healthy_digest=digest, healthy_since=since, owed_digest=None,
+                     status=Condition.READY, reason=Reason.CONVERGED, message=None)
+
+    def owe_restart(self, key: ObjectKey, digest: str) -> None:
+        """Content is in place (a repair) but its restart and check were deferred: the
+        planner owes them (``History.unfinished``) until :meth:`applied`."""
+        self._update(key, owed_digest=digest)
 
     def failed(self, key: ObjectKey, digest: str, revision: str, reason: str,
                message: str) -> None:
         self._update(key, failed_digest=digest, failed_revision=revision,
-                     failed_reason=message, failed_at=time.time(), status="Stalled",
+                     failed_reason=message, failed_at=time.time(), status=Condition.STALLED,
                      reason=reason, message=message)
 
     def condition(self, key: ObjectKey, status: str, reason: str | None,
@@ -319,8 +339,8 @@ class Journal:
                                     "ORDER BY target, kind, name").fetchall()
         return [dict(zip(OBJECT_FIELDS, row, strict=True)) for row in rows]
 
-    def history(self) -> History:
-        """What the planner needs to know from the past."""
+    def history(self, now: float) -> History:
+        """What the planner needs to know from the past (budgets counted back from ``now``)."""
         applied, failed, healthy, unfinished = {}, {}, {}, {}
         for row in self.objects():
             key = (row["target"], row["kind"], row["name"])
@@ -329,6 +349,8 @@ class Journal:
             attempted = row["attempted_digest"]
             if attempted and attempted not in (row["applied_digest"], row["failed_digest"]):
                 unfinished[key] = attempted
+            if row["owed_digest"]:
+                unfinished[key] = row["owed_digest"]
             if row["failed_digest"]:
                 failed[key] = (row["failed_digest"], row["failed_revision"])
             if row["healthy_digest"] and row["healthy_since"]:
@@ -337,9 +359,17 @@ class Journal:
         with self._lock:
             for model, digest in self._db.execute("SELECT model, digest FROM canonical"):
                 known.setdefault(model, set()).add(digest)
+            restarts = tuple(at for (at,) in self._db.execute(
+                "SELECT at FROM events WHERE action = 'restart' AND phase = 'done' AND at > ?",
+                (now - HOUR,)))
+            # Promotions: flips to a new digest; putting back a drifted pointer is none.
+            promotions = tuple(at for (at,) in self._db.execute(
+                "SELECT o.at FROM events o JOIN events i ON o.intent = i.id WHERE "
+                "o.action = 'flip' AND o.phase = 'done' AND o.at > ? AND "
+                "COALESCE(json_extract(i.detail, '$.drift'), 0) = 0", (now - DAY,)))
         return History(applied, failed, healthy,
                        {model: frozenset(digests) for model, digests in known.items()},
-                       unfinished)
+                       unfinished, restarts, promotions)
 
 
 def _event(row: tuple[Any, ...]) -> Event:

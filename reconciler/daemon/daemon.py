@@ -1,4 +1,4 @@
-"""One reconcile pass (``apply``), and the daemon that runs passes (``run``).
+"""The daemon that runs passes (``run``; one pass is execute/passes.py).
 
 The daemon runs one pass at a time in its main thread. A pass starts on a change to a
 local repository's refs, a webhook, the poll interval for a remote, the periodic resync,
@@ -16,29 +16,28 @@ import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from reconciler import app
-from reconciler.app import Connections, desired_cache, gauntlet_jobs, plan_pass
-from reconciler.desired.cache import DesiredCache
+from reconciler.app import Connections, Wiring, confine_state_dir, watched
+from reconciler.daemon.backoff import Backoff
+from reconciler.daemon.httpd import ControlServer
+from reconciler.daemon.leadership import Leadership, leadership
+from reconciler.daemon.lock import FleetLock
+from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.schedule import next_delay
+from reconciler.daemon.sdnotify import Notifier
+from reconciler.daemon.watch import RefWatcher
 from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
-from reconciler.errors import ReconcilerError, StalledError, TransientError
-from reconciler.runtime.backoff import Backoff
-from reconciler.runtime.executor import Executor, Hooks, PassReport
-from reconciler.runtime.httpd import ControlServer
-from reconciler.runtime.journal import Journal
-from reconciler.runtime.leadership import Leadership
-from reconciler.runtime.lock import FleetLock
-from reconciler.runtime.metrics import Metrics
-from reconciler.runtime.sdnotify import Notifier
-from reconciler.runtime.watch import RefWatcher
+from reconciler.errors import StalledError
+from reconciler.execute.executor import Hooks
+from reconciler.journal import Journal
+from reconciler.passes import PassOutcome, run_pass
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
+from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
 
 if TYPE_CHECKING:
     from reconciler.kube.watch import DriftWatch
@@ -47,114 +46,21 @@ if TYPE_CHECKING:
 STALL_SECONDS = 30 * 60
 
 
-@dataclass(frozen=True)
-class PassOutcome:
-    """How a pass ended: ``result`` is one of metrics.RESULTS."""
-
-    result: str
-    message: str
-    revision: str | None = None
-    report: PassReport | None = None
-    retry_in: float | None = None  # seconds until a waiting action may run
-    kube_targets: tuple[Target, ...] = ()  # what the daemon watches for drift
-
-    def status_line(self) -> str:
-        where = f"{self.revision.split('@')[0]}@{self.revision.split(':')[-1][:12]} " \
-            if self.revision else ""
-        return f"{where}{self.result}: {self.message}"
-
-
-REPLANS = 3  # a pointer conflict re-reads and re-plans at most this often in one pass
-
-
-def reconcile_once(settings: Settings, journal: Journal, stop: threading.Event, *,
-                   hooks: Hooks | None = None, metrics: Metrics | None = None,
-                   cache: DesiredCache | None = None,
-                   connections: Connections | None = None) -> PassOutcome:
-    """Fetch, validate, observe, plan and execute once. Never raises for bad input.
-    ``connections`` gives the daemon's long-lived cluster clients (made on first use)."""
-    started = time.monotonic()
-    pass_id = journal.begin_pass(None)
-    connect = connections or Connections(settings)
-    jobs = gauntlet_jobs(settings, connect, stop)
-    for _ in range(REPLANS):
-        try:
-            planned = plan_pass(settings, time.time(), journal.history(), cache, connect)
-        except InvalidInput as error:
-            first = error.diagnostics[0].format() if error.diagnostics else ""
-            outcome = PassOutcome("invalid", f"{len(error.diagnostics)} errors in the desired "
-                                  f"state, fleet unchanged; first: {first}")
-        except TransientError as error:
-            outcome = PassOutcome("transient", f"{error.reason}: {error}")
-        except ReconcilerError as error:
-            outcome = PassOutcome("stalled", f"{error.reason}: {error}")
-        else:
-            report = Executor(planned.fleet, journal, stop, hooks=hooks, kube=planned.kube,
-                              gauntlet_jobs=jobs).execute(planned, pass_id)
-            outcome = replace(_summarize(report, planned.plan.errors, all(
-                seen.transient for seen in planned.observed.values() if seen.error)),
-                kube_targets=tuple(t for t in planned.desired.targets.values()
-                                   if not t.is_local))
-            if report.replan and not stop.is_set():
-                continue
-        break
-    journal.end_pass(pass_id, outcome.result, outcome.message, outcome.revision)
-    if metrics is not None:
-        _observe(metrics, outcome, time.monotonic() - started)
-    return outcome
-
-
-def _summarize(report: PassReport, errors: Mapping[str, str],
-               errors_transient: bool = False) -> PassOutcome:
-    """``errors_transient``: every target that could not be observed had an outage (API
-    5xx, timeouts); the pass backs off instead of waiting for the resync."""
-    counts = Counter(r.result for r in report.results)
-    waits = [r.action.not_before for r in report.results
-             if r.result == "waiting" and r.action.not_before]
-    retry_in = max(0.0, min(waits) - time.time()) if waits else None
-    parts = [f"{counts[name]} {name}" for name in ("applied", "in-sync", "rolled-back",
-                                                    "failed", "blocked", "waiting", "skipped",
-                                                    "conflict")
-             if counts[name]]
-    message = ", ".join(parts) or "nothing declared"
-    problems = [r for r in report.results
-                if r.result in ("rolled-back", "failed", "blocked", "conflict")]
-    if problems:
-        first = problems[0]
-        message += (f"; {first.action.kind}/{first.action.name} on {first.action.target}: "
-                    f"{first.message}")
-    if errors:
-        message += "; " + "; ".join(f"{t}: {e}" for t, e in errors.items())
-    outage = (errors or problems) and (errors_transient or not errors) \
-        and all(r.transient for r in problems)
-    if outage and not report.stopped:
-        result = "transient"
-    elif report.stopped or problems or errors:
-        result = "failed"
-    elif counts["applied"]:
-        result = "changed"
-    elif counts["waiting"]:
-        result = "waiting"
-    else:
-        result = "converged"
-    return PassOutcome(result, message, report.revision, report, retry_in)
-
-
 def _observe(metrics: Metrics, outcome: PassOutcome, seconds: float) -> None:
     metrics.reconcile_duration.observe(seconds)
     metrics.reconcile.labels(outcome.result).inc()
     now = time.time()
-    if outcome.result in ("converged", "changed", "waiting"):
+    if outcome.result in (PassResult.CONVERGED, PassResult.CHANGED, PassResult.WAITING):
         metrics.last_success.set(now)
     report = outcome.report
     if report is None:
         return
-    if report.count("applied"):
+    if report.count(ActionResult.APPLIED):
         metrics.last_applied.set(now)
-    if outcome.result == "converged":
+    if outcome.result is PassResult.CONVERGED:
         metrics.last_applied_revision.info({"revision": report.revision})
     pending = Counter(r.action.reason or "" for r in report.results
-                      if r.result in ("waiting", "blocked"))
+                      if r.result in (ActionResult.WAITING, ActionResult.BLOCKED))
     metrics.set_pending(dict(pending))
 
 
@@ -228,7 +134,10 @@ class Daemon:
         lock = FleetLock(settings.fleet_root, "daemon")
         lock.acquire()
         journal = Journal(settings.journal_path)
+        confine_state_dir(settings)
         interrupted = journal.recover()
+        wiring = Wiring(settings, connections=self._connections)
+        wiring.store.sweep()
         server = self._serve(settings)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
@@ -237,26 +146,30 @@ class Daemon:
             RefWatcher(Path(settings.repo), self.trigger, self._stop).start()
         self._write_state(settings, server, "starting")
         if interrupted:
-            journal.record("recover", "info", detail={"interrupted": [e.id for e in interrupted]})
-        leadership = app.leadership(settings, self._connections, self._stop,
-                                    on_gained=self._gained, on_lost=self._lost)
-        if leadership is not None:
-            print(f"leader election: {leadership.elector.shown} as "
-                  f"{leadership.elector.identity}", flush=True)
+            journal.record(JournalAction.RECOVER, Phase.INFO,
+                           detail={"interrupted": [e.id for e in interrupted]})
+        held = leadership(settings, self._connections, self._stop, on_gained=self._gained,
+                          on_lost=self._lost)
+        if held is not None:
+            print(f"leader election: {held.elector.shown} as {held.elector.identity}",
+                  flush=True)
         try:
-            if leadership is not None:
-                leadership.start()
-            self._loop(settings, journal, server, leadership)
+            if held is not None:
+                held.start()
+            self._loop(wiring, journal, server, held)
         finally:
             self._notify.stopping("stopping")
             if self._drift is not None:
                 self._drift.stop()
-            if leadership is not None:
-                leadership.stop()
+            if held is not None:
+                held.stop()
             if server is not None:
                 server.stop()
             journal.close()
             lock.release()
+            print("reconciler stopped. The fleet's services keep running: reconciler "
+                  "delivers what they load and restarts them, it does not own their "
+                  "lifetime (stop them with their own tools)", flush=True)
         return 0
 
     def _serve(self, settings: Settings) -> ControlServer | None:
@@ -287,16 +200,19 @@ class Daemon:
                  "status": status, "at": time.time()}
         path = settings.state_dir / "daemon.json"
         temporary = path.with_name(".daemon.json.tmp")
-        temporary.write_text(json.dumps(state))
-        os.replace(temporary, path)
+        try:
+            temporary.write_text(json.dumps(state))
+            os.replace(temporary, path)
+        except OSError as error:  # a full disk: the STATUS line and the log still say it
+            print(f"cannot write {path}: {error}", flush=True)
 
-    def _loop(self, settings: Settings, journal: Journal, server: ControlServer | None,
-              leadership: Leadership | None) -> None:
+    def _loop(self, wiring: Wiring, journal: Journal, server: ControlServer | None,
+              held: Leadership | None) -> None:
         backoff = Backoff(base=1.0, cap=300.0)
-        cache = desired_cache(settings)  # read once; every pass adds to it in memory
         next_due = time.monotonic()
         last_line = ""
         while not self._stop.is_set():
+            settings = wiring.settings
             wait = max(0.0, next_due - time.monotonic())
             if self._notify.watchdog_interval is not None:
                 wait = min(wait, self._notify.watchdog_interval)
@@ -308,13 +224,15 @@ class Daemon:
                 break
             if self._reload:
                 self._reload = False
-                settings = self._reloaded(settings)
+                fresh = self._reloaded(settings)
+                if fresh is not settings:
+                    wiring.reload(fresh)
             if not triggered and time.monotonic() < next_due:
                 continue
-            if leadership is not None and not leadership.leading:
+            if held is not None and not held.leading:
                 # A standby never acts; the lease thread wakes us when we lead.
                 self._watch_for_drift(settings, ())
-                line = leadership.describe()
+                line = held.describe()
                 next_due = time.monotonic() + settings.resync_seconds
                 self._announce(line, line != last_line, settings, server)
                 last_line = line
@@ -322,32 +240,34 @@ class Daemon:
             self._pass_stop.clear()
             if self._stop.is_set():
                 break
-            hooks = Hooks(rollback=lambda kind: self.metrics.rollbacks.labels(kind).inc(),
-                          drift=lambda kind: self.metrics.drift_corrections.labels(kind).inc(),
-                          progress=self._progress,
-                          gauntlet_games=lambda opponent, n:
-                          self.metrics.gauntlet_games.labels(opponent).inc(n))
-            outcome = reconcile_once(settings, journal, self._pass_stop, hooks=hooks,
-                                     metrics=self.metrics, cache=cache,
-                                     connections=self._connections)
+            started = time.monotonic()
+            outcome = run_pass(wiring, journal, self._pass_stop, hooks=self._hooks())
+            _observe(self.metrics, outcome, time.monotonic() - started)
+            self.metrics.quarantined.inc(outcome.quarantined)
             self._heartbeat = time.monotonic()
             if outcome.revision is not None:  # the desired state loaded: it names the targets
-                self._watch_for_drift(settings, outcome.kube_targets)
+                self._watch_for_drift(settings, watched(outcome.targets))
             line = outcome.status_line()
-            if outcome.result == "transient":
-                delay = backoff.next_delay()
+            remote = settings.repo is not None and not is_local_path(settings.repo)
+            delay = next_delay(outcome.result, resync=settings.resync_seconds,
+                               poll=settings.interval_seconds if remote else None,
+                               retry_in=outcome.retry_in,
+                               backoff=backoff.next_delay()
+                               if outcome.result is PassResult.TRANSIENT else 0.0)
+            if outcome.result is PassResult.TRANSIENT:
                 line += f"; retrying in {delay:.0f}s"
             else:
                 backoff.reset()
-                every = settings.resync_seconds
-                if settings.repo is not None and not is_local_path(settings.repo):
-                    every = min(every, settings.interval_seconds)
-                delay = 0.0 if outcome.result == "changed" else every
-                if outcome.retry_in is not None:
-                    delay = min(delay, outcome.retry_in + 0.5)
             next_due = time.monotonic() + delay
             self._announce(line, line != last_line, settings, server)
             last_line = line
+
+    def _hooks(self) -> Hooks:
+        return Hooks(rollback=lambda kind: self.metrics.rollbacks.labels(kind).inc(),
+                     drift=lambda kind: self.metrics.drift_corrections.labels(kind).inc(),
+                     progress=self._progress,
+                     gauntlet_games=lambda opponent, n:
+                     self.metrics.gauntlet_games.labels(opponent).inc(n))
 
     def _announce(self, line: str, changed: bool, settings: Settings,
                   server: ControlServer | None) -> None:

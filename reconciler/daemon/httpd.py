@@ -15,7 +15,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from reconciler.runtime.metrics import Metrics
+from reconciler.daemon.metrics import Metrics
 
 MAX_WEBHOOK_BYTES = 1 << 20
 Probe = Callable[[], tuple[bool, str]]

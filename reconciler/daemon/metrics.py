@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
-RESULTS = ("converged", "changed", "waiting", "failed", "invalid", "transient", "stalled")
-PENDING_REASONS = ("UpstreamNotHealthy", "Soaking", "OutsideWindow", "FailedBefore",
-                   "BudgetExhausted", "GateFailed", "GauntletError", "GauntletTimeout")
-KINDS = ("Strategy", "Config", "Model")
+from reconciler.vocabulary import OBJECT_KINDS, PENDING_REASONS, PassResult
+
 OPPONENTS = ("random", "heuristic", "previous")
 
 
@@ -39,16 +37,20 @@ class Metrics:
                                      registry=self.registry)
         self.gauntlet_games = Counter("reconciler_gauntlet_games", "Gauntlet games played, "
                                       "by opponent.", ["opponent"], registry=self.registry)
+        self.quarantined = Counter("reconciler_store_quarantined_objects",
+                                   "Store objects whose bytes did not match their digest, "
+                                   "moved aside and never served.", registry=self.registry)
         for opponent in OPPONENTS:
             self.gauntlet_games.labels(opponent)
-        for result in RESULTS:
+        for result in PassResult:
             self.reconcile.labels(result)
-        for kind in KINDS:
+        for kind in OBJECT_KINDS:
             self.drift_corrections.labels(kind)
             self.rollbacks.labels(kind)
         for reason in PENDING_REASONS:
             self.pending_actions.labels(reason).set(0)
 
     def set_pending(self, counts: dict[str, int]) -> None:
+        """Reasons outside the bounded list are not exported (no new series from input)."""
         for reason in PENDING_REASONS:
             self.pending_actions.labels(reason).set(counts.get(reason, 0))

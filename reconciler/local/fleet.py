@@ -1,5 +1,5 @@
-"""A local target: a directory tree on this host, and the content-addressed store that
-canonical pointers lead into.
+"""Local targets: directory trees on this host, observed by digest; pointers are symlinks
+into the content-addressed store (which this fleet is given, never builds).
 
 Every change is atomic: a file is written to a temporary name in its own folder, synced
 and renamed over the old one; a pointer is a temporary symlink renamed over the old one.
@@ -8,69 +8,35 @@ A crash leaves the old or the new content, never a torn file or a dangling point
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
-import shutil
 import stat
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
 from reconciler.desired.documents import Target
-from reconciler.fleet.digests import DigestCache
-
-
-@dataclass(frozen=True, slots=True)
-class ObservedFile:
-    """A delivered file as it is: ``sha256`` None when absent or unreadable (see problem)."""
-
-    path: str
-    sha256: str | None
-    mode: int | None = None
-    problem: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ObservedPointer:
-    """A canonical pointer: ``sha256`` is the store object it names, when it names one that
-    exists; ``link`` is the raw symlink text (None when there is no symlink)."""
-
-    path: str
-    link: str | None
-    sha256: str | None
-    problem: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ObservedTarget:
-    """What a target holds. ``managed``: on Kubernetes, the ConfigMaps we manage there and
-    the keys we wrote in each (what ``prune`` may delete). ``transient``: the error is an
-    outage worth retrying with backoff, not something a person must fix."""
-
-    name: str
-    location: str
-    files: Mapping[str, ObservedFile]
-    pointers: Mapping[str, ObservedPointer]
-    error: str | None = None
-    transient: bool = False
-    managed: Mapping[str, frozenset[str]] = field(default_factory=dict)
+from reconciler.digests import DigestCache
+from reconciler.local.place import LocalPlace
+from reconciler.places import ContentStore
+from reconciler.plan.observed import ObservedFile, ObservedPointer, ObservedTarget
 
 
 class LocalFleet:
     """Directory trees under ``fleet_root`` (or absolute roots), pointers into ``store``."""
 
-    def __init__(self, fleet_root: Path, store: Path, digests: DigestCache) -> None:
+    def __init__(self, fleet_root: Path, store: ContentStore, digests: DigestCache, *,
+                 run_as: str | None = None) -> None:
         self.fleet_root = fleet_root
         self.store = store
+        self.run_as = run_as  # who commands run as when a Target does not say
         self._digests = digests
 
     def root_of(self, target: Target) -> Path:
         assert target.local_root is not None
         return self.fleet_root / target.local_root  # an absolute root replaces fleet_root
 
-    def store_path(self, sha256: str) -> Path:
-        return self.store / "sha256" / sha256
+    def place(self, target: Target) -> LocalPlace:
+        return LocalPlace(self, target)
 
     def observe(self, target: Target, files: Iterable[str],
                 pointers: Iterable[str]) -> ObservedTarget:
@@ -78,31 +44,10 @@ class LocalFleet:
         base = str(root) + os.sep  # string joins: pathlib costs more than the stat itself
         return ObservedTarget(target.name, str(root),
                               {path: self._file(base + path, path) for path in files},
-                              {path: self._pointer(root, path) for path in pointers})
+                              {path: self.pointer(target, path) for path in pointers})
 
-    # The content-addressed store: sha256/<hex>, read-only once written.
-
-    def store_has(self, digest: str) -> bool:
-        return self.store_path(digest).is_file()
-
-    def store_read(self, digest: str) -> bytes:
-        return self.store_path(digest).read_bytes()
-
-    def store_put(self, content: bytes) -> str:
-        digest = hashlib.sha256(content).hexdigest()
-        if not self.store_has(digest):
-            _write_atomic(self.store_path(digest), content, 0o444)
-        return digest
-
-    def store_remove(self, digest: str) -> None:
-        """Remove a store object (a read-only file or bundle directory)."""
-        path = self.store_path(digest)
-        if path.is_dir():
-            for folder in [path, *(p for p in path.rglob("*") if p.is_dir())]:
-                os.chmod(folder, 0o755)
-            shutil.rmtree(path)
-        else:
-            path.unlink(missing_ok=True)
+    def finish_observing(self) -> None:
+        self._digests.save()
 
     def preserve(self, target: Target, path: str) -> str | None:
         """Keep the live content in the store, so it can come back; its digest, or None."""
@@ -110,7 +55,7 @@ class LocalFleet:
             content = (self.root_of(target) / path).read_bytes()
         except FileNotFoundError:
             return None
-        return self.store_put(content)
+        return self.store.put(content)
 
     # Changes to a target.
 
@@ -132,8 +77,8 @@ class LocalFleet:
         _sync_folder(full.parent)
 
     def flip(self, target: Target, path: str, digest: str) -> None:
-        """Point ``path`` at the store object ``digest`` in one rename."""
-        self.point(target, path, str(self.store_path(digest)))
+        """Point ``path`` at the (verified) store object ``digest`` in one rename."""
+        self.point(target, path, str(self.store.require(digest)))
 
     def point(self, target: Target, path: str, link: str | None) -> None:
         """Set the pointer to ``link`` exactly (None removes it): how a flip is undone."""
@@ -146,9 +91,6 @@ class LocalFleet:
         os.symlink(link, temporary)
         os.replace(temporary, full)
         _sync_folder(full.parent)
-
-    def save_digests(self) -> None:
-        self._digests.save()
 
     def read(self, target: Target, path: str) -> bytes | None:
         """Current content of a delivered file, for diffs; None when there is none."""
@@ -172,8 +114,9 @@ class LocalFleet:
             return ObservedFile(path, None, problem=f"cannot read {full}: {error.strerror}")
         return ObservedFile(path, digest, stat.S_IMODE(info.st_mode))
 
-    def _pointer(self, root: Path, path: str) -> ObservedPointer:
-        full = root / path
+    def pointer(self, target: Target, path: str) -> ObservedPointer:
+        """What a pointer names: a digest only for a store object that verifies."""
+        full = self.root_of(target) / path
         try:
             link = os.readlink(full)
         except FileNotFoundError:
@@ -181,12 +124,16 @@ class LocalFleet:
         except OSError:
             problem = f"{full} exists but is not a symlink" if full.exists() else None
             return ObservedPointer(path, None, None, problem)
-        named = Path(link)
-        if named.parent == self.store / "sha256" and named.exists():
-            return ObservedPointer(path, link, named.name)
-        problem = ("dangling: its target does not exist" if not named.exists()
-                   else "points outside the content-addressed store")
-        return ObservedPointer(path, link, None, problem)
+        digest = self.store.named(link)
+        if not Path(link).exists():
+            return ObservedPointer(path, link, None, "dangling: its target does not exist")
+        if digest is None:
+            return ObservedPointer(path, link, None,
+                                   "points outside the content-addressed store")
+        if self.store.verified(digest) is None:
+            return ObservedPointer(path, link, None, f"names sha256:{digest[:12]}, whose "
+                                   "bytes did not match its digest (quarantined)")
+        return ObservedPointer(path, link, digest)
 
 
 def _sync_folder(folder: Path) -> None:

@@ -13,7 +13,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from reconciler.app import Connections
 from reconciler.errors import ReconcilerError
+from reconciler.settings import Settings
 
 
 class Elector(Protocol):
@@ -92,3 +94,15 @@ class Leadership:
                 self.elector.release()
             except ReconcilerError as error:
                 print(f"could not release {self.elector.shown}: {error}", flush=True)
+
+
+def leadership(settings: Settings, connections: Connections, stop: threading.Event, *,
+               on_gained: Callable[[], None],
+               on_lost: Callable[[str], None]) -> Leadership | None:
+    """The Lease of ``leaderElection``, held in the background; None without one."""
+    election = settings.leader_election
+    if election is None:
+        return None
+    from reconciler.kube.lease import LeaseElector  # only with a Lease
+    return Leadership(LeaseElector(connections().get(election.context), election),
+                      election.lease_seconds, stop, on_gained=on_gained, on_lost=on_lost)

@@ -1,0 +1,419 @@
+"""Runs a plan's ready actions: gates, change, restart, health, undo.
+
+The steps are the same on every target; a place (places.py; local/place.py, kube/place.py)
+carries them out on a local directory tree or on a Kubernetes namespace.
+
+Every step is journaled before it happens and after. A restart or health check that fails
+puts back the last healthy content (or the previous pointer) and restarts again; the
+revision is marked failed and is not retried until a new commit. Budgets were decided by
+the planner, so an exhausted budget never leaves a change half-applied; a repair whose
+restart the budget or a window defers is written now and owes its restart
+(``Journal.owe_restart``). Any exception a step raises is sorted by ``errors.classify``
+into this action's outcome, and the pass goes on with the next action.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, fetch
+from reconciler.desired.documents import (
+    Delivered,
+    Desired,
+    Health,
+    Model,
+    Restart,
+    Strategy,
+    Target,
+)
+from reconciler.digests import VerificationFailed
+from reconciler.errors import Disposition, ReconcilerError, classify
+from reconciler.gauntlet.runner import STOPPED, GauntletRunner, JobLauncher
+from reconciler.journal import Journal
+from reconciler.places import CommandResult, ContentStore, Fleet, Place
+from reconciler.plan.planner import Action, Plan, address_of
+from reconciler.vocabulary import ActionResult as Result
+from reconciler.vocabulary import ActionStatus, Condition, JournalAction, Op, Phase, Reason
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: Action
+    result: Result
+    message: str
+    transient: bool = False  # an outage: worth a retry with backoff
+
+
+@dataclass(frozen=True)
+class PassReport:
+    """``replan``: a pointer changed under us; the pass stopped so it can be re-planned."""
+
+    revision: str
+    results: tuple[ActionResult, ...]
+    stopped: bool
+    replan: bool = False
+
+    def count(self, *results: Result) -> int:
+        return sum(1 for r in self.results if r.result in results)
+
+
+@dataclass
+class Hooks:
+    """What the daemon wants to hear about (metrics, the systemd STATUS line)."""
+
+    rollback: Callable[[str], None] = lambda kind: None
+    drift: Callable[[str], None] = lambda kind: None
+    progress: Callable[[str], None] = lambda text: None
+    gauntlet_games: Callable[[str, int], None] = lambda opponent, games: None
+
+
+class Executor:
+    def __init__(self, fleet_of: Callable[[Target], Fleet], store: ContentStore,
+                 journal: Journal, stop: threading.Event, *, hooks: Hooks | None = None,
+                 clock: Callable[[], float] = time.time,
+                 gauntlet_jobs: JobLauncher | None = None) -> None:
+        self._fleet_of = fleet_of
+        self._store = store
+        self._journal = journal
+        self._stop = stop
+        self._hooks = hooks or Hooks()
+        self._clock = clock
+        self._gauntlets = GauntletRunner(journal, store, progress=self._hooks.progress,
+                                         games=self._hooks.gauntlet_games, jobs=gauntlet_jobs,
+                                         stop=stop)
+
+    def place(self, target: Target) -> Place:
+        return self._fleet_of(target).place(target)
+
+    def execute(self, plan: Plan, desired: Desired, pass_id: int) -> PassReport:
+        results: list[ActionResult] = []
+        for action in plan.actions:
+            if self._stop.is_set():
+                return PassReport(desired.revision, tuple(results), stopped=True)
+            result = self._one(action, desired, pass_id)
+            results.append(result)
+            if result.result is Result.CONFLICT:
+                return PassReport(desired.revision, tuple(results), stopped=False, replan=True)
+        return PassReport(desired.revision, tuple(results), stopped=False)
+
+    def _one(self, action: Action, desired: Desired, pass_id: int) -> ActionResult:
+        if action.op is Op.NOOP:
+            self._journal.applied(action.key, action.desired, desired.revision, self._clock())
+            return ActionResult(action, Result.IN_SYNC, "in sync")
+        if action.status is not ActionStatus.READY:
+            return self._not_ready(action)
+        self._hooks.progress(f"{action.op} {action.kind}/{action.name} on {action.target}")
+        where = action.target
+        try:
+            place = self.place(desired.targets[action.target])
+            where = place.where
+            if action.op is Op.DELETE:
+                return self._prune(action, place, desired, pass_id)
+            if action.kind == "Model":
+                return self._flip(action, desired.models[action.name], place, desired, pass_id)
+            obj: Delivered = (desired.strategies[action.name] if action.kind == "Strategy"
+                              else desired.configs[action.name])
+            return self._deliver(action, obj, place, desired, pass_id)
+        except Exception as error:
+            return self._fault(action, error, where, desired.revision, pass_id)
+
+    def _not_ready(self, action: Action) -> ActionResult:
+        status = Condition.STALLED if action.status is ActionStatus.BLOCKED \
+            else Condition.RECONCILING
+        message = action.message or action.status
+        if action.not_before is not None:
+            message += time.strftime(" (until %Y-%m-%d %H:%M:%S %Z)",
+                                     time.localtime(action.not_before))
+        known = self._journal.object(action.key) if action.reason is Reason.FAILED_BEFORE \
+            else None
+        if known and known["failed_reason"]:
+            message += f" (it failed: {known['failed_reason']})"  # keep the why in view
+        self._journal.condition(action.key, status, action.reason, message)
+        return ActionResult(action, Result(action.status), message)
+
+    def _fault(self, action: Action, error: Exception, where: str, revision: str,
+               pass_id: int) -> ActionResult:
+        """A step raised: a host, cluster or tool fault (or a defect). No failure mark: the
+        commit is not at fault. A pointer conflict stops the pass so that it is re-read
+        and re-planned."""
+        outcome = classify(error)
+        message = f"{action.location} on {where}: {outcome.reason}: {outcome.message}"
+        self._journal.record(JournalAction.ERROR, Phase.FAILED, pass_id=pass_id,
+                             revision=revision, key=action.key,
+                             detail={"error": message, "reason": outcome.reason})
+        conflict = outcome.disposition is Disposition.REPLAN
+        status = Condition.RECONCILING if conflict or outcome.transient else Condition.STALLED
+        self._journal.condition(action.key, status, outcome.reason, message)
+        return ActionResult(action, Result.CONFLICT if conflict else Result.FAILED, message,
+                            transient=outcome.transient)
+
+    def _prune(self, action: Action, place: Place, desired: Desired,
+               pass_id: int) -> ActionResult:
+        intent = self._journal.intent(JournalAction.PRUNE, action.key, pass_id=pass_id,
+                                      revision=desired.revision,
+                                      detail={"location": action.location})
+        place.remove(action.name, desired.revision)
+        self._journal.outcome(intent, Phase.DONE)
+        self._journal.condition(action.key, Condition.READY, Reason.PRUNED,
+                                f"deleted {action.location}: no longer declared")
+        return ActionResult(action, Result.APPLIED, f"pruned {action.location}")
+
+    # Strategies and Configs.
+
+    def _deliver(self, action: Action, obj: Delivered, place: Place, desired: Desired,
+                 pass_id: int) -> ActionResult:
+        address = address_of(obj, place.target)
+        content = desired.read_content(obj)
+        revision = desired.revision
+        if action.drift:
+            self._hooks.drift(action.kind)
+        intent = self._journal.intent(JournalAction.DELIVER, action.key, pass_id=pass_id,
+                                      revision=revision,
+                                      detail={"path": address, "from": action.current,
+                                              "to": action.desired, "drift": action.drift})
+        self._journal.attempted(action.key, action.desired, revision)
+        try:
+            place.preserve(address)
+            self._store.put(content)
+            place.write(address, content, obj.deliver.mode, revision)
+        except OSError as error:
+            # The host, not the commit, is at fault: no failure mark, the next pass retries
+            # once the operator has fixed it.
+            message = f"cannot write {address} under {place.where}: {error}"
+            self._journal.outcome(intent, Phase.FAILED, {"error": message})
+            self._journal.condition(action.key, Condition.STALLED, Reason.WRITE_FAILED, message)
+            return ActionResult(action, Result.FAILED, message)
+        except Exception as error:
+            self._journal.outcome(intent, Phase.FAILED, {"error": str(error)})
+            raise
+        self._journal.outcome(intent, Phase.DONE)
+        if action.restart_deferred:
+            return self._owe_restart(action, revision, f"restored {action.location}")
+        check = self._restart_and_check(action, place, obj.restart, obj.health, pass_id,
+                                        revision, action.desired)
+        if check.ok:
+            self._journal.applied(action.key, action.desired, revision, self._clock())
+            return ActionResult(action, Result.APPLIED, f"delivered {action.location}")
+        if isinstance(obj, Strategy) and obj.on_failure == "hold":
+            self._journal.failed(action.key, action.desired, revision,
+                                 Reason.HEALTH_CHECK_FAILED,
+                                 f"{check.detail}; held as configured (onFailure: hold)")
+            return ActionResult(action, Result.FAILED, check.detail)
+        back_to = self._last_healthy(action)
+        undo = self._journal.intent(JournalAction.ROLLBACK, action.key, pass_id=pass_id,
+                                    revision=revision,
+                                    detail={"path": address, "to": back_to,
+                                            "reason": check.detail})
+        if back_to is None:
+            place.remove(address, revision)
+        else:
+            place.write(address, self._store.read(back_to), None, revision)
+        after = self._restart_and_check(action, place, obj.restart, obj.health, pass_id,
+                                        revision, back_to, undoing=True)
+        self._journal.outcome(undo, Phase.DONE if after.ok else Phase.FAILED,
+                              {"detail": after.detail})
+        return self._undone(action, revision, check, after, f"rolled back to "
+                            f"{'nothing (removed)' if back_to is None else back_to[:12]}")
+
+    def _owe_restart(self, action: Action, revision: str, done: str) -> ActionResult:
+        """The repair is in place; its restart waits for the budget or the window."""
+        why = action.restart_deferred or ""
+        self._journal.owe_restart(action.key, action.desired)
+        message = (f"{done}; the restart is deferred ({why}): the consumer still runs what it "
+                   "loaded")
+        self._journal.condition(action.key, Condition.RECONCILING, Reason.RESTART_DEFERRED,
+                                message)
+        return ActionResult(action, Result.WAITING, message)
+
+    def _undone(self, action: Action, revision: str, check: CommandResult,
+                after: CommandResult, how: str) -> ActionResult:
+        """After an undo: a failure marks the revision; a stop request does not, so the
+        change is simply tried again when the daemon comes back."""
+        if self._stop.is_set():
+            self._journal.condition(action.key, Condition.RECONCILING, Reason.INTERRUPTED,
+                                    f"stopped before the health check passed; {how} "
+                                    f"({after.detail})")
+            return ActionResult(action, Result.SKIPPED,
+                                f"interrupted by a stop request; {how} ({after.detail})")
+        if not after.ok:
+            how += f"; the previous state is back, but it is not healthy either: {after.detail}"
+        self._journal.failed(action.key, action.desired, revision, Reason.ROLLED_BACK,
+                             f"{check.detail}; {how}")
+        self._hooks.rollback(action.kind)
+        return ActionResult(action, Result.ROLLED_BACK, f"{check.detail}; {how}")
+
+    def _last_healthy(self, action: Action) -> str | None:
+        """The content to return to: the last healthy digest, else what was there before,
+        whichever the store still holds with its bytes intact."""
+        known = self._journal.object(action.key)
+        healthy = known["healthy_digest"] if known else None
+        if healthy and healthy != action.desired and self._store.verified(healthy) is not None:
+            return str(healthy)
+        if action.current is not None:
+            self._store.require(action.current)  # preserved before the write; proven now
+        return action.current
+
+    def _restart_and_check(self, action: Action, place: Place, restart: Restart | None,
+                           health: Health | None, pass_id: int, revision: str,
+                           digest: str | None, *, undoing: bool = False) -> CommandResult:
+        """Restart (a command, or the digest into a Deployment's pod template), then check
+        (a health command or probe, or the rollout). ``digest`` is what is now in place.
+        Undoing after a stop request restarts but skips the check: nobody waits for it."""
+        if restart is not None:
+            intent = self._journal.intent(JournalAction.RESTART, action.key, pass_id=pass_id,
+                                          revision=revision,
+                                          detail={**place.restart_detail(restart),
+                                                  "undoing": undoing})
+            try:
+                result = place.restart(action.kind, action.name, restart, digest, revision)
+            except Exception as error:  # the next pass finishes it (History.unfinished)
+                self._journal.outcome(intent, Phase.FAILED, {"error": str(error)})
+                raise
+            self._journal.outcome(intent, Phase.DONE if result.ok else Phase.FAILED,
+                                  {"detail": result.detail, "output": result.output_tail})
+            if not result.ok:
+                return CommandResult(False, f"restart failed: {result.detail}",
+                                     result.output_tail)
+        if not place.has_check(restart, health):
+            return CommandResult(True, "no health check declared")
+        if undoing and self._stop.is_set():
+            return CommandResult(True, "its health check was skipped: the daemon is stopping")
+        intent = self._journal.intent(JournalAction.HEALTH, action.key, pass_id=pass_id,
+                                      revision=revision, detail={"undoing": undoing})
+        try:
+            result = place.check(action.kind, action.name, restart, health, digest, revision,
+                                 self._stop)
+        except Exception as error:
+            self._journal.outcome(intent, Phase.FAILED, {"error": str(error)})
+            raise
+        self._journal.outcome(intent, Phase.DONE if result.ok else Phase.FAILED,
+                              {"detail": result.detail})
+        if not result.ok:
+            return CommandResult(False, f"health check failed: {result.detail}",
+                                 result.output_tail)
+        return result
+
+    # Models.
+
+    def _flip(self, action: Action, model: Model, place: Place, desired: Desired,
+              pass_id: int) -> ActionResult:
+        digest, revision = action.desired, desired.revision
+        try:
+            artifact = self._verify_into_store(model, desired)
+        except ArtifactUnavailable as error:
+            # Transient (network, a broken-off download): no mark, the next pass retries.
+            self._journal.condition(action.key, Condition.RECONCILING, error.reason, str(error))
+            return ActionResult(action, Result.FAILED, str(error))
+        except (VerificationFailed, ArtifactMissing) as error:
+            reason = Reason.DIGEST_MISMATCH if isinstance(error, VerificationFailed) \
+                else error.reason
+            message = f"artifact {model.artifact.uri} was not verified: {error}"
+            self._journal.record(JournalAction.VERIFY, Phase.FAILED, pass_id=pass_id,
+                                 revision=revision, key=action.key, detail={"error": message})
+            self._journal.failed(action.key, digest, revision, reason, message)
+            return ActionResult(action, Result.FAILED, message)
+        known_good = digest in self._journal.canonical_digests(model.name)
+        if model.gauntlet is not None and not known_good:
+            self._restore_previous(model, desired, digest)
+            verdict = self._gauntlets.evaluate(model, desired, digest, artifact)
+            self._journal.record(JournalAction.GATE, Phase.DONE if verdict.passed
+                                 else Phase.FAILED, pass_id=pass_id, revision=revision,
+                                 key=action.key,
+                                 detail={"digest": digest, "reason": verdict.reason,
+                                         "remembered": verdict.remembered,
+                                         "summary": verdict.message})
+            if verdict.reason == STOPPED:
+                return self._interrupted(action, verdict.message)
+            if not verdict.passed:
+                message = f"gate {model.gauntlet} rejected sha256:{digest[:12]}: " \
+                          f"{verdict.message}"
+                self._journal.condition(action.key, Condition.STALLED, verdict.reason, message)
+                return ActionResult(action, Result.BLOCKED, message)
+        if self._stop.is_set():  # a gate takes minutes: a stop or a lost Lease since then
+            return self._interrupted(action, "stopped before the flip")
+        if action.drift:
+            self._hooks.drift(action.kind)
+        previous = place.pointer_before(model, desired)
+        intent = self._journal.intent(JournalAction.FLIP, action.key, pass_id=pass_id,
+                                      revision=revision,
+                                      detail={"path": address_of(model, place.target),
+                                              "from": previous, "to": digest,
+                                              "gateSkipped": known_good,
+                                              "drift": action.drift})
+        self._journal.attempted(action.key, digest, revision)
+        try:
+            self._store.require(digest)  # proven again right before it is pointed at
+            place.flip(model, digest, revision)
+        except Exception as error:
+            self._journal.outcome(intent, Phase.FAILED, {"error": str(error)})
+            raise
+        self._journal.outcome(intent, Phase.DONE)
+        if action.restart_deferred:
+            self._journal.canonical(model.name, digest)
+            return self._owe_restart(action, revision, f"pointer put back to sha256:{digest[:12]}")
+        check = self._restart_and_check(action, place, model.restart, model.health, pass_id,
+                                        revision, digest)
+        if check.ok:
+            self._journal.canonical(model.name, digest)
+            self._journal.applied(action.key, digest, revision, self._clock())
+            self._collect(model, desired, pass_id)
+            return ActionResult(action, Result.APPLIED,
+                                f"{address_of(model, place.target)} -> sha256:{digest}")
+        undo = self._journal.intent(JournalAction.ROLLBACK, action.key, pass_id=pass_id,
+                                    revision=revision,
+                                    detail={"path": address_of(model, place.target),
+                                            "to": previous, "reason": check.detail})
+        place.point_back(model, previous, revision)
+        after = self._restart_and_check(action, place, model.restart, model.health, pass_id,
+                                        revision, action.current, undoing=True)
+        self._journal.outcome(undo, Phase.DONE if after.ok else Phase.FAILED,
+                              {"detail": after.detail})
+        return self._undone(action, revision, check, after, "pointer flipped back")
+
+    def _restore_previous(self, model: Model, desired: Desired, digest: str) -> None:
+        """The ``previous`` opponent must be played from proven bytes: one the store lost
+        or quarantined is fetched again from where it came from, when that is known (the
+        gate errors otherwise, rather than skip the opponent)."""
+        prior = self._gauntlets.previous(model, digest)
+        source = None if prior is None else self._journal.artifact_source(prior)
+        if prior is None or source is None or self._store.verified(prior) is not None:
+            return
+        with contextlib.suppress(ReconcilerError, VerificationFailed, OSError):
+            fetch(source[0], prior, source[1], self._store, desired.read_file)
+
+    def _interrupted(self, action: Action, why: str) -> ActionResult:
+        self._journal.condition(action.key, Condition.RECONCILING, Reason.INTERRUPTED, why)
+        return ActionResult(action, Result.SKIPPED, f"interrupted by a stop request: {why}")
+
+    def _collect(self, model: Model, desired: Desired, pass_id: int) -> None:
+        """Keep the model's last ``keep`` canonical digests for rollback, and whatever any
+        target still points at (a downstream target may be soaking on an older one)."""
+        history = self._journal.canonical_digests(model.name)
+        keep = set(history[:model.keep]) | {model.artifact.sha256}
+        for name in model.targets:
+            target = desired.targets.get(name)
+            if target is not None:
+                digest = self.place(target).pointed(model)
+                if digest is not None:
+                    keep.add(digest)
+        for digest in history:
+            if digest not in keep and self._store.location(digest).exists():
+                self._store.remove(digest)
+                self._journal.record(JournalAction.COLLECT, Phase.DONE, pass_id=pass_id,
+                                     key=("-", "Model", model.name),
+                                     detail={"removed": digest, "keep": model.keep})
+
+    def _verify_into_store(self, model: Model, desired: Desired) -> Path:
+        """The artifact, proven to have the declared digest, in the store."""
+        artifact = model.artifact
+        self._journal.remember_artifact(artifact.sha256, artifact.uri, artifact.format)
+        return fetch(artifact.uri, artifact.sha256, artifact.format, self._store,
+                     desired.read_file,
+                     progress=lambda done, total: self._hooks.progress(
+                         f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"
+                         if total else f"fetching {model.name}: {done >> 20} MiB"))
