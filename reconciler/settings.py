@@ -75,6 +75,7 @@ class Settings:
     leader_election: LeaderElection | None = None
     gauntlet_job: GauntletJobSettings | None = None
     run_as: str | None = None  # who local restart and health commands run as
+    sandbox: str = "bwrap"  # reconciler.sandbox mode; "none" is the explicit opt-out
 
     @property
     def cache_dir(self) -> Path:
@@ -182,6 +183,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         kube=_kube(content.get("kubernetes", {}), base),
         leader_election=_leader_election(content.get("leaderElection")),
         gauntlet_job=_gauntlet_job(content.get("gauntletJob")),
+        sandbox=content.get("sandbox", "bwrap"),
     )
 
 

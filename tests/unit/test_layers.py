@@ -21,13 +21,15 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "daemon", "__main__"),
     ("app", "passes"),
     ("execute",),
-    ("local", "kube", "gauntlet", "sandbox", "artifacts", "journal", "store"),
+    ("local", "kube", "gauntlet", "artifacts", "journal", "store"),
     ("places",),
     ("settings",),
     ("plan",),
     ("desired",),
     ("source",),
-    ("errors", "vocabulary", "durations", "diagnostics", "processes", "digests", ""),
+    # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
+    # bounded runner), digests, the error tree and the vocabulary.
+    ("sandbox", "errors", "vocabulary", "durations", "diagnostics", "processes", "digests", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
