@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from reconciler.app import Wiring, gauntlet_jobs, git_source
+from reconciler.app import Wiring, configure_sandbox, gauntlet_jobs, git_source
 from reconciler.desired.documents import Desired, Target
 from reconciler.desired.loader import load_desired
 from reconciler.diagnostics import InvalidInput
@@ -140,6 +140,9 @@ def _result(disposition: Disposition) -> PassResult:
 
 def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks | None,
          pass_id: int) -> PassOutcome:
+    # Where this pass's repository code runs (the settings may have been reloaded); a check
+    # running as a cluster Job is deleted when the pass is stopped.
+    configure_sandbox(wiring.settings, wiring.connections, stop)
     jobs = gauntlet_jobs(wiring.settings, wiring.connections, stop)
     outcome = PassOutcome(PassResult.STALLED, "no pass ran")
     for _ in range(REPLANS):
@@ -151,7 +154,8 @@ def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks |
             return PassOutcome(PassResult.INVALID, f"{count} error{'s' if count != 1 else ''} "
                                f"in the desired state, fleet unchanged; first: {first}")
         report = Executor(wiring.fleet, wiring.store, journal, stop, hooks=hooks,
-                          gauntlet_jobs=jobs).execute(planned.plan, planned.desired, pass_id)
+                          gauntlet_jobs=jobs, inconclusive=wiring.settings.inconclusive
+                          ).execute(planned.plan, planned.desired, pass_id)
         outcome = summarize(report, planned.plan.errors, all(
             seen.transient for seen in planned.observed.values() if seen.error),
             tuple(planned.desired.targets.values()))

@@ -35,6 +35,7 @@ from reconciler.errors import StalledError
 from reconciler.execute.executor import Hooks
 from reconciler.journal import Journal
 from reconciler.passes import PassOutcome, run_pass
+from reconciler.sandbox.memory import deny_write_execute_to_this_process
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
 from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
@@ -131,6 +132,10 @@ class Daemon:
     def run(self) -> int:
         settings = load_settings(self._config_file, self._overrides)
         self._connections = Connections(settings)
+        self.metrics.set_sandbox(settings.sandbox)
+        if not deny_write_execute_to_this_process():
+            print("this kernel cannot refuse writable-and-executable memory to the daemon "
+                  "alone (PR_SET_MDWE, Linux 6.6+): running without it", flush=True)
         lock = FleetLock(settings.fleet_root, "daemon")
         lock.acquire()
         journal = Journal(settings.journal_path)
@@ -271,7 +276,10 @@ class Daemon:
 
     def _announce(self, line: str, changed: bool, settings: Settings,
                   server: ControlServer | None) -> None:
-        """The STATUS line, the log (when it changed) and daemon.json."""
+        """The STATUS line, the log (when it changed) and daemon.json. An explicit opt-out
+        of the sandbox stays in view on every line."""
+        if settings.sandbox == "none":
+            line = f"[sandbox: none, repository code runs unconfined] {line}"
         if not self._first_pass_done:
             self._first_pass_done = True
             self._notify.ready(line)
@@ -302,5 +310,6 @@ class Daemon:
                   "leaderElection need a restart", flush=True)
             return settings
         print("settings reloaded", flush=True)
+        self.metrics.set_sandbox(fresh.sandbox)
         return fresh
 

@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from reconciler.desired.documents import Budget, Desired, Gauntlet, Model
 from reconciler.durations import format_duration, parse_duration
@@ -77,10 +77,31 @@ class JobLauncher(Protocol):
 @dataclass(frozen=True, slots=True)
 class Verdict:
     passed: bool
-    reason: str  # PascalCase: GatePassed, GateFailed, GauntletError, GauntletTimeout, ...
+    reason: str  # PascalCase: GatePassed, GateFailed, GateInconclusive, GauntletError, ...
     message: str
     evidence: dict[str, Any]
     remembered: bool = False
+
+    @property
+    def outcome(self) -> GateOutcome:
+        """passed and rejected are verdicts on the model; inconclusive is the budget spent
+        without a decision (never a pass); error is the tool, the device, a timeout or a
+        crash (never remembered); stopped and blocked are no verdict at all."""
+        if self.passed:
+            return "passed"
+        if self.evidence.get("inconclusive"):
+            return "inconclusive"
+        return _OUTCOMES.get(self.reason, "rejected")
+
+
+GateOutcome = Literal["passed", "rejected", "inconclusive", "error", "stopped", "blocked"]
+_OUTCOMES: dict[str, GateOutcome] = {
+    Reason.GAUNTLET_ERROR: "error", Reason.GAUNTLET_TIMEOUT: "error",
+    "SandboxUnavailable": "error", Reason.GAUNTLET_STOPPED: "stopped",
+    Reason.BUDGET_EXHAUSTED: "blocked"}
+# What an error says to do, where the cause is one an operator can fix at once.
+_FIXES = {"No module named 'torch'": "install the gauntlet extra: pip install "
+          "'reconciler[gauntlet]' (torch==2.13.0 first for the CPU build)"}
 
 
 class GauntletRunner:
@@ -129,7 +150,8 @@ class GauntletRunner:
         remembered = self._memory.gate_verdict(key)
         if remembered is not None:
             passed, evidence = remembered
-            return Verdict(passed, "GatePassed" if passed else "GateFailed",
+            return Verdict(passed, Reason.GATE_PASSED if passed
+                           else evidence.get("reason", Reason.GATE_FAILED),
                            f"{_summary(evidence)} (remembered)", evidence, remembered=True)
         budget = next(iter(desired.budgets.values()), None)
         reserve = float(gauntlet.spec.get("gpuSeconds", 0))
@@ -155,9 +177,16 @@ class GauntletRunner:
                                      "passed": evidence["passed"],
                                      "gpuSeconds": evidence["gpuSeconds"],
                                      "summary": _summary(evidence)})
-        self._memory.record_gate(key, model.name, digest, evidence["passed"], evidence)
-        reason = "GatePassed" if evidence["passed"] else evidence.get("reason", "GateFailed")
-        return Verdict(bool(evidence["passed"]), reason, _summary(evidence), evidence)
+        reason = Reason.GATE_PASSED if evidence["passed"] \
+            else evidence.get("reason", Reason.GATE_FAILED)
+        verdict = Verdict(bool(evidence["passed"]), reason, _summary(evidence), evidence)
+        if verdict.outcome == "error":
+            # The tool failed, not the model: never remembered, so the next pass retries.
+            fix = next((hint for cause, hint in _FIXES.items() if cause in verdict.message), "")
+            return Verdict(False, reason, verdict.message + (f"; fix: {fix}" if fix else ""),
+                           evidence)
+        self._memory.record_gate(key, model.name, digest, verdict.passed, evidence)
+        return verdict
 
     def _budget_refusal(self, budget: Budget | None, reserve: float) -> str | None:
         if budget is None or budget.gauntlet_gpu_seconds_per_day is None:

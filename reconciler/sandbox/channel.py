@@ -103,9 +103,8 @@ def strategy_report(line: str | None) -> StrategyReport:
 
 _OPPONENT_KEYS = ("opponent", "minScore", "score", "interval", "games", "played", "passed",
                   "reason", "pentanomial")
-# The SPRT's state (gauntlet/sprt.py): how it stands, and when the budget ran out first.
-_SPRT_KEYS = ("decision", "llr", "inconclusive", "expectedMoreGames")
-_DECISIONS = ("pass", "fail", "inconclusive", "continue")
+# What the sequential test adds when it reports its state (gauntlet/match.py).
+_OPPONENT_OPTIONAL = ("decision", "llr", "inconclusive", "expectedMoreGames")
 
 
 class GauntletEvents:
@@ -130,12 +129,13 @@ class GauntletEvents:
             _text(entry["skipped"], "skipped")
             _flag(entry["passed"], "passed")
             return entry
-        _keys(entry, _OPPONENT_KEYS, _SPRT_KEYS)
+        _keys(entry, _OPPONENT_KEYS, _OPPONENT_OPTIONAL)
         self._opponent(entry["opponent"])
-        if entry.get("decision", "continue") not in _DECISIONS:
-            raise Malformed(f"decision must be one of {', '.join(_DECISIONS)}")
+        if "decision" in entry and entry["decision"] not in ("pass", "fail", "inconclusive",
+                                                              "continue", None):
+            raise Malformed(f"decision {str(entry['decision'])[:40]!r} is not one the test makes")
         if "llr" in entry:
-            _number(entry["llr"], "llr")
+            _number(entry["llr"], "llr", -1e6, 1e6)
         if "inconclusive" in entry:
             _flag(entry["inconclusive"], "inconclusive")
         if "expectedMoreGames" in entry:
@@ -172,7 +172,7 @@ class GauntletEvents:
                 raise Malformed("fetch role must be candidate or previous")
             _text(event["uri"], "uri")
         elif kind == "progress":
-            _keys(event, ("event", *_OPPONENT_KEYS), _SPRT_KEYS)
+            _keys(event, ("event", *_OPPONENT_KEYS), _OPPONENT_OPTIONAL)
             self._outcome({k: v for k, v in event.items() if k != "event"})
             opponent, games = event["opponent"], event["games"]
             if games < self._games.get(opponent, 0):
@@ -183,11 +183,12 @@ class GauntletEvents:
             _keys(event, ("event", "passed", "opponents", "device", "seconds", "gpuSeconds"),
                   ("fusedRules", "inconclusive", "reason"))
             _flag(event["passed"], "passed")
-            for name in ("fusedRules", "inconclusive"):
-                if name in event:
-                    _flag(event[name], name)
-            if event.get("reason", "GateInconclusive") != "GateInconclusive":
-                raise Malformed("a match result's reason can only be GateInconclusive")
+            for flag in ("fusedRules", "inconclusive"):
+                if flag in event:
+                    _flag(event[flag], flag)
+            if "reason" in event and event["reason"] not in ("GateInconclusive", "GateFailed",
+                                                              "GatePassed"):
+                raise Malformed(f"result reason {str(event['reason'])[:40]!r} is not a verdict")
             if not isinstance(event["opponents"], list) \
                     or len(event["opponents"]) > len(self._known):
                 raise Malformed("opponents must list at most the declared opponents")
@@ -215,3 +216,40 @@ def metrics_object(line: str | None) -> dict[str, Any]:
         if len(name) > 200:
             raise Malformed("a metric name longer than 200 characters")
     return metrics
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOutcome:
+    """A sandbox run's outcome as a pod reports it (``sandbox: job``): what a local run's
+    Outcome holds, less the log tail, which stays in the pod."""
+
+    timed_out: bool
+    returncode: int
+    lines: tuple[str, ...]
+    violation: str | None
+
+
+def remote_outcome(line: str | None, *, max_bytes: int, max_lines: int,
+                   max_line_chars: int) -> RemoteOutcome:
+    """The last line of a check pod's log: one object, exact keys, every size bounded.
+    The lines inside are the channel lines of the run and are validated again by whoever
+    reads them (a strategy report by ``strategy_report``)."""
+    if line is None or not line.strip():
+        raise Malformed("the pod wrote no report")
+    if len(line.encode()) > max_bytes:
+        raise Malformed(f"its report is longer than {max_bytes} bytes")
+    report = parse_object(line)
+    _keys(report, ("timedOut", "returncode", "lines", "violation"))
+    returncode = report["returncode"]
+    if not isinstance(returncode, int) or isinstance(returncode, bool) \
+            or not -255 <= returncode <= 255:
+        raise Malformed("returncode must be an integer in [-255, 255]")
+    lines = report["lines"]
+    if not isinstance(lines, list) or len(lines) > max_lines:
+        raise Malformed(f"lines must be a list of at most {max_lines} strings")
+    for entry in lines:
+        if not isinstance(entry, str) or len(entry) > max_line_chars:
+            raise Malformed(f"lines must be strings of at most {max_line_chars} characters")
+    violation = report["violation"]
+    return RemoteOutcome(_flag(report["timedOut"], "timedOut"), returncode, tuple(lines),
+                         None if violation is None else _text(violation, "violation", 300))

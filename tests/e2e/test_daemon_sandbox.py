@@ -34,7 +34,7 @@ def test_an_import_that_signals_its_parent_leaves_the_daemon_running(
         fleet.strategy(f"import os, signal\nos.kill(os.getppid(), signal.{signal_name})\n"
                        "raise RuntimeError('the signal did not stop me')\n")
         fleet.commit("a strategy that signals its parent")
-        status = _status_with(daemon, "errors in the desired state")
+        status = _status_with(daemon, "1 error in the desired state")
         assert "app.py" in status and "strategy-import" in status
         assert daemon.process.poll() is None
         assert delivered.read_text() == HEALTHY  # the fleet keeps its last good state

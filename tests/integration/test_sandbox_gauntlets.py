@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from reconciler.runtime.journal import Journal
 
+from reconciler.digests import DigestCache
 from reconciler.gauntlet.runner import GauntletRunner
+from reconciler.journal import Journal
+from reconciler.store import Store
 from tests.conftest import REPO_ROOT, survivors
 from tests.integration.test_gauntlets import GOOD, MATCH, desired, metrics_spec
 
@@ -34,7 +36,8 @@ def _run(tmp_path: Path, spec: dict[str, Any], files: dict[str, bytes] | None = 
     counted: list[tuple[str, int]] = []
     progress: list[str] = []
     state, model = desired(spec, files)
-    runner = GauntletRunner(Journal(tmp_path / "journal.db"), tmp_path / "store",
+    runner = GauntletRunner(Journal(tmp_path / "journal.db"),
+                            Store(tmp_path / "store", DigestCache()),
                             games=lambda opponent, n: counted.append((opponent, n)),
                             progress=progress.append)
     return runner.evaluate(model, state, GOOD.name, GOOD), counted, progress
@@ -188,7 +191,7 @@ try:
     print('W+X allowed here')
 except PermissionError:
     print('W+X denied here')
-match = {**MATCH, 'games': 40, 'opponents': [{'name': 'random', 'minScore': 0.85}]}
+match = {**MATCH, 'games': 200, 'opponents': [{'name': 'random', 'minScore': 0.85}]}
 verdict, _, _ = _run(Path(sys.argv[2]), {'match': match, 'device': 'cpu'})
 print(verdict.reason, verdict.message)
 """

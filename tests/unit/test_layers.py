@@ -29,7 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("source",),
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
     # bounded runner), digests, the error tree and the vocabulary.
-    ("sandbox", "errors", "vocabulary", "durations", "diagnostics", "processes", "digests", ""),
+    ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
+     "digests", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
