@@ -100,7 +100,7 @@ def configure_sandbox(settings: Settings, connections: Connections | None = None
 
 def _local(wiring: Wiring) -> Fleet:
     return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests,
-                      run_as=wiring.settings.run_as)
+                      wiring.settings.allowed_roots, run_as=wiring.settings.run_as)
 
 
 def _kubernetes(wiring: Wiring) -> Fleet:

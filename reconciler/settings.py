@@ -92,6 +92,8 @@ class Settings:
     sandbox: str = "bwrap"  # reconciler.sandbox mode; "none" is the explicit opt-out
     inconclusive: str = "hold"  # an inconclusive gate holds the pointer, or counts as rejected
     sandbox_job: SandboxJobSettings | None = None  # where ``sandbox: job`` runs checks
+    # Folders besides fleet_root where local Target roots may lie (local/roots.py).
+    allowed_roots: tuple[Path, ...] = ()
 
     @property
     def cache_dir(self) -> Path:
@@ -202,6 +204,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         sandbox=content.get("sandbox", "bwrap"),
         inconclusive=(content.get("gates") or {}).get("inconclusive", "hold"),
         sandbox_job=_sandbox_job(content.get("sandboxJob")),
+        allowed_roots=tuple(base / root for root in content.get("allowedRoots", ())),
     )
 
 

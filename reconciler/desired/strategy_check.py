@@ -44,6 +44,8 @@ _PARALLEL_CHECKS = 4
 _ADDRESS_SPACE_BYTES = 4 << 30
 _TEST_OUTPUT_LINES = 200
 _PAYLOAD_MARGIN = 4096  # of a Job's payload, for the step's own fields beside the files
+# Unpacked .py sources a check Job may carry: gzip rarely wins more than 8x on source.
+MAX_SOURCE_BYTES = 8 * MAX_PAYLOAD_BYTES
 _REMOTE_LINE_CHARS = 64 * 1024  # a channel line in a Job's report (the import's: 64 KiB)
 
 _jobs: CodeJobs | None = None
@@ -102,23 +104,27 @@ def run_step(step: Step, scratch: Path, box: sandbox.Sandbox) -> sandbox.Outcome
                 report=False, keep_lines=_TEST_OUTPUT_LINES)
 
 
-def _python_files(snapshot: Snapshot) -> Iterator[tuple[str, bytes]]:
+def _python_entries(snapshot: Snapshot) -> Iterator[tuple[str, Entry]]:
     entries = snapshot.entries()
     for path in entries:
         if not path.endswith(".py"):
             continue
         try:
-            entry = resolve(entries, path)
+            yield path, resolve(entries, path)
         except PathError:
             continue
-        yield path, snapshot.read(entry)
 
 
-def _archive(snapshot: Snapshot) -> str:
-    """The folder's .py files as base64 of a gzipped tar: what a check Job needs."""
+def _archive(snapshot: Snapshot) -> str | None:
+    """The folder's .py files as base64 of a gzipped tar: what a check Job needs; None when
+    they are too large to travel (told by their sizes, before any is read)."""
+    python = sorted(_python_entries(snapshot))
+    if sum(entry.size for _, entry in python) > MAX_SOURCE_BYTES:
+        return None
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for path, content in sorted(_python_files(snapshot)):
+        for path, entry in python:
+            content = snapshot.read(entry)
             info = tarfile.TarInfo(path)
             info.size = len(content)
             info.mode = 0o444
@@ -154,10 +160,11 @@ def _runner(strategy: Strategy, snapshot: Snapshot) -> Iterator[Runner | str]:
     jobs = _jobs
     if sandbox.current().mode == "job" and jobs is not None:
         archive = _archive(snapshot)
-        if len(archive) + _PAYLOAD_MARGIN > MAX_PAYLOAD_BYTES:
-            yield (f"the folder's .py files take {len(archive) // 1024} KiB in a check Job, "
-                   f"which carries at most {(MAX_PAYLOAD_BYTES - _PAYLOAD_MARGIN) // 1024} "
-                   "KiB")
+        if archive is None or len(archive) + _PAYLOAD_MARGIN > MAX_PAYLOAD_BYTES:
+            shown = f"{len(archive) // 1024} KiB" if archive is not None else \
+                f"over {MAX_SOURCE_BYTES // 1024} KiB unpacked"
+            yield (f"the folder's .py files take {shown} in a check Job, which carries at "
+                   f"most {(MAX_PAYLOAD_BYTES - _PAYLOAD_MARGIN) // 1024} KiB")
             return
         yield lambda step: _run_in_job(jobs, strategy, step, archive)
         return
@@ -168,10 +175,12 @@ def _runner(strategy: Strategy, snapshot: Snapshot) -> Iterator[Runner | str]:
 
 
 def _materialize(snapshot: Snapshot, scratch: Path) -> None:
-    for path, content in _python_files(snapshot):
+    """The folder's .py files in the scratch dir, streamed (a large unreferenced file is
+    copied in chunks, never held in memory)."""
+    for path, entry in _python_entries(snapshot):
         destination = scratch / path
         destination.parent.mkdir(parents=True, exist_ok=True)
-        destination.write_bytes(content)
+        snapshot.copy_to(entry, destination)
 
 
 def check_strategy(strategy: Strategy, snapshot: Snapshot) -> list[Finding]:
