@@ -2,9 +2,13 @@
 
 - batched games per second (the v2 policy network against the heuristic, network
   inference included) vs the same games played one pair at a time (target: >= 50x);
-- mean games to a decision with the SPRT vs the fixed game count that reaches the same
-  error rates (target: >= 2x fewer), by simulation at the decision boundaries and at
-  typical true scores;
+- mean games to a decision with the SPRT vs a fixed-size test with the same achieved error
+  rates (target: >= 2x fewer at typical scores), by simulation at the bar, at bar + margin
+  and at typical true scores: the fixed test is sized for the error rates the SPRT
+  achieved in this run, and its own rates are measured too;
+- issue 14's table recomputed (target: both promises hold in every cell): the pass rate
+  among runs that decide at the bar and at bar + margin, within a one-sided binomial
+  tolerance of alpha and 1 - beta;
 - moves per second (every move of both sides, the opening's too; network included) at
   1,024, 4,096, 16,384 and 65,536 pairs per batch, on the CPU (all its cores) and, when
   CUDA is present, on the GPU, for today's engine and loop (games/reference.py) and the
@@ -20,6 +24,8 @@ moves per second alone), ``--cpu-sizes 1024,4096`` to spare a small machine.
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import math
 import random
 import statistics
@@ -34,7 +40,14 @@ from report import finish
 from reconciler.gauntlet.games.connect4 import Connect4
 from reconciler.gauntlet.games.reference import ReferenceConnect4, play_pairs_reference
 from reconciler.gauntlet.match import OPENING_PLIES, play_games, play_pairs
-from reconciler.gauntlet.sprt import Sprt, SprtSettings
+from reconciler.gauntlet.sprt import (
+    SCORES,
+    SprtSettings,
+    binomial_tolerance,
+    expected_games,
+    pentanomial,
+    simulate,
+)
 from reconciler.gauntlet.weights import load_state_dict
 
 MODEL = Path(__file__).resolve().parent.parent / "desired-state" / "models" / \
@@ -175,29 +188,82 @@ def moves_section(devices: dict[str, tuple[int, ...]], min_seconds: float,
     return results, checks
 
 
-def pair_score(rng: random.Random, true_score: float, draw_rate: float = 0.2) -> float:
-    def game() -> float:
-        if rng.random() < draw_rate:
-            return 0.5
-        return 1.0 if rng.random() < (true_score - draw_rate / 2) / (1 - draw_rate) else 0.0
-    return (game() + game()) / 2
+SPRT_BAR, SPRT_MARGIN, SPRT_DRAWS = 0.6, 0.05, 0.2
+SPRT_RUNS = 2000
+TYPICAL_SCORES = (0.45, 0.55, 0.7, 0.8)
+# Issue 14's table: bar, game budget, draw rate (margin 0.05, alpha = beta = 0.05).
+ISSUE_TABLE = [(0.85, 400, 0.0), (0.85, 2000, 0.0), (0.85, 400, 0.3), (0.60, 400, 0.0),
+               (0.60, 2000, 0.0), (0.50, 400, 0.0), (0.50, 2000, 0.3)]
+TABLE_RUNS = 2000
 
 
-def sprt_games(settings: SprtSettings, true_score: float, trials: int = 800) -> float:
-    total = 0
-    for seed in range(trials):
+def fixed_test(settings: SprtSettings, alpha: float, beta: float, runs: int
+               ) -> tuple[int, float, float]:
+    """The fixed-size test with the given error rates: n pairs, pass when their mean
+    reaches c, n and c from the normal approximation of the pair mean (each hypothesis
+    with its own pair variance). Its games, and its error rates measured by simulation."""
+    normal = statistics.NormalDist()
+    z_alpha, z_beta = normal.inv_cdf(1 - alpha), normal.inv_cdf(1 - beta)
+    deviations = []
+    for score in (settings.min_score, settings.s1):
+        pair = pentanomial(score, SPRT_DRAWS)
+        deviations.append(math.sqrt(sum(p * (a - score) ** 2
+                                        for p, a in zip(pair, SCORES, strict=True))))
+    pairs = math.ceil(((z_alpha * deviations[0] + z_beta * deviations[1])
+                       / settings.margin) ** 2)
+    threshold = pairs * (settings.min_score + z_alpha * deviations[0] / math.sqrt(pairs))
+    passes = []
+    for seed, score in enumerate((settings.min_score, settings.s1)):
         rng = random.Random(seed)
-        test = Sprt(settings)
-        while test.add(pair_score(rng, true_score)) == "continue":
-            pass
-        total += test.games
-    return total / trials
+        cumulative = list(itertools.accumulate(pentanomial(score, SPRT_DRAWS)))
+        passes.append(sum(sum(SCORES[min(4, bisect.bisect(cumulative, rng.random()))]
+                              for _ in range(pairs)) >= threshold for _ in range(runs)))
+    return 2 * pairs, passes[0] / runs, (runs - passes[1]) / runs
 
 
-def fixed_games(settings: SprtSettings, pair_variance: float) -> int:
-    """Games a fixed-size test needs to keep both error rates: decide at the midpoint."""
-    z = statistics.NormalDist().inv_cdf(1 - min(settings.alpha, settings.beta))
-    return 2 * math.ceil((z * math.sqrt(pair_variance) / (settings.margin / 2)) ** 2)
+def sprt_versus_fixed() -> dict[str, object]:
+    """Mean games to a decision: the SPRT without a budget (every run decides) against the
+    fixed-size test sized for the error rates the SPRT achieved in this run."""
+    settings = SprtSettings(min_score=SPRT_BAR, margin=SPRT_MARGIN, max_games=10 ** 6)
+    runs = {score: simulate(settings, pentanomial(score, SPRT_DRAWS), SPRT_RUNS, 100 + seed)
+            for seed, score in enumerate((SPRT_BAR, settings.s1, *TYPICAL_SCORES))}
+    alpha = runs[SPRT_BAR].passed / SPRT_RUNS
+    beta = runs[settings.s1].failed / SPRT_RUNS
+    fixed, fixed_alpha, fixed_beta = fixed_test(settings, alpha, beta, SPRT_RUNS)
+    boundary = statistics.mean(runs[s].games / SPRT_RUNS for s in (SPRT_BAR, settings.s1))
+    typical = statistics.mean(runs[s].games / SPRT_RUNS for s in TYPICAL_SCORES)
+    return {"sprt_achieved_alpha_beta": [alpha, beta],
+            "fixed_games_same_error_rates": fixed,
+            "fixed_achieved_alpha_beta": [fixed_alpha, fixed_beta],
+            "sprt_mean_games_at_bar_and_bar_plus_margin": round(boundary),
+            "sprt_mean_games_typical_scores": round(typical),
+            "sprt_saving_at_bar_and_bar_plus_margin": round(fixed / boundary, 2),
+            "sprt_saving_typical": round(fixed / typical, 2)}
+
+
+def issue_table() -> tuple[list[dict[str, object]], bool]:
+    """Each cell of issue 14's table at both hypotheses; whether every promise holds
+    within a one-sided binomial tolerance among the runs that decide."""
+    rows, kept = [], True
+    for index, (bar, budget, draws) in enumerate(ISSUE_TABLE):
+        settings = SprtSettings(min_score=bar, margin=0.05, max_games=budget)
+        at_bar = simulate(settings, pentanomial(bar, draws), TABLE_RUNS, 2 * index)
+        above = simulate(settings, pentanomial(bar + 0.05, draws), TABLE_RUNS, 2 * index + 1)
+        holds = (at_bar.passed <= binomial_tolerance(at_bar.decided, settings.alpha)
+                 and above.failed <= binomial_tolerance(above.decided, settings.beta))
+        kept = kept and holds
+        expected = round(expected_games(settings, bar, draws))
+        rows.append({"bar": bar, "budget": budget, "draws": draws,
+                     "pass_rate_at_bar": round(at_bar.pass_rate, 3),
+                     "pass_rate_at_bar_plus_margin": round(above.pass_rate, 3),
+                     "inconclusive_at_bar_and_above": [
+                         round(1 - at_bar.decided / TABLE_RUNS, 3),
+                         round(1 - above.decided / TABLE_RUNS, 3)],
+                     "expected_games_at_bar": expected,
+                     "promises": ("hold" if holds else "BROKEN") + (
+                         "; budget below the expected length: often inconclusive by design"
+                         if budget < expected else "")})
+    return rows, kept
 
 
 def sizes(text: str) -> tuple[int, ...]:
@@ -226,23 +292,18 @@ def main() -> int:
     cpu = torch.device("cpu")
     batched = games_per_second(cpu, pairs=2048, batch=1024)
     single = games_per_second(cpu, pairs=48, batch=1)
-    settings = SprtSettings(min_score=0.6, margin=0.05, alpha=0.05, beta=0.05, max_games=20000)
-    variance = 0.6 * 0.4 / 2 * 0.8  # pair variance at the bar, 20 % draws
-    fixed = fixed_games(settings, variance)
-    boundary = statistics.mean(sprt_games(settings, s) for s in (0.6, 0.65))
-    typical = statistics.mean(sprt_games(settings, s) for s in (0.45, 0.55, 0.7, 0.8))
-    results = {
+    versus_fixed = sprt_versus_fixed()
+    table, table_kept = issue_table()
+    results: dict[str, Any] = {
         "batched_games_per_s": round(batched),
         "one_pair_at_a_time_games_per_s": round(single, 1),
         "batched_speedup": round(batched / single, 1),
-        "fixed_games_same_error_rates": fixed,
-        "sprt_mean_games_at_boundaries": round(boundary),
-        "sprt_mean_games_typical_scores": round(typical),
-        "sprt_saving_at_boundaries": round(fixed / boundary, 2),
-        "sprt_saving_typical": round(fixed / typical, 2),
+        **versus_fixed,
+        "issue_14_table": table,
     }
     checks = {"batched >= 50x one at a time": results["batched_speedup"] >= 50,
-              "SPRT >= 2x fewer games (typical scores)": results["sprt_saving_typical"] >= 2}
+              "SPRT >= 2x fewer games (typical scores)": results["sprt_saving_typical"] >= 2,
+              "issue 14 table: both promises hold in every cell": table_kept}
     return finish(moves | results, moves_checks | checks)
 
 

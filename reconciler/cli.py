@@ -29,11 +29,12 @@ from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
 from reconciler.daemon.lock import FleetLock
 from reconciler.desired.cache import DesiredCache
-from reconciler.desired.loader import cache_salt, load_desired
+from reconciler.desired.loader import cache_salt, load_desired, located_warnings
 from reconciler.diagnostics import InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.execute.executor import Hooks
+from reconciler.gauntlet.budgets import budget_warnings
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
 from reconciler.passes import plan_pass, run_pass
@@ -167,6 +168,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems = check_roots(desired, settings, snapshot.display_prefix) if settings else []
     if problems:
         raise InvalidInput(problems)
+    for warning in located_warnings(snapshot, budget_warnings(desired.gauntlets.values())):
+        print(warning.format())
     counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
               "configs": len(desired.configs), "models": len(desired.models),
               "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}

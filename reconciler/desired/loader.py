@@ -163,6 +163,14 @@ def load_desired(snapshot: Snapshot, cache: DesiredCache, *, limits: Limits = DE
     return _assemble(snapshot, cache, objects)
 
 
+def located_warnings(snapshot: Snapshot, findings: Iterable[Finding]) -> list[Diagnostic]:
+    """Findings that leave the state valid (``validate`` prints them, exit code unchanged),
+    located like errors and marked as warnings."""
+    locate = _Located(snapshot)
+    return [Diagnostic(snapshot.display_prefix + file, line, col, f"warning: {message}", rule)
+            for file, line, col, message, rule in map(locate, findings)]
+
+
 def _cached_checks(snapshot: Snapshot, cache: DesiredCache, objects: Iterable[Any],
                    locate: _Located, run_strategy_checks: bool) -> list[list[Any]]:
     """Config-schema and strategy checks, each run at most once per distinct input."""

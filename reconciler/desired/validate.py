@@ -26,6 +26,7 @@ from reconciler.desired.documents import (
 from reconciler.source.snapshot import Entry, PathError, link_destination, normalize, resolve
 
 BUILTIN_GAMES = ("connect4",)
+DEFAULT_MARGIN = 0.05  # the SPRT's margin when neither the opponent nor ``sprt`` sets one
 ARTIFACT_SCHEMES = ("file", "http", "https")
 
 Path = tuple[str | int, ...]
@@ -291,6 +292,12 @@ def _gauntlet(gauntlet: Gauntlet, entries: Mapping[str, Entry]) -> Iterator[Find
             yield _at(gauntlet.origin, ("spec", "match", "opponents", index, "name"),
                       f"opponent {opponent['name']!r} is listed twice", "duplicate-opponent")
         seen.add(opponent["name"])
+        margin = opponent.get("margin", match.get("sprt", {}).get("margin", DEFAULT_MARGIN))
+        if not 0 < opponent["minScore"] < opponent["minScore"] + margin < 1:
+            yield _at(gauntlet.origin, ("spec", "match", "opponents", index, "minScore"),
+                      f"opponent {opponent['name']!r}: the SPRT needs 0 < minScore < "
+                      f"minScore + margin < 1, got {opponent['minScore']} and margin "
+                      f"{margin}", "sprt-bounds")
 
 
 def _delivery_conflicts(objects: list[Obj], targets: Mapping[str, Target]) -> Iterator[Finding]:

@@ -48,6 +48,10 @@ class OpponentResult:
                 "score": round(self.sprt.mean, 4), "interval": [round(low, 4), round(high, 4)],
                 "games": self.sprt.games, "played": self.played,
                 "passed": self.sprt.decision == "pass", "reason": self.sprt.reason,
+                "decision": self.sprt.decision, "llr": round(self.sprt.value, 3),
+                "inconclusive": self.sprt.decision == "inconclusive",
+                **({"expectedMoreGames": self.sprt.expected_more_games()}
+                   if self.sprt.decision == "inconclusive" else {}),
                 "pentanomial": self.sprt.counts}
 
 

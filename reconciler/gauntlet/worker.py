@@ -90,7 +90,6 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
         "heuristic": game.heuristic_moves,
         "previous": (lambda boards, noise: game.policy_moves(previous_net, boards)),
     }
-    sprt = match.get("sprt", {})
     batch_pairs = int(match.get("batchSize", 256))
     games = sum(o.get("games", match.get("games", 400)) for o in match["opponents"])
     fused = hasattr(game, "fuse") and fusing_pays_off(device.type, batch_pairs, games) \
@@ -102,10 +101,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
             results.append({"opponent": name, "skipped": "no canonical model yet (first "
                             "promotion)", "passed": True})
             continue
-        settings = SprtSettings(min_score=opponent["minScore"],
-                                margin=opponent.get("margin", sprt.get("margin", 0.05)),
-                                alpha=sprt.get("alpha", 0.05), beta=sprt.get("beta", 0.05),
-                                max_games=opponent.get("games", match.get("games", 400)))
+        settings = SprtSettings.for_opponent(match, opponent)
 
         def report(outcome: OpponentResult) -> None:
             emit("progress", **outcome.to_json())
@@ -114,12 +110,17 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
                                batch_pairs, generator, report)
         results.append(outcome.to_json())
         if not results[-1]["passed"]:
-            break  # one failed bar decides: no GPU time on the rest
+            break  # a bar failed or left undecided decides: no GPU time on the rest
     seconds = time.monotonic() - started
-    return {"passed": all(r["passed"] for r in results) and len(results) == len(
-        match["opponents"]), "opponents": results, "device": str(device),
-        "seconds": round(seconds, 3), "fusedRules": fused,
-        "gpuSeconds": round(seconds, 3) if device.type == "cuda" else 0.0}
+    passed = all(r["passed"] for r in results) and len(results) == len(match["opponents"])
+    # The last result is the one that stopped the gauntlet: a budget spent without a
+    # decision holds the gate (inconclusive) rather than rejecting it.
+    inconclusive = not passed and bool(results[-1].get("inconclusive"))
+    return {"passed": passed, "opponents": results, "device": str(device),
+            "seconds": round(seconds, 3), "fusedRules": fused,
+            "gpuSeconds": round(seconds, 3) if device.type == "cuda" else 0.0,
+            "inconclusive": inconclusive,
+            **({"reason": "GateInconclusive"} if inconclusive else {})}
 
 
 def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:

@@ -132,7 +132,7 @@ class GauntletEvents:
         _keys(entry, _OPPONENT_KEYS, _OPPONENT_OPTIONAL)
         self._opponent(entry["opponent"])
         if "decision" in entry and entry["decision"] not in ("pass", "fail", "inconclusive",
-                                                              None):
+                                                              "continue", None):
             raise Malformed(f"decision {str(entry['decision'])[:40]!r} is not one the test makes")
         if "llr" in entry:
             _number(entry["llr"], "llr", -1e6, 1e6)

@@ -100,6 +100,19 @@ def test_previous_is_played_when_there_is_a_canonical_model(tmp_path: Path) -> N
     assert opponents["previous"]["score"] > 0.5 and verdict.passed
 
 
+def test_a_budget_spent_without_a_decision_is_inconclusive_not_a_pass(tmp_path: Path) -> None:
+    """40 games are fewer than the SPRT's minimum sample: even v2 cannot pass on them."""
+    match = {**MATCH, "games": 40, "opponents": MATCH["opponents"][:1]}
+    verdict, _ = evaluate(tmp_path, {"match": match, "device": "cpu"})
+    assert not verdict.passed and verdict.reason == "GateInconclusive"
+    assert verdict.evidence["inconclusive"] is True
+    (random,) = verdict.evidence["opponents"]
+    assert (random["decision"], random["inconclusive"], random["passed"]) == \
+        ("inconclusive", True, False)
+    assert random["games"] == 40 and random["expectedMoreGames"] > 0
+    assert "without a decision" in random["reason"]
+
+
 GAME_WRAPPER = ("from reconciler.gauntlet.games.connect4 import Connect4\n"
                 "def create_game(device):\n")
 

@@ -191,7 +191,7 @@ try:
     print('W+X allowed here')
 except PermissionError:
     print('W+X denied here')
-match = {**MATCH, 'games': 40, 'opponents': [{'name': 'random', 'minScore': 0.85}]}
+match = {**MATCH, 'games': 200, 'opponents': [{'name': 'random', 'minScore': 0.85}]}
 verdict, _, _ = _run(Path(sys.argv[2]), {'match': match, 'device': 'cpu'})
 print(verdict.reason, verdict.message)
 """

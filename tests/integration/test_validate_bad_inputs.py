@@ -113,6 +113,9 @@ CASES = {
                              STRATEGY, 11, "required-field", "'source'"),
     "wrong-type": Case(replace("budget.yaml", "promotionsPerDay: 12", "promotionsPerDay: four"),
                        "budget.yaml", 11, "type", "expected an integer"),
+    "sprt-bounds": Case(replace("gauntlets/connect4-gate.yaml", "minScore: 0.85",
+                                "minScore: 0.97"), "gauntlets/connect4-gate.yaml", 15,
+                        "sprt-bounds", "0 < minScore < minScore + margin < 1"),
     "invalid-name": Case(write("bad.yaml", target_doc("Prod_East")), "bad.yaml", 4, "dns-label"),
     "target-both-kinds": Case(write("bad.yaml", target_doc("a", "  local: {root: x}\n"
                                                            "  kubernetes: {namespace: ns}\n")),
@@ -122,7 +125,7 @@ CASES = {
     "sha256-uppercase": Case(replace(MODEL, "sha256: f5129856856f", "sha256: F5129856856F"),
                              MODEL, 15, "sha256"),
     "score-above-one": Case(replace("gauntlets/connect4-gate.yaml", "minScore: 0.85",
-                                    "minScore: 1.5"), "gauntlets/connect4-gate.yaml", 14,
+                                    "minScore: 1.5"), "gauntlets/connect4-gate.yaml", 15,
                             "score"),
     "bad-duration": Case(replace("targets.yaml", "soak: 30m", "soak: 30 minutes"),
                          "targets.yaml", 22, "duration", "'30 minutes'"),
@@ -271,4 +274,24 @@ def test_the_example_is_valid(capsys: pytest.CaptureFixture[str]) -> None:
     from tests.conftest import EXAMPLE
 
     assert main(["validate", str(EXAMPLE)]) == 0
-    assert "valid at dir:" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "valid at dir:" in out and "warning" not in out
+
+
+def test_a_game_budget_the_sprt_would_outrun_is_a_warning_not_an_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """At bars of 0.6 and 0.5 (margin 0.05) the SPRT expects about 500 games: a budget
+    of 400 would leave many runs near the bar inconclusive. Against random (0.85) 400 is
+    enough, and an opponent's own budget overrides the gate's."""
+    folder = example_copy(tmp_path)
+    gate = "gauntlets/connect4-gate.yaml"
+    replace(gate, "games: 1000", "games: 400")(folder)
+    replace(gate, "minScore: 0.50\n", "minScore: 0.50\n        games: 2000\n")(folder)
+
+    assert main(["validate", str(folder)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == (f"{folder}/{gate}:16:9: warning: opponent 'heuristic': a budget of "
+                        "400 games is below the 525 the SPRT expects for a model at minScore "
+                        "0.6 (margin 0.05, no draws assumed); many runs near the bar would "
+                        "end inconclusive [gate-budget]")
+    assert len(lines) == 2 and "valid at dir:" in lines[1]

@@ -41,3 +41,9 @@ def test_a_forged_opponent_field_fails_the_check(change: dict[str, object],
 def test_a_result_reason_must_be_a_verdict() -> None:
     with pytest.raises(Malformed, match="is not a verdict"):
         GauntletEvents(["random"]).accept(json.dumps({**RESULT, "reason": "GatePassed!"}))
+
+
+def test_a_progress_event_carries_the_test_still_running() -> None:
+    progress = {"event": "progress", **OPPONENT, "decision": "continue", "inconclusive": False}
+    del progress["expectedMoreGames"]
+    assert GauntletEvents(["random"]).accept(json.dumps(progress))["decision"] == "continue"
