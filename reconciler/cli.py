@@ -34,7 +34,7 @@ from reconciler.diagnostics import InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.execute.executor import Hooks
-from reconciler.gauntlet.budgets import budget_warnings
+from reconciler.gauntlet.budgets import budget_warnings, gate_costs
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
 from reconciler.passes import plan_pass, run_pass
@@ -206,8 +206,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         old = None if action.current is None else planned.live_content(target, address)
         diffs[action] = text_diff(old, planned.desired.read_content(obj), address)
     locations = {name: seen.location for name, seen in planned.observed.items()}
+    gauntlets = planned.desired.gauntlets
+    costs = {model.name: gate_costs(gauntlets[model.gauntlet])
+             for model in planned.desired.models.values()
+             if model.gauntlet is not None and model.gauntlet in gauntlets}
     render = render_json if args.output == "json" else render_text
-    sys.stdout.write(render(planned.plan, diffs, locations))
+    sys.stdout.write(render(planned.plan, diffs, locations, costs))
     if planned.plan.errors:
         return EXIT_ERROR
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES

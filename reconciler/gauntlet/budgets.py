@@ -40,3 +40,24 @@ def budget_warnings(gauntlets: Iterable[Gauntlet]) -> Iterator[Finding]:
                           f"(margin {settings.margin}, no draws assumed); many runs near the "
                           "bar would end inconclusive", "gate-budget", origin.document,
                           (*path, "games") if "games" in opponent else path)
+
+
+def gate_costs(gauntlet: Gauntlet) -> list[dict[str, object]]:
+    """What a match gate is expected to play per opponent, for ``plan``: the SPRT's
+    expected games for a model at the bar and at bar + margin (no draws assumed: the
+    longest case), and the budget that caps it. Empty for a metrics gate."""
+    match = gauntlet.spec.get("match")
+    if match is None:
+        return []
+    costs: list[dict[str, object]] = []
+    for opponent in match["opponents"]:
+        settings = SprtSettings.for_opponent(match, opponent)
+        costs.append({
+            "opponent": opponent["name"],
+            "expectedGamesAtBar": math.ceil(min(settings.max_games, expected_games(
+                settings, settings.min_score, ASSUMED_DRAW_RATE))),
+            "expectedGamesAtBarPlusMargin": math.ceil(min(settings.max_games, expected_games(
+                settings, min(1.0, settings.min_score + settings.margin),
+                ASSUMED_DRAW_RATE))),
+            "maxGames": settings.max_games})
+    return costs

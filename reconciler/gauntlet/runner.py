@@ -390,10 +390,13 @@ def _summary(evidence: dict[str, Any]) -> str:
                 parts.append(f"{opponent['opponent']}: skipped ({opponent['skipped']})")
                 continue
             low, high = opponent["interval"]
+            verdict = "pass" if opponent["passed"] else "FAIL"
+            if opponent.get("inconclusive"):
+                verdict = (f"INCONCLUSIVE, about {opponent.get('expectedMoreGames', '?')} "
+                           "more games expected to decide")
             parts.append(f"{opponent['opponent']}: {opponent['score']:.3f} [{low:.3f}, "
                          f"{high:.3f}] in {opponent['games']} games vs bar "
-                         f"{opponent['minScore']} -> {'pass' if opponent['passed'] else 'FAIL'}"
-                         f" ({opponent['reason']})")
+                         f"{opponent['minScore']} -> {verdict} ({opponent['reason']})")
         return "; ".join(parts)
     if evidence.get("failed"):
         return "; ".join(evidence["failed"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -65,8 +65,17 @@ def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mapping[str, str]
-                ) -> str:
+GateCosts = Mapping[str, Sequence[Mapping[str, object]]]  # model -> per-opponent expectations
+
+
+def _cost_line(cost: Mapping[str, object]) -> str:
+    return (f"{cost['opponent']}: ~{cost['expectedGamesAtBar']} games for a model at the bar, "
+            f"~{cost['expectedGamesAtBarPlusMargin']} at bar + margin, at most "
+            f"{cost['maxGames']}")
+
+
+def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mapping[str, str],
+                gate_costs: GateCosts | None = None) -> str:
     out = [f"Plan for {plan.revision}", ""]
     for target in plan.targets:
         heading = f"Target {target.name} ({locations.get(target.name, '?')})"
@@ -88,6 +97,9 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
                        f"{action.location} ({change})")
             for step in action.steps:
                 out.append(f"      then {render_step(step)}")
+                if step.kind is StepKind.GATE:
+                    out += [f"        {_cost_line(cost)}"
+                            for cost in (gate_costs or {}).get(action.name, ())]
             if action.drift:
                 out.append("      drift: the live content was changed by hand")
             if action.status != "ready":
@@ -110,7 +122,7 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
 
 
 def render_json(plan: Plan, diffs: Mapping[Action, str | None],
-                locations: Mapping[str, str]) -> str:
+                locations: Mapping[str, str], gate_costs: GateCosts | None = None) -> str:
     def action_json(action: Action) -> dict[str, Any]:
         return {"target": action.target, "kind": action.kind, "name": action.name,
                 "op": action.op, "location": action.location, "current": action.current,
@@ -118,7 +130,9 @@ def render_json(plan: Plan, diffs: Mapping[Action, str | None],
                 "steps": [render_step(step) for step in action.steps],
                 "drift": action.drift, "status": action.status, "reason": action.reason,
                 "message": action.message, "notBefore": action.not_before,
-                "diff": diffs.get(action)}
+                "diff": diffs.get(action),
+                "gateCost": [dict(cost) for cost in (gate_costs or {}).get(action.name, ())]
+                if action.has(StepKind.GATE) else None}
 
     document = {
         "formatVersion": PLAN_FORMAT_VERSION,

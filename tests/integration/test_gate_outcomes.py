@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.conftest import Result
+from tests.conftest import EXAMPLE, Result
 from tests.fleet import Fleet
 
 GOOD = "import json; print(json.dumps({'accuracy': 0.95}))"
@@ -59,3 +59,40 @@ def test_a_tool_error_in_a_pass_is_a_gate_error_retried_never_a_rejection(
     fleet.commit("the evaluator is fixed")
     assert cli("apply", *config).returncode == 0
     assert (fleet.root / "models" / "current.bin").read_bytes() == b"weights-v1"
+
+
+def test_an_inconclusive_gate_holds_exits_2_and_can_be_set_to_reject(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """40 games are fewer than the sequential test's minimum sample: even a good model
+    cannot pass on them, and the gate says inconclusive rather than guess."""
+    fleet = Fleet(tmp_path)
+    network = (EXAMPLE / "models" / "connect4-policy-v2.pt").read_bytes()
+    fleet.model(network)
+    text = (fleet.repo / "desired-state" / "model.yaml").read_text()
+    fleet.write("model.yaml", text.replace("  pointer:", "  gauntlet: gate\n  pointer:"))
+    fleet.write("gate.yaml", json.dumps({
+        "apiVersion": "reconciler/v1", "kind": "Gauntlet", "metadata": {"name": "gate"},
+        "spec": {"device": "cpu", "match": {"game": "connect4", "games": 40, "seed": 3,
+                                            "opponents": [{"name": "random",
+                                                           "minScore": 0.85}]}}}))
+    fleet.commit("a gate whose budget cannot decide")
+    config = ("--config", str(fleet.settings_file))
+    checked = cli("gauntlet", "policy", *config)
+    assert checked.returncode == 2, checked.stdout + checked.stderr
+    assert checked.stdout.startswith("INCONCLUSIVE") and "more games expected" in checked.stdout
+    assert cli("apply", *config).returncode == 1
+    assert not (fleet.root / "models" / "current.bin").exists(), "never a pass"
+    status = json.loads(cli("status", *config, "--output", "json").stdout)
+    model = next(o for o in status["objects"] if o["kind"] == "Model")
+    assert (model["status"], model["reason"]) == ("Stalled", "GateInconclusive")
+    plan = json.loads(cli("plan", *config, "--output", "json").stdout)
+    [cost] = next(a for a in plan["actions"] if a["kind"] == "Model")["gateCost"]
+    assert cost["opponent"] == "random" and cost["maxGames"] == 40
+    fleet.settings_file.write_text(fleet.settings_file.read_text()
+                                   + "gates: {inconclusive: reject}\n")
+    assert cli("apply", *config).returncode == 1
+    status = json.loads(cli("status", *config, "--output", "json").stdout)
+    model = next(o for o in status["objects"] if o["kind"] == "Model")
+    assert (model["status"], model["reason"]) == ("Stalled", "GateInconclusive"), \
+        "the remembered verdict is still inconclusive"
+    assert "rejected" in model["message"]
