@@ -15,7 +15,7 @@ from typing import TextIO
 
 from reconciler import __version__
 from reconciler.app import Connections, Wiring, gauntlet_jobs, git_source
-from reconciler.artifacts.fetch import fetch
+from reconciler.artifacts.fetch import FetchLimits, fetch
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
 from reconciler.daemon.lock import FleetLock
@@ -196,9 +196,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     journal = Journal(settings.journal_path)
     try:
-        journal.recover()
         wiring = Wiring(settings, connections=connections)
-        wiring.store.sweep()
+        wiring.store.sweep()  # first: leftovers of a full disk must not block the journal
+        journal.recover()
         outcome = run_pass(wiring, journal, stop, hooks=Hooks(progress=_progress_line))
     finally:
         journal.close()
@@ -325,6 +325,7 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
     try:
         artifact = fetch(uri, None if args.artifact else model.artifact.sha256,
                          model.artifact.format, store, desired.read_file,
+                         limits=FetchLimits.of(settings.artifacts, model.artifact.max_bytes),
                          progress=progress)
     except (VerificationFailed, ReconcilerError) as error:
         progress.finish()

@@ -133,10 +133,10 @@ class Daemon:
         self._connections = Connections(settings)
         lock = FleetLock(settings.fleet_root, "daemon")
         lock.acquire()
+        wiring = Wiring(settings, connections=self._connections)
+        wiring.store.sweep()  # before the journal: leftovers of a full disk must not block it
         journal = Journal(settings.journal_path)
         interrupted = journal.recover()
-        wiring = Wiring(settings, connections=self._connections)
-        wiring.store.sweep()
         server = self._serve(settings)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
