@@ -78,9 +78,9 @@ class Executor:
                  journal: Journal, stop: threading.Event, *, hooks: Hooks | None = None,
                  clock: Callable[[], float] = time.time,
                  gauntlet_jobs: JobLauncher | None = None,
-                 artifacts: ArtifactSettings = ArtifactSettings()) -> None:
+                 artifacts: ArtifactSettings | None = None) -> None:
         self._fleet_of = fleet_of
-        self._artifacts = artifacts
+        self._artifacts = artifacts or ArtifactSettings()
         self._store = store
         self._journal = journal
         self._stop = stop

@@ -308,7 +308,7 @@ def test_an_announced_size_over_the_limit_or_the_free_space_writes_nothing(
         fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo,
               limits=FetchLimits(max_bytes=1024))
     free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
-    with pytest.raises(ArtifactUnavailable, match="less than .* bytes free") as refused:
+    with pytest.raises(ArtifactUnavailable, match=r"less than .* bytes free") as refused:
         fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo,
               limits=FetchLimits(reserve_bytes=free - len(PAYLOAD) // 2))
     assert refused.value.reason == "HostResourcesExhausted"
@@ -363,7 +363,7 @@ def test_a_bundle_member_that_is_a_fifo_or_leads_out_is_refused(
               limits=limits)
     head.unlink()
     os.symlink("/etc/hostname", head)
-    with pytest.raises(ArtifactMissing, match="beneath|leads out"):
+    with pytest.raises(ArtifactMissing, match=r"beneath|leads out"):
         fetch(f"file://{root}", digest, "bundle", _store(tmp_path / "s"), no_repo,
               limits=limits)
     assert not list((tmp_path / "s" / "partial").iterdir())
