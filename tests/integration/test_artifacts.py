@@ -367,3 +367,14 @@ def test_a_bundle_member_that_is_a_fifo_or_leads_out_is_refused(
         fetch(f"file://{root}", digest, "bundle", _store(tmp_path / "s"), no_repo,
               limits=limits)
     assert not list((tmp_path / "s" / "partial").iterdir())
+
+
+def test_a_download_goes_through_the_proxy_the_environment_names(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test server plays the proxy: it answers whatever absolute URL it is asked for."""
+    monkeypatch.setenv("http_proxy", server.url.rsplit("/", 1)[0])
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    path = fetch("http://artifacts.invalid/model.pt", DIGEST, "torch", _store(tmp_path),
+                 no_repo)
+    assert path.read_bytes() == PAYLOAD
