@@ -9,10 +9,12 @@ makes its own.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from reconciler.desired import strategy_check
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.documents import Desired, Target
 from reconciler.desired.loader import cache_salt
@@ -21,6 +23,7 @@ from reconciler.errors import StalledError
 from reconciler.gauntlet.runner import JobLauncher
 from reconciler.local.fleet import LocalFleet
 from reconciler.places import Fleet
+from reconciler.sandbox import runner as sandbox
 from reconciler.settings import Settings
 from reconciler.source.git import GitSource
 from reconciler.store import Store
@@ -36,6 +39,20 @@ def git_source(settings: Settings) -> GitSource:
     return GitSource(settings.repo, settings.branch, settings.path, settings.mirror_dir,
                      allow_history_rewrite=settings.allow_history_rewrite,
                      signature_policy=settings.signature)
+
+
+def confine_state_dir(settings: Settings) -> None:
+    """The fleet's users may follow a pointer into the store and read what it names;
+    nothing else of the state dir is theirs: the dir and the store can be crossed, not
+    listed, and the journal, mirror and caches are the daemon's alone. Called by the
+    commands that act (``run``, ``apply``), which own the state dir."""
+    for folder, mode in ((settings.state_dir, 0o711), (settings.store_dir, 0o711),
+                         (settings.store_dir / "sha256", 0o711),
+                         (settings.mirror_dir, 0o700), (settings.cache_dir, 0o700)):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, mode)
+    for journal in settings.state_dir.glob(f"{settings.journal_path.name}*"):
+        os.chmod(journal, 0o600)
 
 
 def desired_cache(settings: Settings) -> DesiredCache:
@@ -67,8 +84,23 @@ def gauntlet_jobs(settings: Settings, connections: Connections,
     return GauntletJobs(connections(), settings.gauntlet_job, stop)
 
 
+def configure_sandbox(settings: Settings, connections: Connections | None = None,
+                      stop: threading.Event | None = None) -> None:
+    """Where repository code runs, process-wide, from ``sandbox:``. In mode ``job`` strategy
+    checks go to cluster Jobs (kube.codejobs, through the coderun protocol: the desired
+    layer never sees the cluster client); ``stop`` deletes a running one."""
+    sandbox.configure(settings.sandbox)
+    if settings.sandbox != "job" or settings.sandbox_job is None:
+        strategy_check.use_jobs(None)
+        return
+    from reconciler.kube.codejobs import CodeJobs
+    strategy_check.use_jobs(CodeJobs((connections or Connections(settings))(),
+                                     settings.sandbox_job, stop or threading.Event()))
+
+
 def _local(wiring: Wiring) -> Fleet:
-    return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests)
+    return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests,
+                      wiring.settings.allowed_roots, run_as=wiring.settings.run_as)
 
 
 def _kubernetes(wiring: Wiring) -> Fleet:

@@ -73,6 +73,20 @@ class ArtifactSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SandboxJobSettings:
+    """Where repository code runs with ``sandbox: job``: a batch/v1 Job per check step, in
+    a namespace of its own (deploy/sandbox.yaml), with these limits. ``start_seconds`` is
+    how long a pod may take to be scheduled and start, on top of the check's timeout."""
+
+    namespace: str
+    image: str
+    context: str | None = None
+    cpu: str = "1"
+    memory: str = "1Gi"
+    start_seconds: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     repo: str | None
     branch: str
@@ -88,6 +102,12 @@ class Settings:
     kube: KubeSettings = KubeSettings()
     leader_election: LeaderElection | None = None
     gauntlet_job: GauntletJobSettings | None = None
+    run_as: str | None = None  # who local restart and health commands run as
+    sandbox: str = "bwrap"  # reconciler.sandbox mode; "none" is the explicit opt-out
+    inconclusive: str = "hold"  # an inconclusive gate holds the pointer, or counts as rejected
+    sandbox_job: SandboxJobSettings | None = None  # where ``sandbox: job`` runs checks
+    # Folders besides fleet_root where local Target roots may lie (local/roots.py).
+    allowed_roots: tuple[Path, ...] = ()
     artifacts: ArtifactSettings = ArtifactSettings()
 
     @property
@@ -188,6 +208,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         interval_seconds=parse_duration(content.get("interval", "1m")),
         resync_seconds=parse_duration(content.get("resync", "10m")),
         listen=content.get("listen", DEFAULT_LISTEN) or None,
+        run_as=content.get("runAs"),
         webhook_secret_file=(base / content["webhook"]["secretFile"]
                              if "webhook" in content else None),
         allow_history_rewrite=bool(content.get("allowHistoryRewrite", False)),
@@ -195,6 +216,10 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         kube=_kube(content.get("kubernetes", {}), base),
         leader_election=_leader_election(content.get("leaderElection")),
         gauntlet_job=_gauntlet_job(content.get("gauntletJob")),
+        sandbox=content.get("sandbox", "bwrap"),
+        inconclusive=(content.get("gates") or {}).get("inconclusive", "hold"),
+        sandbox_job=_sandbox_job(content.get("sandboxJob")),
+        allowed_roots=tuple(base / root for root in content.get("allowedRoots", ())),
         artifacts=_artifacts(content.get("artifacts", {}), base),
     )
 
@@ -234,3 +259,12 @@ def _artifacts(content: dict[str, Any], base: Path) -> ArtifactSettings:
         parse_duration(content["stallTimeout"]) if "stallTimeout" in content
         else default.stall_seconds,
         int(content.get("reserveBytes", default.reserve_bytes)))
+
+
+def _sandbox_job(content: dict[str, Any] | None) -> SandboxJobSettings | None:
+    if content is None:
+        return None
+    return SandboxJobSettings(
+        content["namespace"], content["image"], content.get("context"),
+        str(content.get("cpu", "1")), str(content.get("memory", "1Gi")),
+        parse_duration(content.get("startTimeout", "2m")))

@@ -39,6 +39,8 @@ class Reason(StrEnum):
     # Gates and artifacts
     GATE_PASSED = "GatePassed"
     GATE_FAILED = "GateFailed"
+    GATE_INCONCLUSIVE = "GateInconclusive"
+    GATE_ERROR = "GateError"
     GAUNTLET_ERROR = "GauntletError"
     GAUNTLET_TIMEOUT = "GauntletTimeout"
     GAUNTLET_STOPPED = "GauntletStopped"
@@ -52,6 +54,7 @@ class Reason(StrEnum):
     IO_ERROR = "IOError"
     HOST_RESOURCES = "HostResourcesExhausted"
     JOURNAL_UNAVAILABLE = "JournalUnavailable"
+    JOURNAL_CORRUPT = "JournalCorrupt"
     UNEXPECTED_ERROR = "UnexpectedError"
     TRANSIENT_FAILURE = "TransientFailure"
     STALLED = "Stalled"
@@ -64,7 +67,8 @@ class Reason(StrEnum):
 PENDING_REASONS: tuple[Reason, ...] = (
     Reason.UPSTREAM_NOT_HEALTHY, Reason.SOAKING, Reason.OUTSIDE_WINDOW,
     Reason.RESTART_DEFERRED, Reason.FAILED_BEFORE, Reason.BUDGET_EXHAUSTED,
-    Reason.GATE_FAILED, Reason.GAUNTLET_ERROR, Reason.GAUNTLET_TIMEOUT)
+    Reason.GATE_FAILED, Reason.GATE_INCONCLUSIVE, Reason.GATE_ERROR, Reason.GAUNTLET_ERROR,
+    Reason.GAUNTLET_TIMEOUT)
 
 
 class JournalAction(StrEnum):

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+scripts/host-tools.sh
 .venv/bin/ruff check reconciler tests bench
 .venv/bin/mypy reconciler
 .venv/bin/python -m pytest -m "not kubeconfig" "$@"

@@ -1,9 +1,11 @@
-"""The daemon's HTTP face: /metrics, /healthz, /readyz and the Git webhook.
+"""The daemon's HTTP face: /metrics, /healthz, /readyz, the Git webhook and /gate.
 
 The webhook takes GitHub's ``X-Hub-Signature-256: sha256=<hmac>`` of the raw body with a
 shared secret, or GitLab's ``X-Gitlab-Token: <secret>``; both are compared in constant
 time. A bad or missing signature is 401 and triggers nothing; a body over the limit is
-refused (413) before it is read.
+refused (413) before it is read. ``POST /gate`` (signed the same way) runs a model's gate
+on a revision for a pull request's check, without flipping, and answers with the outcome
+as JSON: a CI needs no fleet credentials to ask.
 
 Anyone who can reach the port can open connections and say nothing, so the listener
 bounds what they cost: each connection has a timeout per read, and past
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import socket
 import sys
 import threading
@@ -37,6 +40,7 @@ MAX_CONNECTIONS = 256
 CONNECTION_TIMEOUT_SECONDS = 10.0
 ERROR_LINES_PER_MINUTE = 5
 Probe = Callable[[], tuple[bool, str]]
+GateRequest = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def parse_listen(address: str) -> tuple[str, int]:
@@ -119,7 +123,8 @@ class _Server(ThreadingHTTPServer):
 
 class ControlServer:
     def __init__(self, address: str, metrics: Metrics, healthy: Probe, ready: Probe,
-                 webhook_secret: bytes | None, on_webhook: Callable[[], None], *,
+                 webhook_secret: bytes | None, on_webhook: Callable[[], None],
+                 on_gate: GateRequest | None = None, *,
                  max_connections: int = MAX_CONNECTIONS,
                  connection_timeout: float = CONNECTION_TIMEOUT_SECONDS) -> None:
         def server() -> _Server:
@@ -152,22 +157,20 @@ class ControlServer:
                 else:
                     self._answer(404, b"not found\n")
 
-            def do_POST(self) -> None:
-                if self.path != "/webhook":
-                    self._answer(404, b"not found\n")
-                    return
+            def _signed_body(self) -> bytes | None:
+                """The body, if signed with the shared secret; None after answering why not."""
                 if webhook_secret is None:
-                    self._answer(404, b"webhook disabled: no secret configured\n")
-                    return
+                    self._answer(404, b"disabled: no webhook secret configured\n")
+                    return None
                 try:
                     length = int(self.headers.get("Content-Length", ""))
                 except ValueError:
                     self._answer(411, b"Content-Length required\n")
-                    return
+                    return None
                 if length < 0 or length > MAX_WEBHOOK_BYTES:
                     self.close_connection = True
                     self._answer(413, b"payload too large\n")
-                    return
+                    return None
                 server().mark(self.connection, False)  # a slow body may be evicted
                 body = self.rfile.read(length)
                 server().mark(self.connection, True)
@@ -175,9 +178,33 @@ class ControlServer:
                                          self.headers.get("X-Hub-Signature-256"),
                                          self.headers.get("X-Gitlab-Token")):
                     self._answer(401, b"bad signature\n")
+                    return None
+                return body
+
+            def do_POST(self) -> None:
+                if self.path not in ("/webhook", "/gate") or (
+                        self.path == "/gate" and on_gate is None):
+                    self._answer(404, b"not found\n")
                     return
-                on_webhook()
-                self._answer(202, b"pass scheduled\n")
+                body = self._signed_body()
+                if body is None:
+                    return
+                if self.path == "/webhook":
+                    on_webhook()
+                    self._answer(202, b"pass scheduled\n")
+                    return
+                try:
+                    request = json.loads(body)
+                except ValueError:
+                    request = None
+                if not isinstance(request, dict) or not isinstance(request.get("model"), str) \
+                        or any(not isinstance(request.get(key, ""), str)
+                               for key in ("rev", "artifact")):
+                    self._answer(400, b"expected JSON: {model, rev?, artifact?}\n")
+                    return
+                assert on_gate is not None
+                result = on_gate(request)
+                self._answer(200, json.dumps(result).encode() + b"\n", "application/json")
 
         self._http = _Server(parse_listen(address), Handler, max_connections)
         self._thread = threading.Thread(target=self._http.serve_forever, name="http",

@@ -11,7 +11,7 @@ from reconciler.desired.documents import Desired, Health, Model, Restart, Target
 from reconciler.local.commands import check_health, run_command
 from reconciler.places import CommandResult
 from reconciler.plan.planner import address_of
-from reconciler.processes import command_environment
+from reconciler.processes import Identity, command_environment, identity
 
 if TYPE_CHECKING:
     from reconciler.local.fleet import LocalFleet
@@ -33,16 +33,34 @@ class LocalPlace:
         self.fleet.preserve(self.target, address)
 
     def write(self, address: str, content: bytes, mode: int | None, revision: str) -> None:
+        self._ensure_root()
         self.fleet.write(self.target, address, content, mode)
 
     def remove(self, address: str, revision: str) -> None:
         self.fleet.remove(self.target, address)
 
-    def _environment(self, kind: str, name: str, revision: str) -> dict[str, str]:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _ensure_root(self) -> None:
+        """Made on first use, beneath its base (a link where it belongs is replaced); with a
+        ``runAs`` user, shared with it: the daemon delivers, the services it restarts keep
+        their own files beside (setgid keeps the group)."""
+        self.fleet.ensure_root(self.target, self._group)
+
+    def _group(self) -> int | None:
+        user = self._user()
+        return None if user is None else user.gid
+
+    def _environment(self, kind: str, name: str, revision: str,
+                     user: Identity | None) -> dict[str, str]:
+        self._ensure_root()
         return command_environment({
             "RECONCILER_TARGET": self.target.name, "RECONCILER_TARGET_ROOT": str(self.root),
-            "RECONCILER_REVISION": revision, "RECONCILER_OBJECT": f"{kind}/{name}"})
+            "RECONCILER_REVISION": revision, "RECONCILER_OBJECT": f"{kind}/{name}"}, user)
+
+    def _user(self) -> Identity | None:
+        """Who the target's commands run as: its ``runAs``, else the settings' default,
+        else the daemon's own user. An unknown user fails the step, naming it."""
+        name = self.target.run_as or self.fleet.run_as
+        return identity(name) if name else None
 
     def restart_detail(self, restart: Restart) -> dict[str, Any]:
         return {"command": list(restart.command or ())}
@@ -50,8 +68,12 @@ class LocalPlace:
     def restart(self, action_kind: str, action_name: str, restart: Restart,
                 digest: str | None, revision: str) -> CommandResult:
         assert restart.command is not None
+        try:
+            user = self._user()
+        except LookupError as error:
+            return CommandResult(False, str(error))
         return run_command(restart.command, self.root, restart.timeout_seconds,
-                           self._environment(action_kind, action_name, revision))
+                           self._environment(action_kind, action_name, revision, user), user)
 
     def has_check(self, restart: Restart | None, health: Health | None) -> bool:
         return health is not None
@@ -60,17 +82,24 @@ class LocalPlace:
               health: Health | None, digest: str | None, revision: str,
               stop: threading.Event) -> CommandResult:
         assert health is not None
+        try:
+            user = self._user()
+        except LookupError as error:
+            return CommandResult(False, str(error))
         return check_health(health, self.root,
-                            self._environment(action_kind, action_name, revision), stop)
+                            self._environment(action_kind, action_name, revision, user), stop,
+                            user)
 
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         path = address_of(model, self.target)
         previous = self.fleet.pointer(self.target, path).link
-        live = self.root / path
-        if previous is None and live.is_file():
+        if previous is None:
             # A canonical model copied in by hand (cp, not ln -sf): keep it in the store so
-            # the flip loses nothing and a rollback can put it back.
-            previous = str(self.fleet.store.location(self.fleet.store.put_file(live)))
+            # the flip loses nothing and a rollback can put it back. Only a regular file
+            # beneath the root counts; a link on the way is drift, never content.
+            kept = self.fleet.preserve(self.target, path)
+            if kept is not None:
+                previous = str(self.fleet.store.location(kept))
         return previous
 
     def flip(self, model: Model, digest: str, revision: str) -> None:

@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from reconciler.journal import Journal
 from tests.conftest import git
+from tests.e2e.conftest import SECRET
 from tests.e2e.daemon import DaemonProcess, wait_until
 from tests.fleet import HEALTHY, Fleet, sha
-
-SECRET = b"webhook-secret-for-tests"
 
 
 def fleet_state(root: Path) -> dict[str, str]:
@@ -42,24 +40,6 @@ def fleet_state(root: Path) -> dict[str, str]:
     return state
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Fleet:
-    made = Fleet(tmp_path)
-    (tmp_path / "secret").write_bytes(SECRET + b"\n")
-    made.settings_file.write_text(f"repo: {made.repo}\nstateDir: {made.state}\n"
-                                  "listen: 127.0.0.1:0\nresync: 1h\n"
-                                  "webhook: {secretFile: secret}\n")
-    return made
-
-
-@pytest.fixture
-def daemon(fleet: Fleet, tmp_path: Path) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(fleet.settings_file, fleet.state, tmp_path)
-    yield process
-    if process.process.poll() is None:
-        process.stop()
-    elif not process.notify._closed:  # type: ignore[attr-defined]
-        process.notify.close()
 
 
 def converged_to(fleet: Fleet, content: str, artifact: bytes) -> bool:
@@ -249,7 +229,8 @@ def test_a_second_daemon_on_the_same_fleet_refuses_and_says_why(
                             timeout=60, check=False)
     assert second.returncode == 1
     assert "FleetLocked" in second.stderr
-    assert f"daemon, pid {daemon.process.pid}" in second.stderr
+    assert f"(pid {daemon.process.pid}: " in second.stderr, "the holder, from /proc/locks"
+    assert "reconciler run --config" in second.stderr
     applying = subprocess.run([sys.executable, "-m", "reconciler", "apply", "--config",
                                str(fleet.settings_file)], capture_output=True, text=True,
                               timeout=60, check=False)

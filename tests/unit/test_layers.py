@@ -19,15 +19,18 @@ PACKAGE = REPO_ROOT / "reconciler"
 # Top to bottom. A module may import its own layer and any layer below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "daemon", "__main__"),
-    ("app", "passes"),
+    ("app", "passes", "prcheck"),
     ("execute",),
-    ("local", "kube", "gauntlet", "sandbox", "artifacts", "journal", "store"),
+    ("local", "kube", "gauntlet", "artifacts", "journal", "store"),
     ("places",),
     ("settings",),
     ("plan",),
     ("desired",),
     ("source",),
-    ("errors", "vocabulary", "durations", "diagnostics", "processes", "digests", ""),
+    # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
+    # bounded runner), digests, the error tree and the vocabulary.
+    ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
+     "digests", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
