@@ -235,9 +235,9 @@ def cmd_apply(args: argparse.Namespace) -> int:
     journal = Journal(settings.journal_path)
     try:
         confine_state_dir(settings)
-        journal.recover()
         wiring = Wiring(settings, connections=connections)
-        wiring.store.sweep()
+        wiring.store.sweep()  # first: leftovers of a full disk must not block the journal
+        journal.recover()
         outcome = run_pass(wiring, journal, stop, hooks=Hooks(progress=_progress_line))
     finally:
         journal.close()

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reconciler.app import Connections, gauntlet_jobs, git_source
-from reconciler.artifacts.fetch import fetch
+from reconciler.artifacts.fetch import FetchLimits, fetch
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.loader import cache_salt, load_desired
 from reconciler.digests import Progress, VerificationFailed
@@ -67,7 +67,8 @@ def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_na
     uri = artifact or model.artifact.uri
     try:
         path = fetch(uri, None if artifact else model.artifact.sha256, model.artifact.format,
-                     store, desired.read_file, progress=fetching)
+                     store, desired.read_file, progress=fetching, stop=stop,
+                     limits=FetchLimits.of(settings.artifacts, model.artifact.max_bytes))
     except (VerificationFailed, ReconcilerError) as error:
         return GateRun(model.name, snapshot.revision, None, "error", "ArtifactNotVerified",
                        f"artifact {uri} was not verified: {error}")

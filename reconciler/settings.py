@@ -59,6 +59,20 @@ class GauntletJobSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ArtifactSettings:
+    """Bounds on bringing artifacts into the store, whatever the URI's scheme. A Model's
+    ``artifact.maxBytes`` overrides ``max_bytes``; ``file://`` reads only regular files
+    beneath ``file_roots`` (none: ``file://`` is refused), so a Model cannot read
+    ``/dev/zero``, a FIFO or a secret of the daemon's user."""
+
+    file_roots: tuple[Path, ...] = ()
+    max_bytes: int = 64 << 30
+    timeout_seconds: float = 3600.0  # one transfer, start to end
+    stall_seconds: float = 30.0  # a read that waits longer than this gives up
+    reserve_bytes: int = 64 << 20  # free space left for the journal and the logs
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxJobSettings:
     """Where repository code runs with ``sandbox: job``: a batch/v1 Job per check step, in
     a namespace of its own (deploy/sandbox.yaml), with these limits. ``start_seconds`` is
@@ -94,6 +108,7 @@ class Settings:
     sandbox_job: SandboxJobSettings | None = None  # where ``sandbox: job`` runs checks
     # Folders besides fleet_root where local Target roots may lie (local/roots.py).
     allowed_roots: tuple[Path, ...] = ()
+    artifacts: ArtifactSettings = ArtifactSettings()
 
     @property
     def cache_dir(self) -> Path:
@@ -205,6 +220,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         inconclusive=(content.get("gates") or {}).get("inconclusive", "hold"),
         sandbox_job=_sandbox_job(content.get("sandboxJob")),
         allowed_roots=tuple(base / root for root in content.get("allowedRoots", ())),
+        artifacts=_artifacts(content.get("artifacts", {}), base),
     )
 
 
@@ -231,6 +247,18 @@ def _gauntlet_job(content: dict[str, Any] | None) -> GauntletJobSettings | None:
         content["namespace"], content["image"], content.get("context"),
         int(content.get("gpus", 1)), tuple(sorted(content.get("nodeSelector", {}).items())),
         tuple(content.get("tolerations", ())), content.get("serviceAccountName"))
+
+
+def _artifacts(content: dict[str, Any], base: Path) -> ArtifactSettings:
+    default = ArtifactSettings()
+    return ArtifactSettings(
+        tuple(base / root for root in content.get("fileRoots", ())),
+        int(content.get("maxBytes", default.max_bytes)),
+        parse_duration(content["timeout"]) if "timeout" in content
+        else default.timeout_seconds,
+        parse_duration(content["stallTimeout"]) if "stallTimeout" in content
+        else default.stall_seconds,
+        int(content.get("reserveBytes", default.reserve_bytes)))
 
 
 def _sandbox_job(content: dict[str, Any] | None) -> SandboxJobSettings | None:

@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.app import Connections, Wiring, confine_state_dir, watched
 from reconciler.daemon.backoff import Backoff
-from reconciler.daemon.httpd import ControlServer, GateRequest
+from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest
 from reconciler.daemon.leadership import Leadership, leadership
+from reconciler.daemon.liveness import Liveness, ProgressEvent, Watchdog
 from reconciler.daemon.lock import FleetLock
 from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.schedule import next_delay
@@ -43,10 +44,6 @@ from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
 
 if TYPE_CHECKING:
     from reconciler.kube.watch import DriftWatch
-
-# A pass that holds the loop longer than this (soaks included) makes /healthz fail.
-STALL_SECONDS = 30 * 60
-
 
 def _observe(metrics: Metrics, outcome: PassOutcome, seconds: float) -> None:
     metrics.reconcile_duration.observe(seconds)
@@ -77,11 +74,13 @@ class Daemon:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._reload = False
-        self._heartbeat = time.monotonic()
+        # Signs of life of the pass loop: /healthz and the systemd watchdog (liveness.py).
+        self._liveness = Liveness()
         self._first_pass_done = False
         self.metrics = Metrics()
         # Set by SIGTERM, and by a lost Lease: ends the pass in flight, undoing what it began.
-        self._pass_stop = threading.Event()
+        # Every look a step takes at it is a sign of life.
+        self._pass_stop = ProgressEvent(self._liveness)
         self._gate_lock = threading.Lock()  # pull requests' gates run one at a time
         self._connections: Connections | None = None  # made with the settings, in run()
         self._drift: DriftWatch | None = None
@@ -124,8 +123,8 @@ class Daemon:
         self._wake.set()
 
     def _healthy(self) -> tuple[bool, str]:
-        age = time.monotonic() - self._heartbeat
-        return (age < STALL_SECONDS, f"loop active {age:.0f}s ago")
+        age = self._liveness.age()
+        return (self._liveness.alive(), f"loop active {age:.0f}s ago")
 
     def _ready(self) -> tuple[bool, str]:
         return (self._first_pass_done, "first pass done" if self._first_pass_done
@@ -143,9 +142,9 @@ class Daemon:
         self._fleet_lock = lock
         journal = Journal(settings.journal_path)
         confine_state_dir(settings)
-        interrupted = journal.recover()
         wiring = Wiring(settings, connections=self._connections)
-        wiring.store.sweep()
+        wiring.store.sweep()  # before recovery writes: leftovers of a full disk go first
+        interrupted = journal.recover()
         server = self._serve(settings, lambda request: self._gate(wiring, journal, request))
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
@@ -161,11 +160,17 @@ class Daemon:
         if held is not None:
             print(f"leader election: {held.elector.shown} as {held.elector.identity}",
                   flush=True)
+        watchdog = None
+        if self._notify.watchdog_interval is not None:
+            watchdog = Watchdog(self._notify, self._liveness, self._notify.watchdog_interval)
+            watchdog.start()
         try:
             if held is not None:
                 held.start()
             self._loop(wiring, journal, server, held)
         finally:
+            if watchdog is not None:
+                watchdog.stop()
             self._notify.stopping("stopping")
             if self._drift is not None:
                 self._drift.stop()
@@ -213,6 +218,12 @@ class Daemon:
                 raise StalledError(f"cannot read the webhook secret "
                                    f"{settings.webhook_secret_file}: {error.strerror}",
                                    reason="WebhookSecretUnreadable") from None
+            if len(secret) < MIN_SECRET_BYTES:
+                # Anyone could guess a short one and trigger passes at will.
+                raise StalledError(f"the webhook secret in {settings.webhook_secret_file} has "
+                                   f"{len(secret)} bytes; at least {MIN_SECRET_BYTES} are "
+                                   "needed (e.g. `openssl rand -hex 32 > FILE`)",
+                                   reason="WebhookSecretTooShort")
         try:
             server = ControlServer(settings.listen, self.metrics, self._healthy, self._ready,
                                    secret, self.trigger, on_gate)
@@ -244,12 +255,10 @@ class Daemon:
         while not self._stop.is_set():
             settings = wiring.settings
             wait = max(0.0, next_due - time.monotonic())
-            if self._notify.watchdog_interval is not None:
-                wait = min(wait, self._notify.watchdog_interval)
+            self._liveness.beat(wait)  # asleep on a timer is alive
             triggered = self._wake.wait(wait)
             self._wake.clear()
-            self._heartbeat = time.monotonic()
-            self._notify.watchdog()
+            self._liveness.beat()
             if self._stop.is_set():
                 break
             if self._reload:
@@ -275,7 +284,7 @@ class Daemon:
             outcome = run_pass(wiring, journal, self._pass_stop, hooks=self._hooks())
             _observe(self.metrics, outcome, time.monotonic() - started)
             self.metrics.quarantined.inc(outcome.quarantined)
-            self._heartbeat = time.monotonic()
+            self._liveness.beat()
             if outcome.revision is not None:  # the desired state loaded: it names the targets
                 self._watch_for_drift(settings, watched(outcome.targets))
             line = outcome.status_line()
@@ -316,7 +325,7 @@ class Daemon:
         self._write_state(settings, server, line)
 
     def _progress(self, text: str) -> None:
-        self._heartbeat = time.monotonic()
+        self._liveness.beat()
         self._notify.status(text)
 
     def _reloaded(self, settings: Settings) -> Settings:

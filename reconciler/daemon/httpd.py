@@ -1,18 +1,31 @@
 """The daemon's HTTP face: /metrics, /healthz, /readyz, the Git webhook and /gate.
 
-The webhook follows GitHub's convention: ``X-Hub-Signature-256: sha256=<hmac>`` of the
-raw body with a shared secret. A bad or missing signature is 401 and triggers nothing; a
-body over the limit is refused (413) before it is read. ``POST /gate`` (signed the same
-way) runs a model's gate on a revision for a pull request's check, without flipping, and
-answers with the outcome as JSON: a CI needs no fleet credentials to ask.
+The webhook takes GitHub's ``X-Hub-Signature-256: sha256=<hmac>`` of the raw body with a
+shared secret, or GitLab's ``X-Gitlab-Token: <secret>``; both are compared in constant
+time. A bad or missing signature is 401 and triggers nothing; a body over the limit is
+refused (413) before it is read. ``POST /gate`` (signed the same way) runs a model's gate
+on a revision for a pull request's check, without flipping, and answers with the outcome
+as JSON: a CI needs no fleet credentials to ask.
+
+Anyone who can reach the port can open connections and say nothing, so the listener
+bounds what they cost: each connection has a timeout per read, and past
+``max_connections`` a new connection evicts the oldest one still waiting for its request
+(rather than being refused: a probe always gets in). The daemon's descriptors are never
+spent by clients, so a pass never dies of EMFILE. A client's fault (a reset, a timeout)
+is one log line, and at most a few a minute.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import socket
+import sys
 import threading
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -22,6 +35,10 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from reconciler.daemon.metrics import Metrics
 
 MAX_WEBHOOK_BYTES = 1 << 20
+MIN_SECRET_BYTES = 16
+MAX_CONNECTIONS = 256
+CONNECTION_TIMEOUT_SECONDS = 10.0
+ERROR_LINES_PER_MINUTE = 5
 Probe = Callable[[], tuple[bool, str]]
 GateRequest = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -32,15 +49,97 @@ def parse_listen(address: str) -> tuple[str, int]:
     return host.strip("[]") or "0.0.0.0", int(port)
 
 
+def webhook_authentic(secret: bytes, body: bytes, github_signature: str | None,
+                      gitlab_token: str | None) -> bool:
+    """GitHub's HMAC of the body, or GitLab's token; constant-time either way."""
+    if github_signature is not None:
+        expected = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected.encode(), github_signature.encode())
+    if gitlab_token is not None:
+        return hmac.compare_digest(secret, gitlab_token.encode())
+    return False
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most ``max_connections`` of them waiting for a request."""
+
+    daemon_threads = True
+    request_queue_size = 1024  # a flood waits in the kernel's queue, not in our descriptors
+
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler],
+                 max_connections: int) -> None:
+        self.max_connections = max_connections
+        self._lock = threading.Lock()
+        self._open: OrderedDict[socket.socket, bool] = OrderedDict()  # -> busy, oldest first
+        self._errors_shown = 0
+        self._errors_hidden = 0
+        self._errors_since = time.monotonic()
+        super().__init__(address, handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._lock:
+            while len(self._open) >= self.max_connections:
+                idle = next((s for s, busy in self._open.items() if not busy), None)
+                if idle is None:
+                    break  # every one is being answered: they end by themselves
+                del self._open[idle]
+                with contextlib.suppress(OSError):  # its reader wakes up to an end of file
+                    idle.shutdown(socket.SHUT_RDWR)
+            self._open[request] = False
+        super().process_request(request, client_address)
+
+    def mark(self, connection: socket.socket, busy: bool) -> None:
+        with self._lock:
+            if connection in self._open:
+                self._open[connection] = busy
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._lock:
+            self._open.pop(request, None)
+        super().shutdown_request(request)
+
+    def open_connections(self) -> int:
+        with self._lock:
+            return len(self._open)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """One line per error, a few a minute, never a traceback: clients cannot flood the
+        log."""
+        error = sys.exc_info()[1]
+        now = time.monotonic()
+        with self._lock:
+            if now - self._errors_since > 60:
+                if self._errors_hidden:
+                    print(f"http: {self._errors_hidden} more client errors in the last "
+                          "minute not shown", flush=True)
+                self._errors_since, self._errors_shown, self._errors_hidden = now, 0, 0
+            if self._errors_shown >= ERROR_LINES_PER_MINUTE:
+                self._errors_hidden += 1
+                return
+            self._errors_shown += 1
+        host = client_address[0] if isinstance(client_address, tuple) else client_address
+        print(f"http: {host}: {type(error).__name__}: {error}", flush=True)
+
+
 class ControlServer:
     def __init__(self, address: str, metrics: Metrics, healthy: Probe, ready: Probe,
                  webhook_secret: bytes | None, on_webhook: Callable[[], None],
-                 on_gate: GateRequest | None = None) -> None:
+                 on_gate: GateRequest | None = None, *,
+                 max_connections: int = MAX_CONNECTIONS,
+                 connection_timeout: float = CONNECTION_TIMEOUT_SECONDS) -> None:
+        def server() -> _Server:
+            return self._http
+
         class Handler(BaseHTTPRequestHandler):
             server_version = "reconciler"
+            timeout = connection_timeout  # per read and write on the connection
 
             def log_message(self, format: str, *args: object) -> None:
                 pass  # requests are not worth a journal line each
+
+            def parse_request(self) -> bool:
+                server().mark(self.connection, True)  # a request came: not idle any more
+                return super().parse_request()
 
             def _answer(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
                 self.send_response(status)
@@ -72,10 +171,12 @@ class ControlServer:
                     self.close_connection = True
                     self._answer(413, b"payload too large\n")
                     return None
+                server().mark(self.connection, False)  # a slow body may be evicted
                 body = self.rfile.read(length)
-                expected = "sha256=" + hmac.new(webhook_secret, body, hashlib.sha256).hexdigest()
-                given = self.headers.get("X-Hub-Signature-256", "")
-                if not hmac.compare_digest(expected, given):
+                server().mark(self.connection, True)
+                if not webhook_authentic(webhook_secret, body,
+                                         self.headers.get("X-Hub-Signature-256"),
+                                         self.headers.get("X-Gitlab-Token")):
                     self._answer(401, b"bad signature\n")
                     return None
                 return body
@@ -105,8 +206,7 @@ class ControlServer:
                 result = on_gate(request)
                 self._answer(200, json.dumps(result).encode() + b"\n", "application/json")
 
-        self._http = ThreadingHTTPServer(parse_listen(address), Handler)
-        self._http.daemon_threads = True
+        self._http = _Server(parse_listen(address), Handler, max_connections)
         self._thread = threading.Thread(target=self._http.serve_forever, name="http",
                                         daemon=True)
 
@@ -115,6 +215,9 @@ class ControlServer:
         host, port = self._http.server_address[:2]
         shown = host.decode() if isinstance(host, bytes) else host
         return f"[{shown}]:{port}" if ":" in shown else f"{shown}:{port}"
+
+    def open_connections(self) -> int:
+        return self._http.open_connections()
 
     def start(self) -> None:
         self._thread.start()

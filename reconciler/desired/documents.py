@@ -121,6 +121,7 @@ class Artifact:
     uri: str
     sha256: str
     format: str
+    max_bytes: int | None = None  # None: the settings' artifacts.maxBytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +250,8 @@ def build(kind: str, data: Mapping[str, Any], origin: Origin) -> Any:
         artifact, pointer = spec["artifact"], spec["pointer"]
         config_map = pointer.get("configMap")
         return Model(name, origin, tuple(spec["targets"]),
-                     Artifact(artifact["uri"], artifact["sha256"], artifact.get("format", "file")),
+                     Artifact(artifact["uri"], artifact["sha256"], artifact.get("format", "file"),
+                              artifact.get("maxBytes")),
                      Pointer(pointer.get("path"),
                              ConfigMapRef(config_map["name"], config_map["key"])
                              if config_map else None),

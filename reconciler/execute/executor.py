@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, fetch
+from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, FetchLimits, fetch
 from reconciler.desired.documents import (
     Delivered,
     Desired,
@@ -37,6 +37,7 @@ from reconciler.gauntlet.runner import GauntletRunner, JobLauncher
 from reconciler.journal import Journal
 from reconciler.places import CommandResult, ContentStore, Fleet, Place
 from reconciler.plan.planner import Action, Plan, address_of
+from reconciler.settings import ArtifactSettings
 from reconciler.vocabulary import ActionResult as Result
 from reconciler.vocabulary import ActionStatus, Condition, JournalAction, Op, Phase, Reason
 
@@ -76,9 +77,11 @@ class Executor:
     def __init__(self, fleet_of: Callable[[Target], Fleet], store: ContentStore,
                  journal: Journal, stop: threading.Event, *, hooks: Hooks | None = None,
                  clock: Callable[[], float] = time.time,
-                 gauntlet_jobs: JobLauncher | None = None, inconclusive: str = "hold") -> None:
+                 gauntlet_jobs: JobLauncher | None = None, inconclusive: str = "hold",
+                 artifacts: ArtifactSettings | None = None) -> None:
         self._fleet_of = fleet_of
         self._inconclusive = inconclusive  # settings gates.inconclusive: hold or reject
+        self._artifacts = artifacts or ArtifactSettings()
         self._store = store
         self._journal = journal
         self._stop = stop
@@ -446,7 +449,8 @@ class Executor:
         if prior is None or source is None or self._store.verified(prior) is not None:
             return
         with contextlib.suppress(ReconcilerError, VerificationFailed, OSError):
-            fetch(source[0], prior, source[1], self._store, desired.read_file)
+            fetch(source[0], prior, source[1], self._store, desired.read_file,
+                  limits=FetchLimits.of(self._artifacts), stop=self._stop)
 
     def _no_verdict(self, action: Action, model: Model, digest: str, why: str,
                     outcome: str) -> ActionResult:
@@ -488,7 +492,8 @@ class Executor:
         artifact = model.artifact
         self._journal.remember_artifact(artifact.sha256, artifact.uri, artifact.format)
         return fetch(artifact.uri, artifact.sha256, artifact.format, self._store,
-                     desired.read_file,
+                     desired.read_file, stop=self._stop,
+                     limits=FetchLimits.of(self._artifacts, artifact.max_bytes),
                      progress=lambda done, total: self._hooks.progress(
                          f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"
                          if total else f"fetching {model.name}: {done >> 20} MiB"))

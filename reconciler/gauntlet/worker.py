@@ -126,7 +126,7 @@ def run(job: dict[str, Any]) -> dict[str, Any]:
 def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
     """In a Job, models come as {uri, sha256, format}: fetched and verified before any byte
     is loaded; a game module comes as source."""
-    from reconciler.artifacts.fetch import fetch
+    from reconciler.artifacts.fetch import FetchLimits, fetch
     from reconciler.digests import DigestCache
     from reconciler.store import Store
 
@@ -139,8 +139,10 @@ def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
         source = job.get(role)
         if isinstance(source, dict):
             emit("fetch", role=role, uri=source["uri"])
+            # file_roots=None: the daemon checked the URI against its own fileRoots when
+            # it fetched the model before the gate; here it names the Job's own volume.
             job[role] = str(fetch(source["uri"], source["sha256"], source.get("format", "file"),
-                                  store, no_repository))
+                                  store, no_repository, limits=FetchLimits(file_roots=None)))
     if "gameSource" in job:
         module = scratch / "game.py"
         module.write_text(job.pop("gameSource"))

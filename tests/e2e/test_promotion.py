@@ -43,7 +43,8 @@ class Promotion:
         gate = (EXAMPLE / "gauntlets" / "connect4-gate.yaml").read_text()
         (folder / "gate.yaml").write_text(gate.replace("device: auto", "device: cpu"))
         self.settings_file = tmp_path / "reconciler.yaml"
-        self.settings_file.write_text(f"repo: {self.repo}\nstateDir: {self.state}\nlisten: ''\n")
+        self.settings_file.write_text(f"repo: {self.repo}\nstateDir: {self.state}\nlisten: ''\n"
+                                      f"artifacts: {{fileRoots: ['{EXAMPLE / 'models'}']}}\n")
 
     def declare(self, artifact: Path, gated: bool = True) -> str:
         (self.repo / "desired-state" / "model.yaml").write_text(f"""apiVersion: reconciler/v1

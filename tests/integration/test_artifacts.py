@@ -201,11 +201,12 @@ def test_bundle_from_a_directory_lands_whole_or_not_at_all(bundle: tuple[Path, s
     root, digest = bundle
     store = tmp_path / "store"
     (root / "extra.bin").write_bytes(b"x")
+    limits = FetchLimits(file_roots=(tmp_path,))
     with pytest.raises(VerificationFailed):
-        fetch(f"file://{root}", digest, "bundle", _store(store), no_repo)
+        fetch(f"file://{root}", digest, "bundle", _store(store), no_repo, limits=limits)
     assert not (store / "sha256" / digest).exists()
     (root / "extra.bin").unlink()
-    landed = fetch(f"file://{root}", digest, "bundle", _store(store), no_repo)
+    landed = fetch(f"file://{root}", digest, "bundle", _store(store), no_repo, limits=limits)
     assert verify_path(landed, digest) == "bundle"
 
 
@@ -236,3 +237,144 @@ def test_code_carrying_pickle_is_refused_not_executed(tmp_path: Path) -> None:
                          "print(sorted(load_state_dict(Path(sys.argv[1]))))"), str(good)],
                         capture_output=True, text=True, check=False)
     assert ok.returncode == 0 and "['w']" in ok.stdout
+
+
+class SlowServer:
+    """Announces a huge body and sends one byte a second, or nothing at all (``silent``)."""
+
+    def __init__(self, *, silent: bool = False) -> None:
+        self.done = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", str(1 << 30))
+                self.end_headers()
+                self.wfile.flush()
+                for _ in range(120):  # bounded: two minutes at most
+                    if outer.done.wait(1.0):
+                        return
+                    if not silent:
+                        self.wfile.write(b"x")
+                        self.wfile.flush()
+
+        outer = self
+        self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.http.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}/model.pt"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.done.set()
+        self.http.shutdown()
+        self.http.server_close()
+
+
+def test_a_one_byte_a_second_server_is_given_up_at_the_deadline(tmp_path: Path) -> None:
+    slow = SlowServer()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ArtifactUnavailable, match=r"gave up after 2s"):
+            fetch(slow.url, DIGEST, "torch", _store(tmp_path), no_repo,
+                  limits=FetchLimits(deadline_seconds=2))
+        assert time.monotonic() - started < 4
+    finally:
+        slow.close()
+    assert not (tmp_path / "sha256").exists() or not list((tmp_path / "sha256").iterdir())
+
+
+@pytest.mark.parametrize("silent", [False, True])
+def test_a_stop_request_ends_a_download_within_a_second(tmp_path: Path, silent: bool) -> None:
+    slow = SlowServer(silent=silent)
+    stop = threading.Event()
+    threading.Timer(0.5, stop.set).start()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ArtifactUnavailable, match="stopped"):
+            fetch(slow.url, DIGEST, "torch", _store(tmp_path), no_repo, stop=stop,
+                  limits=FetchLimits())
+        assert time.monotonic() - started < 1.5, "a silent socket must not hold a stop"
+    finally:
+        slow.close()
+    assert not list((tmp_path / "partial").iterdir()), "the partial file is removed"
+
+
+def test_an_announced_size_over_the_limit_or_the_free_space_writes_nothing(
+        server: Server, tmp_path: Path) -> None:
+    with pytest.raises(ArtifactMissing, match="over the limit of 1024 bytes"):
+        fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo,
+              limits=FetchLimits(max_bytes=1024))
+    free = os.statvfs(tmp_path).f_bavail * os.statvfs(tmp_path).f_frsize
+    with pytest.raises(ArtifactUnavailable, match=r"less than .* bytes free") as refused:
+        fetch(server.url, DIGEST, "torch", _store(tmp_path), no_repo,
+              limits=FetchLimits(reserve_bytes=free - len(PAYLOAD) // 2))
+    assert refused.value.reason == "HostResourcesExhausted"
+    assert not list((tmp_path / "partial").iterdir())
+
+
+def test_file_artifacts_only_regular_files_beneath_the_roots(tmp_path: Path) -> None:
+    """/dev/zero, a FIFO, a folder, a link out of the root and a secret outside the roots
+    are refused before a byte is copied, and no message names the secret's digest."""
+    roots = tmp_path / "artifacts"
+    roots.mkdir()
+    (roots / "model.pt").write_bytes(PAYLOAD)
+    os.mkfifo(roots / "fifo")
+    secret = tmp_path / "secret.key"
+    secret.write_bytes(b"hunter2-hunter2")
+    os.symlink(secret, roots / "link.pt")
+    limits = FetchLimits(file_roots=(roots, Path("/dev")))
+    store = _store(tmp_path / "store")
+    cases = {"/dev/zero": "not a regular file", str(roots / "fifo"): "not a regular file",
+             str(roots): "folder", str(secret): "beneath the settings' artifacts.fileRoots",
+             str(roots / "link.pt"): "beneath the settings' artifacts.fileRoots",
+             str(roots / "absent.pt"): "does not exist"}
+    for path, why in cases.items():
+        started = time.monotonic()
+        with pytest.raises(ArtifactMissing, match=why) as refused:
+            fetch(f"file://{path}", "0" * 64, "torch", store, no_repo, limits=limits)
+        assert time.monotonic() - started < 1, f"{path} blocked"
+        assert hashlib.sha256(b"hunter2-hunter2").hexdigest() not in str(refused.value)
+    assert not list((tmp_path / "store" / "partial").iterdir())
+    with pytest.raises(ArtifactMissing, match="beneath"):
+        fetch(f"file://{roots / 'model.pt'}", DIGEST, "torch", store, no_repo)
+    with pytest.raises(ArtifactMissing, match="over the limit"):
+        fetch(f"file://{roots / 'model.pt'}", DIGEST, "torch", store, no_repo,
+              limits=FetchLimits(file_roots=(roots,), max_bytes=1 << 20))
+    with pytest.raises(ArtifactMissing, match="over the limit"):
+        fetch("models/big.pt", DIGEST, "torch", store, lambda path: PAYLOAD,
+              limits=FetchLimits(max_bytes=1 << 20))
+    landed = fetch(f"file://{roots / 'model.pt'}", DIGEST, "torch", store, no_repo,
+                   limits=limits)
+    assert landed.read_bytes() == PAYLOAD
+
+
+def test_a_bundle_member_that_is_a_fifo_or_leads_out_is_refused(
+        bundle: tuple[Path, str], tmp_path: Path) -> None:
+    root, digest = bundle
+    limits = FetchLimits(file_roots=(tmp_path,))
+    head = root / "router_head.safetensors"
+    head.unlink()
+    os.mkfifo(head)
+    with pytest.raises(ArtifactMissing, match="not a regular file"):
+        fetch(f"file://{root}", digest, "bundle", _store(tmp_path / "s"), no_repo,
+              limits=limits)
+    head.unlink()
+    os.symlink("/etc/hostname", head)
+    with pytest.raises(ArtifactMissing, match=r"beneath|leads out"):
+        fetch(f"file://{root}", digest, "bundle", _store(tmp_path / "s"), no_repo,
+              limits=limits)
+    assert not list((tmp_path / "s" / "partial").iterdir())
+
+
+def test_a_download_goes_through_the_proxy_the_environment_names(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test server plays the proxy: it answers whatever absolute URL it is asked for."""
+    monkeypatch.setenv("http_proxy", server.url.rsplit("/", 1)[0])
+    monkeypatch.setenv("no_proxy", "")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    path = fetch("http://artifacts.invalid/model.pt", DIGEST, "torch", _store(tmp_path),
+                 no_repo)
+    assert path.read_bytes() == PAYLOAD

@@ -234,6 +234,19 @@ def test_unreadable_webhook_secret_stops_the_daemon_at_start(cli: Cli, repo: Rep
     assert "WebhookSecretUnreadable" in result.stderr and "missing-secret" in result.stderr
 
 
+@pytest.mark.parametrize("secret", [b"", b"\n", b"short-secret-15\n"])
+def test_a_webhook_secret_under_16_bytes_stops_the_daemon_at_start(
+        cli: Cli, repo: Repo, tmp_path: Path, secret: bytes) -> None:
+    """An empty or guessable secret would let anyone trigger passes."""
+    (tmp_path / "secret").write_bytes(secret)
+    config = settings_file(tmp_path, repo, "listen: 127.0.0.1:0\n"
+                                           "webhook: {secretFile: secret}\n")
+    result = cli("run", "--config", str(config))
+    assert result.returncode == 1
+    assert "WebhookSecretTooShort" in result.stderr
+    assert f"has {len(secret.strip())} bytes; at least 16" in result.stderr
+
+
 def test_yaml_configs_render_deterministically_and_plan_shows_them(
         cli: Cli, repo: Repo, tmp_path: Path) -> None:
     text = (repo.folder / "config" / "gepetto.yaml").read_text()

@@ -33,7 +33,7 @@ def _setup(world: KubeWorld, tmp_path: Path) -> Path:
     world.write("gauntlets/gate.yaml", json.dumps(GATE))
     world.write("models/connect4.yaml", model_doc(["cluster-a"], f"file://{artifact}",
                                                   MODEL_V1, gauntlet="gpu-gate"))
-    world.write_settings(gauntletJob={
+    world.write_settings(artifacts={"fileRoots": [str(artifact.parent)]}, gauntletJob={
         "namespace": NAMESPACE, "context": "kmock", "image": "registry.example/gauntlet:7",
         "nodeSelector": {"nvidia.com/gpu.present": "true"},
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists",
