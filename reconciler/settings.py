@@ -15,6 +15,7 @@ from reconciler.desired.locate import Locator
 from reconciler.desired.yamlload import YamlError, load_documents
 from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.durations import parse_duration
+from reconciler.source.credentials import GitCredentials
 from reconciler.source.location import is_local_path
 from reconciler.source.signatures import SignaturePolicy
 
@@ -74,6 +75,7 @@ class Settings:
     kube: KubeSettings = KubeSettings()
     leader_election: LeaderElection | None = None
     gauntlet_job: GauntletJobSettings | None = None
+    credentials: GitCredentials | None = None
 
     @property
     def cache_dir(self) -> Path:
@@ -180,7 +182,20 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         kube=_kube(content.get("kubernetes", {}), base),
         leader_election=_leader_election(content.get("leaderElection")),
         gauntlet_job=_gauntlet_job(content.get("gauntletJob")),
+        credentials=_credentials(content.get("credentials"), base),
     )
+
+
+def _credentials(content: dict[str, Any] | None, base: Path) -> GitCredentials | None:
+    if content is None:
+        return None
+
+    def path(key: str) -> Path | None:
+        return base / content[key] if key in content else None
+
+    return GitCredentials(content.get("username"), path("passwordFile"), path("sshKey"),
+                          path("sshKeyPassphraseFile"), path("knownHosts"),
+                          content.get("hostKey"))
 
 
 def _kube(content: dict[str, Any], base: Path) -> KubeSettings:
