@@ -30,6 +30,7 @@ from reconciler.journal import Journal
 from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
+from reconciler.redaction import redact, redact_text
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.snapshot import Snapshot
@@ -328,7 +329,8 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
                          progress=progress)
     except (VerificationFailed, ReconcilerError) as error:
         progress.finish()
-        print(f"artifact {uri} was not verified: {error}", file=sys.stderr)
+        print(f"artifact {redact(uri)} was not verified: {redact_text(str(error))}",
+              file=sys.stderr)
         return EXIT_ERROR
     progress.finish()
     digest = artifact.name

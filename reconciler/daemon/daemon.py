@@ -35,6 +35,7 @@ from reconciler.errors import StalledError
 from reconciler.execute.executor import Hooks
 from reconciler.journal import Journal
 from reconciler.passes import PassOutcome, run_pass
+from reconciler.redaction import redact_text
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
 from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
@@ -270,7 +271,8 @@ class Daemon:
 
     def _announce(self, line: str, changed: bool, settings: Settings,
                   server: ControlServer | None) -> None:
-        """The STATUS line, the log (when it changed) and daemon.json."""
+        """The STATUS line, the log (when it changed) and daemon.json: no URL credentials."""
+        line = redact_text(line)
         if not self._first_pass_done:
             self._first_pass_done = True
             self._notify.ready(line)

@@ -19,8 +19,9 @@ from urllib.parse import urlsplit
 import pygit2
 
 from reconciler.errors import StalledError, TransientError
+from reconciler.redaction import redact, redact_text
 from reconciler.source.credentials import GitCredentials
-from reconciler.source.location import is_local_path, redact, redact_text
+from reconciler.source.location import is_local_path
 from reconciler.source.signatures import SignaturePolicy, verify_signature
 from reconciler.source.snapshot import Entry
 from reconciler.vocabulary import Reason

@@ -27,7 +27,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("plan",),
     ("desired",),
     ("source",),
-    ("errors", "vocabulary", "durations", "diagnostics", "processes", "digests", ""),
+    ("errors", "vocabulary", "durations", "diagnostics", "processes", "digests", "redaction",
+     ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
