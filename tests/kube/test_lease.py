@@ -6,7 +6,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -27,12 +30,57 @@ from tests.kube.world import (
 
 
 def _elector(cluster: RunningCluster, tmp_path: Path, identity: str,
-             seconds: float = 1.0) -> LeaseElector:
+             seconds: float = 1.0, **clocks: Any) -> LeaseElector:
     """Lease durations are whole seconds in the API."""
     kubeconfig = cluster.kubeconfig(tmp_path / "kc")
     clusters = Clusters(KubeSettings(kubeconfig, 2.0, 0.05))
     return LeaseElector(clusters.get("kmock"), LeaderElection("default", "reconciler", "kmock",
-                                                              seconds), identity)
+                                                              seconds), identity, **clocks)
+
+
+class FakeClock:
+    """A monotonic clock a test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _skewed(seconds: float) -> Callable[[], datetime]:
+    return lambda: datetime.now(UTC) + timedelta(seconds=seconds)
+
+
+def test_a_standby_whose_wall_clock_runs_ahead_does_not_take_a_fresh_lease(
+        cluster: RunningCluster, tmp_path: Path) -> None:
+    holder = _elector(cluster, tmp_path, "holder", seconds=15)
+    ahead = _elector(cluster, tmp_path, "ahead", seconds=15, wall_clock=_skewed(20))
+    assert holder.try_acquire()
+    assert not ahead.try_acquire(), "renewed 0 s ago: 20 s of skew must not expire it"
+    behind_holder = _elector(cluster, tmp_path, "behind", seconds=15, wall_clock=_skewed(-20))
+    assert not behind_holder.try_acquire()
+
+
+def test_expiry_counts_on_the_local_clock_from_the_last_change_seen(
+        cluster: RunningCluster, tmp_path: Path) -> None:
+    clock = FakeClock()
+    holder = _elector(cluster, tmp_path, "holder", seconds=10, wall_clock=_skewed(-3600))
+    standby = _elector(cluster, tmp_path, "standby", seconds=10, clock=clock,
+                       wall_clock=_skewed(3600))
+    assert holder.try_acquire()  # renewTime an hour in the past: no matter
+    assert not standby.try_acquire()  # first sight: the full duration starts now
+    for _ in range(3):  # the holder renews every few seconds: the record keeps changing
+        clock.now += 6
+        assert holder.try_acquire()
+        assert not standby.try_acquire(), "a renewal seen restarts the count"
+    clock.now += 9.5
+    assert not standby.try_acquire(), "unchanged for 9.5 s of a 10 s lease: still current"
+    assert standby.holder_description().startswith("holder until")
+    clock.now += 0.5
+    assert standby.try_acquire(), "unchanged for the whole duration on our clock: expired"
+    assert cluster.emulator.get("leases", "default", "reconciler")["spec"][
+        "holderIdentity"] == "standby"
 
 
 def test_one_holder_at_a_time_takeover_after_expiry_and_release(
@@ -43,6 +91,7 @@ def test_one_holder_at_a_time_takeover_after_expiry_and_release(
     assert not second.try_acquire()
     assert second.holder_description().startswith("daemon-a until")
     assert first.try_acquire(), "the holder renews"
+    assert not second.try_acquire(), "the standby sees the renewal"
     lease = cluster.emulator.get("leases", "default", "reconciler")
     assert lease["spec"]["holderIdentity"] == "daemon-a"
     assert lease["spec"]["leaseTransitions"] == 0
@@ -62,9 +111,10 @@ def test_two_standbys_racing_for_an_expired_lease_cannot_both_win(
         cluster: RunningCluster, tmp_path: Path) -> None:
     holder = _elector(cluster, tmp_path, "gone", seconds=1)
     assert holder.try_acquire()
-    time.sleep(1.2)
     racer = _elector(cluster, tmp_path, "racer")
     loser = _elector(cluster, tmp_path, "loser")
+    assert not racer.try_acquire() and not loser.try_acquire()  # both watch it
+    time.sleep(1.2)
     stale = cluster.emulator.get("leases", "default", "reconciler")["metadata"][
         "resourceVersion"]
     assert racer.try_acquire()
