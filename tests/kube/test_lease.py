@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -175,16 +176,26 @@ def test_a_standby_daemon_never_acts_and_takes_over_on_sigterm_and_after_kill(
 def test_apply_refuses_while_a_daemon_holds_the_lease(world: KubeWorld, tmp_path: Path
                                                       ) -> None:
     world.basic()
-    world.write_settings(leaderElection={"namespace": NAMESPACE, "leaseDuration": "30s",
+    world.write_settings(leaderElection={"namespace": NAMESPACE, "leaseDuration": "2s",
                                          "context": "kmock"})
     world.commit()
     holder = LeaseElector(Clusters(KubeSettings(world.kubeconfig, 2.0, 0.05)).get("kmock"),
-                          LeaderElection(NAMESPACE, "reconciler", "kmock", 30), "the-daemon")
+                          LeaderElection(NAMESPACE, "reconciler", "kmock", 2), "the-daemon")
     assert holder.try_acquire()
+    renewing = threading.Event()
+
+    def renew() -> None:  # a live daemon renews every third of the duration
+        while not renewing.wait(0.5):
+            holder.try_acquire()
+
+    renewer = threading.Thread(target=renew, daemon=True)
+    renewer.start()
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(tmp_path)}
     done = subprocess.run([sys.executable, "-m", "reconciler", "apply", "--config",
                            str(world.config)], capture_output=True, text=True, env=env,
                           cwd=world.root, check=False, timeout=60)
+    renewing.set()
+    renewer.join(timeout=10)
     assert done.returncode == 1
     assert "standby: Lease ml/reconciler held by the-daemon" in done.stderr
     assert world.configmap("gepetto-code") is None, "nothing applied"
@@ -196,3 +207,22 @@ def test_apply_refuses_while_a_daemon_holds_the_lease(world: KubeWorld, tmp_path
     assert world.configmap("gepetto-code") is not None
     lease = world.emulator.get("leases", NAMESPACE, "reconciler")
     assert not lease["spec"].get("holderIdentity"), "apply released the Lease after its pass"
+
+
+def test_apply_takes_a_lease_whose_holder_died_after_watching_it_expire(
+        world: KubeWorld) -> None:
+    world.basic()
+    world.write_settings(leaderElection={"namespace": NAMESPACE, "leaseDuration": "2s",
+                                         "context": "kmock"})
+    world.commit()
+    dead = LeaseElector(Clusters(KubeSettings(world.kubeconfig, 2.0, 0.05)).get("kmock"),
+                        LeaderElection(NAMESPACE, "reconciler", "kmock", 2), "killed-daemon")
+    assert dead.try_acquire()  # then never renews nor releases: kill -9
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "reconciler", "apply", "--config",
+                           str(world.config)], capture_output=True, text=True,
+                          cwd=world.root, check=False, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "held by killed-daemon" in done.stderr and "waiting for it to expire" in done.stderr
+    assert time.monotonic() - started >= 2.0, "not before a whole duration on its own clock"
+    assert world.configmap("gepetto-code") is not None
