@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # The host tools the tests drive for real: systemd-analyze (the unit file), promtool
-# (Debian's prometheus package: metrics exposition), git, ssh-keygen and gpg (signed
-# commits). Installed with apt-get when missing; a machine without them cannot run the
+# (Debian's prometheus package: metrics exposition), git (and its http-backend), ssh-keygen
+# and gpg (signed commits), sshd (fetching over SSH with a key and a checked host key). Installed with apt-get when missing; a machine without them cannot run the
 # suite, so this fails loudly rather than letting tests skip.
 set -euo pipefail
 declare -A package_of=([systemd-analyze]=systemd [promtool]=prometheus [git]=git
-                       [ssh-keygen]=openssh-client [gpg]=gpg)
+                       [ssh-keygen]=openssh-client [gpg]=gpg [sshd]=openssh-server)
 missing=()
 for tool in "${!package_of[@]}"; do
-  command -v "$tool" >/dev/null 2>&1 || missing+=("${package_of[$tool]}")
+  command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] ||
+    missing+=("${package_of[$tool]}")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null; then

@@ -3,6 +3,7 @@
 # which needs KUBECONFIG). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/host-tools.sh  # the tools the tests drive (promtool, sshd, ...); fails loudly without
 scripts/bootstrap.sh
 .venv/bin/ruff check reconciler tests bench
 .venv/bin/mypy reconciler
