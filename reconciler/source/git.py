@@ -57,11 +57,10 @@ class _Callbacks(pygit2.RemoteCallbacks):
     """Answers libgit2's questions during one fetch: which credentials (from the settings'
     files, read now), and whether the server's key is the one we expect."""
 
-    def __init__(self, credentials: GitCredentials | None, remote: str, ssh: bool) -> None:
+    def __init__(self, credentials: GitCredentials | None, remote: str) -> None:
         super().__init__()
         self._credentials = credentials
         self._remote = remote  # already redacted: this is what messages say
-        self._ssh = ssh
         self._requests = 0
         self.host_refused: str | None = None
 
@@ -223,7 +222,7 @@ class GitSource:
         ssh = _ssh_host(self.url)
         if ssh is not None:
             self._trust_host_keys(*ssh)
-        callbacks = _Callbacks(self.credentials, self.shown, ssh is not None)
+        callbacks = _Callbacks(self.credentials, self.shown)
         try:
             self._mirror().remotes.create_anonymous(self.url).fetch(refspecs,
                                                                      callbacks=callbacks)

@@ -7,7 +7,9 @@ credential.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from reconciler.errors import StalledError, classify
 from reconciler.source.credentials import GitCredentials
 from reconciler.source.git import AuthenticationFailed, GitSource, HostKeyUnverified
 from reconciler.vocabulary import Reason
-from tests.conftest import Repo, git
+from tests.conftest import GIT_ENV, Repo, git
 from tests.integration.git_servers import (
     HttpGitServer,
     SshGitServer,
@@ -156,3 +158,29 @@ def test_an_ssh_key_the_server_does_not_know_is_stalled(
     credentials = GitCredentials(ssh_key=stranger, host_key=server.host_public_key)
     with pytest.raises(AuthenticationFailed):
         fetch(server.url(bare), tmp_path, credentials)
+
+
+def test_the_settings_name_credentials_files_relative_to_themselves(
+        server: HttpGitServer, tmp_path: Path) -> None:
+    settings_dir = tmp_path / "etc"
+    settings_dir.mkdir()
+    secret_file(settings_dir, "git-token", TOKEN)
+    config = settings_dir / "reconciler.yaml"
+    config.write_text(f"repo: {server.url('fleet.git')}\nstateDir: {tmp_path / 'state'}\n"
+                      "credentials: {username: deploy, passwordFile: git-token}\n")
+    done = subprocess.run([sys.executable, "-m", "reconciler", "validate", "--config",
+                           str(config)], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=tmp_path, env={**os.environ, **GIT_ENV})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "valid at main@sha1:" in done.stdout
+
+
+def test_a_host_key_that_is_not_a_key_is_a_settings_error(tmp_path: Path) -> None:
+    config = tmp_path / "reconciler.yaml"
+    config.write_text("repo: ssh://git@example.com/fleet.git\n"
+                      "credentials:\n  sshKey: id_ed25519\n  hostKey: 'SHA256:abcdef'\n")
+    done = subprocess.run([sys.executable, "-m", "reconciler", "status", "--config",
+                           str(config)], capture_output=True, text=True, timeout=120,
+                          check=False, cwd=tmp_path, env={**os.environ, **GIT_ENV})
+    assert done.returncode == 1
+    assert f"{config}:4:12:" in done.stderr and "[ssh-host-key]" in done.stderr
