@@ -124,6 +124,7 @@ def test_a_planted_token_is_never_shown(fleet: Fleet, server: HttpGitServer, art
     try:
         ready = daemon.wait_ready(timeout=60)
         assert "AuthenticationFailed" in ready and f"127.0.0.1:{server.port}/fleet.git" in ready
+        assert "stalled" in ready and "retrying in" not in ready, "a refusal is no outage"
         with urllib.request.urlopen(f"http://{daemon.address}/metrics", timeout=10) as response:
             outputs.append(response.read().decode())
     finally:
