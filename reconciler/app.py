@@ -9,6 +9,7 @@ makes its own.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -37,6 +38,20 @@ def git_source(settings: Settings) -> GitSource:
                      allow_history_rewrite=settings.allow_history_rewrite,
                      signature_policy=settings.signature,
                      credentials=settings.credentials)
+
+
+def confine_state_dir(settings: Settings) -> None:
+    """The fleet's users may follow a pointer into the store and read what it names;
+    nothing else of the state dir is theirs: the dir and the store can be crossed, not
+    listed, and the journal, mirror and caches are the daemon's alone. Called by the
+    commands that act (``run``, ``apply``), which own the state dir."""
+    for folder, mode in ((settings.state_dir, 0o711), (settings.store_dir, 0o711),
+                         (settings.store_dir / "sha256", 0o711),
+                         (settings.mirror_dir, 0o700), (settings.cache_dir, 0o700)):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.chmod(folder, mode)
+    for journal in settings.state_dir.glob(f"{settings.journal_path.name}*"):
+        os.chmod(journal, 0o600)
 
 
 def desired_cache(settings: Settings) -> DesiredCache:
@@ -69,7 +84,8 @@ def gauntlet_jobs(settings: Settings, connections: Connections,
 
 
 def _local(wiring: Wiring) -> Fleet:
-    return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests)
+    return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests,
+                      run_as=wiring.settings.run_as)
 
 
 def _kubernetes(wiring: Wiring) -> Fleet:

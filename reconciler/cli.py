@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reconciler import __version__
-from reconciler.app import Connections, Wiring, gauntlet_jobs, git_source
+from reconciler.app import Connections, Wiring, confine_state_dir, gauntlet_jobs, git_source
 from reconciler.artifacts.fetch import fetch
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
@@ -31,6 +31,8 @@ from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
 from reconciler.redaction import redact, redact_text
+from reconciler.sandbox import runner as sandbox
+from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.snapshot import Snapshot
@@ -39,6 +41,11 @@ from reconciler.vocabulary import JournalAction, Op, PassResult
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+EXIT_CANNOT_CHECK = 3  # validate: no sandbox; gauntlet: the tool failed, not the model
+# reconciler gauntlet: a CI can tell a model that missed its bar from a broken tool.
+GATE_EXITS = {"passed": ("PASS", EXIT_OK), "rejected": ("FAIL", EXIT_ERROR),
+              "inconclusive": ("INCONCLUSIVE", 2), "error": ("ERROR", EXIT_CANNOT_CHECK),
+              "stopped": ("STOPPED", EXIT_CANNOT_CHECK), "blocked": ("BLOCKED", EXIT_CANNOT_CHECK)}
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a tool whose reader left
 
 
@@ -88,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(history)
 
     gauntlet = commands.add_parser("gauntlet", help="run a model's gate without flipping "
-                                   "anything, e.g. on a PR (exit 0 pass, 1 fail)")
+                                   "anything, e.g. on a PR (exit 0 passed, 1 rejected, "
+                                   "2 inconclusive, 3 error)")
     gauntlet.add_argument("model", metavar="MODEL")
     gauntlet.add_argument("--artifact", metavar="URI", help="test this artifact instead of "
                           "the declared one; its verdict is remembered under its digest")
@@ -114,7 +122,10 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(find_config_file(args.config), _overrides(args))
+    """The settings, and the sandbox they choose for any repository code this command runs."""
+    settings = load_settings(find_config_file(args.config), _overrides(args))
+    sandbox.configure(settings.sandbox)
+    return settings
 
 
 def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
@@ -199,6 +210,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     journal = Journal(settings.journal_path)
     try:
+        confine_state_dir(settings)
         journal.recover()
         wiring = Wiring(settings, connections=connections)
         wiring.store.sweep()
@@ -352,11 +364,12 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
                                                      candidate_uri=uri)
     finally:
         journal.close()
-    print(f"{'PASS' if verdict.passed else 'FAIL'}  {model.name} sha256:{digest} "
+    label, code = GATE_EXITS[verdict.outcome]
+    print(f"{label}  {model.name} sha256:{digest} "
           f"({verdict.reason}{', remembered' if verdict.remembered else ''})")
     for part in verdict.message.split("; "):
         print(f"  {part}")
-    return EXIT_OK if verdict.passed else EXIT_ERROR
+    return code
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -404,6 +417,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except InvalidInput as error:
         return _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr)
+    except SandboxUnavailable as error:
+        # Not a verdict on the input: the check could not run here (exit 3 where the
+        # contract has one: validate and gauntlet).
+        print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK if args.command in ("validate", "gauntlet") else EXIT_ERROR
     except ReconcilerError as error:
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -151,7 +151,8 @@ def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks |
             return PassOutcome(PassResult.INVALID, f"{count} error{'s' if count != 1 else ''} "
                                f"in the desired state, fleet unchanged; first: {first}")
         report = Executor(wiring.fleet, wiring.store, journal, stop, hooks=hooks,
-                          gauntlet_jobs=jobs).execute(planned.plan, planned.desired, pass_id)
+                          gauntlet_jobs=jobs, inconclusive=wiring.settings.inconclusive
+                          ).execute(planned.plan, planned.desired, pass_id)
         outcome = summarize(report, planned.plan.errors, all(
             seen.transient for seen in planned.observed.values() if seen.error),
             tuple(planned.desired.targets.values()))

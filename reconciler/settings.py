@@ -79,6 +79,9 @@ class Settings:
     kube: KubeSettings = KubeSettings()
     leader_election: LeaderElection | None = None
     gauntlet_job: GauntletJobSettings | None = None
+    run_as: str | None = None  # who local restart and health commands run as
+    sandbox: str = "bwrap"  # reconciler.sandbox mode; "none" is the explicit opt-out
+    inconclusive: str = "hold"  # an inconclusive gate holds the pointer, or counts as rejected
     credentials: GitCredentials | None = None
 
     @property
@@ -185,6 +188,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         interval_seconds=parse_duration(content.get("interval", "1m")),
         resync_seconds=parse_duration(content.get("resync", "10m")),
         listen=content.get("listen", DEFAULT_LISTEN) or None,
+        run_as=content.get("runAs"),
         webhook_secret_file=(base / content["webhook"]["secretFile"]
                              if "webhook" in content else None),
         allow_history_rewrite=bool(content.get("allowHistoryRewrite", False)),
@@ -192,6 +196,8 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         kube=_kube(content.get("kubernetes", {}), base),
         leader_election=_leader_election(content.get("leaderElection")),
         gauntlet_job=_gauntlet_job(content.get("gauntletJob")),
+        sandbox=content.get("sandbox", "bwrap"),
+        inconclusive=(content.get("gates") or {}).get("inconclusive", "hold"),
         credentials=_credentials(content.get("credentials"), base),
     )
 

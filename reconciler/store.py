@@ -122,7 +122,7 @@ class Store:
         """A path under ``partial/`` to build an object in: private, or for a download that
         may resume, the same for the same name (until the next start sweeps it)."""
         partial = self.root / "partial"
-        partial.mkdir(parents=True, exist_ok=True)
+        partial.mkdir(mode=0o700, parents=True, exist_ok=True)
         return partial / (f"{name}.part" if resumable else f"{name}.{secrets.token_hex(4)}.part")
 
     def publish(self, staged: Path, digest: str, *, proven: bool = False) -> Path:
@@ -169,7 +169,7 @@ class Store:
     def _move_aside(self, digest: str, folder: str) -> bool:
         source = self.location(digest)
         aside = self.root / folder
-        aside.mkdir(parents=True, exist_ok=True)
+        aside.mkdir(mode=0o700, parents=True, exist_ok=True)
         try:
             os.replace(source, aside / f"{digest}.{secrets.token_hex(4)}")
         except FileNotFoundError:

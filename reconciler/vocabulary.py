@@ -39,6 +39,8 @@ class Reason(StrEnum):
     # Gates and artifacts
     GATE_PASSED = "GatePassed"
     GATE_FAILED = "GateFailed"
+    GATE_INCONCLUSIVE = "GateInconclusive"
+    GATE_ERROR = "GateError"
     GAUNTLET_ERROR = "GauntletError"
     GAUNTLET_TIMEOUT = "GauntletTimeout"
     GAUNTLET_STOPPED = "GauntletStopped"
@@ -69,7 +71,8 @@ class Reason(StrEnum):
 PENDING_REASONS: tuple[Reason, ...] = (
     Reason.UPSTREAM_NOT_HEALTHY, Reason.SOAKING, Reason.OUTSIDE_WINDOW,
     Reason.RESTART_DEFERRED, Reason.FAILED_BEFORE, Reason.BUDGET_EXHAUSTED,
-    Reason.GATE_FAILED, Reason.GAUNTLET_ERROR, Reason.GAUNTLET_TIMEOUT)
+    Reason.GATE_FAILED, Reason.GATE_INCONCLUSIVE, Reason.GATE_ERROR, Reason.GAUNTLET_ERROR,
+    Reason.GAUNTLET_TIMEOUT)
 
 
 class JournalAction(StrEnum):

@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+scripts/host-tools.sh bwrap prlimit  # the gauntlet runs only in the sandbox
 scratch=$(mktemp -d)
 trap 'for r in "$scratch"/state/fleet/*/bin/runner.py; do [ -f "$r" ] && (cd "${r%/bin/runner.py}" && python3 bin/runner.py stop); done; rm -rf "$scratch"' EXIT
 git clone -q . "$scratch/repo"

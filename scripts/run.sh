@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh
+scripts/host-tools.sh bwrap prlimit  # repository code runs only in the sandbox
 stop_services() {
   for runner in .state/fleet/*/bin/runner.py; do
     [ -f "$runner" ] && (cd "${runner%/bin/runner.py}" && python3 bin/runner.py stop) || true

@@ -3,8 +3,8 @@
 # which needs KUBECONFIG). Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/host-tools.sh  # the tools the tests drive (promtool, sshd, ...); fails loudly without
 scripts/bootstrap.sh
+scripts/host-tools.sh
 .venv/bin/ruff check reconciler tests bench
 .venv/bin/mypy reconciler
 .venv/bin/python -m pytest -m "not kubeconfig" "$@"

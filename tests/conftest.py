@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,3 +91,26 @@ def example_copy(tmp_path: Path) -> Path:
     folder = tmp_path / "desired-state"
     shutil.copytree(EXAMPLE, folder)
     return folder
+
+
+def survivors(marker: str, wait: float = 20.0) -> list[int]:
+    """Live (not zombie) processes whose command line holds ``marker``, after giving the
+    kernel ``wait`` seconds to tear a killed sandbox down (a fork bomb's hundred processes
+    take seconds to die on a loaded host). Sandboxed code cannot tell us
+    its host PIDs (it sees its own PID namespace), so a marker in argv finds it."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if marker.encode() in cmdline and state != "Z":
+                found.append(int(entry.name))
+        if not found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)

@@ -20,7 +20,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING
 
-from reconciler.app import Connections, Wiring, watched
+from reconciler.app import Connections, Wiring, confine_state_dir, watched
 from reconciler.daemon.backoff import Backoff
 from reconciler.daemon.httpd import ControlServer
 from reconciler.daemon.leadership import Leadership, leadership
@@ -36,6 +36,8 @@ from reconciler.execute.executor import Hooks
 from reconciler.journal import Journal
 from reconciler.passes import PassOutcome, run_pass
 from reconciler.redaction import redact_text
+from reconciler.sandbox import runner as sandbox
+from reconciler.sandbox.memory import deny_write_execute_to_this_process
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
 from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
@@ -131,10 +133,16 @@ class Daemon:
 
     def run(self) -> int:
         settings = load_settings(self._config_file, self._overrides)
+        sandbox.configure(settings.sandbox)
+        self.metrics.set_sandbox(settings.sandbox)
+        if not deny_write_execute_to_this_process():
+            print("this kernel cannot refuse writable-and-executable memory to the daemon "
+                  "alone (PR_SET_MDWE, Linux 6.6+): running without it", flush=True)
         self._connections = Connections(settings)
         lock = FleetLock(settings.fleet_root, "daemon")
         lock.acquire()
         journal = Journal(settings.journal_path)
+        confine_state_dir(settings)
         interrupted = journal.recover()
         wiring = Wiring(settings, connections=self._connections)
         wiring.store.sweep()
@@ -271,8 +279,11 @@ class Daemon:
 
     def _announce(self, line: str, changed: bool, settings: Settings,
                   server: ControlServer | None) -> None:
-        """The STATUS line, the log (when it changed) and daemon.json: no URL credentials."""
+        """The STATUS line, the log (when it changed) and daemon.json: no URL credentials.
+        An explicit opt-out of the sandbox stays in view on every line."""
         line = redact_text(line)
+        if settings.sandbox == "none":
+            line = f"[sandbox: none, repository code runs unconfined] {line}"
         if not self._first_pass_done:
             self._first_pass_done = True
             self._notify.ready(line)
@@ -303,5 +314,7 @@ class Daemon:
                   "leaderElection need a restart", flush=True)
             return settings
         print("settings reloaded", flush=True)
+        sandbox.configure(fresh.sandbox)
+        self.metrics.set_sandbox(fresh.sandbox)
         return fresh
 

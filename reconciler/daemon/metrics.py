@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from reconciler.sandbox.runner import MODES as SANDBOX_MODES
 from reconciler.vocabulary import OBJECT_KINDS, PENDING_REASONS, PassResult
 
 OPPONENTS = ("random", "heuristic", "previous")
@@ -40,6 +41,9 @@ class Metrics:
         self.quarantined = Counter("reconciler_store_quarantined_objects",
                                    "Store objects whose bytes did not match their digest, "
                                    "moved aside and never served.", registry=self.registry)
+        self.sandbox = Gauge("reconciler_sandbox_mode", "Where repository code runs: 1 for the "
+                             "mode in force (bwrap, none: the explicit opt-out).", ["mode"],
+                             registry=self.registry)
         for opponent in OPPONENTS:
             self.gauntlet_games.labels(opponent)
         for result in PassResult:
@@ -49,6 +53,10 @@ class Metrics:
             self.rollbacks.labels(kind)
         for reason in PENDING_REASONS:
             self.pending_actions.labels(reason).set(0)
+
+    def set_sandbox(self, mode: str) -> None:
+        for known in SANDBOX_MODES:
+            self.sandbox.labels(known).set(1 if known == mode else 0)
 
     def set_pending(self, counts: dict[str, int]) -> None:
         """Reasons outside the bounded list are not exported (no new series from input)."""

@@ -1,16 +1,18 @@
-"""Strategy checks: compile, import in an isolated subprocess, run the strategy's tests.
+"""Strategy checks: compile, import in the sandbox, run the strategy's tests there.
 
 Code from the repository never runs in the daemon's process: ``compile`` only parses, and
-the import runs in ``python -I`` in a scratch folder holding the folder's ``.py`` files,
-with a minimal environment (no daemon secrets), a timeout that kills the whole process
-group, and output captured to a file so a chatty module cannot fill memory.
+the import and the tests run in ``python -I`` inside the sandbox (reconciler.sandbox): the
+folder's ``.py`` files read-only, an empty environment, no view of the daemon, a timeout
+that kills everything the check started. The import's report comes back over a pipe of its
+own, bounded and validated; a check whose report is missing or malformed fails with a
+finding, never with an exception. Without a sandbox nothing runs: SandboxUnavailable.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
+import math
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -20,28 +22,36 @@ from pathlib import Path
 from reconciler.desired.documents import Strategy
 from reconciler.desired.validate import Finding
 from reconciler.durations import format_duration
-from reconciler.processes import Finished, run_bounded
+from reconciler.sandbox import runner as sandbox
+from reconciler.sandbox.channel import Malformed, strategy_report
 from reconciler.source.snapshot import Entry, PathError, Snapshot, resolve
 
 _WORKER = Path(__file__).with_name("strategy_worker.py")
 _PARALLEL_CHECKS = 4
+_ADDRESS_SPACE_BYTES = 4 << 30
+_TEST_OUTPUT_LINES = 200
 
 
 def check_key(strategy: Strategy, entries: Mapping[str, Entry]) -> str:
-    """Same key, same outcome: the spec's check fields, every .py file, the interpreter."""
+    """Same key, same outcome: the spec's check fields, every .py file, the interpreter, the
+    sandbox mode (a module that passed unsandboxed may fail in the sandbox)."""
     python_files = sorted((path, entry.oid) for path, entry in entries.items()
                           if path.endswith(".py"))
     material = [strategy.source, strategy.entrypoint, list(strategy.tests),
-                strategy.check_timeout_seconds, python_files, sys.version]
+                strategy.check_timeout_seconds, python_files, sys.version,
+                sandbox.current().mode]
     return hashlib.sha256(json.dumps(material).encode()).hexdigest()
 
 
-def _run(argv: list[str], cwd: Path, timeout: float) -> Finished:
-    environment = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(cwd),
-                   "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1",
-                   "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    # kill_leftovers: helpers a module forked during its import must not outlive the check.
-    return run_bounded(argv, cwd, environment, timeout, kill_leftovers=True)
+def _run(argv: list[str], scratch: Path, timeout: float, *, report: bool,
+         keep_lines: int = 1) -> sandbox.Outcome:
+    launch = sandbox.Launch(
+        tuple(argv), scratch, sandbox.Limits(cpu_seconds=math.ceil(timeout) + 1,
+                                             address_space_bytes=_ADDRESS_SPACE_BYTES),
+        read_only=(scratch, _WORKER),
+        environment={"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        channel="fd" if report else "stdout", max_line_bytes=64 * 1024 if report else 1 << 20)
+    return sandbox.current().run(launch, timeout, keep_lines)
 
 
 def _materialize(snapshot: Snapshot, scratch: Path) -> None:
@@ -76,23 +86,30 @@ def check_strategy(strategy: Strategy, snapshot: Snapshot) -> list[Finding]:
     with tempfile.TemporaryDirectory(prefix="reconciler-strategy-") as scratch_name:
         scratch = Path(scratch_name)
         _materialize(snapshot, scratch)
-        report_path = scratch / ".reconciler-import-report.json"
-        run = _run([sys.executable, "-I", str(_WORKER), str(scratch), entry.path,
-                    strategy.entrypoint or "", str(report_path)], scratch, timeout)
+        run = _run([sys.executable, "-I", "-B", str(_WORKER), str(scratch), entry.path,
+                    strategy.entrypoint or "", sandbox.REPORT_FD_PLACEHOLDER], scratch,
+                   timeout, report=True)
         if run.timed_out:
             return [Finding(entry.path, f"importing the module did not finish within "
                             f"{format_duration(timeout)}", "strategy-import-timeout")]
-        if not report_path.exists():
+        if run.violation is not None:
+            return [Finding(entry.path, f"importing the module was stopped: {run.violation}",
+                            "strategy-import-output")]
+        if not run.lines:
             return [Finding(entry.path, f"importing the module ended the process (exit code "
                             f"{run.returncode}) before it finished", "strategy-import-exit")]
-        report = json.loads(report_path.read_text())
-        if report["outcome"] == "entrypoint":
-            return [Finding(strategy.origin.file, f"{entry.path}: {report['detail']}",
+        try:
+            report = strategy_report(run.lines[-1])
+        except Malformed as error:
+            return [Finding(entry.path, f"importing the module left a malformed report "
+                            f"(exit code {run.returncode}): {error}", "strategy-import-output")]
+        if report.outcome == "entrypoint":
+            return [Finding(strategy.origin.file, f"{entry.path}: {report.detail}",
                             "strategy-entrypoint", strategy.origin.document,
                             ("spec", "entrypoint"))]
-        if report["outcome"] != "ok":
-            rule = "strategy-import-exit" if report["outcome"] == "exit" else "strategy-import"
-            return [Finding(entry.path, report["detail"], rule, line=report["line"])]
+        if report.outcome != "ok":
+            rule = "strategy-import-exit" if report.outcome == "exit" else "strategy-import"
+            return [Finding(entry.path, report.detail, rule, line=report.line)]
         if strategy.tests:
             return _run_tests(strategy, entries, scratch, timeout)
     return []
@@ -101,14 +118,18 @@ def check_strategy(strategy: Strategy, snapshot: Snapshot) -> list[Finding]:
 def _run_tests(strategy: Strategy, entries: Mapping[str, Entry], scratch: Path,
                timeout: float) -> list[Finding]:
     test_paths = [resolve(entries, test).path for test in strategy.tests]
-    run = _run([sys.executable, "-I", "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                "--rootdir", str(scratch), *test_paths], scratch, timeout)
+    run = _run([sys.executable, "-I", "-B", "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                "--rootdir", str(scratch), *test_paths], scratch, timeout, report=False,
+               keep_lines=_TEST_OUTPUT_LINES)
     if run.timed_out:
         return [Finding(test_paths[0], f"the strategy's tests did not finish within "
                         f"{format_duration(timeout)}", "strategy-tests")]
+    if run.violation is not None:
+        return [Finding(test_paths[0], f"the strategy's tests were stopped: {run.violation}",
+                        "strategy-tests")]
     if run.returncode == 0:
         return []
-    lines = [line for line in run.output_tail.splitlines() if line.strip()]
+    lines = [line for line in run.lines if line.strip()]
     summary = lines[-1] if lines else f"exit code {run.returncode}"
     failed = [line.split(" ", 1)[1].split(" - ")[0] for line in lines
               if line.startswith("FAILED ")]
@@ -118,9 +139,12 @@ def _run_tests(strategy: Strategy, entries: Mapping[str, Entry], scratch: Path,
 
 
 def check_strategies(strategies: list[Strategy], snapshot: Snapshot) -> dict[str, list[Finding]]:
-    """Findings by strategy name; checks run side by side (each is a subprocess)."""
+    """Findings by strategy name; checks run side by side (each is a sandbox).
+    SandboxUnavailable, before anything runs, when repository code cannot be sandboxed:
+    no finding is made (and so none is cached) for a host problem."""
     if not strategies:
         return {}
+    sandbox.current().require()
     with ThreadPoolExecutor(max_workers=_PARALLEL_CHECKS) as pool:
         results = pool.map(lambda s: check_strategy(s, snapshot), strategies)
         return {strategy.name: findings for strategy, findings in zip(strategies, results,

@@ -1,8 +1,9 @@
 """Imports one strategy module and reports how that went. Runs in a child process.
 
-Standard library only, started with ``python -I``: it must not depend on, or be able to
-touch, the daemon. The report goes to a file named on the command line, because the module
-under test may print anything to stdout.
+Standard library only, started with ``python -I`` inside the sandbox: it must not depend
+on, or be able to touch, the daemon. The report is one JSON line on the pipe whose number
+is the last argument, because the module under test may print anything to stdout; the
+daemon validates it (reconciler.sandbox.channel.strategy_report).
 """
 
 import importlib.util
@@ -19,7 +20,7 @@ def _innermost_line(error: BaseException, module_path: str) -> int:
 
 
 def main() -> None:
-    root, relative, entrypoint, report_path = sys.argv[1:5]
+    root, relative, entrypoint, report_fd = sys.argv[1:5]
     module_path = os.path.abspath(os.path.join(root, relative))
     sys.path[:0] = [os.path.dirname(module_path), root]
     name = os.path.splitext(os.path.basename(module_path))[0]
@@ -41,8 +42,8 @@ def main() -> None:
     except BaseException as error:
         report = {"outcome": "raise", "detail": f"importing the module raised "
                   f"{type(error).__name__}: {error}", "line": _innermost_line(error, module_path)}
-    with open(report_path, "w") as stream:
-        json.dump(report, stream)
+    with os.fdopen(int(report_fd), "w") as stream:
+        stream.write(json.dumps(report) + "\n")
     # Threads or atexit handlers the module started must not keep the check alive.
     os._exit(0)
 

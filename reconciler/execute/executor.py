@@ -33,7 +33,7 @@ from reconciler.desired.documents import (
 )
 from reconciler.digests import VerificationFailed
 from reconciler.errors import Disposition, ReconcilerError, classify
-from reconciler.gauntlet.runner import STOPPED, GauntletRunner, JobLauncher
+from reconciler.gauntlet.runner import GauntletRunner, JobLauncher
 from reconciler.journal import Journal
 from reconciler.places import CommandResult, ContentStore, Fleet, Place
 from reconciler.plan.planner import Action, Plan, address_of
@@ -77,8 +77,9 @@ class Executor:
     def __init__(self, fleet_of: Callable[[Target], Fleet], store: ContentStore,
                  journal: Journal, stop: threading.Event, *, hooks: Hooks | None = None,
                  clock: Callable[[], float] = time.time,
-                 gauntlet_jobs: JobLauncher | None = None) -> None:
+                 gauntlet_jobs: JobLauncher | None = None, inconclusive: str = "hold") -> None:
         self._fleet_of = fleet_of
+        self._inconclusive = inconclusive  # settings gates.inconclusive: hold or reject
         self._store = store
         self._journal = journal
         self._stop = stop
@@ -328,8 +329,16 @@ class Executor:
                                  detail={"digest": digest, "reason": verdict.reason,
                                          "remembered": verdict.remembered,
                                          "summary": verdict.message})
-            if verdict.reason == STOPPED:
-                return self._interrupted(action, verdict.message)
+            outcome = verdict.outcome
+            if outcome in ("stopped", "error", "blocked"):
+                return self._no_verdict(action, model, digest, verdict.message, outcome)
+            if outcome == "inconclusive" and self._inconclusive == "hold":
+                message = (f"gate {model.gauntlet} is inconclusive for sha256:{digest[:12]}: "
+                           f"{verdict.message}; held (never a pass): a new commit with a "
+                           "larger game budget, or 'reconciler gauntlet --retry', runs it again")
+                self._journal.condition(action.key, Condition.STALLED,
+                                        Reason.GATE_INCONCLUSIVE, message)
+                return ActionResult(action, Result.BLOCKED, message)
             if not verdict.passed:
                 message = f"gate {model.gauntlet} rejected sha256:{digest[:12]}: " \
                           f"{verdict.message}"
@@ -386,6 +395,19 @@ class Executor:
             return
         with contextlib.suppress(ReconcilerError, VerificationFailed, OSError):
             fetch(source[0], prior, source[1], self._store, desired.read_file)
+
+    def _no_verdict(self, action: Action, model: Model, digest: str, why: str,
+                    outcome: str) -> ActionResult:
+        """The gate gave no verdict on the model: a stop, an error of the tool (retried with
+        backoff, never remembered), or the GPU budget (blocked until it frees up)."""
+        if outcome == "stopped":
+            return self._interrupted(action, why)
+        if outcome == "blocked":
+            self._journal.condition(action.key, Condition.STALLED, Reason.BUDGET_EXHAUSTED, why)
+            return ActionResult(action, Result.BLOCKED, why)
+        message = f"gate {model.gauntlet} could not judge sha256:{digest[:12]}: {why}"
+        self._journal.condition(action.key, Condition.RECONCILING, Reason.GATE_ERROR, message)
+        return ActionResult(action, Result.FAILED, message, transient=True)
 
     def _interrupted(self, action: Action, why: str) -> ActionResult:
         self._journal.condition(action.key, Condition.RECONCILING, Reason.INTERRUPTED, why)

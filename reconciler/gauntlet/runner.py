@@ -1,25 +1,23 @@
 """Running a gate from the daemon: a subprocess, bounded, streamed, budgeted, remembered.
 
 Match gauntlets run ``python -m reconciler.gauntlet.worker`` (the only process that
-imports torch) in a session of its own; its JSON lines are read as they come (progress
-for the CLI, the systemd STATUS line and metrics), and a timeout kills its whole process
-tree. Metrics gauntlets run the declared command ``runs`` times with ``{artifact}``
-substituted. Every verdict is remembered by (candidate digest, previous digest, gauntlet
-spec digest, game module digest): a PR check makes the later merge flip at once, and a
-rejected digest is not re-run until one of those changes or ``--retry`` forgets it.
+imports torch) in the sandbox (reconciler.sandbox); its JSON lines are validated and read
+as they come (progress for the CLI, the systemd STATUS line and metrics), and a timeout
+kills its whole process tree. Metrics gauntlets run the declared command ``runs`` times
+with ``{artifact}`` substituted, in the sandbox too. Every verdict is remembered by
+(candidate digest, previous digest, gauntlet spec digest, game module digest): a PR check
+makes the later merge flip at once, and a rejected digest is not re-run until one of those
+changes or ``--retry`` forgets it.
 """
 
 from __future__ import annotations
 
-import contextlib
+import functools
+import glob
 import hashlib
 import json
 import math
 import operator
-import os
-import queue
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -27,16 +25,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from reconciler.desired.documents import Budget, Desired, Gauntlet, Model
 from reconciler.durations import format_duration, parse_duration
 from reconciler.places import ContentStore
-from reconciler.processes import command_environment, last_json_object, run_bounded
+from reconciler.sandbox import runner as sandbox
+from reconciler.sandbox.channel import GauntletEvents, Malformed, metrics_object
+from reconciler.sandbox.runner import ChannelViolation
 from reconciler.vocabulary import Reason
 
 DEFAULT_TIMEOUT_SECONDS = 30 * 60
 STOP_POLL_SECONDS = 0.5
+# CPU work only: a CUDA worker maps the GPU's address range and gets no RLIMIT_AS.
+_WORKER_ADDRESS_SPACE = 16 << 30
 STOPPED = Reason.GAUNTLET_STOPPED  # a stop request (SIGTERM, a lost Lease): no verdict
 RULES: dict[str, Callable[[float, float], bool]] = {
     ">=": operator.ge, ">": operator.gt, "<=": operator.le, "<": operator.lt,
@@ -75,10 +77,31 @@ class JobLauncher(Protocol):
 @dataclass(frozen=True, slots=True)
 class Verdict:
     passed: bool
-    reason: str  # PascalCase: GatePassed, GateFailed, GauntletError, GauntletTimeout, ...
+    reason: str  # PascalCase: GatePassed, GateFailed, GateInconclusive, GauntletError, ...
     message: str
     evidence: dict[str, Any]
     remembered: bool = False
+
+    @property
+    def outcome(self) -> GateOutcome:
+        """passed and rejected are verdicts on the model; inconclusive is the budget spent
+        without a decision (never a pass); error is the tool, the device, a timeout or a
+        crash (never remembered); stopped and blocked are no verdict at all."""
+        if self.passed:
+            return "passed"
+        if self.evidence.get("inconclusive"):
+            return "inconclusive"
+        return _OUTCOMES.get(self.reason, "rejected")
+
+
+GateOutcome = Literal["passed", "rejected", "inconclusive", "error", "stopped", "blocked"]
+_OUTCOMES: dict[str, GateOutcome] = {
+    Reason.GAUNTLET_ERROR: "error", Reason.GAUNTLET_TIMEOUT: "error",
+    "SandboxUnavailable": "error", Reason.GAUNTLET_STOPPED: "stopped",
+    Reason.BUDGET_EXHAUSTED: "blocked"}
+# What an error says to do, where the cause is one an operator can fix at once.
+_FIXES = {"No module named 'torch'": "install the gauntlet extra: pip install "
+          "'reconciler[gauntlet]' (torch==2.13.0 first for the CPU build)"}
 
 
 class GauntletRunner:
@@ -100,7 +123,7 @@ class GauntletRunner:
         game = match.get("game", "connect4")
         game_digest = (hashlib.sha256(desired.read_file(game)).hexdigest()
                        if game.endswith(".py") else game)
-        material = [digest, previous, gauntlet.spec_digest, game_digest]
+        material = [digest, previous, gauntlet.spec_digest, game_digest, worker_version()]
         return hashlib.sha256(json.dumps(material).encode()).hexdigest()
 
     def previous(self, model: Model, digest: str) -> str | None:
@@ -127,7 +150,8 @@ class GauntletRunner:
         remembered = self._memory.gate_verdict(key)
         if remembered is not None:
             passed, evidence = remembered
-            return Verdict(passed, "GatePassed" if passed else "GateFailed",
+            return Verdict(passed, Reason.GATE_PASSED if passed
+                           else evidence.get("reason", Reason.GATE_FAILED),
                            f"{_summary(evidence)} (remembered)", evidence, remembered=True)
         budget = next(iter(desired.budgets.values()), None)
         reserve = float(gauntlet.spec.get("gpuSeconds", 0))
@@ -153,9 +177,16 @@ class GauntletRunner:
                                      "passed": evidence["passed"],
                                      "gpuSeconds": evidence["gpuSeconds"],
                                      "summary": _summary(evidence)})
-        self._memory.record_gate(key, model.name, digest, evidence["passed"], evidence)
-        reason = "GatePassed" if evidence["passed"] else evidence.get("reason", "GateFailed")
-        return Verdict(bool(evidence["passed"]), reason, _summary(evidence), evidence)
+        reason = Reason.GATE_PASSED if evidence["passed"] \
+            else evidence.get("reason", Reason.GATE_FAILED)
+        verdict = Verdict(bool(evidence["passed"]), reason, _summary(evidence), evidence)
+        if verdict.outcome == "error":
+            # The tool failed, not the model: never remembered, so the next pass retries.
+            fix = next((hint for cause, hint in _FIXES.items() if cause in verdict.message), "")
+            return Verdict(False, reason, verdict.message + (f"; fix: {fix}" if fix else ""),
+                           evidence)
+        self._memory.record_gate(key, model.name, digest, verdict.passed, evidence)
+        return verdict
 
     def _budget_refusal(self, budget: Budget | None, reserve: float) -> str | None:
         if budget is None or budget.gauntlet_gpu_seconds_per_day is None:
@@ -214,51 +245,68 @@ class GauntletRunner:
 
     def _stream(self, argv: list[str], scratch: Path, timeout: float,
                 gauntlet: Gauntlet) -> dict[str, Any]:
-        environment = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        log = scratch / "worker.log"
-        with open(log, "wb") as errors:
-            process = subprocess.Popen(argv, cwd=scratch, env=environment,
-                                       stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                       stderr=errors, start_new_session=True)
-        lines: queue.Queue[str | None] = queue.Queue()
-        assert process.stdout is not None
-        reader = threading.Thread(target=_pump, args=(process.stdout, lines), daemon=True)
-        reader.start()
+        job = json.loads(Path(argv[-1]).read_text())  # our own request: what to bind
+        inputs = [Path(job[role]) for role in ("candidate", "previous") if job.get(role)]
+        device = str(gauntlet.spec.get("device", "auto"))
+        devices = () if device == "cpu" else tuple(glob.glob("/dev/nvidia*"))
+        launch = sandbox.Launch(
+            tuple(argv), scratch,
+            sandbox.Limits(cpu_seconds=math.ceil(timeout) + 1,
+                           address_space_bytes=None if devices else _WORKER_ADDRESS_SPACE,
+                           processes=1024, open_files=1024),
+            read_only=(scratch, *inputs), environment={"PYTHONUNBUFFERED": "1"},
+            package=True, devices=devices, max_line_bytes=1 << 20)
+        try:
+            process = sandbox.current().start(launch)
+        except (sandbox.SandboxUnavailable, OSError) as error:
+            return {"passed": False, "reason": "GauntletError",
+                    "error": f"gauntlet {gauntlet.name} cannot run: {error}"}
+        events = GauntletEvents(opponent["name"]
+                                for opponent in gauntlet.spec["match"]["opponents"])
         deadline = time.monotonic() + timeout
         played: dict[str, int] = {}
         final: dict[str, Any] | None = None
-        while True:
-            if self._stop.is_set():
-                _kill_tree(process)
-                return {"passed": False, "reason": STOPPED,
-                        "error": f"gauntlet {gauntlet.name} was stopped; its processes were "
-                        "killed"}
-            try:
-                line = lines.get(timeout=min(STOP_POLL_SECONDS,
-                                             max(0.0, deadline - time.monotonic())))
-            except queue.Empty:
-                if time.monotonic() < deadline:
-                    continue
-                _kill_tree(process)
-                return {"passed": False, "reason": "GauntletTimeout",
-                        "error": f"gauntlet {gauntlet.name} did not finish within "
-                        f"{format_duration(timeout)}; its processes were killed"}
-            if line is None:
-                break
-            event = _parse(line)
-            if event.get("event") == "progress":
-                opponent = str(event.get("opponent"))
-                new = int(event.get("games", 0)) - played.get(opponent, 0)
-                played[opponent] = int(event.get("games", 0))
-                self._games(opponent, new)
-                self._progress(f"gauntlet {gauntlet.name}: {opponent} score "
-                               f"{event.get('score')} after {event.get('games')} games")
-            elif event.get("event") in ("result", "error"):
-                final = event
-        process.wait()
+        try:
+            while True:
+                if self._stop.is_set():
+                    process.kill()
+                    return {"passed": False, "reason": STOPPED,
+                            "error": f"gauntlet {gauntlet.name} was stopped; its processes "
+                            "were killed"}
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    process.kill()
+                    return {"passed": False, "reason": "GauntletTimeout",
+                            "error": f"gauntlet {gauntlet.name} did not finish within "
+                            f"{format_duration(timeout)}; its processes were killed"}
+                try:
+                    lines = process.poll(min(STOP_POLL_SECONDS, remaining))
+                    if lines is None:
+                        break
+                    accepted = [events.accept(line) for line in lines]
+                except (ChannelViolation, Malformed) as error:
+                    process.kill()
+                    return {"passed": False, "reason": "GauntletError",
+                            "error": f"gauntlet {gauntlet.name}: the worker's output broke "
+                            f"its contract ({error}); its processes were killed"}
+                for event in accepted:
+                    if event["event"] == "progress":
+                        opponent = event["opponent"]
+                        new = event["games"] - played.get(opponent, 0)
+                        played[opponent] = event["games"]
+                        self._games(opponent, new)
+                        self._progress(f"gauntlet {gauntlet.name}: {opponent} score "
+                                       f"{event['score']} after {event['games']} games")
+                    elif event["event"] in ("result", "error"):
+                        final = event
+            returncode = process.wait()
+            log_tail = process.log_tail()
+        finally:
+            process.close()
         if final is None or final.get("event") == "error":
-            detail = (final or {}).get("error") or _tail(log) or \
-                f"exit code {process.returncode}"
+            lines = log_tail.strip().splitlines()
+            detail = (final or {}).get("error") or (lines[-1] if lines else "") or \
+                f"exit code {returncode}"
             return {"passed": False, "reason": "GauntletError",
                     "error": f"gauntlet {gauntlet.name} failed to run: {detail}"}
         final.pop("event")
@@ -272,22 +320,34 @@ class GauntletRunner:
             argv = [part.replace("{artifact}", str(artifact)) for part in spec["command"]]
             for run in range(int(spec.get("runs", 1))):
                 self._progress(f"gauntlet {gauntlet.name}: metrics run {run + 1}")
+                launch = sandbox.Launch(
+                    tuple(argv), Path(scratch),
+                    sandbox.Limits(cpu_seconds=math.ceil(timeout) + 1,
+                                   address_space_bytes=_WORKER_ADDRESS_SPACE),
+                    read_only=(artifact,), network=spec.get("network") is True)
                 try:
-                    finished = run_bounded(argv, Path(scratch), command_environment({}),
-                                           timeout, kill_leftovers=True)
-                except OSError as error:
+                    finished = sandbox.current().run(launch, timeout)
+                except (sandbox.SandboxUnavailable, OSError) as error:
                     return {"passed": False, "reason": "GauntletError",
                             "error": f"cannot run {argv[0]}: {error}"}
                 if finished.timed_out:
                     return {"passed": False, "reason": "GauntletTimeout",
                             "error": f"metrics command did not finish within "
                             f"{format_duration(timeout)}"}
-                metrics = last_json_object(finished.output_tail)
+                if finished.violation is not None:
+                    return {"passed": False, "reason": "GauntletError",
+                            "error": f"metrics command was stopped: {finished.violation}"}
+                try:
+                    metrics = metrics_object(finished.lines[-1] if finished.lines else None)
+                except Malformed as error:
+                    metrics = None
+                    problem = str(error)
                 if finished.returncode != 0 or metrics is None:
                     return {"passed": False, "reason": "GauntletError",
                             "error": f"metrics command exited with {finished.returncode} and "
-                            "its last line was not a JSON object of metrics",
-                            "output": finished.output_tail[-400:]}
+                            "its last line was not a JSON object of metrics"
+                            + ("" if metrics is not None else f" ({problem})"),
+                            "output": finished.log_tail[-400:]}
                 runs.append(metrics)
         if any(run != runs[0] for run in runs[1:]):
             return {"passed": False, "reason": "GateFailed", "runs": runs,
@@ -305,29 +365,19 @@ class GauntletRunner:
                 "failed": failed, "reason": "GatePassed" if not failed else "GateFailed"}
 
 
-def _pump(stream: Any, lines: queue.Queue[str | None]) -> None:
-    for raw in stream:
-        lines.put(raw.decode(errors="replace"))
-    lines.put(None)
+_PACKAGE = Path(__file__).resolve().parent
 
 
-def _kill_tree(process: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-
-
-def _parse(line: str) -> dict[str, Any]:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return {}
-    return event if isinstance(event, dict) else {}
-
-
-def _tail(log: Path) -> str:
-    text = log.read_text(errors="replace").strip().splitlines()
-    return text[-1] if text else ""
+@functools.cache
+def worker_version(package: Path = _PACKAGE) -> str:
+    """The digest of the code that decides a verdict (this package's worker, engine, games
+    and statistics): an upgrade that changes how games are played or judged is a new input
+    of every verdict, so nothing remembered under the old code is trusted."""
+    digest = hashlib.sha256()
+    for source in sorted(package.rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
 
 
 def _summary(evidence: dict[str, Any]) -> str:

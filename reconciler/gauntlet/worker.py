@@ -3,7 +3,9 @@
 The only process that imports torch. It loads the verified weights safely, plays the
 match and writes JSON lines to stdout: ``{"event": "start"}``, ``{"event": "progress"}``
 per batch, and a final ``{"event": "result"}`` or ``{"event": "error"}``. Exit 0 when it
-produced a result (pass or fail), 2 on an error.
+produced a result (pass or fail), 2 on an error. Only events reach stdout: everything else
+written there (a game module's prints, torch's warnings) is sent to stderr, because the
+daemon rejects any line that is not a valid event (reconciler.sandbox.channel).
 
 Games: ``connect4`` is built in. A game module from the desired-state folder defines
 ``create_game(device)`` returning an object with the same methods as
@@ -29,9 +31,19 @@ from reconciler.gauntlet.match import OpponentResult, fusing_pays_off, run_oppon
 from reconciler.gauntlet.sprt import SprtSettings
 from reconciler.gauntlet.weights import load_state_dict
 
+_events = sys.stdout
+
 
 def emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
+    print(json.dumps({"event": event, **fields}), file=_events, flush=True)
+
+
+def _events_only_on_stdout() -> None:
+    """Events keep the original stdout; fd 1 and sys.stdout now lead to stderr."""
+    global _events
+    _events = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
 
 
 def pick_device(wanted: str) -> torch.device:
@@ -138,6 +150,7 @@ def fetch_artifacts(job: dict[str, Any], scratch: Path) -> dict[str, Any]:
 def main() -> int:
     """``worker JOB.json``, or ``worker -`` with the request in $RECONCILER_GAUNTLET_JOB
     (a gauntlet Job's container)."""
+    _events_only_on_stdout()
     if sys.argv[1] == "-":
         job = json.loads(os.environ["RECONCILER_GAUNTLET_JOB"])
     else:

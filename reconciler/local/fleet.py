@@ -24,9 +24,11 @@ from reconciler.plan.observed import ObservedFile, ObservedPointer, ObservedTarg
 class LocalFleet:
     """Directory trees under ``fleet_root`` (or absolute roots), pointers into ``store``."""
 
-    def __init__(self, fleet_root: Path, store: ContentStore, digests: DigestCache) -> None:
+    def __init__(self, fleet_root: Path, store: ContentStore, digests: DigestCache, *,
+                 run_as: str | None = None) -> None:
         self.fleet_root = fleet_root
         self.store = store
+        self.run_as = run_as  # who commands run as when a Target does not say
         self._digests = digests
 
     def root_of(self, target: Target) -> Path:

@@ -4,6 +4,7 @@ symlinks into the store."""
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -11,7 +12,7 @@ from reconciler.desired.documents import Desired, Health, Model, Restart, Target
 from reconciler.local.commands import check_health, run_command
 from reconciler.places import CommandResult
 from reconciler.plan.planner import address_of
-from reconciler.processes import command_environment
+from reconciler.processes import Identity, command_environment, identity
 
 if TYPE_CHECKING:
     from reconciler.local.fleet import LocalFleet
@@ -33,16 +34,35 @@ class LocalPlace:
         self.fleet.preserve(self.target, address)
 
     def write(self, address: str, content: bytes, mode: int | None, revision: str) -> None:
+        self._ensure_root()
         self.fleet.write(self.target, address, content, mode)
 
     def remove(self, address: str, revision: str) -> None:
         self.fleet.remove(self.target, address)
 
-    def _environment(self, kind: str, name: str, revision: str) -> dict[str, str]:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _ensure_root(self) -> None:
+        """Made on first use; with a ``runAs`` user, shared with it: the daemon delivers,
+        the services it restarts keep their own files beside (setgid keeps the group)."""
+        if self.root.is_dir():
+            return
+        self.root.mkdir(parents=True)
+        user = self._user()
+        if user is not None:
+            os.chown(self.root, -1, user.gid)
+            os.chmod(self.root, 0o2775)
+
+    def _environment(self, kind: str, name: str, revision: str,
+                     user: Identity | None) -> dict[str, str]:
+        self._ensure_root()
         return command_environment({
             "RECONCILER_TARGET": self.target.name, "RECONCILER_TARGET_ROOT": str(self.root),
-            "RECONCILER_REVISION": revision, "RECONCILER_OBJECT": f"{kind}/{name}"})
+            "RECONCILER_REVISION": revision, "RECONCILER_OBJECT": f"{kind}/{name}"}, user)
+
+    def _user(self) -> Identity | None:
+        """Who the target's commands run as: its ``runAs``, else the settings' default,
+        else the daemon's own user. An unknown user fails the step, naming it."""
+        name = self.target.run_as or self.fleet.run_as
+        return identity(name) if name else None
 
     def restart_detail(self, restart: Restart) -> dict[str, Any]:
         return {"command": list(restart.command or ())}
@@ -50,8 +70,12 @@ class LocalPlace:
     def restart(self, action_kind: str, action_name: str, restart: Restart,
                 digest: str | None, revision: str) -> CommandResult:
         assert restart.command is not None
+        try:
+            user = self._user()
+        except LookupError as error:
+            return CommandResult(False, str(error))
         return run_command(restart.command, self.root, restart.timeout_seconds,
-                           self._environment(action_kind, action_name, revision))
+                           self._environment(action_kind, action_name, revision, user), user)
 
     def has_check(self, restart: Restart | None, health: Health | None) -> bool:
         return health is not None
@@ -60,8 +84,13 @@ class LocalPlace:
               health: Health | None, digest: str | None, revision: str,
               stop: threading.Event) -> CommandResult:
         assert health is not None
+        try:
+            user = self._user()
+        except LookupError as error:
+            return CommandResult(False, str(error))
         return check_health(health, self.root,
-                            self._environment(action_kind, action_name, revision), stop)
+                            self._environment(action_kind, action_name, revision, user), stop,
+                            user)
 
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         path = address_of(model, self.target)

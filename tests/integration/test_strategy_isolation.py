@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.cli import main
-from tests.conftest import example_copy
+from tests.conftest import example_copy, survivors
 
 
 def _strategy(folder: Path, source: str, timeout: str = "60s") -> None:
@@ -33,29 +33,15 @@ def test_daemon_environment_does_not_reach_repository_code(
 def test_import_that_hangs_is_killed_with_every_process_it_started(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     folder = example_copy(tmp_path)
-    pid_file = tmp_path / "helper.pid"
+    marker = f"3000.{os.getpid()}1"  # a sleep argument no other process has
     _strategy(folder, "import subprocess, time\n"
-                      "helper = subprocess.Popen(['sleep', '300'])\n"
-                      f"open({str(pid_file)!r}, 'w').write(str(helper.pid))\n"
+                      f"helper = subprocess.Popen(['sleep', '{marker}'])\n"
                       "time.sleep(300)\n", timeout="2s")
     started = time.monotonic()
     assert main(["validate", str(folder)]) == 1
     assert time.monotonic() - started < 30
     assert "[strategy-import-timeout]" in capsys.readouterr().out
-    helper = int(pid_file.read_text())
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            os.kill(helper, 0)
-        except ProcessLookupError:
-            break
-        # A zombie still answers kill(0); it is gone once /proc says so or it is reaped.
-        status = Path(f"/proc/{helper}/status")
-        if status.exists() and "State:\tZ" in status.read_text():
-            break
-        time.sleep(0.1)
-    else:
-        pytest.fail(f"helper process {helper} survived the timeout")
+    assert survivors(marker) == []
 
 
 def test_chatty_import_is_reported_without_its_output(tmp_path: Path,

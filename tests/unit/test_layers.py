@@ -21,14 +21,16 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "daemon", "__main__"),
     ("app", "passes"),
     ("execute",),
-    ("local", "kube", "gauntlet", "sandbox", "artifacts", "journal", "store"),
+    ("local", "kube", "gauntlet", "artifacts", "journal", "store"),
     ("places",),
     ("settings",),
     ("plan",),
     ("desired",),
     ("source",),
-    ("errors", "vocabulary", "durations", "diagnostics", "processes", "digests", "redaction",
-     ""),
+    # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
+    # bounded runner), digests, the error tree and the vocabulary, URL redaction.
+    ("sandbox", "errors", "vocabulary", "durations", "diagnostics", "processes", "digests",
+     "redaction", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])

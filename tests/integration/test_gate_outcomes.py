@@ -1,0 +1,71 @@
+"""A gate ends in one of: passed, rejected (remembered), inconclusive (never a pass), or
+error — the tool, the device, a timeout — which is never remembered as a rejection,
+retried with backoff, and shown as GateError. ``reconciler gauntlet`` tells them apart by
+its exit code (0, 1, 2, 3), so a CI can too."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from tests.conftest import Result
+from tests.fleet import Fleet
+
+GOOD = "import json; print(json.dumps({'accuracy': 0.95}))"
+POOR = "import json; print(json.dumps({'accuracy': 0.5}))"
+
+
+def gated_fleet(tmp_path: Path, command: list[str]) -> Fleet:
+    fleet = Fleet(tmp_path)
+    text = (fleet.repo / "desired-state" / "model.yaml").read_text()
+    fleet.write("model.yaml", text.replace("  pointer:", "  gauntlet: gate\n  pointer:"))
+    gate(fleet, command)
+    fleet.commit("a gated model")
+    return fleet
+
+
+def gate(fleet: Fleet, command: list[str]) -> None:
+    fleet.write("gate.yaml", json.dumps({
+        "apiVersion": "reconciler/v1", "kind": "Gauntlet", "metadata": {"name": "gate"},
+        "spec": {"metrics": {"command": command, "runs": 1,
+                             "rules": [{"metric": "accuracy", "op": ">=", "value": 0.9}]},
+                 "timeout": "1m"}}))
+
+
+def test_gauntlet_exit_codes_tell_a_broken_tool_from_a_rejected_model(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    fleet = gated_fleet(tmp_path, ["no-such-evaluator", "{artifact}"])
+    config = ("--config", str(fleet.settings_file))
+    broken = cli("gauntlet", "policy", *config)
+    assert broken.returncode == 3, broken.stdout + broken.stderr
+    assert broken.stdout.startswith("ERROR") and "exited with 127" in broken.stdout
+    again = cli("gauntlet", "policy", *config)
+    assert again.returncode == 3 and "remembered" not in again.stdout, "errors are not verdicts"
+    gate(fleet, ["python3", "-c", POOR])
+    fleet.commit("an evaluator that runs, and a model under the bar")
+    rejected = cli("gauntlet", "policy", *config)
+    assert rejected.returncode == 1 and rejected.stdout.startswith("FAIL")
+    remembered = cli("gauntlet", "policy", *config)
+    assert remembered.returncode == 1 and "remembered" in remembered.stdout
+    gate(fleet, ["python3", "-c", GOOD])
+    fleet.commit("a model over the bar")
+    passed = cli("gauntlet", "policy", *config)
+    assert passed.returncode == 0 and passed.stdout.startswith("PASS"), passed.stdout
+
+
+def test_a_tool_error_in_a_pass_is_a_gate_error_retried_never_a_rejection(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    fleet = gated_fleet(tmp_path, ["no-such-evaluator", "{artifact}"])
+    config = ("--config", str(fleet.settings_file))
+    applied = cli("apply", *config)
+    assert applied.returncode == 1
+    status = json.loads(cli("status", *config, "--output", "json").stdout)
+    model = next(o for o in status["objects"] if o["kind"] == "Model")
+    assert (model["status"], model["reason"]) == ("Reconciling", "GateError")
+    assert "could not judge" in model["message"]
+    assert status["lastPass"]["result"] == "transient", "backed off, not stalled"
+    gate(fleet, ["python3", "-c", GOOD])
+    fleet.commit("the evaluator is fixed")
+    assert cli("apply", *config).returncode == 0
+    assert (fleet.root / "models" / "current.bin").read_bytes() == b"weights-v1"
