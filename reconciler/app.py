@@ -14,6 +14,7 @@ import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from reconciler.desired import strategy_check
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.documents import Desired, Target
 from reconciler.desired.loader import cache_salt
@@ -22,6 +23,7 @@ from reconciler.errors import StalledError
 from reconciler.gauntlet.runner import JobLauncher
 from reconciler.local.fleet import LocalFleet
 from reconciler.places import Fleet
+from reconciler.sandbox import runner as sandbox
 from reconciler.settings import Settings
 from reconciler.source.git import GitSource
 from reconciler.store import Store
@@ -83,9 +85,23 @@ def gauntlet_jobs(settings: Settings, connections: Connections,
     return GauntletJobs(connections(), settings.gauntlet_job, stop)
 
 
+def configure_sandbox(settings: Settings, connections: Connections | None = None,
+                      stop: threading.Event | None = None) -> None:
+    """Where repository code runs, process-wide, from ``sandbox:``. In mode ``job`` strategy
+    checks go to cluster Jobs (kube.codejobs, through the coderun protocol: the desired
+    layer never sees the cluster client); ``stop`` deletes a running one."""
+    sandbox.configure(settings.sandbox)
+    if settings.sandbox != "job" or settings.sandbox_job is None:
+        strategy_check.use_jobs(None)
+        return
+    from reconciler.kube.codejobs import CodeJobs
+    strategy_check.use_jobs(CodeJobs((connections or Connections(settings))(),
+                                     settings.sandbox_job, stop or threading.Event()))
+
+
 def _local(wiring: Wiring) -> Fleet:
     return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests,
-                      run_as=wiring.settings.run_as)
+                      wiring.settings.allowed_roots, run_as=wiring.settings.run_as)
 
 
 def _kubernetes(wiring: Wiring) -> Fleet:

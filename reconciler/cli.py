@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
+import hmac
 import json
 import os
 import re
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
 from reconciler import __version__
-from reconciler.app import Connections, Wiring, confine_state_dir, gauntlet_jobs, git_source
-from reconciler.artifacts.fetch import fetch
+from reconciler.app import (
+    Connections,
+    Wiring,
+    configure_sandbox,
+    confine_state_dir,
+    git_source,
+)
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
 from reconciler.daemon.lock import FleetLock
@@ -25,13 +34,12 @@ from reconciler.diagnostics import InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.execute.executor import Hooks
-from reconciler.gauntlet.runner import GauntletRunner
 from reconciler.journal import Journal
+from reconciler.local.roots import check_roots
 from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
-from reconciler.redaction import redact, redact_text
-from reconciler.sandbox import runner as sandbox
+from reconciler.prcheck import GateRun, run_gate
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -41,6 +49,7 @@ from reconciler.vocabulary import JournalAction, Op, PassResult
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+_GATE_REQUEST_SECONDS = 3 * 3600  # a daemon-run gate may play for a long time
 EXIT_CANNOT_CHECK = 3  # validate: no sandbox; gauntlet: the tool failed, not the model
 # reconciler gauntlet: a CI can tell a model that missed its bar from a broken tool.
 GATE_EXITS = {"passed": ("PASS", EXIT_OK), "rejected": ("FAIL", EXIT_ERROR),
@@ -101,6 +110,11 @@ def build_parser() -> argparse.ArgumentParser:
     gauntlet.add_argument("--artifact", metavar="URI", help="test this artifact instead of "
                           "the declared one; its verdict is remembered under its digest")
     gauntlet.add_argument("--rev", help="the revision whose gauntlet spec to use")
+    gauntlet.add_argument("--daemon", metavar="URL", help="ask the running daemon at URL "
+                          "(its listen address) to run the gate: a CI needs no fleet "
+                          "credentials, only the webhook secret (--secret-file)")
+    gauntlet.add_argument("--secret-file", metavar="FILE", help="the webhook secret that "
+                          "signs the request to --daemon (default: the settings' webhook)")
     gauntlet.add_argument("--retry", action="store_true", help="forget a remembered verdict "
                           "and run again")
     _common(gauntlet)
@@ -122,9 +136,9 @@ def _overrides(args: argparse.Namespace) -> dict[str, str | None]:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    """The settings, and the sandbox they choose for any repository code this command runs."""
+    """The settings, with the sandbox they name configured for whatever runs next."""
     settings = load_settings(find_config_file(args.config), _overrides(args))
-    sandbox.configure(settings.sandbox)
+    configure_sandbox(settings)
     return settings
 
 
@@ -138,6 +152,8 @@ def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     snapshot: Snapshot
+    # With settings (a repository, or a folder with --config) the roots are checked too.
+    settings = _settings(args) if args.directory is None or args.config else None
     if args.directory is not None:
         folder = Path(args.directory)
         if not folder.is_dir():
@@ -145,9 +161,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
             return EXIT_ERROR
         snapshot = DirectorySnapshot(folder.resolve(), args.directory.rstrip("/") + "/")
     else:
-        settings = _settings(args)
+        assert settings is not None
         snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
     desired = load_desired(snapshot, DesiredCache(cache_salt()))
+    problems = check_roots(desired, settings, snapshot.display_prefix) if settings else []
+    if problems:
+        raise InvalidInput(problems)
     counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
               "configs": len(desired.configs), "models": len(desired.models),
               "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
@@ -193,7 +212,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    lock = FleetLock(settings.fleet_root, "apply")
+    lock = FleetLock(settings.fleet_root, "apply", settings.allowed_roots)
     lock.acquire()
     connections = Connections(settings)
     done, stop = threading.Event(), threading.Event()
@@ -330,44 +349,60 @@ class _TerminalProgress:
 
 
 def cmd_gauntlet(args: argparse.Namespace) -> int:
+    if args.daemon:
+        return _gate_by_daemon(args)
     settings = _settings(args)
-    snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
-    desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
-    model = desired.models.get(args.model)
-    if model is None:
-        print(f"no Model named {args.model!r} at {snapshot.revision}", file=sys.stderr)
-        return EXIT_ERROR
-    if model.gauntlet is None:
-        print(f"Model {model.name} declares no gauntlet: nothing to run")
-        return EXIT_OK
-    uri = args.artifact or model.artifact.uri
-    store = Wiring(settings).store
-    progress = _TerminalProgress(f"fetching {model.name}")
-    try:
-        artifact = fetch(uri, None if args.artifact else model.artifact.sha256,
-                         model.artifact.format, store, desired.read_file,
-                         progress=progress)
-    except (VerificationFailed, ReconcilerError) as error:
-        progress.finish()
-        print(f"artifact {redact(uri)} was not verified: {redact_text(str(error))}",
-              file=sys.stderr)
-        return EXIT_ERROR
-    progress.finish()
-    digest = artifact.name
+    fetching = _TerminalProgress(f"fetching {args.model}")
     journal = Journal(settings.journal_path)
-    jobs = gauntlet_jobs(settings, Connections(settings), threading.Event())
     try:
-        if args.retry:
-            journal.forget_gates(model.name, digest)
-        verdict = GauntletRunner(journal, store, progress=_progress_line,
-                                 jobs=jobs).evaluate(model, desired, digest, artifact,
-                                                     candidate_uri=uri)
+        run = run_gate(settings, Wiring(settings).store, journal, args.model, rev=args.rev,
+                       artifact=args.artifact, retry=args.retry, progress=_progress_line,
+                       fetching=fetching)
     finally:
+        fetching.finish()
         journal.close()
-    label, code = GATE_EXITS[verdict.outcome]
-    print(f"{label}  {model.name} sha256:{digest} "
-          f"({verdict.reason}{', remembered' if verdict.remembered else ''})")
-    for part in verdict.message.split("; "):
+    return _report_gate(run)
+
+
+def _gate_by_daemon(args: argparse.Namespace) -> int:
+    """``gauntlet --daemon URL``: the running daemon runs the gate and records the verdict;
+    the request is signed with the webhook secret (HMAC-SHA256, as GitHub signs webhooks)."""
+    secret_file = args.secret_file or _settings(args).webhook_secret_file
+    if secret_file is None:
+        print("--daemon needs the webhook secret: --secret-file FILE", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    secret = Path(secret_file).read_bytes().strip()
+    body = json.dumps({"model": args.model, "rev": args.rev or "",
+                       "artifact": args.artifact or ""}).encode()
+    signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    url = args.daemon.rstrip("/") + "/gate"
+    if "://" not in url:
+        url = "http://" + url
+    request = urllib.request.Request(url, data=body, headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": signature})
+    try:
+        with urllib.request.urlopen(request, timeout=_GATE_REQUEST_SECONDS) as response:
+            answer = json.loads(response.read(1 << 20))
+    except urllib.error.HTTPError as error:
+        print(f"{url} answered {error.code}: {error.read(200).decode(errors='replace')}",
+              file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        print(f"cannot ask {url}: {getattr(error, 'reason', error)}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK
+    outcome = answer.get("outcome")
+    return _report_gate(GateRun(str(answer.get("model")), answer.get("revision"),
+                                answer.get("sha256"),
+                                outcome if outcome in GATE_EXITS else "error",
+                                str(answer.get("reason")), str(answer.get("message")),
+                                bool(answer.get("remembered"))))
+
+
+def _report_gate(run: GateRun) -> int:
+    label, code = GATE_EXITS[run.outcome]
+    print(f"{label}  {run.model} sha256:{run.digest or '-'} "
+          f"({run.reason}{', remembered' if run.remembered else ''})")
+    for part in run.message.split("; "):
         print(f"  {part}")
     return code
 

@@ -95,6 +95,16 @@ _HOST_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOSPC, errno.EDQUOT
                           errno.EAGAIN})
 
 
+# SQLite's primary result codes for a damaged file (extended codes share the low byte).
+_SQLITE_CORRUPT, _SQLITE_NOTADB = 11, 26
+
+
+def is_sqlite_corruption(error: BaseException) -> bool:
+    """A damaged database file, as opposed to a busy, full or unreadable one."""
+    code = getattr(error, "sqlite_errorcode", None)
+    return isinstance(code, int) and code & 0xFF in (_SQLITE_CORRUPT, _SQLITE_NOTADB)
+
+
 def classify(error: BaseException) -> Outcome:
     """The one except-ladder: any exception a step or a pass raised, as an outcome. Its
     message goes to status, the journal and logs, so URLs in it lose their credentials."""
@@ -113,6 +123,11 @@ def _classify(error: BaseException) -> Outcome:
         return Outcome(Disposition.TRANSIENT, error.reason, str(error))
     if isinstance(error, ReconcilerError):
         return Outcome(Disposition.STALLED, error.reason, str(error))
+    if isinstance(error, sqlite3.Error) and is_sqlite_corruption(error):
+        # Damage found mid-run: retrying cannot mend the file; a person moves it aside.
+        return Outcome(Disposition.STALLED, Reason.JOURNAL_CORRUPT,
+                       f"the journal is damaged: {error} (docs/operations.md, 'A damaged "
+                       "journal')")
     if isinstance(error, sqlite3.Error):
         # A full disk or a locked database: the journal refuses writes until it is freed.
         return Outcome(Disposition.TRANSIENT, Reason.JOURNAL_UNAVAILABLE,

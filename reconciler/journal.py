@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.errors import StalledError, is_sqlite_corruption
 from reconciler.plan.planner import DAY, HOUR, History, ObjectKey
 from reconciler.redaction import redact_text
 from reconciler.vocabulary import Condition, Reason
@@ -70,6 +71,23 @@ OBJECT_FIELDS = ("target", "kind", "name", "applied_digest", "applied_revision",
                  "failed_at", "owed_digest", "status", "reason", "message", "updated_at")
 
 
+class JournalCorrupt(StalledError):
+    """The journal file is damaged: retrying cannot help, a person must move it aside."""
+
+    reason: str = Reason.JOURNAL_CORRUPT
+
+
+def corrupt_journal(path: Path, detail: str) -> JournalCorrupt:
+    """One message naming the file and the documented recovery (docs/operations.md)."""
+    detail = " ".join(detail.split())  # quick_check reports on several lines
+    return JournalCorrupt(
+        f"the journal {path} is damaged ({detail}); move it aside with its -wal and -shm "
+        f"files (mv {path} {path}.corrupt) and start again: the fleet is re-observed and "
+        "converged to the desired state, while the journal's history, failure marks, soak "
+        "clocks and known-good digests start afresh (docs/operations.md, 'A damaged "
+        "journal')")
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     id: int
@@ -99,16 +117,38 @@ class Journal:
     """
 
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        """Opens and checks the file (``PRAGMA quick_check``): a damaged journal is refused
+        with :class:`JournalCorrupt` rather than fail later, mid-pass, on every start."""
         self.path = path
         self._lock = threading.Lock()
+        self._db = self._connect(path, readonly)
+        try:
+            problem = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
+            if problem != "ok":
+                raise corrupt_journal(path, str(problem))
+            if not readonly:
+                self._prepare()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            if not is_sqlite_corruption(error):
+                raise
+            raise corrupt_journal(path, str(error)) from None
+        except JournalCorrupt:
+            self._db.close()
+            raise
+
+    @staticmethod
+    def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
         if readonly:
-            self._db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
-                                       check_same_thread=False, isolation_level=None,
-                                       timeout=10)
-            return
+            return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True,
+                                   check_same_thread=False, isolation_level=None, timeout=10)
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
-                                   timeout=10)
+        return sqlite3.connect(str(path), check_same_thread=False, isolation_level=None,
+                               timeout=10)
+
+    def _prepare(self) -> None:
+        """WAL, synchronous commits and the schema (after the check: a damaged file is
+        never written to)."""
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
@@ -134,6 +174,17 @@ class Journal:
     def integrity_ok(self) -> bool:
         with self._lock:
             return bool(self._db.execute("PRAGMA quick_check").fetchone()[0] == "ok")
+
+    def intents(self, action: str, key: ObjectKey, limit: int = 200) -> list[dict[str, Any]]:
+        """The details of an object's newest intents of one action, newest first: what a
+        change replaced (its ``from``) is read here, never from the live state, which a
+        change stopped half-way may already have moved."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT detail FROM events WHERE name = ? AND target = ? AND kind = ? AND "
+                "action = ? AND phase = 'intent' ORDER BY id DESC LIMIT ?",
+                (key[2], key[0], key[1], action, limit)).fetchall()
+        return [json.loads(detail) for (detail,) in rows]
 
     # Passes and events.
 

@@ -22,13 +22,14 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from reconciler.app import Wiring, gauntlet_jobs, git_source
+from reconciler.app import Wiring, configure_sandbox, gauntlet_jobs, git_source
 from reconciler.desired.documents import Desired, Target
 from reconciler.desired.loader import load_desired
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import Disposition, classify
 from reconciler.execute.executor import Executor, Hooks, PassReport
 from reconciler.journal import Journal
+from reconciler.local.roots import check_roots
 from reconciler.plan.observed import ObservedTarget
 from reconciler.plan.planner import History, Plan, observation_request, plan
 from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
@@ -70,15 +71,20 @@ class PassOutcome:
 
 def load(wiring: Wiring) -> Desired:
     """Steps source and desired. Raises InvalidInput or a ReconcilerError. An unchanged
-    folder (the same tree, whatever the commit) reuses the last desired state."""
+    folder (the same tree, whatever the commit) reuses the last desired state; the rules
+    that need the settings (where local roots may be) are checked every time."""
     snapshot = (wiring.source or git_source(wiring.settings)).fetch().snapshot
     if wiring.loaded is not None and wiring.loaded[0] == snapshot.tree_id:
-        return replace(wiring.loaded[1], revision=snapshot.revision)
-    try:
-        desired = load_desired(snapshot, wiring.desired_cache)
-    finally:
-        wiring.desired_cache.save()
-    wiring.loaded = (snapshot.tree_id, desired)
+        desired = replace(wiring.loaded[1], revision=snapshot.revision)
+    else:
+        try:
+            desired = load_desired(snapshot, wiring.desired_cache)
+        finally:
+            wiring.desired_cache.save()
+        wiring.loaded = (snapshot.tree_id, desired)
+    problems = check_roots(desired, wiring.settings, snapshot.display_prefix)
+    if problems:
+        raise InvalidInput(problems)
     return desired
 
 
@@ -140,6 +146,9 @@ def _result(disposition: Disposition) -> PassResult:
 
 def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks | None,
          pass_id: int) -> PassOutcome:
+    # Where this pass's repository code runs (the settings may have been reloaded); a check
+    # running as a cluster Job is deleted when the pass is stopped.
+    configure_sandbox(wiring.settings, wiring.connections, stop)
     jobs = gauntlet_jobs(wiring.settings, wiring.connections, stop)
     outcome = PassOutcome(PassResult.STALLED, "no pass ran")
     for _ in range(REPLANS):

@@ -64,6 +64,20 @@ class GauntletJobSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SandboxJobSettings:
+    """Where repository code runs with ``sandbox: job``: a batch/v1 Job per check step, in
+    a namespace of its own (deploy/sandbox.yaml), with these limits. ``start_seconds`` is
+    how long a pod may take to be scheduled and start, on top of the check's timeout."""
+
+    namespace: str
+    image: str
+    context: str | None = None
+    cpu: str = "1"
+    memory: str = "1Gi"
+    start_seconds: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     repo: str | None
     branch: str
@@ -82,6 +96,9 @@ class Settings:
     run_as: str | None = None  # who local restart and health commands run as
     sandbox: str = "bwrap"  # reconciler.sandbox mode; "none" is the explicit opt-out
     inconclusive: str = "hold"  # an inconclusive gate holds the pointer, or counts as rejected
+    sandbox_job: SandboxJobSettings | None = None  # where ``sandbox: job`` runs checks
+    # Folders besides fleet_root where local Target roots may lie (local/roots.py).
+    allowed_roots: tuple[Path, ...] = ()
     credentials: GitCredentials | None = None
 
     @property
@@ -198,6 +215,8 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         gauntlet_job=_gauntlet_job(content.get("gauntletJob")),
         sandbox=content.get("sandbox", "bwrap"),
         inconclusive=(content.get("gates") or {}).get("inconclusive", "hold"),
+        sandbox_job=_sandbox_job(content.get("sandboxJob")),
+        allowed_roots=tuple(base / root for root in content.get("allowedRoots", ())),
         credentials=_credentials(content.get("credentials"), base),
     )
 
@@ -237,3 +256,12 @@ def _gauntlet_job(content: dict[str, Any] | None) -> GauntletJobSettings | None:
         content["namespace"], content["image"], content.get("context"),
         int(content.get("gpus", 1)), tuple(sorted(content.get("nodeSelector", {}).items())),
         tuple(content.get("tolerations", ())), content.get("serviceAccountName"))
+
+
+def _sandbox_job(content: dict[str, Any] | None) -> SandboxJobSettings | None:
+    if content is None:
+        return None
+    return SandboxJobSettings(
+        content["namespace"], content["image"], content.get("context"),
+        str(content.get("cpu", "1")), str(content.get("memory", "1Gi")),
+        parse_duration(content.get("startTimeout", "2m")))

@@ -54,6 +54,7 @@ class Reason(StrEnum):
     IO_ERROR = "IOError"
     HOST_RESOURCES = "HostResourcesExhausted"
     JOURNAL_UNAVAILABLE = "JournalUnavailable"
+    JOURNAL_CORRUPT = "JournalCorrupt"
     UNEXPECTED_ERROR = "UnexpectedError"
     TRANSIENT_FAILURE = "TransientFailure"
     STALLED = "Stalled"

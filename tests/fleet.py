@@ -4,6 +4,7 @@ reads what was delivered, one model without a gauntlet (so pointer flips are exe
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from pathlib import Path
 
@@ -78,6 +79,19 @@ spec:
   restart: {{command: [python3, -c, "{RESTART}"]}}
   health: {{command: [python3, -c, "{MODEL_HEALTH}"], timeout: 2s}}
 """)
+
+    def gate(self, command: list[str]) -> None:
+        """Put the model behind a metrics gauntlet ``gate`` running ``command`` (its last
+        line: JSON metrics; accuracy must reach 0.9)."""
+        model = self.repo / "desired-state" / "model.yaml"
+        if "gauntlet: gate" not in model.read_text():
+            self.write("model.yaml", model.read_text().replace(
+                "  pointer:", "  gauntlet: gate\n  pointer:"))
+        self.write("gate.yaml", json.dumps({
+            "apiVersion": "reconciler/v1", "kind": "Gauntlet", "metadata": {"name": "gate"},
+            "spec": {"metrics": {"command": command, "runs": 1,
+                                 "rules": [{"metric": "accuracy", "op": ">=", "value": 0.9}]},
+                     "timeout": "1m"}}))
 
     def commit(self, message: str) -> str:
         git(self.repo, "add", "-A")

@@ -18,11 +18,11 @@ import time
 from collections import Counter
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from reconciler.app import Connections, Wiring, confine_state_dir, watched
 from reconciler.daemon.backoff import Backoff
-from reconciler.daemon.httpd import ControlServer
+from reconciler.daemon.httpd import ControlServer, GateRequest
 from reconciler.daemon.leadership import Leadership, leadership
 from reconciler.daemon.lock import FleetLock
 from reconciler.daemon.metrics import Metrics
@@ -31,12 +31,12 @@ from reconciler.daemon.sdnotify import Notifier
 from reconciler.daemon.watch import RefWatcher
 from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
-from reconciler.errors import StalledError
+from reconciler.errors import StalledError, classify
 from reconciler.execute.executor import Hooks
 from reconciler.journal import Journal
 from reconciler.passes import PassOutcome, run_pass
+from reconciler.prcheck import run_gate
 from reconciler.redaction import redact_text
-from reconciler.sandbox import runner as sandbox
 from reconciler.sandbox.memory import deny_write_execute_to_this_process
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
@@ -83,6 +83,7 @@ class Daemon:
         self.metrics = Metrics()
         # Set by SIGTERM, and by a lost Lease: ends the pass in flight, undoing what it began.
         self._pass_stop = threading.Event()
+        self._gate_lock = threading.Lock()  # pull requests' gates run one at a time
         self._connections: Connections | None = None  # made with the settings, in run()
         self._drift: DriftWatch | None = None
 
@@ -133,20 +134,20 @@ class Daemon:
 
     def run(self) -> int:
         settings = load_settings(self._config_file, self._overrides)
-        sandbox.configure(settings.sandbox)
+        self._connections = Connections(settings)
         self.metrics.set_sandbox(settings.sandbox)
         if not deny_write_execute_to_this_process():
             print("this kernel cannot refuse writable-and-executable memory to the daemon "
                   "alone (PR_SET_MDWE, Linux 6.6+): running without it", flush=True)
-        self._connections = Connections(settings)
-        lock = FleetLock(settings.fleet_root, "daemon")
+        lock = FleetLock(settings.fleet_root, "daemon", settings.allowed_roots)
         lock.acquire()
+        self._fleet_lock = lock
         journal = Journal(settings.journal_path)
         confine_state_dir(settings)
         interrupted = journal.recover()
         wiring = Wiring(settings, connections=self._connections)
         wiring.store.sweep()
-        server = self._serve(settings)
+        server = self._serve(settings, lambda request: self._gate(wiring, journal, request))
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
@@ -180,7 +181,29 @@ class Daemon:
                   "lifetime (stop them with their own tools)", flush=True)
         return 0
 
-    def _serve(self, settings: Settings) -> ControlServer | None:
+    def _gate(self, wiring: Wiring, journal: Journal, request: dict[str, Any]) -> dict[str, Any]:
+        """``POST /gate``: a pull request's gate, run here so that CI needs no fleet
+        credentials, one at a time; the daemon's own code records the verdict."""
+        with self._gate_lock:
+            try:
+                run = run_gate(wiring.settings, wiring.store, journal, request["model"],
+                               rev=request.get("rev") or None,
+                               artifact=request.get("artifact") or None, stop=self._stop,
+                               progress=self._progress)
+            except InvalidInput as error:
+                first = error.diagnostics[0].format() if error.diagnostics else ""
+                return {"model": request["model"], "outcome": "error",
+                        "reason": "InvalidDesiredState",
+                        "message": f"the revision's desired state is invalid: {first}"}
+            except Exception as error:
+                outcome = classify(error)
+                return {"model": request["model"], "outcome": "error",
+                        "reason": outcome.reason, "message": outcome.message}
+        print(f"gate {run.model} at {run.revision} for a pull request: {run.outcome} "
+              f"({run.reason})", flush=True)
+        return run.to_json()
+
+    def _serve(self, settings: Settings, on_gate: GateRequest) -> ControlServer | None:
         if settings.listen is None:
             return None
         secret = None
@@ -193,7 +216,7 @@ class Daemon:
                                    reason="WebhookSecretUnreadable") from None
         try:
             server = ControlServer(settings.listen, self.metrics, self._healthy, self._ready,
-                                   secret, self.trigger)
+                                   secret, self.trigger, on_gate)
         except OSError as error:
             raise StalledError(f"cannot listen on {settings.listen}: {error.strerror}; set "
                                "'listen' to a free address, or '' for none",
@@ -248,6 +271,7 @@ class Daemon:
             self._pass_stop.clear()
             if self._stop.is_set():
                 break
+            self._fleet_lock.check()  # FleetLockLost: never act on a folder moved under us
             started = time.monotonic()
             outcome = run_pass(wiring, journal, self._pass_stop, hooks=self._hooks())
             _observe(self.metrics, outcome, time.monotonic() - started)
@@ -306,15 +330,14 @@ class Daemon:
             print(f"reload refused, keeping the running settings:\n{error}", flush=True)
             self._notify.status("reload refused: settings invalid")
             return settings
-        if (fresh.fleet_root, fresh.state_dir, fresh.listen, fresh.kube,
-                fresh.leader_election) != (settings.fleet_root, settings.state_dir,
-                                           settings.listen, settings.kube,
+        if (fresh.fleet_root, fresh.allowed_roots, fresh.state_dir, fresh.listen, fresh.kube,
+                fresh.leader_election) != (settings.fleet_root, settings.allowed_roots,
+                                           settings.state_dir, settings.listen, settings.kube,
                                            settings.leader_election):
-            print("reload refused: fleetRoot, stateDir, listen, kubernetes and "
+            print("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes and "
                   "leaderElection need a restart", flush=True)
             return settings
         print("settings reloaded", flush=True)
-        sandbox.configure(fresh.sandbox)
         self.metrics.set_sandbox(fresh.sandbox)
         return fresh
 

@@ -174,9 +174,10 @@ class Executor:
         revision = desired.revision
         if action.drift:
             self._hooks.drift(action.kind)
+        replaced = self._replaced(action)
         intent = self._journal.intent(JournalAction.DELIVER, action.key, pass_id=pass_id,
                                       revision=revision,
-                                      detail={"path": address, "from": action.current,
+                                      detail={"path": address, "from": replaced,
                                               "to": action.desired, "drift": action.drift})
         self._journal.attempted(action.key, action.desired, revision)
         try:
@@ -206,7 +207,7 @@ class Executor:
                                  Reason.HEALTH_CHECK_FAILED,
                                  f"{check.detail}; held as configured (onFailure: hold)")
             return ActionResult(action, Result.FAILED, check.detail)
-        back_to = self._last_healthy(action)
+        back_to = self._last_healthy(action, replaced)
         undo = self._journal.intent(JournalAction.ROLLBACK, action.key, pass_id=pass_id,
                                     revision=revision,
                                     detail={"path": address, "to": back_to,
@@ -249,16 +250,28 @@ class Executor:
         self._hooks.rollback(action.kind)
         return ActionResult(action, Result.ROLLED_BACK, f"{check.detail}; {how}")
 
-    def _last_healthy(self, action: Action) -> str | None:
-        """The content to return to: the last healthy digest, else what was there before,
-        whichever the store still holds with its bytes intact."""
+    def _replaced(self, action: Action) -> str | None:
+        """The content this change replaces. When the live content already is the new one
+        (an attempt stopped after its write, or held content a new commit retries), that
+        is the ``from`` of the intent that wrote it: the journal's, never the live state's,
+        and never the digest being undone."""
+        if action.current != action.desired:
+            return action.current
+        for detail in self._journal.intents(JournalAction.DELIVER, action.key):
+            if detail.get("to") == action.desired and detail.get("from") != action.desired:
+                return _digest_or_none(detail.get("from"))
+        return None
+
+    def _last_healthy(self, action: Action, replaced: str | None) -> str | None:
+        """The content to return to: the last healthy digest, else what the change
+        replaced, whichever the store still holds with its bytes intact."""
         known = self._journal.object(action.key)
         healthy = known["healthy_digest"] if known else None
         if healthy and healthy != action.desired and self._store.verified(healthy) is not None:
             return str(healthy)
-        if action.current is not None:
-            self._store.require(action.current)  # preserved before the write; proven now
-        return action.current
+        if replaced is not None:
+            self._store.require(replaced)  # preserved before the write; proven now
+        return replaced
 
     def _restart_and_check(self, action: Action, place: Place, restart: Restart | None,
                            health: Health | None, pass_id: int, revision: str,
@@ -348,12 +361,12 @@ class Executor:
             return self._interrupted(action, "stopped before the flip")
         if action.drift:
             self._hooks.drift(action.kind)
-        previous = place.pointer_before(model, desired)
+        previous, previous_digest = self._pointer_replaced(action, model, place, desired)
         intent = self._journal.intent(JournalAction.FLIP, action.key, pass_id=pass_id,
                                       revision=revision,
                                       detail={"path": address_of(model, place.target),
-                                              "from": previous, "to": digest,
-                                              "gateSkipped": known_good,
+                                              "from": previous, "fromDigest": previous_digest,
+                                              "to": digest, "gateSkipped": known_good,
                                               "drift": action.drift})
         self._journal.attempted(action.key, digest, revision)
         try:
@@ -374,16 +387,56 @@ class Executor:
             self._collect(model, desired, pass_id)
             return ActionResult(action, Result.APPLIED,
                                 f"{address_of(model, place.target)} -> sha256:{digest}")
+        back, back_digest = self._pointer_back(action, previous, previous_digest)
         undo = self._journal.intent(JournalAction.ROLLBACK, action.key, pass_id=pass_id,
                                     revision=revision,
                                     detail={"path": address_of(model, place.target),
-                                            "to": previous, "reason": check.detail})
-        place.point_back(model, previous, revision)
+                                            "to": back, "toDigest": back_digest,
+                                            "reason": check.detail})
+        place.point_back(model, back, revision)
         after = self._restart_and_check(action, place, model.restart, model.health, pass_id,
-                                        revision, action.current, undoing=True)
+                                        revision, back_digest, undoing=True)
         self._journal.outcome(undo, Phase.DONE if after.ok else Phase.FAILED,
                               {"detail": after.detail})
         return self._undone(action, revision, check, after, "pointer flipped back")
+
+    def _pointer_replaced(self, action: Action, model: Model, place: Place,
+                          desired: Desired) -> tuple[str | None, str | None]:
+        """What the pointer held before this flip (in the form ``point_back`` takes) and
+        the digest that names. When the pointer already names the new digest (an attempt
+        stopped between its flip and its check), that is the journal's ``from`` of the
+        flip that moved it, never the live pointer."""
+        if action.current != action.desired:
+            previous = place.pointer_before(model, desired)
+            named = self._store.named(previous) if previous is not None else None
+            return previous, named or action.current
+        for detail in self._journal.intents(JournalAction.FLIP, action.key):
+            origin = _flip_origin(detail, self._store)
+            if detail.get("to") == action.desired and origin[1] != action.desired:
+                return origin
+        return None, None
+
+    def _pointer_back(self, action: Action, previous: str | None,
+                      previous_digest: str | None) -> tuple[str | None, str | None]:
+        """Where a failed flip points back to: the last healthy digest when the journal
+        knows how the pointer named it and the store still proves its bytes, else what the
+        flip replaced. Never the digest being undone."""
+        known = self._journal.object(action.key)
+        healthy = known["healthy_digest"] if known else None
+        if healthy and healthy not in (action.desired, previous_digest):
+            for detail in self._journal.intents(JournalAction.FLIP, action.key):
+                link, named = _flip_origin(detail, self._store)
+                if named is not None and named == healthy and link is not None \
+                        and self._provable(link, named):
+                    return link, named
+        if previous is not None and previous_digest is not None \
+                and self._store.named(previous) is not None:
+            self._store.require(previous_digest)  # a rollback skips the gate, not the digest
+        return previous, previous_digest
+
+    def _provable(self, link: str, digest: str) -> bool:
+        """A pointer form naming a store object is usable only while its bytes prove."""
+        return self._store.named(link) is None or self._store.verified(digest) is not None
 
     def _restore_previous(self, model: Model, desired: Desired, digest: str) -> None:
         """The ``previous`` opponent must be played from proven bytes: one the store lost
@@ -440,3 +493,17 @@ class Executor:
                      progress=lambda done, total: self._hooks.progress(
                          f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"
                          if total else f"fetching {model.name}: {done >> 20} MiB"))
+
+
+def _digest_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _flip_origin(detail: dict[str, object], store: ContentStore) -> tuple[str | None, str | None]:
+    """A flip intent's ``from`` and the digest it names (journals written before
+    ``fromDigest`` was recorded: read from the store link)."""
+    link = _digest_or_none(detail.get("from"))
+    named = _digest_or_none(detail.get("fromDigest"))
+    if named is None and link is not None:
+        named = store.named(link)
+    return link, named

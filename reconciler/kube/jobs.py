@@ -4,7 +4,10 @@ The Job runs the same worker as a local gauntlet (``python -m reconciler.gauntle
 in the configured image, requesting ``nvidia.com/gpu``, on the configured nodes. The
 request travels in an environment variable; the worker fetches and verifies the models
 itself. The verdict is the last JSON line of the pod's log. A Job that outlives the
-gauntlet's timeout is deleted, with its pods.
+gauntlet's timeout is deleted, with its pods. The worker imports game modules, so its pod
+is hardened like any pod running repository code (``codejobs.harden``: no service-account
+token, non-root, no capabilities, read-only root), and labelled for the NetworkPolicy
+that lets it fetch models and nothing else.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from reconciler.desired.documents import Gauntlet
 from reconciler.durations import format_duration
 from reconciler.errors import ReconcilerError
 from reconciler.kube.api import Clusters, NotFound
+from reconciler.kube.codejobs import CODE_LABEL, NETWORK_LABEL, harden
 from reconciler.kube.fleet import MANAGED_BY_LABEL
 from reconciler.processes import last_json_object
 from reconciler.settings import GauntletJobSettings
@@ -40,17 +44,17 @@ class GauntletJobs:
                  timeout: float) -> dict[str, Any]:
         settings = self._settings
         limits = {"nvidia.com/gpu": str(settings.gpus)} if settings.gpus else {}
-        labels = {MANAGED_BY_LABEL: "reconciler", GAUNTLET_LABEL: gauntlet.name}
-        pod_spec: dict[str, Any] = {
-            "restartPolicy": "Never",
-            "containers": [{
-                "name": "gauntlet", "image": settings.image,
-                "command": ["python", "-m", "reconciler.gauntlet.worker", "-"],
-                "env": [{"name": "RECONCILER_GAUNTLET_JOB", "value": json.dumps(request)},
-                        {"name": "PYTHONUNBUFFERED", "value": "1"}],
-                "resources": {"limits": limits},
-            }],
+        labels = {MANAGED_BY_LABEL: "reconciler", GAUNTLET_LABEL: gauntlet.name,
+                  CODE_LABEL: "gauntlet", NETWORK_LABEL: "fetch"}
+        container: dict[str, Any] = {
+            "name": "gauntlet", "image": settings.image,
+            "command": ["python", "-m", "reconciler.gauntlet.worker", "-"],
+            "env": [{"name": "RECONCILER_GAUNTLET_JOB", "value": json.dumps(request)},
+                    {"name": "PYTHONUNBUFFERED", "value": "1"}],
+            "resources": {"limits": limits},
         }
+        pod_spec: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
+        harden(pod_spec, container, scratch=None)  # models and their caches: node-sized
         if settings.node_selector:
             pod_spec["nodeSelector"] = dict(settings.node_selector)
         if settings.tolerations:

@@ -4,7 +4,6 @@ symlinks into the store."""
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import TYPE_CHECKING, Any
 
@@ -41,15 +40,14 @@ class LocalPlace:
         self.fleet.remove(self.target, address)
 
     def _ensure_root(self) -> None:
-        """Made on first use; with a ``runAs`` user, shared with it: the daemon delivers,
-        the services it restarts keep their own files beside (setgid keeps the group)."""
-        if self.root.is_dir():
-            return
-        self.root.mkdir(parents=True)
+        """Made on first use, beneath its base (a link where it belongs is replaced); with a
+        ``runAs`` user, shared with it: the daemon delivers, the services it restarts keep
+        their own files beside (setgid keeps the group)."""
+        self.fleet.ensure_root(self.target, self._group)
+
+    def _group(self) -> int | None:
         user = self._user()
-        if user is not None:
-            os.chown(self.root, -1, user.gid)
-            os.chmod(self.root, 0o2775)
+        return None if user is None else user.gid
 
     def _environment(self, kind: str, name: str, revision: str,
                      user: Identity | None) -> dict[str, str]:
@@ -95,11 +93,13 @@ class LocalPlace:
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         path = address_of(model, self.target)
         previous = self.fleet.pointer(self.target, path).link
-        live = self.root / path
-        if previous is None and live.is_file():
+        if previous is None:
             # A canonical model copied in by hand (cp, not ln -sf): keep it in the store so
-            # the flip loses nothing and a rollback can put it back.
-            previous = str(self.fleet.store.location(self.fleet.store.put_file(live)))
+            # the flip loses nothing and a rollback can put it back. Only a regular file
+            # beneath the root counts; a link on the way is drift, never content.
+            kept = self.fleet.preserve(self.target, path)
+            if kept is not None:
+                previous = str(self.fleet.store.location(kept))
         return previous
 
     def flip(self, model: Model, digest: str, revision: str) -> None:

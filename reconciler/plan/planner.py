@@ -234,12 +234,16 @@ def _gate(action: Action, target: Target, targets: Mapping[str, Target], history
 
 def _unfinished(history: History, key: ObjectKey, want: str, restart: Restart | None,
                 health: Health | None) -> bool:
-    """Written, but its restart or check never finished: do those before calling it done."""
+    """Written, but its restart or check never finished: do those before calling it done;
+    or live but failed (``onFailure: hold`` keeps it in place): never counted healthy. The
+    gate blocks it at the revision that failed; a new commit gets one new restart and check."""
+    if (failed := history.failed.get(key)) is not None and failed[0] == want:
+        return True
     return (restart is not None or health is not None) and history.unfinished.get(key) == want
 
 
 FINISH = Step(StepKind.FINISH, "restart and check what is already in place (the last "
-              "attempt stopped before them, or they were deferred)")
+              "attempt stopped before them, they were deferred, or it failed and is held)")
 
 
 def _model_steps(model: Model, history: History) -> list[Step]:

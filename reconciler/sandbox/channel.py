@@ -216,3 +216,40 @@ def metrics_object(line: str | None) -> dict[str, Any]:
         if len(name) > 200:
             raise Malformed("a metric name longer than 200 characters")
     return metrics
+
+
+@dataclass(frozen=True, slots=True)
+class RemoteOutcome:
+    """A sandbox run's outcome as a pod reports it (``sandbox: job``): what a local run's
+    Outcome holds, less the log tail, which stays in the pod."""
+
+    timed_out: bool
+    returncode: int
+    lines: tuple[str, ...]
+    violation: str | None
+
+
+def remote_outcome(line: str | None, *, max_bytes: int, max_lines: int,
+                   max_line_chars: int) -> RemoteOutcome:
+    """The last line of a check pod's log: one object, exact keys, every size bounded.
+    The lines inside are the channel lines of the run and are validated again by whoever
+    reads them (a strategy report by ``strategy_report``)."""
+    if line is None or not line.strip():
+        raise Malformed("the pod wrote no report")
+    if len(line.encode()) > max_bytes:
+        raise Malformed(f"its report is longer than {max_bytes} bytes")
+    report = parse_object(line)
+    _keys(report, ("timedOut", "returncode", "lines", "violation"))
+    returncode = report["returncode"]
+    if not isinstance(returncode, int) or isinstance(returncode, bool) \
+            or not -255 <= returncode <= 255:
+        raise Malformed("returncode must be an integer in [-255, 255]")
+    lines = report["lines"]
+    if not isinstance(lines, list) or len(lines) > max_lines:
+        raise Malformed(f"lines must be a list of at most {max_lines} strings")
+    for entry in lines:
+        if not isinstance(entry, str) or len(entry) > max_line_chars:
+            raise Malformed(f"lines must be strings of at most {max_line_chars} characters")
+    violation = report["violation"]
+    return RemoteOutcome(_flag(report["timedOut"], "timedOut"), returncode, tuple(lines),
+                         None if violation is None else _text(violation, "violation", 300))

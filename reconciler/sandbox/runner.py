@@ -19,6 +19,10 @@ Without bwrap, or where the kernel refuses namespaces, nothing runs:
 :class:`SandboxUnavailable` says why and how to fix it, unless the settings opt out with
 ``sandbox: none`` (then the same limits apply through ``prlimit``, without namespaces).
 
+In mode ``job`` (a cluster, where the daemon's pod may not make namespaces) strategy checks
+run as Jobs (``reconciler.coderun``); everything else that would run here is refused with
+:class:`SandboxUnavailable`, as without bwrap.
+
 The mode is process-wide (``configure``/``current``): every command that runs repository
 code reads it, and the composition root sets it once from the settings.
 """
@@ -43,7 +47,7 @@ from pathlib import Path
 
 from reconciler.errors import StalledError
 
-MODES = ("bwrap", "none")
+MODES = ("bwrap", "none", "job")
 SANDBOX_UID = 65534
 REPORT_FD_PLACEHOLDER = "{report_fd}"
 _MIB = 1 << 20
@@ -283,7 +287,8 @@ class Running:
 
 
 class Sandbox:
-    """``mode`` ``bwrap`` (the default) or ``none`` (the explicit opt-out)."""
+    """``mode`` ``bwrap`` (the default), ``none`` (the explicit opt-out) or ``job``
+    (nothing runs here: strategy checks go to Jobs, see reconciler.coderun)."""
 
     def __init__(self, mode: str = "bwrap", bwrap: str | None = None) -> None:
         if mode not in MODES:
@@ -298,6 +303,11 @@ class Sandbox:
         """Why repository code cannot run here, with the fix; None when it can."""
         if self.mode == "none":
             return None
+        if self.mode == "job":
+            return ("with 'sandbox: job' repository code runs only in Kubernetes Jobs "
+                    "(strategy checks, and match gauntlets with 'runIn: job'); this would "
+                    "run in the daemon's own pod, which cannot make a sandbox: see "
+                    "docs/kubernetes.md")
         with self._probe_lock:
             if self._working:
                 return None

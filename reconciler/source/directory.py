@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import stat
 from collections.abc import Mapping
 from pathlib import Path
 
-from reconciler.source.snapshot import Entry
+from reconciler.source.snapshot import DEFAULT_TREE_LIMITS, Entry, TreeBudget, TreeLimits
 
 _CHUNK = 1 << 20
 
@@ -29,8 +30,10 @@ def _file_blob_id(path: str, size: int) -> str:
 class DirectorySnapshot:
     """Files under ``root`` as they are on disk now. ``.git`` folders are skipped."""
 
-    def __init__(self, root: Path, display_prefix: str) -> None:
+    def __init__(self, root: Path, display_prefix: str,
+                 limits: TreeLimits = DEFAULT_TREE_LIMITS) -> None:
         self._root = root
+        self._limits = limits
         self._prefix = display_prefix
         self._entries: dict[str, Entry] | None = None
 
@@ -50,21 +53,35 @@ class DirectorySnapshot:
     def read(self, entry: Entry) -> bytes:
         return (self._root / entry.path).read_bytes()
 
+    def copy_to(self, entry: Entry, destination: Path) -> None:
+        shutil.copyfile(self._root / entry.path, destination)
+
     def _scan(self) -> dict[str, Entry]:
+        """A loop over a stack of folders (``os.walk`` recurses), bounded by the tree
+        limits before a file is read to compute its blob id."""
+        budget = TreeBudget(self._limits, self._prefix)
         entries: dict[str, Entry] = {}
-        for directory, subdirs, files in os.walk(self._root):
-            # Symlinked folders are entries (checked like any link), never descended into.
-            linked = [d for d in subdirs if os.path.islink(os.path.join(directory, d))]
-            subdirs[:] = sorted(d for d in subdirs if d != ".git" and d not in linked)
-            for name in sorted([*files, *linked]):
-                full = os.path.join(directory, name)
-                relative = Path(full).relative_to(self._root).as_posix()
-                info = os.lstat(full)
-                if stat.S_ISLNK(info.st_mode):
-                    target = os.readlink(full)
+        pending: list[tuple[str, str, int]] = [(str(self._root), "", 1)]
+        while pending:
+            directory, prefix, depth = pending.pop()
+            budget.folder(prefix, depth)
+            with os.scandir(directory) as listing:
+                found = sorted(listing, key=lambda item: item.name)
+            for item in found:
+                relative = prefix + item.name
+                info = item.stat(follow_symlinks=False)
+                if stat.S_ISDIR(info.st_mode):
+                    if item.name != ".git":
+                        pending.append((item.path, relative + "/", depth + 1))
+                elif stat.S_ISLNK(info.st_mode):
+                    # Symlinked folders are entries (checked like any link), never descended.
+                    target = os.readlink(item.path)
+                    budget.link(relative, len(target))
                     entries[relative] = Entry(relative, "link", git_blob_id(target.encode()),
                                               len(target), target)
                 elif stat.S_ISREG(info.st_mode):
+                    budget.entry(relative, info.st_size)
                     entries[relative] = Entry(relative, "file",
-                                              _file_blob_id(full, info.st_size), info.st_size)
-        return entries
+                                              _file_blob_id(item.path, info.st_size),
+                                              info.st_size)
+        return dict(sorted(entries.items()))

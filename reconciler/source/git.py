@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,15 @@ from reconciler.redaction import redact, redact_text
 from reconciler.source.credentials import GitCredentials
 from reconciler.source.location import is_local_path
 from reconciler.source.signatures import SignaturePolicy, verify_signature
-from reconciler.source.snapshot import Entry
+from reconciler.source.snapshot import DEFAULT_TREE_LIMITS, Entry, TreeBudget, TreeLimits
 from reconciler.vocabulary import Reason
 
+_STREAM_ABOVE_BYTES = 1 << 20
+_STREAM_TIMEOUT = 600.0
+# git reading the mirror: no system or user configuration, no hooks, no prompts.
+_GIT_ENVIRONMENT = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "GIT_CONFIG_NOSYSTEM": "1",
+                    "GIT_CONFIG_GLOBAL": os.devnull, "GIT_TERMINAL_PROMPT": "0",
+                    "LANG": "C.UTF-8"}
 _LINK_MODE = int(pygit2.enums.FileMode.LINK)
 _TREE_MODE = int(pygit2.enums.FileMode.TREE)
 
@@ -116,8 +123,9 @@ class GitSnapshot:
     """The folder's files in one commit."""
 
     def __init__(self, repo: pygit2.Repository, commit: pygit2.Commit, ref_name: str,
-                 folder: str) -> None:
+                 folder: str, limits: TreeLimits = DEFAULT_TREE_LIMITS) -> None:
         self._repo = repo
+        self._limits = limits
         self.commit_id = str(commit.id)
         self._revision = format_revision(ref_name, self.commit_id)
         self._folder = folder.strip("/")
@@ -146,29 +154,56 @@ class GitSnapshot:
 
     def entries(self) -> Mapping[str, Entry]:
         if self._entries is None:
-            entries: dict[str, Entry] = {}
-            self._walk(self._tree, "", entries)
-            self._entries = entries
+            self._entries = self._walk()
         return self._entries
 
     def read(self, entry: Entry) -> bytes:
         data: bytes = self._repo[entry.oid].peel(pygit2.Blob).data
         return data
 
-    def _walk(self, tree: pygit2.Tree, prefix: str, entries: dict[str, Entry]) -> None:
+    def copy_to(self, entry: Entry, destination: Path) -> None:
+        """Small blobs through libgit2; large ones through ``git cat-file``, which streams
+        a blob from its loose or packed object where libgit2 inflates it whole (a 150 MB
+        module raised a pass's memory tenfold)."""
+        if entry.size <= _STREAM_ABOVE_BYTES:
+            destination.write_bytes(self.read(entry))
+            return
+        with open(destination, "wb") as stream:
+            done = subprocess.run(["git", "--git-dir", self._repo.path, "cat-file", "blob",
+                                   entry.oid], stdout=stream, stderr=subprocess.PIPE,
+                                  stdin=subprocess.DEVNULL, timeout=_STREAM_TIMEOUT,
+                                  check=False, env=_GIT_ENVIRONMENT)
+        if done.returncode != 0:
+            raise OSError(f"git cat-file blob {entry.oid} failed: "
+                          f"{done.stderr.decode(errors='replace').strip()}")
+
+    def _walk(self) -> dict[str, Entry]:
+        """Every file and link under the folder: a loop over a stack of trees, bounded by
+        the tree limits (sizes come from object headers; no blob is read but links')."""
         odb = self._repo.odb
-        for item in tree:
-            path = prefix + str(item.name)
-            mode = int(item.filemode)
-            if mode == _TREE_MODE:
-                self._walk(self._repo[item.id].peel(pygit2.Tree), path + "/", entries)
-            elif mode == _LINK_MODE:
-                target = self._repo[item.id].peel(pygit2.Blob).data.decode(
-                    "utf-8", "surrogateescape")
-                entries[path] = Entry(path, "link", str(item.id), len(target), target)
-            elif item.type_str == "blob":
-                _, size = odb.read_header(item.id)
-                entries[path] = Entry(path, "file", str(item.id), size)
+        budget = TreeBudget(self._limits, self.display_prefix)
+        entries: dict[str, Entry] = {}
+        pending: list[tuple[pygit2.Tree, str, int]] = [(self._tree, "", 1)]
+        while pending:
+            tree, prefix, depth = pending.pop()
+            budget.folder(prefix, depth)
+            for item in tree:
+                path = prefix + str(item.name)
+                mode = int(item.filemode)
+                if mode == _TREE_MODE:
+                    pending.append((self._repo[item.id].peel(pygit2.Tree), path + "/",
+                                    depth + 1))
+                elif mode == _LINK_MODE:
+                    _, size = odb.read_header(item.id)
+                    budget.link(path, size)
+                    target = self._repo[item.id].peel(pygit2.Blob).data.decode(
+                        "utf-8", "surrogateescape")
+                    entries[path] = Entry(path, "link", str(item.id), len(target), target)
+                elif item.type_str == "blob":
+                    _, size = odb.read_header(item.id)
+                    budget.entry(path, size)
+                    entries[path] = Entry(path, "file", str(item.id), size)
+        return dict(sorted(entries.items()))
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,10 +10,69 @@ import functools
 import posixpath
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol
+
+from reconciler.diagnostics import Diagnostic, InvalidInput
 
 EntryKind = Literal["file", "link"]
 MAX_LINK_HOPS = 16
+
+
+@dataclass(frozen=True, slots=True)
+class TreeLimits:
+    """What walking the desired-state folder may cost: both sources walk it in a loop with
+    these bounds, so a hostile tree (1,500 nested folders, a million files, a huge blob)
+    ends in one diagnostic, never a RecursionError or an exhausted host. Far above any
+    real desired state; a model artifact kept in the repository must fit ``max_file_bytes``.
+    """
+
+    max_depth: int = 32
+    max_entries: int = 20_000
+    max_file_bytes: int = 1 << 30
+    max_total_bytes: int = 4 << 30
+    max_link_bytes: int = 4096  # a symlink's target is read whole: PATH_MAX bounds it
+
+
+DEFAULT_TREE_LIMITS = TreeLimits()
+
+
+class TreeBudget:
+    """Counts a walk against the limits: the first excess raises InvalidInput naming the
+    file (with ``display_prefix``) and the rule, as any invalid desired state does."""
+
+    def __init__(self, limits: TreeLimits, display_prefix: str) -> None:
+        self.limits = limits
+        self._prefix = display_prefix
+        self._entries = 0
+        self._bytes = 0
+
+    def _refuse(self, path: str, message: str, rule: str) -> InvalidInput:
+        return InvalidInput([Diagnostic(self._prefix + path, 1, 1, message, rule)])
+
+    def folder(self, path: str, depth: int) -> None:
+        if depth > self.limits.max_depth:
+            raise self._refuse(path.rstrip("/"), f"folders nest {depth} deep here, over the "
+                               f"limit of {self.limits.max_depth}", "tree-depth")
+
+    def link(self, path: str, size: int) -> None:
+        if size > self.limits.max_link_bytes:
+            raise self._refuse(path, f"symlink target is {size} bytes, over the limit of "
+                               f"{self.limits.max_link_bytes}", "tree-link-size")
+        self.entry(path, size)
+
+    def entry(self, path: str, size: int) -> None:
+        self._entries += 1
+        self._bytes += size
+        if self._entries > self.limits.max_entries:
+            raise self._refuse(path, f"the folder holds more than {self.limits.max_entries} "
+                               "files", "tree-entries")
+        if size > self.limits.max_file_bytes:
+            raise self._refuse(path, f"file is {size} bytes, over the limit of "
+                               f"{self.limits.max_file_bytes}", "tree-file-size")
+        if self._bytes > self.limits.max_total_bytes:
+            raise self._refuse(path, f"the folder's files add up to more than "
+                               f"{self.limits.max_total_bytes} bytes", "tree-total-size")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +101,12 @@ class Snapshot(Protocol):
         """Every file and symlink under the folder, by relative path."""
 
     def read(self, entry: Entry) -> bytes:
-        """The content of a file entry."""
+        """The content of a file entry (whole: for files the limits keep small)."""
+
+    def copy_to(self, entry: Entry, destination: Path) -> None:
+        """Write a file entry's content to ``destination`` in chunks, never holding it
+        whole in memory: for files that may be large (modules copied for a check,
+        artifacts kept in the repository)."""
 
 
 class PathError(ValueError):

@@ -249,7 +249,8 @@ def test_a_second_daemon_on_the_same_fleet_refuses_and_says_why(
                             timeout=60, check=False)
     assert second.returncode == 1
     assert "FleetLocked" in second.stderr
-    assert f"daemon, pid {daemon.process.pid}" in second.stderr
+    assert f"(pid {daemon.process.pid}: " in second.stderr, "the holder, from /proc/locks"
+    assert "reconciler run --config" in second.stderr
     applying = subprocess.run([sys.executable, "-m", "reconciler", "apply", "--config",
                                str(fleet.settings_file)], capture_output=True, text=True,
                               timeout=60, check=False)

@@ -18,19 +18,9 @@ POOR = "import json; print(json.dumps({'accuracy': 0.5}))"
 
 def gated_fleet(tmp_path: Path, command: list[str]) -> Fleet:
     fleet = Fleet(tmp_path)
-    text = (fleet.repo / "desired-state" / "model.yaml").read_text()
-    fleet.write("model.yaml", text.replace("  pointer:", "  gauntlet: gate\n  pointer:"))
-    gate(fleet, command)
+    fleet.gate(command)
     fleet.commit("a gated model")
     return fleet
-
-
-def gate(fleet: Fleet, command: list[str]) -> None:
-    fleet.write("gate.yaml", json.dumps({
-        "apiVersion": "reconciler/v1", "kind": "Gauntlet", "metadata": {"name": "gate"},
-        "spec": {"metrics": {"command": command, "runs": 1,
-                             "rules": [{"metric": "accuracy", "op": ">=", "value": 0.9}]},
-                 "timeout": "1m"}}))
 
 
 def test_gauntlet_exit_codes_tell_a_broken_tool_from_a_rejected_model(
@@ -42,13 +32,13 @@ def test_gauntlet_exit_codes_tell_a_broken_tool_from_a_rejected_model(
     assert broken.stdout.startswith("ERROR") and "exited with 127" in broken.stdout
     again = cli("gauntlet", "policy", *config)
     assert again.returncode == 3 and "remembered" not in again.stdout, "errors are not verdicts"
-    gate(fleet, ["python3", "-c", POOR])
+    fleet.gate(["python3", "-c", POOR])
     fleet.commit("an evaluator that runs, and a model under the bar")
     rejected = cli("gauntlet", "policy", *config)
     assert rejected.returncode == 1 and rejected.stdout.startswith("FAIL")
     remembered = cli("gauntlet", "policy", *config)
     assert remembered.returncode == 1 and "remembered" in remembered.stdout
-    gate(fleet, ["python3", "-c", GOOD])
+    fleet.gate(["python3", "-c", GOOD])
     fleet.commit("a model over the bar")
     passed = cli("gauntlet", "policy", *config)
     assert passed.returncode == 0 and passed.stdout.startswith("PASS"), passed.stdout
@@ -65,7 +55,7 @@ def test_a_tool_error_in_a_pass_is_a_gate_error_retried_never_a_rejection(
     assert (model["status"], model["reason"]) == ("Reconciling", "GateError")
     assert "could not judge" in model["message"]
     assert status["lastPass"]["result"] == "transient", "backed off, not stalled"
-    gate(fleet, ["python3", "-c", GOOD])
+    fleet.gate(["python3", "-c", GOOD])
     fleet.commit("the evaluator is fixed")
     assert cli("apply", *config).returncode == 0
     assert (fleet.root / "models" / "current.bin").read_bytes() == b"weights-v1"

@@ -190,6 +190,10 @@ class CountingSnapshot:
         self.reads.append(entry.path)
         return self._inner.read(entry)  # type: ignore[attr-defined, no-any-return]
 
+    def copy_to(self, entry: Entry, destination: Path) -> None:
+        self.reads.append(entry.path)
+        self._inner.copy_to(entry, destination)  # type: ignore[attr-defined]
+
 
 def test_unchanged_files_are_never_read_or_parsed_twice(repo: Repo, tmp_path: Path) -> None:
     cache_file = tmp_path / "cache.json"

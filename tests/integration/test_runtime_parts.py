@@ -188,7 +188,7 @@ def test_second_holder_is_refused_with_who_holds_it(tmp_path: Path) -> None:
          "except FleetLocked as e:\n print(e); sys.exit(3)", str(tmp_path / "fleet")],
         capture_output=True, text=True, check=False)
     assert holder.returncode == 3
-    assert f"daemon, pid {os.getpid()}" in holder.stdout
+    assert f"(pid {os.getpid()}: " in holder.stdout  # named from /proc/locks
     with pytest.raises(FleetLocked):
         FleetLock(tmp_path / "fleet", "apply").acquire()  # another descriptor, same process
     first.release()
@@ -234,3 +234,22 @@ def test_the_daemon_process_never_imports_torch() -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_run_as_drop_in_grants_exactly_what_switching_users_needs(tmp_path: Path) -> None:
+    drop_in = UNIT.parent / "drop-ins" / "run-as.conf"
+    service_lines = [line for line in drop_in.read_text().splitlines()
+                     if line and not line.startswith(("#", "["))]
+    assert {line.split("=", 1)[0] for line in service_lines} == {
+        "CapabilityBoundingSet", "AmbientCapabilities", "PrivateUsers", "SystemCallFilter"}
+    merged = tmp_path / "reconciler.service"
+    text = UNIT.read_text()
+    merged.write_text(text.replace("\n[Install]", "\n" + "\n".join(service_lines)
+                                   + "\n\n[Install]"))
+    result = subprocess.run(["systemd-analyze", "security", "--offline=true", str(merged)],
+                            capture_output=True, text=True, check=False)
+    found = re.search(r"Overall exposure level for reconciler.service: ([0-9.]+)",
+                      result.stdout + result.stderr)
+    assert found, result.stdout + result.stderr
+    assert 2.2 < float(found.group(1)) <= 2.8, "the documented cost of switching users"
+    assert "CAP_SETUID CAP_SETGID" in drop_in.read_text()

@@ -110,7 +110,8 @@ def test_a_planted_token_is_never_shown(fleet: Fleet, server: HttpGitServer, art
         outputs += [done.stdout, done.stderr]
     missing = cli(good, "gauntlet", "policy", "--artifact",
                   f"{artifacts}/absent.bin?sig={TOKEN}")
-    assert missing.returncode == 1 and f"{artifacts}/absent.bin" in missing.stderr
+    assert missing.returncode == 3, missing.stdout + missing.stderr  # an error, not a verdict
+    assert f"{artifacts}/absent.bin" in missing.stdout + missing.stderr
     checked = cli(good, "gauntlet", "policy", "--artifact", f"{artifacts}/policy.bin?sig={TOKEN}")
     assert "sha256:" in checked.stdout + checked.stderr  # fetched: the token did work
     outputs += [missing.stdout, missing.stderr, checked.stdout, checked.stderr]

@@ -9,6 +9,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from reconciler.kube.codejobs import NETWORK_LABEL
 from reconciler.settings import load_settings
 from tests.conftest import REPO_ROOT
 
@@ -64,6 +65,8 @@ def test_the_deployment_runs_the_daemon_hardened_with_valid_settings(tmp_path: P
     assert container["args"][:1] == ["run"]
     assert pod["serviceAccountName"] == "reconciler"
     assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -77,3 +80,32 @@ def test_the_deployment_runs_the_daemon_hardened_with_valid_settings(tmp_path: P
     assert loaded.leader_election.namespace == deployment["metadata"]["namespace"]
     assert loaded.kube.kubeconfig is None, "in a pod: the service account, no kubeconfig"
     assert deployment["spec"]["replicas"] >= 2, "a standby takes over on the Lease"
+
+
+def test_repository_code_runs_in_jobs_that_a_policy_cuts_off(tmp_path: Path) -> None:
+    """The daemon's pod cannot make namespaces (seccomp, no capabilities): the settings
+    send repository code to Jobs, in a namespace whose NetworkPolicy selects the label the
+    adapter puts on them and allows no traffic, and whose admission refuses loose pods."""
+    documents = _documents()
+    [settings] = [d for d in documents if d["kind"] == "ConfigMap"
+                  and d["metadata"]["name"] == "reconciler-settings"]
+    config = tmp_path / "reconciler.yaml"
+    config.write_text(settings["data"]["reconciler.yaml"])
+    loaded = load_settings(config, {})
+    assert loaded.sandbox == "job" and loaded.sandbox_job is not None
+    namespace = loaded.sandbox_job.namespace
+    [policy] = [d for d in documents if d["kind"] == "NetworkPolicy"
+                and d["metadata"]["namespace"] == namespace]
+    assert policy["spec"]["podSelector"] == {"matchLabels": {NETWORK_LABEL: "none"}}
+    assert sorted(policy["spec"]["policyTypes"]) == ["Egress", "Ingress"]
+    assert "egress" not in policy["spec"] and "ingress" not in policy["spec"]
+    [space] = [d for d in documents if d["kind"] == "Namespace"
+               and d["metadata"]["name"] == namespace]
+    assert space["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert not [d for d in documents if d["kind"] != "NetworkPolicy"
+                and d["metadata"].get("namespace") == namespace
+                and d["kind"] not in ("Role", "RoleBinding")], "nothing else lives there"
+    [gauntlet] = [d for d in documents if d["kind"] == "NetworkPolicy"
+                  and d["spec"]["podSelector"] == {"matchLabels": {NETWORK_LABEL: "fetch"}}]
+    ports = {p["port"] for rule in gauntlet["spec"]["egress"] for p in rule["ports"]}
+    assert ports == {53, 80, 443}, "gauntlet pods fetch models and resolve names, no more"

@@ -10,8 +10,8 @@ from pathlib import Path
 from reconciler.execute.executor import Executor, Hooks
 from reconciler.journal import Journal
 from reconciler.plan.planner import History, Plan, plan
-from reconciler.vocabulary import Reason
-from tests.builders import budget, desired, model, sha, strategy, target
+from reconciler.vocabulary import JournalAction, Reason
+from tests.builders import REVISION, budget, desired, model, sha, strategy, target
 from tests.fakes import FakeFleet, FakeStore
 
 OLD, NEW = b"OK = 1\n", b"OK = 2\n"
@@ -152,3 +152,36 @@ def test_history_sees_the_pass(tmp_path: Path) -> None:
     world.run()
     history: History = world.journal.history(10.0 ** 10)
     assert history.applied[KEY] == sha(NEW)
+
+
+def test_after_a_crash_between_write_and_check_the_rollback_target_comes_from_the_journal(
+        tmp_path: Path) -> None:
+    """The first attempt wrote NEW and died before its check: the live file already holds
+    NEW, and only the journal's intent knows it replaced OLD (no healthy digest yet)."""
+    world = World(tmp_path)
+    world.store.put(OLD)  # preserved by the attempt that died
+    world.journal.intent(JournalAction.DELIVER, KEY, pass_id=1, revision=REVISION,
+                         detail={"path": "strategies/gepetto.py", "from": sha(OLD),
+                                 "to": sha(NEW), "drift": False})
+    world.journal.attempted(KEY, sha(NEW), REVISION)
+    world.journal.recover()
+    world.place.files["strategies/gepetto.py"] = NEW
+    assert world.plan().actions[0].finishes
+    world.place.check_results = [False, True]
+    results = world.run()
+    assert results["Strategy"][0] == "rolled-back"
+    assert world.place.files["strategies/gepetto.py"] == OLD, "not the content being undone"
+    intents = world.journal.intents(JournalAction.DELIVER, KEY)
+    assert intents[0]["from"] == sha(OLD), "the retry records what was really replaced"
+
+
+def test_held_content_is_never_recorded_healthy(tmp_path: Path) -> None:
+    world = World(tmp_path)
+    world.state = replace(world.state, strategies={"gepetto": strategy(on_failure="hold")})
+    world.place.check_results = [False]
+    assert world.run()["Strategy"][0] == "failed"
+    assert world.place.files["strategies/gepetto.py"] == NEW, "held in place"
+    again = world.run()["Strategy"]
+    assert again[0] == "blocked" and "it failed" in again[1]
+    row = world.journal.object(KEY)
+    assert row is not None and row["status"] == "Stalled" and row["healthy_digest"] is None

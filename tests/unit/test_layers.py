@@ -19,7 +19,7 @@ PACKAGE = REPO_ROOT / "reconciler"
 # Top to bottom. A module may import its own layer and any layer below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "daemon", "__main__"),
-    ("app", "passes"),
+    ("app", "passes", "prcheck"),
     ("execute",),
     ("local", "kube", "gauntlet", "artifacts", "journal", "store"),
     ("places",),
@@ -29,8 +29,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("source",),
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
     # bounded runner), digests, the error tree and the vocabulary, URL redaction.
-    ("sandbox", "errors", "vocabulary", "durations", "diagnostics", "processes", "digests",
-     "redaction", ""),
+    ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
+     "digests", "redaction", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])

@@ -1,0 +1,84 @@
+"""A model's gate run on any revision without flipping anything: what a pull request asks.
+
+On the fleet host ``reconciler gauntlet MODEL --rev REV`` runs it; a CI without the
+fleet's credentials asks the running daemon over its authenticated HTTP API (``POST
+/gate``, signed like the webhook), which runs this same function. Either way the PR's
+code (its gauntlet spec, game module, metrics command) runs only in the sandbox, and only
+reconciler's own code records the verdict, from the sandbox's validated report — under a
+key that covers every input, so a PR can make its own check pass but never main's.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from reconciler.app import Connections, gauntlet_jobs, git_source
+from reconciler.artifacts.fetch import fetch
+from reconciler.desired.cache import DesiredCache
+from reconciler.desired.loader import cache_salt, load_desired
+from reconciler.digests import Progress, VerificationFailed
+from reconciler.errors import ReconcilerError
+from reconciler.gauntlet.runner import GateOutcome, GauntletRunner
+from reconciler.journal import Journal
+from reconciler.places import ContentStore
+from reconciler.redaction import redact
+from reconciler.settings import Settings
+
+
+@dataclass(frozen=True)
+class GateRun:
+    """What a gate run came to: ``outcome`` as ``Verdict.outcome`` says, or ``error``
+    when it could not run at all (an unknown model, an artifact that did not verify)."""
+
+    model: str
+    revision: str | None
+    digest: str | None
+    outcome: GateOutcome
+    reason: str
+    message: str
+    remembered: bool = False
+    evidence: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"model": self.model, "revision": self.revision, "sha256": self.digest,
+                "outcome": self.outcome, "reason": self.reason, "message": self.message,
+                "remembered": self.remembered, "evidence": self.evidence or {}}
+
+
+def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_name: str, *,
+             rev: str | None = None, artifact: str | None = None, retry: bool = False,
+             stop: threading.Event | None = None,
+             progress: Callable[[str], None] = lambda text: None,
+             fetching: Progress | None = None) -> GateRun:
+    """Run ``model_name``'s gate as declared at ``rev`` (default the branch) on its
+    declared artifact, or on ``artifact`` (its verdict remembered under its own digest)."""
+    snapshot = git_source(settings).snapshot_at(rev or settings.branch)
+    desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
+    model = desired.models.get(model_name)
+    if model is None:
+        return GateRun(model_name, snapshot.revision, None, "error", "UnknownModel",
+                       f"no Model named {model_name!r} at {snapshot.revision}; known: "
+                       f"{', '.join(sorted(desired.models)) or 'none'}")
+    if model.gauntlet is None:
+        return GateRun(model.name, snapshot.revision, model.artifact.sha256, "passed",
+                       "NoGauntlet", f"Model {model.name} declares no gauntlet: nothing to run")
+    uri = artifact or model.artifact.uri
+    try:
+        path = fetch(uri, None if artifact else model.artifact.sha256, model.artifact.format,
+                     store, desired.read_file, progress=fetching)
+    except (VerificationFailed, ReconcilerError) as error:
+        return GateRun(model.name, snapshot.revision, None, "error", "ArtifactNotVerified",
+                       f"artifact {redact(uri)} was not verified: {error}")
+    digest = path.name
+    if retry:
+        journal.forget_gates(model.name, digest)
+    verdict = GauntletRunner(journal, store, progress=progress,
+                             jobs=gauntlet_jobs(settings, Connections(settings),
+                                                stop or threading.Event()),
+                             stop=stop).evaluate(model, desired, digest, path,
+                                                 candidate_uri=uri)
+    return GateRun(model.name, snapshot.revision, digest, verdict.outcome, verdict.reason,
+                   verdict.message, verdict.remembered, verdict.evidence)
