@@ -38,7 +38,8 @@ def git_source(settings: Settings) -> GitSource:
                            "--repo", reason="NoRepository")
     return GitSource(settings.repo, settings.branch, settings.path, settings.mirror_dir,
                      allow_history_rewrite=settings.allow_history_rewrite,
-                     signature_policy=settings.signature)
+                     signature_policy=settings.signature,
+                     credentials=settings.credentials)
 
 
 def confine_state_dir(settings: Settings) -> None:

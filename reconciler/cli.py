@@ -124,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "(exit 0 ok, 1 mismatch)")
     verify.add_argument("artifact", metavar="PATH", help="a file, or a bundle directory")
     verify.add_argument("--sha256", required=True, metavar="HEX",
-                        help="the digest (of manifest.json, for a bundle)")
+                        help="the digest, HEX or sha256:HEX (of manifest.json, for a bundle)")
     manifest = commands.add_parser("manifest", help="write manifest.json for a bundle "
                                    "directory and print the digest to pin")
     manifest.add_argument("directory", metavar="DIR")
@@ -228,6 +228,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if held is not None:
         held.start()
         if not held.leading:
+            print(f"{held.describe()}; waiting for it to expire", file=sys.stderr, flush=True)
+        if not held.leading and not held.wait_leading():
             done.set()
             lock.release()
             print(f"{held.describe()}; another daemon acts on this fleet", file=sys.stderr)
@@ -310,8 +312,14 @@ def cmd_history(args: argparse.Namespace) -> int:
     journal = _open_journal(args)
     try:
         events = journal.events(args.name, args.limit)
+        known = sorted({row["name"] for row in journal.objects()}) \
+            if args.name and not events else []
     finally:
         journal.close()
+    if args.name and not events and args.name not in known:
+        print(f"no object named {args.name!r} in the journal; known: "
+              f"{', '.join(known) or 'none yet'}", file=sys.stderr)
+        return EXIT_ERROR
     if args.output == "json":
         print(json.dumps([event.to_json() for event in events], indent=2))
         return EXIT_OK
@@ -407,13 +415,16 @@ def _report_gate(run: GateRun) -> int:
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
-    if not re.fullmatch(r"[0-9a-f]{64}", args.sha256):
-        print(f"--sha256 {args.sha256!r}: a sha256 is 64 lowercase hex digits", file=sys.stderr)
+    # ``sha256:<hex>`` is how this tool (and OCI, Docker) prints a digest: accept it back.
+    digest = args.sha256.removeprefix("sha256:")
+    if not re.fullmatch(r"[0-9a-f]{64}", digest):
+        print(f"--sha256 {args.sha256!r}: a sha256 is 64 lowercase hex digits, optionally "
+              "after 'sha256:'", file=sys.stderr)
         return EXIT_ERROR
     path = Path(args.artifact)
     progress = _TerminalProgress(f"hashing {path.name}")
     try:
-        kind = verify_path(path, args.sha256, progress=progress)
+        kind = verify_path(path, digest, progress=progress)
     except VerificationFailed as error:
         progress.finish()
         print(f"mismatch: {error}")
@@ -423,7 +434,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(f"cannot read {path}: {error.strerror}", file=sys.stderr)
         return EXIT_ERROR
     progress.finish()
-    print(f"ok: {path} ({kind}) sha256:{args.sha256}")
+    print(f"ok: {path} ({kind}) sha256:{digest}")
     return EXIT_OK
 
 

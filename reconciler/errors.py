@@ -25,6 +25,7 @@ import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 
+from reconciler.redaction import redact_text
 from reconciler.vocabulary import Reason
 
 
@@ -105,7 +106,15 @@ def is_sqlite_corruption(error: BaseException) -> bool:
 
 
 def classify(error: BaseException) -> Outcome:
-    """The one except-ladder: any exception a step or a pass raised, as an outcome."""
+    """The one except-ladder: any exception a step or a pass raised, as an outcome. Its
+    message goes to status, the journal and logs, so URLs in it lose their credentials."""
+    outcome = _classify(error)
+    message = redact_text(outcome.message)
+    return outcome if message == outcome.message else Outcome(
+        outcome.disposition, outcome.reason, message, outcome.not_before)
+
+
+def _classify(error: BaseException) -> Outcome:
     if isinstance(error, ReplanNeeded):
         return Outcome(Disposition.REPLAN, error.reason, str(error))
     if isinstance(error, WaitingError):

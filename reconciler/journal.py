@@ -20,6 +20,7 @@ from typing import Any
 
 from reconciler.errors import StalledError, is_sqlite_corruption
 from reconciler.plan.planner import DAY, HOUR, History, ObjectKey
+from reconciler.redaction import redact_text
 from reconciler.vocabulary import Condition, Reason
 
 _SCHEMA = """
@@ -198,7 +199,7 @@ class Journal:
         with self._transaction() as db:
             db.execute("UPDATE passes SET finished = ?, result = ?, message = ?, "
                        "revision = COALESCE(?, revision) WHERE id = ?",
-                       (time.time(), result, message, revision, pass_id))
+                       (time.time(), result, redact_text(message), revision, pass_id))
 
     def last_pass(self) -> dict[str, Any] | None:
         with self._lock:
@@ -219,7 +220,7 @@ class Journal:
                 "INSERT INTO events (at, pass, revision, target, kind, name, action, phase, "
                 "intent, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (time.time(), pass_id, revision, target, kind, name, action, phase, intent,
-                 json.dumps(dict(detail or {}), sort_keys=True)))
+                 redact_text(json.dumps(dict(detail or {}), sort_keys=True))))
             return int(cursor.lastrowid or 0)
 
     def intent(self, action: str, key: ObjectKey, *, pass_id: int, revision: str,
@@ -278,6 +279,8 @@ class Journal:
         if current is not None and all(current[name] == value for name, value in fields.items()):
             return  # unchanged: no write, no fsync (no-op passes touch every object)
         columns = ", ".join(f"{name} = ?" for name in fields)
+        fields = {name: redact_text(value) if isinstance(value, str) else value
+                  for name, value in fields.items()}  # messages name URLs: never credentials
         with self._transaction() as db:
             db.execute("INSERT OR IGNORE INTO objects (target, kind, name) VALUES (?, ?, ?)",
                        key)

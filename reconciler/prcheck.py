@@ -24,6 +24,7 @@ from reconciler.errors import ReconcilerError
 from reconciler.gauntlet.runner import GateOutcome, GauntletRunner
 from reconciler.journal import Journal
 from reconciler.places import ContentStore
+from reconciler.redaction import redact
 from reconciler.settings import Settings
 
 
@@ -71,7 +72,7 @@ def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_na
                      limits=FetchLimits.of(settings.artifacts, model.artifact.max_bytes))
     except (VerificationFailed, ReconcilerError) as error:
         return GateRun(model.name, snapshot.revision, None, "error", "ArtifactNotVerified",
-                       f"artifact {uri} was not verified: {error}")
+                       f"artifact {redact(uri)} was not verified: {error}")
     digest = path.name
     if retry:
         journal.forget_gates(model.name, digest)

@@ -15,11 +15,16 @@ from reconciler.desired.locate import Locator
 from reconciler.desired.yamlload import YamlError, load_documents
 from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.durations import parse_duration
+from reconciler.source.credentials import GitCredentials
 from reconciler.source.location import is_local_path
 from reconciler.source.signatures import SignaturePolicy
 
 DEFAULT_CONFIG_FILE = "reconciler.yaml"
 CONFIG_ENVIRONMENT_VARIABLE = "RECONCILER_CONFIG"
+# The systemd unit's settings and state (StateDirectory=reconciler): where commands look
+# last, so that ``reconciler status`` on the service's host shows the service.
+SYSTEM_CONFIG_FILE = Path("/etc/reconciler/reconciler.yaml")
+SYSTEM_STATE_DIR = Path("/var/lib/reconciler")
 DEFAULT_LISTEN = "127.0.0.1:9464"
 
 
@@ -109,6 +114,7 @@ class Settings:
     # Folders besides fleet_root where local Target roots may lie (local/roots.py).
     allowed_roots: tuple[Path, ...] = ()
     artifacts: ArtifactSettings = ArtifactSettings()
+    credentials: GitCredentials | None = None
 
     @property
     def cache_dir(self) -> Path:
@@ -128,22 +134,28 @@ class Settings:
         return self.state_dir / "store"
 
 
-def _default_state_dir() -> Path:
-    # systemd's StateDirectory= sets STATE_DIRECTORY; otherwise the XDG convention.
+def _default_state_dir(config_file: Path | None) -> Path:
+    """$STATE_DIRECTORY (systemd's StateDirectory=, in the service); with the service's
+    settings file, the service's state dir (a command run beside the service); else XDG."""
     if "STATE_DIRECTORY" in os.environ:
         return Path(os.environ["STATE_DIRECTORY"].split(":")[0])
+    if config_file is not None and config_file.resolve() == SYSTEM_CONFIG_FILE.resolve():
+        return SYSTEM_STATE_DIR
     xdg = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(xdg) / "reconciler"
 
 
 def find_config_file(explicit: str | None) -> Path | None:
-    """``--config``, else ``$RECONCILER_CONFIG``, else ``./reconciler.yaml`` if present."""
+    """``--config``, else ``$RECONCILER_CONFIG``, else ``./reconciler.yaml`` if present, else
+    the service's ``/etc/reconciler/reconciler.yaml`` if present."""
     if explicit:
         return Path(explicit)
     if os.environ.get(CONFIG_ENVIRONMENT_VARIABLE):
         return Path(os.environ[CONFIG_ENVIRONMENT_VARIABLE])
     default = Path(DEFAULT_CONFIG_FILE)
-    return default if default.exists() else None
+    if default.exists():
+        return default
+    return SYSTEM_CONFIG_FILE if SYSTEM_CONFIG_FILE.exists() else None
 
 
 def _read_file(config_file: Path) -> dict[str, Any]:
@@ -190,7 +202,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
     repo = overrides.get("repo") or content.get("repo")
     if repo is not None and not overrides.get("repo") and is_local_path(repo):
         repo = str(base / repo)  # a local path in the file is relative to the file
-    state_dir = path_setting("stateDir") or _default_state_dir()
+    state_dir = path_setting("stateDir") or _default_state_dir(config_file)
     signature = content.get("signature")
     policy = None
     if signature is not None:
@@ -221,7 +233,20 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         sandbox_job=_sandbox_job(content.get("sandboxJob")),
         allowed_roots=tuple(base / root for root in content.get("allowedRoots", ())),
         artifacts=_artifacts(content.get("artifacts", {}), base),
+        credentials=_credentials(content.get("credentials"), base),
     )
+
+
+def _credentials(content: dict[str, Any] | None, base: Path) -> GitCredentials | None:
+    if content is None:
+        return None
+
+    def path(key: str) -> Path | None:
+        return base / content[key] if key in content else None
+
+    return GitCredentials(content.get("username"), path("passwordFile"), path("sshKey"),
+                          path("sshKeyPassphraseFile"), path("knownHosts"),
+                          content.get("hostKey"))
 
 
 def _kube(content: dict[str, Any], base: Path) -> KubeSettings:

@@ -60,6 +60,11 @@ class Reason(StrEnum):
     STALLED = "Stalled"
     REPLAN_NEEDED = "ReplanNeeded"
     POINTER_CONFLICT = "PointerConflict"
+    # The repository refused our credentials (or they cannot be read): a person must act
+    AUTHENTICATION_FAILED = "AuthenticationFailed"
+    # Kubernetes: an object or field that another manager owns (never taken over)
+    NOT_OWNED = "NotOwned"
+    FIELD_CONFLICT = "FieldConflict"
 
 
 # What the ``reconciler_pending_actions`` gauge counts: the reasons an action can wait or be

@@ -44,8 +44,9 @@ from reconciler.digests import (
     VerificationFailed,
     verify_bundle,
 )
-from reconciler.errors import StalledError, TransientError
+from reconciler.errors import ReconcilerError, StalledError, TransientError
 from reconciler.places import ContentStore
+from reconciler.redaction import redact_text
 from reconciler.settings import ArtifactSettings
 from reconciler.vocabulary import Reason
 
@@ -98,7 +99,19 @@ def fetch(uri: str, sha256: str | None, artifact_format: str, store: ContentStor
           read_repo_file: Callable[[str], bytes], *, limits: FetchLimits = FetchLimits(),
           progress: Progress | None = None, stop: threading.Event | None = None) -> Path:
     """The store path of the verified artifact (fetched unless a verified copy is there).
-    Without ``sha256`` (a PR check of a new artifact) it lands under its own digest."""
+    Without ``sha256`` (a PR check of a new artifact) it lands under its own digest.
+    Errors name the URI without its userinfo or query (a token, a presigned signature)."""
+    try:
+        return _fetch(uri, sha256, artifact_format, store, read_repo_file, limits, progress,
+                      stop)
+    except (ReconcilerError, VerificationFailed) as error:
+        error.args = (redact_text(str(error)),)
+        raise
+
+
+def _fetch(uri: str, sha256: str | None, artifact_format: str, store: ContentStore,
+           read_repo_file: Callable[[str], bytes], limits: FetchLimits,
+           progress: Progress | None, stop: threading.Event | None) -> Path:
     if sha256 is not None:
         present = store.verified(sha256)
         if present is not None:

@@ -37,6 +37,7 @@ from reconciler.execute.executor import Hooks
 from reconciler.journal import Journal
 from reconciler.passes import PassOutcome, run_pass
 from reconciler.prcheck import run_gate
+from reconciler.redaction import redact_text
 from reconciler.sandbox.memory import deny_write_execute_to_this_process
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
@@ -311,8 +312,9 @@ class Daemon:
 
     def _announce(self, line: str, changed: bool, settings: Settings,
                   server: ControlServer | None) -> None:
-        """The STATUS line, the log (when it changed) and daemon.json. An explicit opt-out
-        of the sandbox stays in view on every line."""
+        """The STATUS line, the log (when it changed) and daemon.json: no URL credentials.
+        An explicit opt-out of the sandbox stays in view on every line."""
+        line = redact_text(line)
         if settings.sandbox == "none":
             line = f"[sandbox: none, repository code runs unconfined] {line}"
         if not self._first_pass_done:

@@ -58,6 +58,12 @@ class Leadership:
         self._attempt(time.monotonic())
         self._thread.start()
 
+    def wait_leading(self) -> bool:
+        """For a one-shot command: a Lease seen held expires only after it stayed unchanged
+        for its whole duration on our clock (kube/lease.py), so wait that long (plus one
+        retry period) before saying another daemon acts. True once it is ours."""
+        return self._leading.wait(self._lease_seconds * 4 / 3 + 1)
+
     def _attempt(self, last_renewed: float) -> float:
         now = time.monotonic()
         try:

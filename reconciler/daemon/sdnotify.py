@@ -11,6 +11,8 @@ import os
 import socket
 from collections.abc import Mapping
 
+from reconciler.redaction import redact_text
+
 
 class Notifier:
     def __init__(self, environment: Mapping[str, str] | None = None) -> None:
@@ -53,4 +55,6 @@ class Notifier:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())[:400]
+    """A STATUS= value: one line, bounded, and no URL credentials (any user on the host can
+    read it with ``systemctl status``)."""
+    return " ".join(redact_text(text).split())[:400]

@@ -46,6 +46,7 @@ class Target:
     window: Window | None
     prune: bool
     run_as: str | None = None  # local only: who restart and health commands run as
+    adopt: bool = False  # take over existing objects and fields other managers own
 
     @property
     def is_local(self) -> bool:
@@ -234,7 +235,8 @@ def build(kind: str, data: Mapping[str, Any], origin: Origin) -> Any:
             spec.get("after"), _seconds(spec.get("soak"), 0.0),
             Window(window["timeZone"], tuple(window.get("days", ())), window["start"],
                    window["end"]) if window else None,
-            bool(spec.get("prune", False)), local.get("runAs") if local else None)
+            bool(spec.get("prune", False)), local.get("runAs") if local else None,
+            bool(spec.get("adopt", False)))
     if kind == "Strategy":
         return Strategy(name, origin, spec["source"], spec.get("entrypoint"),
                         tuple(spec.get("tests", ())),

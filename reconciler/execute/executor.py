@@ -37,6 +37,7 @@ from reconciler.gauntlet.runner import GauntletRunner, JobLauncher
 from reconciler.journal import Journal
 from reconciler.places import CommandResult, ContentStore, Fleet, Place
 from reconciler.plan.planner import Action, Plan, address_of
+from reconciler.redaction import redact
 from reconciler.settings import ArtifactSettings
 from reconciler.vocabulary import ActionResult as Result
 from reconciler.vocabulary import ActionStatus, Condition, JournalAction, Op, Phase, Reason
@@ -329,7 +330,7 @@ class Executor:
         except (VerificationFailed, ArtifactMissing) as error:
             reason = Reason.DIGEST_MISMATCH if isinstance(error, VerificationFailed) \
                 else error.reason
-            message = f"artifact {model.artifact.uri} was not verified: {error}"
+            message = f"artifact {redact(model.artifact.uri)} was not verified: {error}"
             self._journal.record(JournalAction.VERIFY, Phase.FAILED, pass_id=pass_id,
                                  revision=revision, key=action.key, detail={"error": message})
             self._journal.failed(action.key, digest, revision, reason, message)

@@ -28,9 +28,27 @@ FIELD_MANAGER = "reconciler"
 
 
 class Conflict(ReconcilerError):
-    """409: the object changed since it was read (a stale resourceVersion) or exists."""
+    """409: the object changed since it was read (a stale resourceVersion) or exists; or a
+    server-side apply would change fields other managers own: ``fields`` maps each such
+    field (``.data.key``) to its manager."""
 
     reason = "Conflict"
+
+    def __init__(self, message: str, fields: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.fields = fields or {}
+
+
+def _field_conflicts(details: dict[str, Any]) -> dict[str, str]:
+    """``{field: manager}`` from a 409's ``FieldManagerConflict`` causes, whose message reads
+    ``conflict with "helm" using v1`` (or ``conflict with "helm"``)."""
+    found = {}
+    for cause in details.get("causes") or []:
+        if isinstance(cause, dict) and cause.get("reason") == "FieldManagerConflict":
+            said = str(cause.get("message", ""))
+            manager = said.split('"')[1] if said.count('"') >= 2 else said
+            found[str(cause.get("field", ""))] = manager
+    return found
 
 
 class NotFound(ReconcilerError):
@@ -150,7 +168,7 @@ class Cluster:
         if status == 404:
             return NotFound(f"{verb} {where}: {message}")
         if status == 409:
-            return Conflict(f"{verb} {where}: {message}")
+            return Conflict(f"{verb} {where}: {message}", _field_conflicts(details))
         if status == 410:
             return Expired(f"{verb} {where}: {message}")
         if status == 429 or status >= 500:

@@ -6,6 +6,12 @@ for each declared ConfigMap not yet ours; an unchanged object is never re-sent. 
 ConfigMap is applied whole with the field manager ``reconciler``: the keys we manage
 (named in an annotation) keep their live values except the one being changed, and keys
 written by other managers are left alone.
+
+Ownership: a declared ConfigMap that exists without our labels (made by hand, by Helm) is
+never taken over unless the Target says ``adopt: true`` (Stalled ``NotOwned`` otherwise).
+Applies are not forced: a field another manager owns is a 409, which is Stalled
+``FieldConflict`` naming that manager; only fields that are already ours (a key we manage
+that someone edited by hand: drift) are taken back with ``force``.
 """
 
 from __future__ import annotations
@@ -23,10 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.desired.documents import Target
 from reconciler.durations import format_duration
-from reconciler.errors import ReconcilerError, TransientError
+from reconciler.errors import ReconcilerError, StalledError, TransientError
 from reconciler.kube.api import APPLY, FIELD_MANAGER, MERGE, Cluster, Clusters, Conflict, NotFound
 from reconciler.places import CommandResult, ContentStore
 from reconciler.plan.observed import ObservedFile, ObservedPointer, ObservedTarget
+from reconciler.vocabulary import Reason
 
 if TYPE_CHECKING:
     from reconciler.kube.place import KubePlace
@@ -42,6 +49,18 @@ FAILING_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePu
                              "InvalidImageName", "CreateContainerConfigError",
                              "CreateContainerError", "RunContainerError"})
 RESTARTS_CLIMBING = 2  # restarts of a new pod seen while we watch that fail a rollout
+
+
+class NotOwned(StalledError):
+    """A declared ConfigMap exists and is someone else's: never adopted unless asked."""
+
+    reason = Reason.NOT_OWNED
+
+
+class FieldConflict(StalledError):
+    """Server-side apply refused: another manager owns a field we would change."""
+
+    reason = Reason.FIELD_CONFLICT
 
 
 def template_annotation(kind: str, name: str) -> str:
@@ -61,6 +80,7 @@ class LiveConfigMap:
     resource_version: str
     data: Mapping[str, bytes]  # ``data`` as UTF-8 and ``binaryData`` decoded, by key
     managed_keys: frozenset[str]  # keys we applied (our annotation); empty if not ours
+    owner: str | None = None  # who it belongs to, when it is not ours (for the message)
 
 
 def live_configmap(item: Any, target: Target) -> LiveConfigMap:
@@ -73,7 +93,19 @@ def live_configmap(item: Any, target: Target) -> LiveConfigMap:
     data = {key: value.encode() for key, value in (item.data or {}).items()}
     data.update((key, base64.b64decode(value))
                 for key, value in (item.binary_data or {}).items())
-    return LiveConfigMap(meta.name, meta.resource_version, data, keys)
+    return LiveConfigMap(meta.name, meta.resource_version, data, keys,
+                         None if ours else _owner(labels, meta.managed_fields or []))
+
+
+def _owner(labels: Mapping[str, str], managed_fields: list[Any]) -> str:
+    """Who a ConfigMap that is not ours belongs to, in words: its managed-by label (or the
+    reconciler target it belongs to) and its field managers."""
+    managers = sorted({str(entry.manager) for entry in managed_fields if entry.manager})
+    said = f"{MANAGED_BY_LABEL}: {labels[MANAGED_BY_LABEL]}" if MANAGED_BY_LABEL in labels \
+        else f"no {MANAGED_BY_LABEL} label"
+    if labels.get(MANAGED_BY_LABEL) == FIELD_MANAGER:
+        said += f", target {labels.get(TARGET_LABEL)}"
+    return said + (f"; field managers {', '.join(managers)}" if managers else "")
 
 
 def content_digest(data: Mapping[str, bytes]) -> str:
@@ -216,6 +248,11 @@ class KubernetesFleet:
         name, _, key = path.partition("/")
         for attempt in range(CONFLICT_RETRIES):
             found = self._live.get(target.name, {}).get(name)
+            if found is not None and found.owner is not None and not target.adopt:
+                raise NotOwned(
+                    f"ConfigMap {self.namespace(target)}/{name} exists and is not reconciler's "
+                    f"({found.owner}); it is left alone. Set adopt: true on Target "
+                    f"{target.name} to take it over, or deliver to another ConfigMap")
             data = {k: found.data[k] for k in found.managed_keys if k in found.data} \
                 if found is not None else {}
             if content is None:
@@ -246,10 +283,29 @@ class KubernetesFleet:
         if expect_version is not None:
             metadata["resourceVersion"] = expect_version
         body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, **_split(data)}
-        applied = cluster.call("patch", "configmaps", namespace,
-                               cluster.core().patch_namespaced_config_map, name, namespace,
-                               body, field_manager=FIELD_MANAGER, force=True,
-                               _content_type=APPLY)
+
+        def apply(force: bool) -> Any:
+            return cluster.call("patch", "configmaps", namespace,
+                                cluster.core().patch_namespaced_config_map, name, namespace,
+                                body, field_manager=FIELD_MANAGER, force=force,
+                                _content_type=APPLY)
+
+        try:
+            applied = apply(force=False)
+        except Conflict as conflict:
+            if not conflict.fields:
+                raise  # a stale resourceVersion: the caller re-reads
+            found = self._live.get(target.name, {}).get(name)
+            theirs = {field: manager for field, manager in conflict.fields.items()
+                      if field not in _our_fields(found)}
+            if theirs and not target.adopt:
+                listed = ", ".join(f"{field} (managed by {manager!r})"
+                                   for field, manager in sorted(theirs.items()))
+                raise FieldConflict(
+                    f"ConfigMap {namespace}/{name}: server-side apply conflicts with another "
+                    f"manager on {listed}; reconciler does not take fields over. Remove them "
+                    f"from that manager, or set adopt: true on Target {target.name}") from None
+            applied = apply(force=True)  # our own fields edited by hand (drift), or adopt
         self._live.setdefault(target.name, {})[name] = live_configmap(applied, target)
 
     def delete(self, target: Target, name: str) -> None:
@@ -345,6 +401,19 @@ class KubernetesFleet:
                     return f"pod {pod.metadata.name} container {status.name} restarts " \
                            f"again and again ({first} -> {status.restart_count})"
         return None
+
+
+def _our_fields(found: LiveConfigMap | None) -> frozenset[str]:
+    """Fields (as a 409 names them) that are ours to take back when someone edited them:
+    the keys we manage, and our labels and annotations on a ConfigMap that is ours."""
+    if found is None or found.owner is not None:
+        return frozenset()
+    return frozenset({*(f".{field}.{key}" for key in found.managed_keys
+                        for field in ("data", "binaryData")),
+                      *(f".metadata.labels.{label}" for label in (MANAGED_BY_LABEL,
+                                                                  TARGET_LABEL)),
+                      *(f".metadata.annotations.{annotation}" for annotation in (
+                          REVISION_ANNOTATION, DIGEST_ANNOTATION, KEYS_ANNOTATION))})
 
 
 def _deadline_exceeded(state: Any) -> str | None:

@@ -1,10 +1,14 @@
 """Leader election with a coordination.k8s.io/v1 Lease, as client-go does it.
 
 A daemon acts only while it holds the Lease. It renews it every third of the lease
-duration; another daemon takes over only after ``renewTime + leaseDurationSeconds`` has
-passed without a renewal. Every write carries the resourceVersion just read, so two
-standbys racing for an expired Lease cannot both win. On SIGTERM the holder releases
-the Lease (empty holder) so that a standby takes over at once.
+duration; another daemon takes over only after the record has stayed unchanged for
+``leaseDurationSeconds`` *on its own monotonic clock*, counted from the moment it first saw
+the record as it is now (client-go's ``observedTime``). The holder's ``renewTime`` is
+written for people and tools but never compared with the local wall clock: a standby
+whose clock runs ahead must not take a Lease renewed a moment ago. Every write carries the
+resourceVersion just read, so two standbys racing for an expired Lease cannot both win.
+On SIGTERM the holder releases the Lease (empty holder) so that a standby takes over at
+once.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import contextlib
 import os
 import secrets
 import socket
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -41,13 +47,43 @@ class Holder:
         return f"{self.identity}{until}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Observed:
+    """A Lease record as last seen, and when (on the monotonic clock) it was first seen so."""
+
+    record: tuple[Any, ...]
+    since: float
+
+
+def _wall_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class LeaseElector:
+    """``clock``: monotonic seconds, the only time expiry is measured in. ``wall_clock``:
+    what ``renewTime`` and ``acquireTime`` say (informational). Both are parameters so
+    that tests can skew them."""
+
     def __init__(self, cluster: Cluster, settings: LeaderElection,
-                 identity: str | None = None) -> None:
+                 identity: str | None = None, *, clock: Callable[[], float] = time.monotonic,
+                 wall_clock: Callable[[], datetime] = _wall_now) -> None:
         self._cluster = cluster
         self._settings = settings
         self.identity = identity or default_identity()
         self.holder = Holder(None, None)
+        self._clock = clock
+        self._wall_clock = wall_clock
+        self._observed: _Observed | None = None
+
+    def _observe(self, spec: Any, duration: float) -> float:
+        """Seconds until the record expires by our clock: a record that changed since we
+        last looked starts its full duration now."""
+        record = (spec.holder_identity, spec.renew_time, spec.acquire_time,
+                  spec.lease_duration_seconds, spec.lease_transitions)
+        now = self._clock()
+        if self._observed is None or self._observed.record != record:
+            self._observed = _Observed(record, now)
+        return self._observed.since + duration - now
 
     def holder_description(self) -> str:
         return self.holder.describe()
@@ -68,7 +104,7 @@ class LeaseElector:
     def try_acquire(self) -> bool:
         """Acquire or renew; False while another holder's lease is current (or we lost a
         race for it). API faults propagate: the caller must not act on a fault."""
-        now = datetime.now(UTC)
+        now = self._wall_clock()
         lease = self._read()
         duration = int(self._settings.lease_seconds)
         mine = {"holderIdentity": self.identity, "leaseDurationSeconds": duration,
@@ -88,11 +124,9 @@ class LeaseElector:
             return True
         spec = lease.spec
         holder = spec.holder_identity or None
-        renewed = spec.renew_time or spec.acquire_time
-        expires = renewed + timedelta(seconds=spec.lease_duration_seconds or duration) \
-            if renewed else None
-        self.holder = Holder(holder, expires)
-        if holder and holder != self.identity and expires is not None and expires > now:
+        remaining = self._observe(spec, float(spec.lease_duration_seconds or duration))
+        self.holder = Holder(holder, now + timedelta(seconds=remaining))  # shown, not compared
+        if holder and holder != self.identity and remaining > 0:
             return False
         patch: dict[str, Any] = {"metadata": {"resourceVersion":
                                               lease.metadata.resource_version},

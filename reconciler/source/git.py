@@ -15,13 +15,17 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pygit2
 
 from reconciler.errors import StalledError, TransientError
+from reconciler.redaction import redact, redact_text
+from reconciler.source.credentials import GitCredentials
 from reconciler.source.location import is_local_path
 from reconciler.source.signatures import SignaturePolicy, verify_signature
 from reconciler.source.snapshot import DEFAULT_TREE_LIMITS, Entry, TreeBudget, TreeLimits
+from reconciler.vocabulary import Reason
 
 _STREAM_ABOVE_BYTES = 1 << 20
 _STREAM_TIMEOUT = 600.0
@@ -39,6 +43,76 @@ class HistoryRewriteRefused(StalledError):
 
 class RevisionNotFound(StalledError):
     reason = "RevisionNotFound"
+
+
+class AuthenticationFailed(StalledError):
+    reason = Reason.AUTHENTICATION_FAILED
+
+
+class HostKeyUnverified(StalledError):
+    reason = "HostKeyUnverified"
+
+
+# How libgit2 words a refusal of our credentials (or the lack of them), by transport.
+_AUTH_REFUSALS = ("authentication", "credentials", "no callback set", "status code: 401",
+                  "status code: 403", "authorization", "publickey")
+# libgit2 asks again after a refusal; the same answer will not do better.
+_MAX_CREDENTIAL_REQUESTS = 3
+
+
+class _Callbacks(pygit2.RemoteCallbacks):
+    """Answers libgit2's questions during one fetch: which credentials (from the settings'
+    files, read now), and whether the server's key is the one we expect."""
+
+    def __init__(self, credentials: GitCredentials | None, remote: str) -> None:
+        super().__init__()
+        self._credentials = credentials
+        self._remote = remote  # already redacted: this is what messages say
+        self._requests = 0
+        self.host_refused: str | None = None
+
+    def credentials(self, url: str, username_from_url: str | None,
+                    allowed_types: pygit2.enums.CredentialType
+                    ) -> pygit2.Username | pygit2.UserPass | pygit2.Keypair:
+        allowed = pygit2.enums.CredentialType
+        self._requests += 1
+        if self._credentials is None:
+            raise AuthenticationFailed(f"{self._remote} requires authentication: name the "
+                                       "credentials files in reconciler.yaml (credentials:)")
+        if self._requests > _MAX_CREDENTIAL_REQUESTS:
+            raise AuthenticationFailed(f"{self._remote} refused the credentials from "
+                                       "reconciler.yaml")
+        user = self._credentials.username or username_from_url or "git"
+        if allowed_types & allowed.USERNAME:
+            return pygit2.Username(user)
+        if allowed_types & allowed.SSH_KEY and self._credentials.ssh_key is not None:
+            key = self._credentials.ssh_key
+            public = key.with_name(key.name + ".pub")
+            return pygit2.Keypair(user, str(public) if public.exists() else None, str(key),
+                                  self._credentials.passphrase())
+        if allowed_types & allowed.USERPASS_PLAINTEXT \
+                and self._credentials.password_file is not None:
+            return pygit2.UserPass(user, self._credentials.password())
+        raise AuthenticationFailed(f"{self._remote} asks for credentials reconciler.yaml does "
+                                   f"not name ({allowed_types!r}): set sshKey for SSH, "
+                                   "passwordFile for HTTPS")
+
+    def certificate_check(self, certificate: None, valid: bool, host: bytes) -> bool:
+        # TLS: libgit2 verified the chain against the system's CAs. SSH: ``valid`` says the
+        # key is in the known_hosts we wrote for this fetch (the settings' file and pin).
+        if not valid:
+            self.host_refused = host.decode(errors="replace")
+        return valid
+
+
+def _ssh_host(url: str) -> tuple[str, int | None] | None:
+    """(host, port) of an SSH remote (``ssh://`` or scp-like ``user@host:path``), else None."""
+    if url.startswith("ssh://"):
+        parts = urlsplit(url)
+        return (parts.hostname or "", parts.port)
+    if "://" not in url and not is_local_path(url):
+        return (url.split(":", 1)[0].rpartition("@")[2], None)
+    return None
 
 
 def format_revision(branch: str, commit_id: str) -> str:
@@ -146,13 +220,16 @@ class GitSource:
 
     def __init__(self, url: str, branch: str, folder: str, mirror_root: Path, *,
                  allow_history_rewrite: bool = False,
-                 signature_policy: SignaturePolicy | None = None) -> None:
+                 signature_policy: SignaturePolicy | None = None,
+                 credentials: GitCredentials | None = None) -> None:
         self.url = str(Path(url).resolve()) if is_local_path(url) else url
+        self.shown = redact(self.url)  # what every message names: never a credential
+        self.credentials = credentials
         self.branch = branch
         self.folder = folder
         self.allow_history_rewrite = allow_history_rewrite
         self.signature_policy = signature_policy
-        name = hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        name = hashlib.sha256(self.shown.encode()).hexdigest()[:16]  # one mirror per repo
         self.mirror_path = mirror_root / f"{name}.git"
         self._repo: pygit2.Repository | None = None
 
@@ -175,13 +252,47 @@ class GitSource:
 
     def _fetch(self, refspecs: list[str]) -> None:
         if is_local_path(self.url) and not os.path.isdir(self.url):
-            raise TransientError(f"repository {self.url} does not exist or is not reachable",
+            raise TransientError(f"repository {self.shown} does not exist or is not reachable",
                                  reason="SourceUnavailable")
+        ssh = _ssh_host(self.url)
+        if ssh is not None:
+            self._trust_host_keys(*ssh)
+        callbacks = _Callbacks(self.credentials, self.shown)
         try:
-            self._mirror().remotes.create_anonymous(self.url).fetch(refspecs)
+            self._mirror().remotes.create_anonymous(self.url).fetch(refspecs,
+                                                                     callbacks=callbacks)
         except pygit2.GitError as error:
-            raise TransientError(f"cannot fetch {self.url}: {error}",
+            said = redact_text(str(error))
+            if callbacks.host_refused is not None:
+                raise HostKeyUnverified(
+                    f"cannot fetch {self.shown}: the host key of {callbacks.host_refused} is "
+                    "not in credentials.knownHosts and does not match credentials.hostKey "
+                    f"({said})") from None
+            if any(word in said.lower() for word in _AUTH_REFUSALS):
+                raise AuthenticationFailed(f"{self.shown} refused the credentials: {said}; "
+                                           "check credentials in reconciler.yaml") from None
+            raise TransientError(f"cannot fetch {self.shown}: {said}",
                                  reason="SourceUnavailable") from None
+
+    def _trust_host_keys(self, host: str, port: int | None) -> None:
+        """libgit2 checks SSH host keys against ``<home>/.ssh/known_hosts``: point its home
+        at a folder of ours holding exactly the hosts the settings trust (their knownHosts,
+        else the daemon user's ~/.ssh/known_hosts, plus a pinned hostKey)."""
+        credentials = self.credentials or GitCredentials()
+        if credentials.known_hosts is None:
+            own = Path.home() / ".ssh" / "known_hosts"
+            if own.is_file():
+                credentials = GitCredentials(credentials.username, credentials.password_file,
+                                             credentials.ssh_key,
+                                             credentials.ssh_key_passphrase_file, own,
+                                             credentials.host_key)
+        home = self.mirror_path.parent / "ssh-home"
+        (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
+        known = home / ".ssh" / "known_hosts"
+        temporary = known.with_name(".known_hosts.tmp")
+        temporary.write_text(credentials.known_hosts_lines(host, port))
+        temporary.replace(known)
+        pygit2.option(pygit2.enums.Option.SET_HOMEDIR, str(home))
 
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
@@ -213,7 +324,7 @@ class GitSource:
         self._fetch([f"+refs/heads/{self.branch}:{self._incoming_ref}"])
         incoming = repo.references.get(self._incoming_ref)
         if incoming is None:
-            raise RevisionNotFound(f"branch {self.branch!r} does not exist in {self.url}")
+            raise RevisionNotFound(f"branch {self.branch!r} does not exist in {self.shown}")
         commit = repo[incoming.target].peel(pygit2.Commit)
         accepted = repo.references.get(self._accepted_ref)
         rewrote = False
@@ -237,7 +348,7 @@ class GitSource:
             try:
                 repo = pygit2.Repository(self.url)
             except pygit2.GitError as error:
-                raise TransientError(f"cannot open repository {self.url}: {error}",
+                raise TransientError(f"cannot open repository {self.shown}: {error}",
                                      reason="SourceUnavailable") from None
         else:
             with self._exclusive():
@@ -251,7 +362,7 @@ class GitSource:
         try:
             commit = repo.revparse_single(rev).peel(pygit2.Commit)
         except (KeyError, ValueError, pygit2.GitError):
-            raise RevisionNotFound(f"revision {rev!r} does not exist in {self.url}") from None
+            raise RevisionNotFound(f"revision {rev!r} does not exist in {self.shown}") from None
         return GitSnapshot(repo, commit, name, self.folder)
 
     def _check_signature(self, repo: pygit2.Repository, commit: pygit2.Commit) -> str | None:

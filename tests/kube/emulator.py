@@ -10,7 +10,11 @@ controllers. :class:`ClusterEmulator` adds, as the real API server does:
   and when a create names an object that exists;
 - server-side apply (``application/apply-patch+yaml``): ``fieldManager`` required,
   create-if-absent, and fields the manager applied before but no longer sends are removed
-  (ownership tracked in ``managedFields`` for ``data``, labels and annotations);
+  (ownership tracked in ``managedFields`` for ``data``, labels and annotations); without
+  ``force=true``, setting a field another manager owns to a different value is a 409
+  whose ``details.causes`` name the manager and the field (``FieldManagerConflict``), with
+  it the field changes hands; creates and merge patches record an ``Update`` entry for their
+  ``fieldManager`` (default ``kubectl``) and take the fields they set from other managers;
 - merge patches where ``null`` deletes; ``labelSelector`` equality on lists;
 - namespaces: writes into a namespace that does not exist are 404 ``namespaces "x" not
   found``, lists there are empty;
@@ -415,6 +419,7 @@ class ClusterEmulator(KubernetesEmulator):
             raise _error(404, "NotFound", f'namespaces "{namespace}" not found',
                          {"name": namespace, "kind": "namespaces"})
         if method == "POST":
+            _take_fields(body, body, _manager(request), "Update")
             name = body.get("metadata", {}).get("name")
             if not name:
                 raise _error(422, "Invalid", f"{kind} is invalid: metadata.name: Required value")
@@ -446,7 +451,9 @@ class ClusterEmulator(KubernetesEmulator):
             if current is None:
                 raise _not_found(plural, name)
             self._precondition(plural, name, current, body)
-            return self._update(plural, current, _merge(current, body)), 200
+            merged = _merge(current, body)
+            _take_fields(merged, body, _manager(request), "Update")
+            return self._update(plural, current, merged), 200
         raise _error(405, "MethodNotAllowed", f"{method} is not emulated")
 
     def _precondition(self, plural: str, name: str, current: dict[str, Any] | None,
@@ -490,7 +497,12 @@ class ClusterEmulator(KubernetesEmulator):
         if current is None:
             applied["metadata"].update(namespace=namespace, name=name, managedFields=[entry])
             return self._write(plural, applied, created=True), 201
+        forced = str(request.params.get("force", "")).lower() == "true"
+        if not forced:  # an equal value is shared; a different one is a conflict
+            _refuse_conflicts(plural, name, current, applied, manager, owned)
         merged = copy.deepcopy(current)
+        if forced:
+            _take_fields(merged, applied, manager, "Apply", record=False)
         fields = merged["metadata"].get("managedFields", [])
         before = next((f for f in fields if f["manager"] == manager
                        and f["operation"] == "Apply"), None)
@@ -508,6 +520,65 @@ class ClusterEmulator(KubernetesEmulator):
                 {k: v for k, v in entry.items() if k != "time"}:
             merged["metadata"]["managedFields"] = fields  # unchanged ownership: no new time
         return self._update(plural, current, merged), 200
+
+
+def _manager(request: rendering.Request) -> str:
+    return str(request.params.get("fieldManager") or "kubectl")
+
+
+def _owned_keys(body: dict[str, Any]) -> dict[str, list[str]]:
+    return {"/".join(path): sorted(_get(body, path)) for path in OWNED_MAPS if _get(body, path)}
+
+
+def _take_fields(stored: dict[str, Any], body: dict[str, Any], manager: str, operation: str,
+                 *, record: bool = True) -> None:
+    """The fields ``body`` sets change hands to ``manager``: removed from every other
+    manager's entry (and, with ``record``, added to this manager's ``operation`` entry)."""
+    taken = _owned_keys(body)
+    if not taken:
+        return
+    meta = stored.setdefault("metadata", {})
+    entries = []
+    for entry in meta.get("managedFields") or []:
+        if entry["manager"] != manager:
+            fields = {joined: [k for k in keys if k not in taken.get(joined, [])]
+                      for joined, keys in entry["fieldsV1"].items()}
+            entry = {**entry, "fieldsV1": {j: k for j, k in fields.items() if k}}
+            if not entry["fieldsV1"]:
+                continue
+        elif record and entry["operation"] == operation:
+            fields = {j: sorted(set(k) | set(taken.get(j, [])))
+                      for j, k in {**taken, **entry["fieldsV1"]}.items()}
+            entry = {**entry, "fieldsV1": fields, "time": _now()}
+            taken = {}
+        entries.append(entry)
+    if record and taken:
+        entries.append({"manager": manager, "operation": operation, "apiVersion": "v1",
+                        "time": _now(), "fieldsType": "FieldsV1", "fieldsV1": taken})
+    meta["managedFields"] = entries
+
+
+def _refuse_conflicts(plural: str, name: str, current: dict[str, Any],
+                      applied: dict[str, Any], manager: str,
+                      owned: dict[tuple[str, ...], list[str]]) -> None:
+    """A non-forced apply may not change a field another manager owns: 409, as the API
+    server answers, with one ``FieldManagerConflict`` cause per field."""
+    causes = []
+    for entry in current["metadata"].get("managedFields") or []:
+        if entry["manager"] == manager:
+            continue
+        for joined, keys in entry["fieldsV1"].items():
+            path = tuple(joined.split("/"))
+            for key in sorted(set(keys) & set(owned.get(path, []))):
+                if _get(current, path).get(key) != _get(applied, path).get(key):
+                    causes.append({"reason": "FieldManagerConflict",
+                                   "message": f'conflict with "{entry["manager"]}" using v1',
+                                   "field": "." + ".".join((*path, key))})
+    if causes:
+        listed = "\n".join(f"- {c['message']}: {c['field']}" for c in causes)
+        raise _error(409, "Conflict", f"Apply failed with {len(causes)} conflict"
+                     f"{'s' if len(causes) > 1 else ''}: {listed}",
+                     {"name": name, "kind": plural, "causes": causes})
 
 
 def _not_found(plural: str, name: str) -> k8s.KubernetesError:

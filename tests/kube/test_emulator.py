@@ -176,3 +176,50 @@ def test_watches_stream_selected_writes_from_their_resource_version(
     cluster.emulator.delete_object("configmaps", "default", "before")
     follower.join(10)
     assert seen == [("MODIFIED", "before"), ("DELETED", "before")]
+
+
+def test_a_non_forced_apply_of_another_managers_field_is_a_conflict_naming_it(
+        cluster: RunningCluster, tmp_path: Path) -> None:
+    core = _core(cluster, tmp_path)
+    core.create_namespaced_config_map("default", {
+        "metadata": {"name": "chart", "labels": {"app.kubernetes.io/managed-by": "Helm"}},
+        "data": {"a": "1"}}, field_manager="helm")
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "chart"},
+            "data": {"a": "1", "b": "2"}}
+    shared = core.patch_namespaced_config_map("chart", "default", body, field_manager="mine",
+                                              _content_type=APPLY_CONTENT_TYPE)
+    assert shared.data == {"a": "1", "b": "2"}, "an equal value is no conflict"
+    with pytest.raises(client.ApiException) as conflict:
+        core.patch_namespaced_config_map(
+            "chart", "default", {**body, "data": {"a": "9"}, "metadata": {
+                "name": "chart", "labels": {"app.kubernetes.io/managed-by": "me"}}},
+            field_manager="mine", _content_type=APPLY_CONTENT_TYPE)
+    assert conflict.value.status == 409
+    causes = json.loads(conflict.value.body)["details"]["causes"]
+    assert {(c["reason"], c["message"], c["field"]) for c in causes} == {
+        ("FieldManagerConflict", 'conflict with "helm" using v1', ".data.a"),
+        ("FieldManagerConflict", 'conflict with "helm" using v1',
+         ".metadata.labels.app.kubernetes.io/managed-by")}
+    forced = core.patch_namespaced_config_map(
+        "chart", "default", {**body, "data": {"a": "9"}}, field_manager="mine", force=True,
+        _content_type=APPLY_CONTENT_TYPE)
+    assert forced.data["a"] == "9"
+    helm = [f for f in forced.metadata.managed_fields if f.manager == "helm"]
+    assert "a" not in (helm[0].fields_v1 or {}).get("data", []), "the field changed hands"
+
+
+def test_a_merge_patch_takes_the_fields_it_sets(cluster: RunningCluster,
+                                                tmp_path: Path) -> None:
+    core = _core(cluster, tmp_path)
+    body = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm"},
+            "data": {"a": "1"}}
+    core.patch_namespaced_config_map("cm", "default", body, field_manager="mine",
+                                     _content_type=APPLY_CONTENT_TYPE)
+    edited = core.patch_namespaced_config_map("cm", "default", {"data": {"a": "hand"}},
+                                              field_manager="kubectl-edit")
+    owners = {f.manager: f.fields_v1 for f in edited.metadata.managed_fields}
+    assert owners["kubectl-edit"] == {"data": ["a"]} and "mine" not in owners
+    with pytest.raises(client.ApiException) as conflict:
+        core.patch_namespaced_config_map("cm", "default", body, field_manager="mine",
+                                         _content_type=APPLY_CONTENT_TYPE)
+    assert "kubectl-edit" in json.loads(conflict.value.body)["message"]

@@ -185,8 +185,9 @@ def test_lease_hand_over(real: Real, tmp_path: Path) -> None:
     assert first.try_acquire() and not second.try_acquire()
     first.release()
     assert second.try_acquire()
+    assert not first.try_acquire(), "current as first sees it: the expiry count starts"
     time.sleep(4)
-    assert first.try_acquire(), "expired: taken over"
+    assert first.try_acquire(), "unchanged for the whole duration on first's clock: expired"
 
 
 def test_a_missing_namespace_is_a_clear_error(real: Real) -> None:
@@ -196,3 +197,41 @@ def test_a_missing_namespace_is_a_clear_error(real: Real) -> None:
     outcome = real.apply()
     assert outcome.result == "failed"
     assert "does not exist" in outcome.message
+
+
+def test_a_configmap_helm_owns_is_not_adopted_until_the_target_says_so(real: Real) -> None:
+    real.basic()
+    real.commit()
+    real.core.create_namespaced_config_map(real.namespace, {
+        "metadata": {"name": "gepetto-code",
+                     "labels": {"app.kubernetes.io/managed-by": "Helm"}},
+        "data": {"chart-value.yaml": "replicas: 3\n"}}, field_manager="helm")
+    outcome = real.apply()
+    assert outcome.result == "failed"
+    assert "NotOwned" in outcome.message or "not reconciler's" in outcome.message, \
+        outcome.message
+    assert real.configmap("gepetto-code") == {"chart-value.yaml": "replicas: 3\n"}
+    real.write("targets.yaml", _target(real.namespace, adopt=True))
+    real.commit()
+    assert real.apply().result == "changed"
+    adopted = real.core.read_namespaced_config_map("gepetto-code", real.namespace)
+    assert adopted.metadata.labels["app.kubernetes.io/managed-by"] == "reconciler"
+    assert adopted.data == {"chart-value.yaml": "replicas: 3\n", "gepetto.py": STRATEGY_V1}
+
+
+def test_a_key_another_manager_owns_is_a_field_conflict_naming_it(real: Real) -> None:
+    real.basic()
+    real.commit()
+    assert real.apply().result == "changed"
+    real.core.patch_namespaced_config_map("gepetto-settings", real.namespace,
+                                          {"data": {"extra.json": '{"by": "ops"}'}},
+                                          field_manager="ops-tool")
+    real.write("config/extra.yaml", json.dumps({
+        "apiVersion": "reconciler/v1", "kind": "Config", "metadata": {"name": "extra"},
+        "spec": {"targets": ["real"], "format": "json", "data": {"by": "git"},
+                 "deliver": {"configMap": {"name": "gepetto-settings", "key": "extra.json"}}}}))
+    real.commit()
+    outcome = real.apply()
+    assert outcome.result == "failed"
+    assert "ops-tool" in outcome.message, outcome.message
+    assert (real.configmap("gepetto-settings") or {})["extra.json"] == '{"by": "ops"}'
