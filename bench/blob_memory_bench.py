@@ -6,9 +6,8 @@ tenfold, because blobs were read whole. Each measured ``apply`` runs in its own 
 starts are not counted) after the same warm-up: a first ``apply`` of a small fleet, then
 one commit that adds either a small ``.py`` file (the anchor) or the 150 MB one.
 
-Three runs: the anchor; the blob with the code as it is; the blob with the strategy
-check's scratch copy streamed through ``Snapshot.copy_to`` (planted in the measured
-process, the fix proposed for ``desired/strategy_check._materialize``).
+Two runs: the anchor, and the blob. (What kept the blob in memory: the strategy check's
+scratch copy, now streamed, and libgit2's in-process fetch, now in a child process.)
 
 Target: blob / anchor <= 1.2. The blob lives on disk only during the run (a temp dir,
 removed at the end). Run: ``.venv/bin/python bench/blob_memory_bench.py [--mib 150]``.
@@ -36,28 +35,10 @@ STRATEGY = ("apiVersion: reconciler/v1\nkind: Strategy\nmetadata: {name: app}\ns
             "  source: app.py\n  targets: [edge]\n  deliver: {path: app.py}\n")
 
 # The measured process: ``apply`` through the CLI's own entry, its peak RSS written to a
-# file. With STREAMED=1 the strategy check copies modules with Snapshot.copy_to.
+# file.
 MEASURED = """
-import os, resource, sys
+import resource, sys
 from pathlib import Path
-if os.environ.get("STREAMED") == "1":
-    from reconciler.desired import strategy_check
-    from reconciler.source.snapshot import PathError, resolve
-
-    def _materialize(snapshot, scratch):
-        entries = snapshot.entries()
-        for path in entries:
-            if not path.endswith(".py"):
-                continue
-            try:
-                entry = resolve(entries, path)
-            except PathError:
-                continue
-            destination = scratch / path
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            snapshot.copy_to(entry, destination)
-
-    strategy_check._materialize = _materialize
 from reconciler.cli import main
 code = main(sys.argv[2:])
 Path(sys.argv[1]).write_text(str(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
@@ -77,7 +58,7 @@ def write_blob(path: Path, mib: int) -> None:
             stream.write("".join(f"# {hexed[i:i + 76]}\n" for i in range(0, len(hexed), 76)))
 
 
-def peak_kib(scratch: Path, name: str, blob_mib: int, streamed: bool) -> int:
+def peak_kib(scratch: Path, name: str, blob_mib: int) -> int:
     """Warm up a fresh fleet, commit the addition, return the measured apply's peak RSS."""
     repo, state = scratch / name / "repo", scratch / name / "state"
     folder = repo / "desired-state"
@@ -101,7 +82,7 @@ def peak_kib(scratch: Path, name: str, blob_mib: int, streamed: bool) -> int:
     (folder / "unreferenced.py").unlink()  # the working copy is not what the daemon reads
     out = scratch / name / "peak"
     done = subprocess.run([sys.executable, "-c", MEASURED, str(out), "apply", "--config",
-                           str(settings)], env={**ENV, "STREAMED": "1" if streamed else "0"},
+                           str(settings)], env=ENV,
                           capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise SystemExit(f"apply failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
@@ -116,16 +97,11 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="blob-bench-") as scratch_name:
         scratch = Path(scratch_name)
-        anchor = peak_kib(scratch, "anchor", 0, streamed=False)
-        blob = peak_kib(scratch, "blob", args.mib, streamed=False)
-        streamed = peak_kib(scratch, "streamed", args.mib, streamed=True)
+        anchor = peak_kib(scratch, "anchor", 0)
+        blob = peak_kib(scratch, "blob", args.mib)
     results = {"blob_mib": args.mib, "anchor_peak_mib": round(anchor / 1024, 1),
-               "blob_peak_mib": round(blob / 1024, 1),
-               "blob_streamed_peak_mib": round(streamed / 1024, 1),
-               "ratio": round(blob / anchor, 2),
-               "ratio_streamed_materialize": round(streamed / anchor, 2)}
-    return finish(results, {"apply with the blob <= 1.2x without it": blob / anchor <= 1.2,
-                            "with the streamed scratch copy <= 1.2x": streamed / anchor <= 1.2})
+               "blob_peak_mib": round(blob / 1024, 1), "ratio": round(blob / anchor, 2)}
+    return finish(results, {"apply with the blob <= 1.2x without it": blob / anchor <= 1.2})
 
 
 if __name__ == "__main__":

@@ -10,16 +10,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pygit2
 
-from reconciler.errors import StalledError, TransientError
+from reconciler.errors import ReconcilerError, StalledError, TransientError
 from reconciler.redaction import redact, redact_text
 from reconciler.source.credentials import GitCredentials
 from reconciler.source.location import is_local_path
@@ -251,9 +253,38 @@ class GitSource:
         return self._repo
 
     def _fetch(self, refspecs: list[str]) -> None:
+        """Fetch in a child process: libgit2 holds every object of a fetch in memory while
+        it packs, so a 150 MB blob in the repository would otherwise stay in the daemon's
+        peak memory for good. The child is reconciler's own code; errors come back typed."""
         if is_local_path(self.url) and not os.path.isdir(self.url):
             raise TransientError(f"repository {self.shown} does not exist or is not reachable",
                                  reason="SourceUnavailable")
+        request = {"url": self.url, "branch": self.branch, "folder": self.folder,
+                   "mirror": str(self.mirror_path), "refspecs": refspecs,
+                   "credentials": None if self.credentials is None else {
+                       name: None if value is None else str(value)
+                       for name, value in asdict(self.credentials).items()}}
+        try:
+            done = subprocess.run([sys.executable, "-m", "reconciler.source.git"],
+                                  input=json.dumps(request), capture_output=True, text=True,
+                                  timeout=_FETCH_TIMEOUT_SECONDS, check=False)
+        except subprocess.TimeoutExpired:
+            raise TransientError(f"fetching {self.shown} did not finish within "
+                                 f"{_FETCH_TIMEOUT_SECONDS // 60} minutes",
+                                 reason="SourceUnavailable") from None
+        if done.returncode == 0:
+            return
+        try:
+            failure = json.loads(done.stdout.strip().splitlines()[-1])
+            kind, message = _FETCH_ERRORS[failure["type"]], str(failure["message"])
+        except (ValueError, IndexError, KeyError, TypeError):
+            kind = TransientError
+            message = (f"cannot fetch {self.shown}: the fetch ended with "
+                       f"{done.returncode}: {redact_text(done.stderr.strip()[-300:])}")
+        raise kind(message, reason="SourceUnavailable" if kind is TransientError else None)
+
+    def _fetch_here(self, refspecs: list[str]) -> None:
+        """The fetch itself, with credentials and host keys: runs in the fetch's child."""
         ssh = _ssh_host(self.url)
         if ssh is not None:
             self._trust_host_keys(*ssh)
@@ -273,6 +304,19 @@ class GitSource:
                                            "check credentials in reconciler.yaml") from None
             raise TransientError(f"cannot fetch {self.shown}: {said}",
                                  reason="SourceUnavailable") from None
+
+    def _remote_tip(self, ref: str) -> pygit2.Oid | None:
+        """The remote's ``ref`` without fetching a single object (a listing of its refs);
+        None when it cannot be listed cheaply (the fetch then says why)."""
+        ssh = _ssh_host(self.url)
+        if ssh is not None:
+            self._trust_host_keys(*ssh)
+        try:
+            heads = self._mirror().remotes.create_anonymous(self.url).list_heads(
+                callbacks=_Callbacks(self.credentials, self.shown))
+        except pygit2.GitError:
+            return None
+        return next((head.oid for head in heads if head.name == ref), None)
 
     def _trust_host_keys(self, host: str, port: int | None) -> None:
         """libgit2 checks SSH host keys against ``<home>/.ssh/known_hosts``: point its home
@@ -321,7 +365,12 @@ class GitSource:
         stale = repo.references.get(self._incoming_ref)
         if stale is not None:
             stale.delete()
-        self._fetch([f"+refs/heads/{self.branch}:{self._incoming_ref}"])
+        tip = self._remote_tip(f"refs/heads/{self.branch}")
+        if tip is not None and tip in repo:
+            # Nothing new: the commit (and, packs being atomic, all it needs) is here.
+            repo.references.create(self._incoming_ref, tip, force=True)
+        else:
+            self._fetch([f"+refs/heads/{self.branch}:{self._incoming_ref}"])
         incoming = repo.references.get(self._incoming_ref)
         if incoming is None:
             raise RevisionNotFound(f"branch {self.branch!r} does not exist in {self.shown}")
@@ -370,3 +419,42 @@ class GitSource:
             return None
         signature, payload = commit.gpg_signature
         return verify_signature(self.signature_policy, str(commit.id), signature, payload)
+
+
+_FETCH_TIMEOUT_SECONDS = 30 * 60
+_FETCH_ERRORS: dict[str, type[ReconcilerError]] = {
+    "AuthenticationFailed": AuthenticationFailed, "HostKeyUnverified": HostKeyUnverified,
+    "TransientError": TransientError}
+
+
+def _credentials(fields: Mapping[str, str | None]) -> GitCredentials:
+    def path(name: str) -> Path | None:
+        value = fields.get(name)
+        return None if value is None else Path(value)
+
+    return GitCredentials(fields.get("username"), path("password_file"), path("ssh_key"),
+                          path("ssh_key_passphrase_file"), path("known_hosts"),
+                          fields.get("host_key"))
+
+
+def _fetch_child() -> int:
+    """``python -m reconciler.source.git``: one fetch (a JSON request on stdin); a typed
+    failure is the last line of stdout."""
+    request = json.loads(sys.stdin.read())
+    credentials = request["credentials"]
+    source = GitSource(request["url"], request["branch"], request["folder"],
+                       Path(request["mirror"]).parent,
+                       credentials=None if credentials is None else _credentials(credentials))
+    source.mirror_path = Path(request["mirror"])
+    try:
+        source._fetch_here(request["refspecs"])
+    except ReconcilerError as error:
+        kind = type(error).__name__ if type(error).__name__ in _FETCH_ERRORS \
+            else "TransientError"
+        print(json.dumps({"type": kind, "message": str(error)}))
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_fetch_child())
