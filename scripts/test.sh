@@ -7,4 +7,4 @@ scripts/bootstrap.sh
 scripts/host-tools.sh
 .venv/bin/ruff check reconciler tests bench
 .venv/bin/mypy reconciler
-.venv/bin/python -m pytest -m "not kubeconfig" "$@"
+.venv/bin/python -m pytest -m "not kubeconfig and not sweep" "$@"
