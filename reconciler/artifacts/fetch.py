@@ -35,6 +35,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import BinaryIO
 from urllib.parse import urljoin, urlsplit
 
 from reconciler.digests import (
@@ -202,6 +203,15 @@ def _no_room(error: OSError) -> None:
         raise NoRoomForArtifact(f"the state directory's disk is full: {error}") from None
 
 
+def _write(stream: BinaryIO, chunk: bytes) -> None:
+    """A chunk to the part file; a full disk becomes HostResourcesExhausted."""
+    try:
+        stream.write(chunk)
+    except OSError as error:
+        _no_room(error)
+        raise
+
+
 def _copy(read: Callable[[int], bytes | None], part: Path, size: int, transfer: _Transfer,
           progress: Progress | None, *, offset: int = 0) -> None:
     """A local file into ``part``, in chunks, bounded, stop-aware; ``offset``: bytes of
@@ -212,11 +222,7 @@ def _copy(read: Callable[[int], bytes | None], part: Path, size: int, transfer: 
         while chunk := read(CHUNK):
             done += len(chunk)
             transfer.check(offset + done, offset + done)
-            try:
-                stream.write(chunk)
-            except OSError as error:
-                _no_room(error)
-                raise
+            _write(stream, chunk)
             if progress is not None:
                 progress(done, size)
 
@@ -502,11 +508,7 @@ def _receive(response: http.client.HTTPResponse, part: Path, have: int,
                 break
             done += len(chunk)
             transfer.check(done, done - have)
-            try:
-                stream.write(chunk)
-            except OSError as error:
-                _no_room(error)
-                raise
+            _write(stream, chunk)
             if progress is not None:
                 progress(done, total)
     transfer.check(done, done - have)  # an empty read after a cut-off is not an end
