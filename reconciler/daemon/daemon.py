@@ -106,11 +106,16 @@ class Daemon:
         """Self-heal: a change by someone else to a ConfigMap we manage starts a pass."""
         if not settings.kube.watch or (self._drift is None and not targets):
             return
-        if self._drift is None:
-            from reconciler.kube.watch import DriftWatch  # only with Kubernetes targets
-            assert self._connections is not None
-            self._drift = DriftWatch(self._connections(), self._drifted)
-        self._drift.follow(targets)
+        try:
+            if self._drift is None:
+                from reconciler.kube.watch import DriftWatch  # only with Kubernetes targets
+                assert self._connections is not None
+                self._drift = DriftWatch(self._connections(), self._drifted)
+            self._drift.follow(targets)
+        except Exception as error:
+            outcome = classify(error)
+            print(f"drift watch unavailable ({outcome.reason}: {outcome.message}); hand "
+                  "edits are healed at the next resync", flush=True)
 
     def _drifted(self, what: str) -> None:
         print(f"drift: {what}; reconciling", flush=True)
