@@ -420,7 +420,8 @@ class Journal:
             promotions = tuple(at for (at,) in self._db.execute(
                 "SELECT o.at FROM events o JOIN events i ON o.intent = i.id WHERE "
                 "o.action = 'flip' AND o.phase = 'done' AND o.at > ? AND "
-                "COALESCE(json_extract(i.detail, '$.drift'), 0) = 0", (now - DAY,)))
+                "COALESCE(json_extract(i.detail, '$.drift'), 0) = 0 AND "
+                "COALESCE(json_extract(i.detail, '$.finish'), 0) = 0", (now - DAY,)))
         return History(applied, failed, healthy,
                        {model: frozenset(digests) for model, digests in known.items()},
                        unfinished, restarts, promotions)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from reconciler.app import Connections, gauntlet_jobs, git_source
@@ -55,8 +55,15 @@ def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_na
              fetching: Progress | None = None) -> GateRun:
     """Run ``model_name``'s gate as declared at ``rev`` (default the branch) on its
     declared artifact, or on ``artifact`` (its verdict remembered under its own digest)."""
-    snapshot = git_source(settings).snapshot_at(rev or settings.branch)
+    source = git_source(settings)
+    snapshot = source.snapshot_at(rev or settings.branch)
     desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
+    if rev is not None and rev != settings.branch:
+        # The GPU budget is the fleet's, as its branch declares it: a pull request that
+        # drops or raises its Budget does not get to spend the daemon's day.
+        branch = load_desired(source.snapshot_at(settings.branch), DesiredCache(cache_salt()),
+                              run_strategy_checks=False)
+        desired = replace(desired, budgets=branch.budgets)
     model = desired.models.get(model_name)
     if model is None:
         return GateRun(model_name, snapshot.revision, None, "error", "UnknownModel",

@@ -70,13 +70,15 @@ class Store:
 
     def verified(self, digest: str) -> Path | None:
         """The object's path if it is there and its bytes match its name; None if absent.
-        A mismatch is quarantined (and so becomes absent)."""
+        A mismatch is quarantined (and so becomes absent). Any other OSError (too many open
+        files, an I/O error) says nothing about the bytes: it propagates, and the object
+        stays where it is for the next try."""
         path = self.location(digest)
         try:
             verify_path(path, digest, self._digests)
         except FileNotFoundError:
             return None
-        except (VerificationFailed, OSError) as error:
+        except VerificationFailed as error:
             self.quarantine(digest, str(error))
             return None
         return path
@@ -135,6 +137,8 @@ class Store:
             for path in [staged, *staged.rglob("*")] if staged.is_dir() else [staged]:
                 if not path.is_symlink():
                     os.chmod(path, 0o555 if path.is_dir() else 0o444)
+                    _sync(path)  # on disk before a name points at it: a power cut leaves
+                    # the old pointer or whole new bytes, never an empty object
             destination = self.location(digest)
             destination.parent.mkdir(parents=True, exist_ok=True)
             if self.verified(digest) is None:
@@ -191,6 +195,14 @@ class Store:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+
+def _sync(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY | (os.O_DIRECTORY if path.is_dir() else 0))
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 def _sync_folder(folder: Path) -> None:

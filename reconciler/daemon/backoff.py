@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+_MAX_EXPONENT = 64  # 2**64 seconds dwarfs any cap
+
 
 class Backoff:
     def __init__(self, base: float = 1.0, cap: float = 300.0, factor: float = 2.0,
@@ -15,7 +17,9 @@ class Backoff:
     def next_delay(self) -> float:
         """The wait after one more failure: between half and all of the capped exponential,
         so that daemons that failed together do not retry together."""
-        ceiling = min(self.cap, self.base * self.factor ** self.failures)
+        # The exponent stops growing once the cap is reached: a fault that lasts for days
+        # must not overflow the float (that ended the daemon after ~1,000 failures).
+        ceiling = min(self.cap, self.base * self.factor ** min(self.failures, _MAX_EXPONENT))
         self.failures += 1
         return ceiling * (0.5 + 0.5 * self._rng.random())
 

@@ -198,8 +198,7 @@ class Daemon:
             try:
                 run = run_gate(wiring.settings, wiring.store, journal, request["model"],
                                rev=request.get("rev") or None,
-                               artifact=request.get("artifact") or None, stop=self._stop,
-                               progress=self._progress)
+                               artifact=request.get("artifact") or None, stop=self._stop)
             except InvalidInput as error:
                 first = error.diagnostics[0].format() if error.diagnostics else ""
                 return {"model": request["model"], "outcome": "error",
@@ -338,6 +337,13 @@ class Daemon:
     def _reloaded(self, settings: Settings) -> Settings:
         """SIGHUP: new settings if they are valid; otherwise keep running on the old ones."""
         self._notify.reloading()
+        fresh = self._reload_settings(settings)
+        # systemd waits for READY=1 after RELOADING=1, whether the reload took or not.
+        self._notify.ready("settings reloaded" if fresh is not settings
+                           else "reload refused: running on the previous settings")
+        return fresh
+
+    def _reload_settings(self, settings: Settings) -> Settings:
         try:
             fresh = load_settings(self._config_file, self._overrides)
         except InvalidInput as error:

@@ -138,8 +138,11 @@ class ControlServer:
                 pass  # requests are not worth a journal line each
 
             def parse_request(self) -> bool:
-                server().mark(self.connection, True)  # a request came: not idle any more
-                return super().parse_request()
+                # Busy only once the headers are in: a client that trickles them stays
+                # idle, so it is evicted like any other idle connection.
+                parsed = super().parse_request()
+                server().mark(self.connection, True)
+                return parsed
 
             def _answer(self, status: int, body: bytes, content_type: str = "text/plain") -> None:
                 self.send_response(status)

@@ -69,8 +69,9 @@ class Leadership:
         try:
             held = self.elector.try_acquire()
             self.last_error = None
-        except ReconcilerError as error:
-            self.last_error = f"{error.reason}: {error}"
+        except Exception as error:
+            reason = error.reason if isinstance(error, ReconcilerError) else type(error).__name__
+            self.last_error = f"{reason}: {error}"
             if self.leading and now - last_renewed > self._lease_seconds * 2 / 3:
                 self._lose(f"could not renew {self.elector.shown}: {error}")
             return last_renewed

@@ -472,15 +472,17 @@ class Executor:
 
     def _collect(self, model: Model, desired: Desired, pass_id: int) -> None:
         """Keep the model's last ``keep`` canonical digests for rollback, and whatever any
-        target still points at (a downstream target may be soaking on an older one)."""
+        model declares or any pointer names on any of its targets (a downstream target may
+        be soaking on an older digest; two models may share one)."""
         history = self._journal.canonical_digests(model.name)
-        keep = set(history[:model.keep]) | {model.artifact.sha256}
-        for name in model.targets:
-            target = desired.targets.get(name)
-            if target is not None:
-                digest = self.place(target).pointed(model)
-                if digest is not None:
-                    keep.add(digest)
+        keep = set(history[:model.keep]) | {m.artifact.sha256 for m in desired.models.values()}
+        for other in desired.models.values():
+            for name in other.targets:
+                target = desired.targets.get(name)
+                if target is not None:
+                    digest = self.place(target).pointed(other)
+                    if digest is not None:
+                        keep.add(digest)
         for digest in history:
             if digest not in keep and self._store.location(digest).exists():
                 self._store.remove(digest)
