@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import DaemonProcess
+from tests.e2e.daemon import DaemonProcess, running
 from tests.fleet import Fleet
 
 SECRET = b"webhook-secret-for-tests"
@@ -26,9 +26,5 @@ def fleet(tmp_path: Path) -> Fleet:
 
 @pytest.fixture
 def daemon(fleet: Fleet, tmp_path: Path) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(fleet.settings_file, fleet.state, tmp_path)
-    yield process
-    if process.process.poll() is None:
-        process.stop()
-    elif not process.notify._closed:  # type: ignore[attr-defined]
-        process.notify.close()
+    with running(fleet.settings_file, fleet.state, tmp_path) as process:
+        yield process

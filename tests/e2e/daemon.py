@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from tests.conftest import GIT_ENV
@@ -85,6 +85,20 @@ class DaemonProcess:
         self.process.kill()
         self.process.wait(10)
         self.notify.close()
+
+
+@contextlib.contextmanager
+def running(settings_file: Path, state_dir: Path, scratch: Path,
+            entry: tuple[str, ...] = ("-m", "reconciler")) -> Iterator[DaemonProcess]:
+    """A daemon for the length of a ``with``: stopped (or its socket closed) on the way out."""
+    process = DaemonProcess(settings_file, state_dir, scratch, entry)
+    try:
+        yield process
+    finally:
+        if process.process.poll() is None:
+            process.stop()
+        elif not process.notify._closed:  # type: ignore[attr-defined]
+            process.notify.close()
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30, what: str = "") -> float:

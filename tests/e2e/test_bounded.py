@@ -13,12 +13,11 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import DaemonProcess, wait_until
+from tests.e2e.daemon import DaemonProcess, running, wait_until
 from tests.fleet import HEALTHY, MODEL_HEALTH, RESTART, Fleet
 
 SECRET = b"a-webhook-secret-of-32-bytes-xyz"
@@ -36,18 +35,6 @@ def fleet(tmp_path: Path) -> Fleet:
         # a 1 MiB reserve: the state directory of one test is a 16 MiB tmpfs
         "artifacts: {fileRoots: [artifacts, /dev], timeout: 3s, reserveBytes: 1048576}\n")
     return made
-
-
-@contextlib.contextmanager
-def running(fleet: Fleet, tmp_path: Path) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(fleet.settings_file, fleet.state, tmp_path)
-    try:
-        yield process
-    finally:
-        if process.process.poll() is None:
-            process.stop()
-        elif not process.notify._closed:  # type: ignore[attr-defined]
-            process.notify.close()
 
 
 def declare_artifact(fleet: Fleet, uri: str) -> None:
@@ -100,7 +87,7 @@ def test_dev_zero_and_a_fifo_are_refused_without_filling_a_small_disk(
         for uri in ("file:///dev/zero", f"file://{fifo}"):
             declare_artifact(fleet, uri)
             fleet.commit(f"artifact {uri}")
-            with running(fleet, tmp_path) as daemon:
+            with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
                 daemon.wait_ready(timeout=60)  # the first pass ended: nothing blocked it
                 state = model_state(fleet)
                 assert state["reason"] == "ArtifactMissing", state
@@ -111,7 +98,7 @@ def test_dev_zero_and_a_fifo_are_refused_without_filling_a_small_disk(
             assert not list((fleet.state / "store" / "partial").glob("*"))
         fleet.model(b"weights-v1")
         fleet.commit("revert the model")
-        with running(fleet, tmp_path) as daemon:
+        with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
             daemon.wait_ready(timeout=60)
             wait_until(lambda: converged(fleet), what="convergence after the revert")
     finally:
@@ -159,7 +146,7 @@ def test_a_crawling_server_is_given_up_at_the_deadline_and_sigterm_is_honoured(
     try:
         declare_artifact(fleet, slow.url)
         fleet.commit("an artifact on a crawling server")
-        with running(fleet, tmp_path) as daemon:
+        with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
             daemon.wait_ready(timeout=60)
             state = model_state(fleet)
             assert state["reason"] == "ArtifactUnavailable", state
@@ -179,7 +166,8 @@ def test_a_crawling_server_is_given_up_at_the_deadline_and_sigterm_is_honoured(
 def test_idle_connections_neither_starve_probes_nor_kill_the_daemon(
         fleet: Fleet, tmp_path: Path) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with running(fleet, tmp_path) as daemon:  # started with the soft limit it had
+    # started with the soft limit it had
+    with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
         daemon.wait_ready(timeout=60)
         wait_until(lambda: converged(fleet), what="convergence")
         host, port = daemon.address.rsplit(":", 1)
@@ -225,7 +213,7 @@ def gitlab_webhook(daemon: DaemonProcess, token: str) -> int:
 def test_the_watchdog_is_fed_during_a_soak_longer_than_its_interval(
         fleet: Fleet, tmp_path: Path) -> None:
     """DaemonProcess sets WATCHDOG_USEC to 2 s: a ping a second while the loop lives."""
-    with running(fleet, tmp_path) as daemon:
+    with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
         daemon.wait_ready(timeout=60)
         wait_until(lambda: converged(fleet), what="convergence")
         fleet.strategy("OK = 'soaking'\n", health="command: [python3, -c, 'pass'], soak: 8s")

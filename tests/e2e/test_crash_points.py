@@ -12,12 +12,11 @@ import os
 import signal
 import sqlite3
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.e2e.daemon import DaemonProcess, wait_until
+from tests.e2e.daemon import running, wait_until
 from tests.fleet import RESTART, Fleet, sha
 
 PLANTED = str(Path(__file__).with_name("planted_crash.py"))
@@ -60,19 +59,6 @@ def health_command(tmp_path: Path) -> str:
     return f"[python3, {tmp_path / 'health.py'}, {tmp_path}]"
 
 
-@contextlib.contextmanager
-def running(fleet: Fleet, tmp_path: Path, entry: tuple[str, ...] = ("-m", "reconciler")
-            ) -> Iterator[DaemonProcess]:
-    process = DaemonProcess(fleet.settings_file, fleet.state, tmp_path, entry=entry)
-    try:
-        yield process
-    finally:
-        if process.process.poll() is None:
-            process.stop()
-        elif not process.notify._closed:  # type: ignore[attr-defined]
-            process.notify.close()
-
-
 def pointed_bytes(fleet: Fleet) -> bytes | None:
     try:
         return (fleet.root / "models" / "current.bin").read_bytes()
@@ -98,7 +84,7 @@ def assert_safe(fleet: Fleet) -> None:
 
 
 def converge_first(fleet: Fleet, tmp_path: Path) -> None:
-    with running(fleet, tmp_path) as first:
+    with running(fleet.settings_file, fleet.state, tmp_path) as first:
         first.wait_ready()
         wait_until(lambda: pointed_bytes(fleet) == V1, what="the first flip")
 
@@ -114,7 +100,7 @@ def test_kill_9_between_a_flip_and_its_health_check_rolls_back_to_the_journals_d
     fleet.write("models/policy.bin", BAD)
     fleet.write("model.yaml", model_doc("models/policy.bin", sha(BAD), health_command(tmp_path)))
     fleet.commit("weights that fail their health check")
-    with running(fleet, tmp_path) as victim:
+    with running(fleet.settings_file, fleet.state, tmp_path) as victim:
         wait_until(lambda: (tmp_path / "checking").exists(), what="the health check to start")
         victim.kill9()
     with contextlib.suppress(ProcessLookupError, ValueError):
@@ -123,7 +109,7 @@ def test_kill_9_between_a_flip_and_its_health_check_rolls_back_to_the_journals_d
     assert_safe(fleet)
 
     (tmp_path / "block").unlink()
-    with running(fleet, tmp_path) as survivor:
+    with running(fleet.settings_file, fleet.state, tmp_path) as survivor:
         survivor.wait_ready()
         wait_until(lambda: pointed_bytes(fleet) == V1, what="the rollback to the good weights")
         journal = fleet.journal()
@@ -153,7 +139,7 @@ def test_kill_9_during_a_store_removal_leaves_no_half_object(fleet: Fleet,
     fleet.write("models/policy.bin", V3)
     fleet.write("model.yaml", model_doc("models/policy.bin", sha(V3), command, keep=1))
     fleet.commit("new weights")
-    with running(fleet, tmp_path, entry=(PLANTED,)) as victim:
+    with running(fleet.settings_file, fleet.state, tmp_path, (PLANTED,)) as victim:
         wait_until(lambda: victim.process.poll() is not None, what="the planted kill")
         assert victim.process.returncode == -signal.SIGKILL, victim.log()
     trash = fleet.state / "store" / "trash"
@@ -163,7 +149,7 @@ def test_kill_9_during_a_store_removal_leaves_no_half_object(fleet: Fleet,
     assert pointed_bytes(fleet) == V3
     assert_safe(fleet)
 
-    with running(fleet, tmp_path) as survivor:
+    with running(fleet.settings_file, fleet.state, tmp_path) as survivor:
         survivor.wait_ready()
         assert not list(trash.iterdir()), "swept at start"
         wait_until(lambda: pointed_bytes(fleet) == V3
@@ -209,7 +195,7 @@ def test_kill_9_during_a_download_keeps_the_old_pointer_and_resumes_cleanly(
         fleet.write("model.yaml", model_doc(url, sha(payload), health_command(tmp_path)))
         fleet.commit("weights from a server")
         partial = fleet.state / "store" / "partial"
-        with running(fleet, tmp_path) as victim:
+        with running(fleet.settings_file, fleet.state, tmp_path) as victim:
             wait_until(lambda: partial.is_dir() and any(
                 p.stat().st_size > 0 for p in partial.iterdir()), what="a partial download")
             victim.kill9()
@@ -218,7 +204,7 @@ def test_kill_9_during_a_download_keeps_the_old_pointer_and_resumes_cleanly(
         assert_safe(fleet)
 
         handler.whole.set()
-        with running(fleet, tmp_path) as survivor:
+        with running(fleet.settings_file, fleet.state, tmp_path) as survivor:
             survivor.wait_ready()
             wait_until(lambda: pointed_bytes(fleet) == payload,
                        what="convergence to the last commit")
