@@ -33,6 +33,7 @@ from reconciler.desired.documents import (
 )
 from reconciler.digests import VerificationFailed
 from reconciler.errors import Disposition, ReconcilerError, classify
+from reconciler.events import Event
 from reconciler.gauntlet.runner import GauntletRunner, JobLauncher
 from reconciler.journal import Journal
 from reconciler.places import CommandResult, ContentStore, Fleet, Place
@@ -72,6 +73,7 @@ class Hooks:
     drift: Callable[[str], None] = lambda kind: None
     progress: Callable[[str], None] = lambda text: None
     gauntlet_games: Callable[[str, int], None] = lambda opponent, games: None
+    event: Callable[[Event], None] = lambda event: None  # events.py: notifications, statuses
 
 
 class Executor:

@@ -30,7 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
     # bounded runner), digests, the error tree and the vocabulary, URL redaction.
     ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
-     "digests", "redaction", ""),
+     "digests", "redaction", "events", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
