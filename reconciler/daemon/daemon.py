@@ -32,9 +32,11 @@ from reconciler.daemon.sdnotify import Notifier
 from reconciler.daemon.watch import RefWatcher
 from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
-from reconciler.errors import StalledError, classify
+from reconciler.errors import ReconcilerError, StalledError, classify
+from reconciler.events import Subscribers
 from reconciler.execute.executor import Hooks
 from reconciler.journal import Journal
+from reconciler.notify import Notifications
 from reconciler.passes import PassOutcome, run_pass
 from reconciler.prcheck import run_gate
 from reconciler.redaction import redact_text
@@ -85,6 +87,10 @@ class Daemon:
         self._gate_lock = threading.Lock()  # pull requests' gates run one at a time
         self._connections: Connections | None = None  # made with the settings, in run()
         self._drift: DriftWatch | None = None
+        # What passes publish (events.py); notifications and commit statuses subscribe.
+        self.events = Subscribers()
+        self._notifications = Notifications(())
+        self.events.add(lambda event: self._notifications(event))
 
     # Signals: set flags and wake the loop; the loop does the work.
 
@@ -146,6 +152,11 @@ class Daemon:
         lock = FleetLock(settings.fleet_root, "daemon", settings.allowed_roots)
         lock.acquire()
         self._fleet_lock = lock
+        try:
+            self._notifications = self._notifying(settings)
+        except ReconcilerError:
+            lock.release()
+            raise
         journal = Journal(settings.journal_path)
         confine_state_dir(settings)
         wiring = Wiring(settings, connections=self._connections)
@@ -185,6 +196,7 @@ class Daemon:
             if server is not None:
                 server.stop()
             journal.close()
+            self._notifications.close()
             lock.release()
             print("reconciler stopped. The fleet's services keep running: reconciler "
                   "delivers what they load and restarts them, it does not own their "
@@ -312,7 +324,15 @@ class Daemon:
                      drift=lambda kind: self.metrics.drift_corrections.labels(kind).inc(),
                      progress=self._progress,
                      gauntlet_games=lambda opponent, n:
-                     self.metrics.gauntlet_games.labels(opponent).inc(n))
+                     self.metrics.gauntlet_games.labels(opponent).inc(n),
+                     event=self.events.publish)
+
+    def _notifying(self, settings: Settings) -> Notifications:
+        """The settings' receivers, started; raises StalledError when a secret file
+        cannot be read (at start: the daemon says so and exits; on SIGHUP: refused)."""
+        return Notifications(settings.notifications,
+                             result=lambda kind, result:
+                             self.metrics.notifications.labels(kind, result).inc())
 
     def _announce(self, line: str, changed: bool, settings: Settings,
                   server: ControlServer | None) -> None:
@@ -357,6 +377,14 @@ class Daemon:
             print("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes and "
                   "leaderElection need a restart", flush=True)
             return settings
+        if fresh.notifications != settings.notifications:
+            try:
+                notifications = self._notifying(fresh)
+            except ReconcilerError as error:
+                print(f"reload refused, keeping the running settings: {error}", flush=True)
+                return settings
+            self._notifications, old = notifications, self._notifications
+            old.close()
         print("settings reloaded", flush=True)
         self.metrics.set_sandbox(fresh.sandbox)
         return fresh

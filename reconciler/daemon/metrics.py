@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
+from reconciler.notify import KINDS as NOTIFICATION_KINDS
+from reconciler.notify import RESULTS as NOTIFICATION_RESULTS
 from reconciler.sandbox.runner import MODES as SANDBOX_MODES
 from reconciler.vocabulary import OBJECT_KINDS, PENDING_REASONS, PassResult
 
@@ -44,6 +46,13 @@ class Metrics:
         self.sandbox = Gauge("reconciler_sandbox_mode", "Where repository code runs: 1 for the "
                              "mode in force (bwrap, none: the explicit opt-out).", ["mode"],
                              registry=self.registry)
+        self.notifications = Counter("reconciler_notifications", "Notification deliveries "
+                                     "by receiver kind and result (dropped: a full queue's "
+                                     "oldest).", ["receiver_kind", "result"],
+                                     registry=self.registry)
+        for kind in NOTIFICATION_KINDS:
+            for outcome in NOTIFICATION_RESULTS:
+                self.notifications.labels(kind, outcome)
         for opponent in OPPONENTS:
             self.gauntlet_games.labels(opponent)
         for result in PassResult:
