@@ -520,12 +520,15 @@ class Executor:
         """For conditions that stay while nothing changes (a stall, a rejection, a spent
         budget): tell the listeners once, when the journal's condition becomes this one,
         not on every pass that finds it still so. A message's head (before its first
-        ': ') names what it is about (the digest a gate judged), its tail may vary."""
+        ': ') names what it is about (the digest a gate judged), its tail may vary. A stall
+        is news only to an object that was not stalled (its reason changes from what failed
+        to FailedBefore on the next pass)."""
         known = self._journal.object(action.key)
         head = message.split(": ")[0]
-        if known is None or (known["status"], known["reason"],
-                             str(known["message"] or "").split(": ")[0]) \
-                != (status, reason, head):
+        was = None if known is None else (known["status"], known["reason"],
+                                          str(known["message"] or "").split(": ")[0])
+        if was is None or (was[0] != status if type is EventType.STALLED
+                           else was != (status, reason, head)):
             self._emit(type, action, revision or (known or {}).get("attempted_revision"),
                        reason=reason, message=message, values=values)
 
