@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.app import Connections, Wiring, confine_state_dir, watched
 from reconciler.daemon.backoff import Backoff
-from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest
+from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest, PlanRequest
 from reconciler.daemon.leadership import Leadership, leadership
 from reconciler.daemon.liveness import Liveness, ProgressEvent, Watchdog
 from reconciler.daemon.lock import FleetLock
@@ -37,8 +37,8 @@ from reconciler.events import Subscribers
 from reconciler.execute.executor import Hooks
 from reconciler.journal import Journal
 from reconciler.notify import Notifications
-from reconciler.passes import PassOutcome, run_pass
-from reconciler.prcheck import run_gate
+from reconciler.passes import PassOutcome, render_planned, run_pass
+from reconciler.prcheck import plan_revision, run_gate
 from reconciler.redaction import redact_text
 from reconciler.sandbox.memory import deny_write_execute_to_this_process
 from reconciler.settings import Settings, load_settings
@@ -47,6 +47,13 @@ from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
 
 if TYPE_CHECKING:
     from reconciler.kube.watch import DriftWatch
+
+PLAN_QUEUE_SECONDS = 60.0  # a plan request waits this long for the one before it
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode() + b"\n"
+
 
 def _observe(metrics: Metrics, outcome: PassOutcome, seconds: float) -> None:
     metrics.reconcile_duration.observe(seconds)
@@ -85,6 +92,7 @@ class Daemon:
         # Every look a step takes at it is a sign of life.
         self._pass_stop = ProgressEvent(self._liveness)
         self._gate_lock = threading.Lock()  # pull requests' gates run one at a time
+        self._plan_lock = threading.Lock()  # and their plans
         self._connections: Connections | None = None  # made with the settings, in run()
         self._drift: DriftWatch | None = None
         # What passes publish (events.py); notifications and commit statuses subscribe.
@@ -162,7 +170,8 @@ class Daemon:
         wiring = Wiring(settings, connections=self._connections)
         wiring.store.sweep()  # before recovery writes: leftovers of a full disk go first
         interrupted = journal.recover()
-        server = self._serve(settings, lambda request: self._gate(wiring, journal, request))
+        server = self._serve(settings, lambda request: self._gate(wiring, journal, request),
+                             lambda rev: self._plan(wiring, journal, rev))
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
@@ -224,7 +233,34 @@ class Daemon:
               f"({run.reason})", flush=True)
         return run.to_json()
 
-    def _serve(self, settings: Settings, on_gate: GateRequest) -> ControlServer | None:
+    def _plan(self, wiring: Wiring, journal: Journal, rev: str) -> tuple[int, bytes]:
+        """``POST /plan``: the plan of a pull request's revision against the live fleet, so
+        that CI can show it without fleet credentials. One at a time; read-only: its own
+        Wiring (the pass's is not shared across threads), nothing executed, no repository
+        code run."""
+        if not self._plan_lock.acquire(timeout=PLAN_QUEUE_SECONDS):
+            return 503, _json({"reason": "Busy", "message": "another plan is being made"})
+        try:
+            now = time.time()
+            planned, trusted = plan_revision(
+                Wiring(wiring.settings, connections=self._connections), journal.history(now),
+                rev, now)
+            return 200, render_planned(planned, "json", trusted).encode()
+        except InvalidInput as error:
+            return 422, _json({"reason": "InvalidDesiredState", "message":
+                               f"the revision's desired state is invalid ({len(error.diagnostics)}"
+                               " errors)", "errors": [d.error_json() for d in error.diagnostics]})
+        except Exception as error:
+            outcome = classify(error)
+            status = 404 if outcome.reason == "RevisionNotFound" else 503 \
+                if outcome.transient else 500
+            return status, _json({"reason": outcome.reason,
+                                  "message": redact_text(outcome.message)})
+        finally:
+            self._plan_lock.release()
+
+    def _serve(self, settings: Settings, on_gate: GateRequest,
+               on_plan: PlanRequest) -> ControlServer | None:
         if settings.listen is None:
             return None
         secret = None
@@ -243,7 +279,7 @@ class Daemon:
                                    reason="WebhookSecretTooShort")
         try:
             server = ControlServer(settings.listen, self.metrics, self._healthy, self._ready,
-                                   secret, self.trigger, on_gate)
+                                   secret, self.trigger, on_gate, on_plan)
         except OSError as error:
             raise StalledError(f"cannot listen on {settings.listen}: {error.strerror}; set "
                                "'listen' to a free address, or '' for none",

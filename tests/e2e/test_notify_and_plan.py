@@ -1,0 +1,95 @@
+"""The daemon as a subprocess: it notifies a webhook receiver of what its passes do (with
+the receiver's token kept out of the payload, the log, daemon.json and the journal, and
+deliveries counted in /metrics), and answers a signed ``POST /plan`` with the plan of a
+pull request's revision against the live fleet — what CI posts as a comment, without fleet
+credentials."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from tests.conftest import git
+from tests.e2e.conftest import SECRET
+from tests.e2e.daemon import running
+from tests.fleet import Fleet
+from tests.receivers import receiving
+
+TOKEN = "receiver-token-3e7a91"
+
+
+def _post(address: str, path: str, body: bytes, secret: bytes = SECRET,
+          length: int | None = None) -> tuple[int, bytes]:
+    signature = "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+    request = urllib.request.Request(f"http://{address}{path}", data=body, headers={
+        "Content-Type": "application/json", "X-Hub-Signature-256": signature,
+        "Content-Length": str(len(body) if length is None else length)})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+def test_the_daemon_notifies_and_plans_a_pull_request_for_ci(fleet: Fleet,
+                                                              tmp_path: Path) -> None:
+    with receiving() as receiver:
+        (tmp_path / "hook-url").write_text(f"{receiver.url}/events?token={TOKEN}\n")
+        with fleet.settings_file.open("a") as settings:
+            settings.write("notifications:\n  receivers:\n"
+                           "    - {name: ops, type: webhook, urlFile: hook-url,"
+                           " events: [applied, promoted, rolled-back]}\n")
+        with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
+            daemon.wait_ready()
+            received = receiver.wait_for(2)
+            assert sorted(r.json()["type"] for r in received) == [
+                "reconciler.applied", "reconciler.promoted"]
+            metrics = urllib.request.urlopen(f"http://{daemon.address}/metrics",
+                                             timeout=10).read().decode()
+            assert 'reconciler_notifications_total{receiver_kind="webhook",' \
+                   'result="delivered"} 2.0' in metrics
+
+            git(fleet.repo, "checkout", "-q", "-b", "pr/7")
+            fleet.strategy("OK = 'serving v2'\n")
+            pull = fleet.commit("a pull request")
+            git(fleet.repo, "checkout", "-q", "main")
+
+            status, body = _post(daemon.address, "/plan",
+                                 json.dumps({"rev": pull}).encode())
+            assert status == 200, body
+            plan = json.loads(body)
+            assert plan["revision"].endswith(pull) and plan["inSync"] is False
+            [change] = [a for a in plan["actions"] if a["op"] != "noop"]
+            assert (change["kind"], change["name"]) == ("Strategy", "app")
+            assert "+OK = 'serving v2'" in change["diff"]
+            assert (fleet.root / "app" / "app.py").read_text() == "OK = 'serving'\n"
+
+            # A pull request that points the target elsewhere gets the plan, not what
+            # lives there.
+            git(fleet.repo, "checkout", "-q", "-b", "pr/8")
+            fleet.write("targets.yaml", (fleet.repo / "desired-state" / "targets.yaml")
+                        .read_text().replace("root: edge", "root: elsewhere"))
+            moved = fleet.commit("a pull request that moves the target")
+            git(fleet.repo, "checkout", "-q", "main")
+            status, body = _post(daemon.address, "/plan", json.dumps({"rev": moved}).encode())
+            assert status == 200, body
+            assert all(a["diff"] is None for a in json.loads(body)["actions"])
+
+            refused, _ = _post(daemon.address, "/plan", json.dumps({"rev": pull}).encode(),
+                               secret=b"not-the-secret-at-all")
+            unknown, why = _post(daemon.address, "/plan", b'{"rev": "no-such-branch"}')
+            large, _ = _post(daemon.address, "/plan", b"{}", length=1 << 20)
+            malformed, _ = _post(daemon.address, "/plan", b'{"revision": "main"}')
+            assert (refused, unknown, large, malformed) == (401, 404, 413, 400)
+            assert json.loads(why)["reason"] == "RevisionNotFound"
+            log = daemon.log() + (fleet.state / "daemon.json").read_text()
+        journal = fleet.journal()
+        shown = json.dumps([e.detail for e in journal.events(limit=1000)])
+        journal.close()
+    assert TOKEN not in log and TOKEN not in shown
+    assert all(TOKEN not in r.body.decode() for r in receiver.received)
+    assert all(r.path == f"/events?token={TOKEN}" for r in receiver.received)
