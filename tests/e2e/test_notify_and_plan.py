@@ -9,11 +9,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.conftest import git
+from tests.conftest import REPO_ROOT, git
 from tests.e2e.conftest import SECRET
 from tests.e2e.daemon import running
 from tests.fleet import Fleet
@@ -67,6 +69,14 @@ def test_the_daemon_notifies_and_plans_a_pull_request_for_ci(fleet: Fleet,
             assert (change["kind"], change["name"]) == ("Strategy", "app")
             assert "+OK = 'serving v2'" in change["diff"]
             assert (fleet.root / "app" / "app.py").read_text() == "OK = 'serving'\n"
+
+            comment = subprocess.run(
+                [sys.executable, str(REPO_ROOT / "docs" / "ci" / "plan-comment.py"),
+                 "--daemon", daemon.address, "--secret-file", str(tmp_path / "secret"),
+                 "--rev", pull], capture_output=True, text=True, timeout=120, check=False)
+            assert comment.returncode == 2, comment.stdout + comment.stderr
+            assert "| edge | Strategy/app | update |" in comment.stdout
+            assert "+OK = 'serving v2'" in comment.stdout
 
             # A pull request that points the target elsewhere gets the plan, not what
             # lives there.
