@@ -11,13 +11,14 @@ import hmac
 import json
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from tests.conftest import REPO_ROOT, git
 from tests.e2e.conftest import SECRET
-from tests.e2e.daemon import running
+from tests.e2e.daemon import running, wait_until
 from tests.fleet import Fleet
 from tests.receivers import receiving
 
@@ -103,3 +104,24 @@ def test_the_daemon_notifies_and_plans_a_pull_request_for_ci(fleet: Fleet,
     assert TOKEN not in log and TOKEN not in shown
     assert all(TOKEN not in r.body.decode() for r in receiver.received)
     assert all(r.path == f"/events?token={TOKEN}" for r in receiver.received)
+
+
+def test_a_hanging_receiver_holds_neither_the_passes_nor_the_stop(fleet: Fleet,
+                                                                   tmp_path: Path) -> None:
+    with receiving() as receiver:
+        receiver.hang = threading.Event()  # never set until the daemon is gone
+        with fleet.settings_file.open("a") as settings:
+            settings.write("notifications:\n  receivers:\n"
+                           "    - {name: stuck, type: slack, urlFile: hook-url,"
+                           " timeout: 5m}\n")
+        (tmp_path / "hook-url").write_text(receiver.url + "\n")
+        with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
+            daemon.wait_ready()  # the first pass ended while its first event is held
+            receiver.wait_for(1)
+            fleet.strategy("OK = 'serving v2'\n")
+            fleet.commit("a second change while the receiver hangs")
+            wait_until(lambda: (fleet.root / "app" / "app.py").read_text()
+                       == "OK = 'serving v2'\n", what="the second change")
+            assert daemon.stop() == 0
+        assert not receiver.hang.is_set() and len(receiver.received) == 1
+        assert "undelivered event(s) dropped at stop" in daemon.log()

@@ -5,7 +5,9 @@ holding up a pass."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
 import threading
 from collections import Counter
 from pathlib import Path
@@ -17,7 +19,8 @@ from jsonschema import Draft202012Validator, FormatChecker
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Hooks
 from reconciler.notify import Notifications
-from reconciler.notify.delivery import TokenBucket
+from reconciler.notify.delivery import DeliveryFailed, TokenBucket, post
+from reconciler.notify.payloads import Message
 from reconciler.settings import NotificationReceiver, load_settings
 from tests.conftest import REPO_ROOT
 from tests.e2e.daemon import wait_until
@@ -248,3 +251,30 @@ def test_a_stall_and_a_rejection_are_told_once_not_on_every_pass(tmp_path: Path)
     assert rejected.digest == sha(b"weights-v3") and rejected.reason == "GateFailed"
     assert rejected.values["gate"] == "GateFailed"
     assert [e.type for e in events].count(EventType.PROMOTED) == 1
+
+
+def test_an_answer_trickled_byte_by_byte_ends_at_the_timeout_and_is_retryable() -> None:
+    """Each byte comes well within the read timeout; the whole answer may not take longer."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    release = threading.Event()
+
+    def trickle() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"a" * 1000:
+                if release.wait(0.2):
+                    return
+                with contextlib.suppress(OSError):
+                    connection.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            post(f"http://127.0.0.1:{listener.getsockname()[1]}/", Message(b"{}", "a/b"),
+                 timeout=1.0)
+    finally:
+        release.set()
+        listener.close()
+    assert failed.value.retryable and "timeout" in str(failed.value)
