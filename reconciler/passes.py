@@ -34,6 +34,7 @@ from reconciler.local.roots import check_roots
 from reconciler.plan.observed import ObservedTarget
 from reconciler.plan.planner import Action, History, Plan, address_of, observation_request, plan
 from reconciler.plan.render import render_json, render_text, text_diff
+from reconciler.plan.spend import Spend
 from reconciler.vocabulary import ActionResult, JournalAction, Op, PassResult, Phase
 
 REPLANS = 3  # a pointer conflict re-reads and re-plans at most this often in one pass
@@ -107,10 +108,11 @@ def plan_pass(wiring: Wiring, history: History, now: float) -> PlannedPass:
 
 
 def render_planned(planned: PlannedPass, output: str,
-                   diff_targets: frozenset[str] | None = None) -> str:
+                   diff_targets: frozenset[str] | None = None, *,
+                   spent: Spend | None = None) -> str:
     """What ``plan`` prints (``output`` text or json), with the diff of each delivered file
-    against what is live (on ``diff_targets`` only, when given) and each gate's cost; the
-    daemon's ``POST /plan`` answers the same."""
+    against what is live (on ``diff_targets`` only, when given), each gate's cost and what
+    the plan will spend (costs.plan_spend); the daemon's ``POST /plan`` answers the same."""
     diffs: dict[Action, str | None] = {}
     for action in planned.plan.changes:
         if action.kind == "Model" or action.op is Op.DELETE or (
@@ -130,7 +132,7 @@ def render_planned(planned: PlannedPass, output: str,
              for model in planned.desired.models.values()
              if model.gauntlet is not None and model.gauntlet in gauntlets}
     render = render_json if output == "json" else render_text
-    return render(planned.plan, diffs, locations, costs)
+    return render(planned.plan, diffs, locations, costs, spent)
 
 
 def run_pass(wiring: Wiring, journal: Journal, stop: threading.Event, *,

@@ -21,6 +21,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from reconciler.app import Connections, Wiring, confine_state_dir, watched
+from reconciler.costs import plan_spend
 from reconciler.daemon.backoff import Backoff
 from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest, PlanRequest
 from reconciler.daemon.leadership import Leadership, leadership
@@ -242,10 +243,11 @@ class Daemon:
             return 503, _json({"reason": "Busy", "message": "another plan is being made"})
         try:
             now = time.time()
+            history = journal.history(now)
             planned, trusted = plan_revision(
-                Wiring(wiring.settings, connections=self._connections), journal.history(now),
-                rev, now)
-            return 200, render_planned(planned, "json", trusted).encode()
+                Wiring(wiring.settings, connections=self._connections), history, rev, now)
+            spent = plan_spend(planned, journal, history, now)
+            return 200, render_planned(planned, "json", trusted, spent=spent).encode()
         except InvalidInput as error:
             return 422, _json({"reason": "InvalidDesiredState", "message":
                                f"the revision's desired state is invalid ({len(error.diagnostics)}"
