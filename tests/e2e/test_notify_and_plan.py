@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import signal
 import subprocess
 import sys
 import threading
@@ -125,3 +126,35 @@ def test_a_hanging_receiver_holds_neither_the_passes_nor_the_stop(fleet: Fleet,
             assert daemon.stop() == 0
         assert not receiver.hang.is_set() and len(receiver.received) == 1
         assert "undelivered event(s) dropped at stop" in daemon.log()
+
+
+def test_sighup_replaces_the_receivers_and_an_unreadable_secret_keeps_the_old_ones(
+        fleet: Fleet, tmp_path: Path) -> None:
+    base = fleet.settings_file.read_text()
+
+    def receivers(url_file: str) -> None:
+        fleet.settings_file.write_text(base + "notifications:\n  receivers:\n"
+                                       f"    - {{name: ops, type: webhook, urlFile: {url_file},"
+                                       " events: [applied]}\n")
+
+    with receiving() as first, receiving() as second:
+        (tmp_path / "first-url").write_text(first.url + "\n")
+        (tmp_path / "second-url").write_text(second.url + "\n")
+        receivers("first-url")
+        with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
+            daemon.wait_ready()
+            first.wait_for(1)
+            receivers("missing-url")
+            daemon.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: "reload refused" in daemon.log(), what="the refusal")
+            fleet.strategy("OK = 'serving v2'\n")
+            fleet.commit("heard by the first receiver still")
+            first.wait_for(2)
+            receivers("second-url")
+            daemon.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: "settings reloaded" in daemon.log(), what="the reload")
+            fleet.strategy("OK = 'serving v3'\n")
+            fleet.commit("heard by the second receiver")
+            [heard] = second.wait_for(1)
+    assert heard.json()["data"]["revision"].endswith(git(fleet.repo, "rev-parse", "HEAD"))
+    assert len(first.received) == 2 and "missing-url" in daemon.log()
