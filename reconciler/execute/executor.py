@@ -118,7 +118,7 @@ class Executor:
             self._journal.applied(action.key, action.desired, desired.revision, self._clock())
             return ActionResult(action, Result.IN_SYNC, "in sync")
         if action.status is not ActionStatus.READY:
-            return self._not_ready(action)
+            return self._not_ready(action, desired.revision)
         self._hooks.progress(f"{action.op} {action.kind}/{action.name} on {action.target}")
         where = action.target
         try:
@@ -134,7 +134,7 @@ class Executor:
         except Exception as error:
             return self._fault(action, error, where, desired.revision, pass_id)
 
-    def _not_ready(self, action: Action) -> ActionResult:
+    def _not_ready(self, action: Action, revision: str) -> ActionResult:
         status = Condition.STALLED if action.status is ActionStatus.BLOCKED \
             else Condition.RECONCILING
         message = action.message or action.status
@@ -148,7 +148,7 @@ class Executor:
         if action.reason is Reason.BUDGET_EXHAUSTED or status is Condition.STALLED:
             self._emit_if_new(EventType.BUDGET_EXHAUSTED if action.reason
                               is Reason.BUDGET_EXHAUSTED else EventType.STALLED, action,
-                              status, action.reason, message)
+                              status, action.reason, message, revision)
         self._journal.condition(action.key, status, action.reason, message)
         return ActionResult(action, Result(action.status), message)
 
@@ -376,7 +376,8 @@ class Executor:
             outcome = verdict.outcome
             gate = _gate_values(verdict.reason, verdict.remembered, verdict.evidence)
             if outcome in ("stopped", "error", "blocked"):
-                return self._no_verdict(action, model, digest, verdict.message, outcome)
+                return self._no_verdict(action, model, digest, verdict.message, outcome,
+                                        revision)
             if outcome == "inconclusive" and self._inconclusive == "hold":
                 message = (f"gate {model.gauntlet} is inconclusive for sha256:{digest[:12]}: "
                            f"{verdict.message}; held (never a pass): a new commit with a "
@@ -494,14 +495,14 @@ class Executor:
                   limits=FetchLimits.of(self._artifacts), stop=self._stop)
 
     def _no_verdict(self, action: Action, model: Model, digest: str, why: str,
-                    outcome: str) -> ActionResult:
+                    outcome: str, revision: str) -> ActionResult:
         """The gate gave no verdict on the model: a stop, an error of the tool (retried with
         backoff, never remembered), or the GPU budget (blocked until it frees up)."""
         if outcome == "stopped":
             return self._interrupted(action, why)
         if outcome == "blocked":
             self._emit_if_new(EventType.BUDGET_EXHAUSTED, action, Condition.STALLED,
-                              Reason.BUDGET_EXHAUSTED, why)
+                              Reason.BUDGET_EXHAUSTED, why, revision)
             self._journal.condition(action.key, Condition.STALLED, Reason.BUDGET_EXHAUSTED, why)
             return ActionResult(action, Result.BLOCKED, why)
         message = f"gate {model.gauntlet} could not judge sha256:{digest[:12]}: {why}"
@@ -515,8 +516,7 @@ class Executor:
                                 action.desired, reason, message, values or {}))
 
     def _emit_if_new(self, type: EventType, action: Action, status: str, reason: str | None,
-                     message: str, revision: str | None = None,
-                     values: dict[str, Any] | None = None) -> None:
+                     message: str, revision: str, values: dict[str, Any] | None = None) -> None:
         """For conditions that stay while nothing changes (a stall, a rejection, a spent
         budget): tell the listeners once, when the journal's condition becomes this one,
         not on every pass that finds it still so. A message's head (before its first
@@ -529,8 +529,7 @@ class Executor:
                                           str(known["message"] or "").split(": ")[0])
         if was is None or (was[0] != status if type is EventType.STALLED
                            else was != (status, reason, head)):
-            self._emit(type, action, revision or (known or {}).get("attempted_revision"),
-                       reason=reason, message=message, values=values)
+            self._emit(type, action, revision, reason=reason, message=message, values=values)
 
     def _interrupted(self, action: Action, why: str) -> ActionResult:
         self._journal.condition(action.key, Condition.RECONCILING, Reason.INTERRUPTED, why)

@@ -278,3 +278,20 @@ def test_an_answer_trickled_byte_by_byte_ends_at_the_timeout_and_is_retryable() 
         release.set()
         listener.close()
     assert failed.value.retryable and "timeout" in str(failed.value)
+
+
+def test_a_spent_budget_is_told_once_with_the_revision_it_holds_back(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    fleet.write("budget.yaml", "apiVersion: reconciler/v1\nkind: Budget\nmetadata: {name: b}\n"
+                "spec: {promotionsPerDay: 1}\n")
+    fleet.commit("one promotion a day")
+    events: list[Event] = []
+    fleet.apply(Hooks(event=events.append))
+    fleet.model(b"weights-v2")
+    held = fleet.commit("a second promotion today")
+    for _ in range(2):
+        fleet.apply(Hooks(event=events.append))
+    [spent] = [e for e in events if e.type is EventType.BUDGET_EXHAUSTED]
+    assert (spent.kind, spent.name, spent.reason) == ("Model", "policy", "BudgetExhausted")
+    assert spent.revision is not None and spent.revision.endswith(held)
+    assert spent.digest == sha(b"weights-v2")
