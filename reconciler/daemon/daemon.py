@@ -34,7 +34,7 @@ from reconciler.daemon.watch import RefWatcher
 from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError, classify
-from reconciler.events import Subscribers
+from reconciler.events import Event, EventType, Subscribers
 from reconciler.execute.executor import Hooks
 from reconciler.journal import Journal
 from reconciler.notify import Notifications
@@ -100,6 +100,8 @@ class Daemon:
         self.events = Subscribers()
         self._notifications = Notifications(())
         self.events.add(lambda event: self._notifications(event))
+        self._targets: tuple[str, ...] = ()  # named by the last desired state that loaded
+        self._pass_problem: str | None = None  # why the last pass could not load it
 
     # Signals: set flags and wake the loop; the loop does the work.
 
@@ -342,6 +344,7 @@ class Daemon:
             self._liveness.beat()
             if outcome.revision is not None:  # the desired state loaded: it names the targets
                 self._watch_for_drift(settings, watched(outcome.targets))
+            self._tell_whole_pass(outcome)
             line = outcome.status_line()
             remote = settings.repo is not None and not is_local_path(settings.repo)
             delay = next_delay(outcome.result, resync=settings.resync_seconds,
@@ -364,6 +367,29 @@ class Daemon:
                      gauntlet_games=lambda opponent, n:
                      self.metrics.gauntlet_games.labels(opponent).inc(n),
                      event=self.events.publish)
+
+    def _tell_whole_pass(self, outcome: PassOutcome) -> None:
+        """A pass that could not even load the desired state (invalid, or a source that
+        needs a person: a bad signature, a rewritten history) stalls every target: told
+        once per problem, on the targets the last good state named, and told again
+        (``applied``, InSync) when the desired state loads again."""
+        if outcome.targets:
+            self._targets = tuple(target.name for target in outcome.targets)
+        problem = outcome.message \
+            if outcome.result in (PassResult.INVALID, PassResult.STALLED) else None
+        if problem == self._pass_problem or (problem is None and outcome.revision is None):
+            return
+        was, self._pass_problem = self._pass_problem, problem
+        for target in self._targets:
+            if problem is not None:
+                self.events.publish(Event(
+                    EventType.STALLED, target, outcome.revision, reason=(
+                        "InvalidDesiredState" if outcome.result is PassResult.INVALID
+                        else "SourceStalled"), message=redact_text(outcome.message)))
+            elif was is not None:
+                self.events.publish(Event(EventType.APPLIED, target, outcome.revision,
+                                          reason="InSync",
+                                          message="the desired state loads again"))
 
     def _notifying(self, settings: Settings) -> Notifications:
         """The settings' receivers, started; raises StalledError when a secret file

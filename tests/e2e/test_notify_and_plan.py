@@ -158,3 +158,28 @@ def test_sighup_replaces_the_receivers_and_an_unreadable_secret_keeps_the_old_on
             [heard] = second.wait_for(1)
     assert heard.json()["data"]["revision"].endswith(git(fleet.repo, "rev-parse", "HEAD"))
     assert len(first.received) == 2 and "missing-url" in daemon.log()
+
+
+def test_an_invalid_commit_stalls_every_target_once_and_its_fix_is_told(
+        fleet: Fleet, tmp_path: Path) -> None:
+    with receiving() as receiver:
+        (tmp_path / "hook-url").write_text(receiver.url + "\n")
+        with fleet.settings_file.open("a") as settings:
+            settings.write("notifications:\n  receivers:\n"
+                           "    - {name: ops, type: webhook, urlFile: hook-url,"
+                           " events: [stalled, applied]}\n")
+        with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
+            daemon.wait_ready()
+            receiver.wait_for(1)  # the strategy's first delivery
+            fleet.write("broken.yaml", "apiVersion: reconciler/v1\nkind: Target\n")
+            fleet.commit("an invalid document")
+            stalled = receiver.wait_for(2)[1].json()
+            (fleet.repo / "desired-state" / "broken.yaml").unlink()
+            fleet.commit("the fix")
+            fixed = receiver.wait_for(3)[2].json()
+    assert stalled["type"] == "reconciler.stalled" and stalled["subject"] == "edge"
+    assert stalled["data"]["reason"] == "InvalidDesiredState"
+    assert "broken.yaml" in stalled["data"]["message"] and stalled["data"]["kind"] is None
+    assert (fixed["type"], fixed["subject"], fixed["data"]["reason"]) == (
+        "reconciler.applied", "edge", "InSync")
+    assert len(receiver.received) == 3
