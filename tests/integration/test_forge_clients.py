@@ -95,7 +95,7 @@ def test_a_422_says_what_the_forge_said(tmp_path: Path) -> None:
 def test_a_forge_that_hangs_is_given_up_on(tmp_path: Path) -> None:
     with fake_forge("gitea") as served:
         served.faults = ["hang"] * 4
-        with pytest.raises(ForgeUnavailable, match="timed out after 0.2s"):
+        with pytest.raises(ForgeUnavailable, match=r"timed out after 0\.2s"):
             client(served, tmp_path, timeout=0.2).set_status(SHA, "pending", "c", "d")
         assert len(served.requests) == 4
 
@@ -104,6 +104,6 @@ def test_an_unreadable_token_file_is_named(tmp_path: Path) -> None:
     with fake_forge("github") as served:
         api = forge_client(ForgeSettings("github", served.url, "acme/fleet",
                                          tmp_path / "missing"))
-        with pytest.raises(TokenUnreadable, match="cannot read forge.tokenFile"):
+        with pytest.raises(TokenUnreadable, match=r"cannot read forge\.tokenFile"):
             api.set_status(SHA, "pending", "c", "d")
         assert served.requests == []

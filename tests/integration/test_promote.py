@@ -15,7 +15,7 @@ from reconciler.journal import Journal
 from reconciler.vocabulary import JournalAction
 from tests.conftest import Result, git
 from tests.fleet import Fleet, sha
-from tests.integration.forge_servers import TOKEN, FakeForge, fake_forge
+from tests.integration.forge_servers import TOKEN, fake_forge
 from tests.integration.git_servers import HttpGitServer, http_git_server
 
 GOOD = "import json; print(json.dumps({'accuracy': 0.95}))"
