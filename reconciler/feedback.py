@@ -26,7 +26,7 @@ from reconciler.promote import forge_of, propose, workspace
 from reconciler.redaction import redact_text
 from reconciler.settings import Settings
 from reconciler.source.proposals import Workspace
-from reconciler.vocabulary import JournalAction
+from reconciler.vocabulary import JournalAction, Reason
 
 QUEUE_SIZE = 256
 HISTORY_DEPTH = 200  # first-parent commits searched for a Model's previous digest
@@ -146,6 +146,8 @@ class RevertProposals:
         if not ((event.type is EventType.ROLLED_BACK and wanted.on_rollback)
                 or (event.type is EventType.REJECTED and wanted.on_rejection)):
             return
+        if event.reason == Reason.GATE_INCONCLUSIVE:
+            return  # held, not judged: whether to undo it is a person's call
         if event.kind and wanted.wants(event.target) and commit_of(event.revision):
             self.worker.put(event)
 
