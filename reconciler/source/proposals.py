@@ -21,6 +21,7 @@ from reconciler.errors import ReconcilerError, StalledError, TransientError
 from reconciler.redaction import redact_text
 from reconciler.source.git import (
     _AUTH_REFUSALS,
+    _GIT_ENVIRONMENT,
     AuthenticationFailed,
     GitSnapshot,
     GitSource,
@@ -29,6 +30,7 @@ from reconciler.source.git import (
     _credentials,
     _ssh_host,
 )
+from reconciler.source.location import is_local_path
 
 _PUSH_TIMEOUT_SECONDS = 10 * 60
 _BASE_REF = "refs/reconciler/proposals/base"
@@ -195,8 +197,30 @@ class Workspace:
         raise kind(message, reason="PushFailed" if kind is TransientError else None)
 
 
+def _push_local(source: GitSource, refspec: str) -> None:
+    """To a repository on this machine, the git CLI: libgit2's local transport cannot push
+    to a repository with a work tree and runs no hooks. No credentials are involved."""
+    try:
+        done = subprocess.run(["git", "--git-dir", str(source.mirror_path), "push", "--quiet",
+                               "--porcelain", source.url, refspec], capture_output=True,
+                              text=True, stdin=subprocess.DEVNULL, env=_GIT_ENVIRONMENT,
+                              timeout=_PUSH_TIMEOUT_SECONDS, check=False)
+    except subprocess.TimeoutExpired:
+        raise TransientError(f"pushing to {source.shown} did not finish", reason="PushFailed") \
+            from None
+    if done.returncode == 0:
+        return
+    said = redact_text(" ".join((done.stdout + " " + done.stderr).split())[-500:])
+    if "rejected" in said or "denied" in said:
+        raise PushRejected(f"{source.shown} refused the push ({said})")
+    raise TransientError(f"cannot push to {source.shown}: {said}", reason="PushFailed")
+
+
 def _push_here(source: GitSource, refspec: str) -> None:
     """The push itself, with credentials and host keys: runs in the push's child."""
+    if is_local_path(source.url):
+        _push_local(source, refspec)
+        return
     ssh = _ssh_host(source.url)
     if ssh is not None:
         source._trust_host_keys(*ssh)
