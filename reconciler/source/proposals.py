@@ -78,7 +78,11 @@ class Workspace:
         """Fetch the tracked branch (into a ref of ours, not the daemon's accepted one) and
         return its commit."""
         with self.source._exclusive():
-            self.source._fetch([f"+refs/heads/{self.source.branch}:{_BASE_REF}"])
+            tip = self.source._remote_tip(f"refs/heads/{self.source.branch}")
+            if tip is not None and tip in self._repo():  # nothing new: no fetch (a child)
+                self._repo().references.create(_BASE_REF, tip, force=True)
+            else:
+                self.source._fetch([f"+refs/heads/{self.source.branch}:{_BASE_REF}"])
         reference = self._repo().references.get(_BASE_REF)
         if reference is None:
             raise StalledError(f"branch {self.source.branch!r} does not exist in "
@@ -171,6 +175,9 @@ class Workspace:
         local = _PROPOSED_PREFIX + branch
         with self.source._exclusive():
             self._repo().references.create(local, pygit2.Oid(hex=commit_id), force=True)
+        if is_local_path(self.source.url):  # no credentials, no libgit2: no child needed
+            _push_local(self.source, f"{local}:refs/heads/{branch}")
+            return
         request = {"url": self.source.url, "branch": self.source.branch,
                    "folder": self.source.folder, "mirror": str(self.source.mirror_path),
                    "refspec": f"{local}:refs/heads/{branch}",
@@ -218,9 +225,6 @@ def _push_local(source: GitSource, refspec: str) -> None:
 
 def _push_here(source: GitSource, refspec: str) -> None:
     """The push itself, with credentials and host keys: runs in the push's child."""
-    if is_local_path(source.url):
-        _push_local(source, refspec)
-        return
     ssh = _ssh_host(source.url)
     if ssh is not None:
         source._trust_host_keys(*ssh)
