@@ -30,14 +30,13 @@ from reconciler.places import ContentStore
 from reconciler.prcheck import GateRun, run_gate
 from reconciler.redaction import redact
 from reconciler.settings import Settings
-from reconciler.source.proposals import BranchExists, Workspace
+from reconciler.source.proposals import BranchExists, Workspace, valid_branch
 from reconciler.vocabulary import JournalAction, Phase
 
 EXIT_PROPOSED, EXIT_REJECTED, EXIT_INCONCLUSIVE, EXIT_ERROR = 0, 1, 2, 3
 _GATE_EXITS = {"passed": EXIT_PROPOSED, "rejected": EXIT_REJECTED,
                "inconclusive": EXIT_INCONCLUSIVE}
 MAX_EVIDENCE_CHARS = 4000  # of the gate's evidence, in a commit message
-_BRANCH = re.compile(r"[A-Za-z0-9._/-]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +125,15 @@ def promote(settings: Settings, store: ContentStore, journal: Journal, model_nam
     """The whole command; returns its exit code (0 proposed, 1 rejected, 2 inconclusive,
     3 error). Nothing is committed unless the gate passed; nothing is pushed on --dry-run."""
     declared = _digest(sha256)
+    if redact(artifact) != artifact:
+        # The URI is written into the repository: a token in its userinfo or a presigned
+        # query would be committed for everyone who can read the repository to see.
+        say(f"ERROR  --artifact {redact(artifact)}: the URI carries credentials (userinfo or "
+            "a query) and would be committed to Git; promote a URI without them")
+        return EXIT_ERROR
+    if branch is not None and (not valid_branch(branch) or branch == settings.branch):
+        say(f"ERROR  --head {branch!r} is not a new branch name")
+        return EXIT_ERROR
     space = workspace(settings)
     tip = space.tip()
     snapshot = space.snapshot(tip)
@@ -170,9 +178,6 @@ def promote(settings: Settings, store: ContentStore, journal: Journal, model_nam
         say("dry run: nothing committed or pushed")
         return EXIT_PROPOSED
     name = branch or f"{settings.proposals.branch_prefix}promote/{model.name}-{run.digest[:12]}"
-    if not _BRANCH.fullmatch(name) or name == settings.branch or ".." in name:
-        raise StalledError(f"--head {name!r} is not a new branch name",
-                           reason="InvalidBranch")
     message = _message(run, model.name, model.artifact.sha256, artifact)
     commit = space.commit(tip, {path: after}, message)
     title = message.splitlines()[0]

@@ -64,6 +64,11 @@ class _PushCallbacks(_Callbacks):
             self.refused.append(f"{refname}: {message}")
 
 
+def valid_branch(name: str) -> bool:
+    """A name git accepts for a branch (git check-ref-format's rules, through libgit2)."""
+    return bool(pygit2.reference_is_valid_name(f"refs/heads/{name}"))
+
+
 class Workspace:
     """Makes commits on top of the tracked branch in ``source``'s mirror and pushes them."""
 
@@ -172,6 +177,8 @@ class Workspace:
         tracked branch. Raises PushRejected, AuthenticationFailed or TransientError."""
         if branch == self.source.branch:
             raise PushRejected(f"refusing to push to the tracked branch {branch!r}")
+        if not valid_branch(branch):
+            raise PushRejected(f"{branch!r} is not a valid branch name")
         local = _PROPOSED_PREFIX + branch
         with self.source._exclusive():
             self._repo().references.create(local, pygit2.Oid(hex=commit_id), force=True)

@@ -147,6 +147,17 @@ def test_an_unknown_model_and_a_digest_mismatch_are_errors_with_nothing_written(
     malformed = cli("promote", "policy", "--artifact", setup.uri, "--sha256", "abc",
                     *setup.config())
     assert malformed.returncode == 3 and "64 lowercase hex" in malformed.stdout
+    secret = "https://ml:hunter2-token@models.example/p.pt?X-Amz-Signature=SIGNED"
+    leaky = cli("promote", "policy", "--artifact", secret, *setup.config())
+    assert leaky.returncode == 3 and "would be committed to Git" in leaky.stdout
+    assert "hunter2" not in leaky.stdout + leaky.stderr and "SIGNED" not in leaky.stdout
+    bad_name = cli("promote", "policy", "--artifact", setup.uri, "--head", "x..lock/",
+                   *setup.config())
+    assert bad_name.returncode == 3 and "not a new branch name" in bad_name.stdout
+    odd_name = cli("promote", "policy", "--artifact", setup.uri, "--head", "a//b.lock",
+                   *setup.config())
+    assert odd_name.returncode == 3 and "not a new branch name" in odd_name.stdout
+    assert "PASS" not in bad_name.stdout + odd_name.stdout, "refused before the gate runs"
     assert setup.branches() == ["main"]
 
 
