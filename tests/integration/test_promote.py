@@ -190,14 +190,18 @@ def test_a_push_the_remote_refuses_is_reported_and_opens_nothing(
         assert setup.branches() == ["main"] and forge.pulls == []
 
 
-def test_a_forge_that_refuses_leaves_the_pushed_branch_reported_and_a_retry_finishes(
+def test_a_forge_that_hangs_or_refuses_leaves_the_pushed_branch_reported_and_a_retry_finishes(
         tmp_path: Path, cli: Callable[..., Result]) -> None:
     with fake_forge("github") as forge:
-        setup = Setup(tmp_path, extra=forge.settings(tmp_path))
+        setup = Setup(tmp_path, extra=forge.settings(tmp_path, timeout="300ms"))
+        forge.faults = ["hang"] * 4
+        hung = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+        assert hung.returncode == 3, hung.stdout + hung.stderr
+        assert f"pushed branch {BRANCH}" in hung.stdout and "timed out after 0.3s" in hung.stdout
         forge.faults = [401]
         failed = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
         assert failed.returncode == 3, failed.stdout + failed.stderr
-        assert f"pushed branch {BRANCH}" in failed.stdout, "the push is reported"
+        assert "reusing it" in failed.stdout, "the pushed branch is reused, not pushed again"
         assert "answered 401 (the token in forge.tokenFile was refused" in failed.stdout
         forge.faults = [500, 500, 500, 500]
         unavailable = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
@@ -205,7 +209,7 @@ def test_a_forge_that_refuses_leaves_the_pushed_branch_reported_and_a_retry_fini
         finished = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
         assert finished.returncode == 0, finished.stdout + finished.stderr
         assert len(forge.pulls) == 1 and "reusing it" in finished.stdout
-        assert TOKEN not in failed.stdout + unavailable.stdout + finished.stdout
+        assert TOKEN not in hung.stdout + failed.stdout + unavailable.stdout + finished.stdout
 
 
 def test_promote_pushes_over_http_with_the_settings_credentials(
