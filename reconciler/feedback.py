@@ -16,8 +16,12 @@ import sys
 import threading
 from collections.abc import Callable
 
+from reconciler.desired.cache import DesiredCache
+from reconciler.desired.documents import Config, Strategy
 from reconciler.desired.edit import EditError, set_scalars
+from reconciler.desired.loader import cache_salt, load_desired
 from reconciler.desired.yamlload import YamlError, load_documents
+from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, TransientError
 from reconciler.events import Event, EventType
 from reconciler.forge import Forge, StatusState
@@ -151,12 +155,34 @@ class RevertProposals:
         if event.kind and wanted.wants(event.target) and commit_of(event.revision):
             self.worker.put(event)
 
-    def branch_of(self, event: Event) -> str:
+    def branch_of(self, event: Event, culprit: str) -> str:
         prefix = self._settings.proposals.branch_prefix
-        sha = commit_of(event.revision) or ""
         if event.kind == "Model":
-            return f"{prefix}restore/{event.name}-{(event.digest or sha)[:12]}"
-        return f"{prefix}revert/{sha[:12]}"
+            return f"{prefix}restore/{event.name}-{(event.digest or culprit)[:12]}"
+        return f"{prefix}revert/{culprit[:12]}"
+
+    def _culprit(self, space: Workspace, revision: str, event: Event) -> str:
+        """The commit to revert: the newest one at or before ``revision`` that changed the
+        object's files (its document, its source or schema), not merely the branch's tip
+        when the failure was seen (a later unrelated commit would be reverted for nothing)."""
+        folder = self._settings.path
+        try:
+            desired = load_desired(space.snapshot(revision), DesiredCache(cache_salt()),
+                                   run_strategy_checks=False)
+        except (ReconcilerError, InvalidInput):
+            return revision
+        found: Strategy | Config | None = (desired.strategies.get(event.name)
+                                            if event.kind == "Strategy"
+                                            else desired.configs.get(event.name))
+        if found is None:
+            return revision
+        files = {found.origin.file, found.source if isinstance(found, Strategy)
+                 else found.schema}
+        paths = {f"{folder}/{name}" if folder else name for name in files if name}
+        for commit in space.first_parents(revision, HISTORY_DEPTH):
+            if space.touches(commit, paths):
+                return commit
+        return revision
 
     def _proposed(self, branch: str) -> bool:
         """Done before (this run or an earlier one): the journal says it was opened (or, with
@@ -180,13 +206,14 @@ class RevertProposals:
                 delay *= 2
 
     def _propose(self, event: Event) -> None:
-        branch = self.branch_of(event)
-        if self._proposed(branch):
-            return
-        bad = commit_of(event.revision)
-        assert bad is not None
+        revision = commit_of(event.revision)
+        assert revision is not None
         space = workspace(self._settings)
         tip = space.tip()
+        bad = revision if event.kind == "Model" else self._culprit(space, revision, event)
+        branch = self.branch_of(event, bad)
+        if self._proposed(branch):
+            return
         why = f"{event.type} on {event.target}: {event.reason or ''} {event.message}".strip()
         if event.kind == "Model":
             commit = self._restore_model(space, tip, event, why)

@@ -119,6 +119,16 @@ class Workspace:
             commit = commit.parents[0]
         return found
 
+    def touches(self, commit_id: str, paths: set[str]) -> bool:
+        """Whether a commit changed any of ``paths`` (repository paths) against its first
+        parent (a root commit: whether it has them)."""
+        commit = self._repo()[commit_id].peel(pygit2.Commit)
+        if not commit.parents:
+            return any(self.read(commit_id, path) is not None for path in paths)
+        diff = self._repo().diff(commit.parents[0], commit)
+        return any(delta.new_file.path in paths or delta.old_file.path in paths
+                   for delta in diff.deltas)
+
     def message(self, commit_id: str) -> str:
         return str(self._repo()[commit_id].peel(pygit2.Commit).message)
 

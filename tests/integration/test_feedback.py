@@ -84,6 +84,8 @@ class Proposing:
         self.bad = self.fleet.commit("a strategy that fails its health check")
         self.fleet.model(b"weights-v2")
         self.bad_model = self.fleet.commit("a model its gate rejects")
+        self.fleet.write("README.md", "unrelated\n")
+        self.unrelated = self.fleet.commit("an unrelated change, the tip when a pass ran")
         subprocess.run(["git", "clone", "-q", "--bare", str(self.fleet.repo), str(self.remote)],
                        check=True, capture_output=True, timeout=60)
 
@@ -110,7 +112,8 @@ def test_a_rollback_proposes_a_revert_once_even_after_a_restart(
         github: FakeForge, tmp_path: Path) -> None:
     world = Proposing(tmp_path, github)
     sink, journal = world.sink()
-    rolled_back = event(EventType.ROLLED_BACK, world.bad, reason="HealthCheckFailed",
+    # Seen at the tip: the commit reverted is the one that changed the strategy.
+    rolled_back = event(EventType.ROLLED_BACK, world.unrelated, reason="HealthCheckFailed",
                         message="exit 1")
     sink(rolled_back)
     sink(rolled_back)  # the same failure heard twice (a second target, a second pass)
@@ -120,7 +123,8 @@ def test_a_rollback_proposes_a_revert_once_even_after_a_restart(
     assert world.show(branch, "app.py") == HEALTHY.strip(), "the bad change is undone"
     assert world.show(branch, "model.yaml") == world.show("main", "model.yaml"), \
         "only the reverted commit's change"
-    assert git(world.remote, "rev-parse", "main") == world.bad_model, \
+    assert world.show(branch, "README.md") == "unrelated"
+    assert git(world.remote, "rev-parse", "main") == world.unrelated, \
         "the tracked branch is never pushed to"
     assert f"This reverts commit {world.bad}" in git(world.remote, "log", "-1", "--format=%B",
                                                      branch)
