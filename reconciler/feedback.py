@@ -15,6 +15,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.documents import Config, Strategy
@@ -30,13 +31,14 @@ from reconciler.promote import forge_of, propose, workspace
 from reconciler.redaction import redact_text
 from reconciler.settings import Settings
 from reconciler.source.proposals import Workspace
-from reconciler.vocabulary import JournalAction, Reason
+from reconciler.vocabulary import JournalAction, Phase, Reason
 
 QUEUE_SIZE = 256
 HISTORY_DEPTH = 200  # first-parent commits searched for a Model's previous digest
 PROPOSAL_ATTEMPTS = 3
 PROPOSAL_RETRY_SECONDS = 30.0
 _COMMIT = re.compile(r"@sha1:([0-9a-f]{40})$")
+_QUEUED = "queuedAs"  # in a queued event's values: its journal entry
 
 # What each event says on the revision; events absent here leave the status as it is.
 STATES: dict[EventType, StatusState] = {
@@ -153,7 +155,34 @@ class RevertProposals:
         if event.reason == Reason.GATE_INCONCLUSIVE:
             return  # held, not judged: whether to undo it is a person's call
         if event.kind and wanted.wants(event.target) and commit_of(event.revision):
-            self.worker.put(event)
+            # Journaled before it is queued: a kill -9 with it in the queue loses nothing,
+            # the next start queues it again (resume).
+            queued = self._journal.record(
+                JournalAction.PROPOSE, Phase.INFO, revision=event.revision,
+                key=(event.target, event.kind, event.name),
+                detail={"step": "queued", "event": str(event.type), "digest": event.digest,
+                        "reason": event.reason, "message": event.message[:500]})
+            self.worker.put(replace(event, values={_QUEUED: queued}))
+
+    def resume(self) -> int:
+        """Queue again what an earlier run queued and never finished; returns how many."""
+        entries = self._journal.events(action=JournalAction.PROPOSE, limit=1000)
+        finished = {entry.detail.get("queued") for entry in entries
+                    if entry.detail.get("step") == "handled"}
+        pending = [entry for entry in entries
+                   if entry.detail.get("step") == "queued" and entry.id not in finished]
+        for entry in pending:
+            self.worker.put(Event(EventType(entry.detail["event"]), entry.target or "",
+                                  entry.revision, entry.kind or "", entry.name or "",
+                                  entry.detail.get("digest"), entry.detail.get("reason"),
+                                  entry.detail.get("message") or "", {_QUEUED: entry.id}))
+        return len(pending)
+
+    def _handled(self, event: Event, outcome: str) -> None:
+        if _QUEUED in event.values:
+            self._journal.record(JournalAction.PROPOSE, Phase.INFO,
+                                 detail={"step": "handled", "queued": event.values[_QUEUED],
+                                         "outcome": outcome})
 
     def branch_of(self, event: Event, culprit: str) -> str:
         prefix = self._settings.proposals.branch_prefix
@@ -195,7 +224,7 @@ class RevertProposals:
         delay = self._retry_seconds
         for attempt in range(PROPOSAL_ATTEMPTS):
             try:
-                self._propose(event)
+                self._handled(event, self._propose(event))
                 return
             except TransientError as error:
                 if attempt + 1 == PROPOSAL_ATTEMPTS:
@@ -205,7 +234,8 @@ class RevertProposals:
                     return
                 delay *= 2
 
-    def _propose(self, event: Event) -> None:
+    def _propose(self, event: Event) -> str:
+        """What became of it: proposed, already proposed, or nothing to propose."""
         revision = commit_of(event.revision)
         assert revision is not None
         space = workspace(self._settings)
@@ -213,7 +243,7 @@ class RevertProposals:
         bad = revision if event.kind == "Model" else self._culprit(space, revision, event)
         branch = self.branch_of(event, bad)
         if self._proposed(branch):
-            return
+            return "already proposed"
         why = f"{event.type} on {event.target}: {event.reason or ''} {event.message}".strip()
         if event.kind == "Model":
             commit = self._restore_model(space, tip, event, why)
@@ -227,7 +257,7 @@ class RevertProposals:
             _log(f"revert proposals: nothing to propose for {event.subject} at {bad[:12]}: "
                  f"{self._settings.branch} no longer asks for it, or the revert does not "
                  "apply cleanly")
-            return
+            return "nothing to propose"
         title = (f"Restore Model {event.name}'s previous digest" if event.kind == "Model"
                  else f"Revert {bad[:12]}: {event.subject} was {event.type}")
         proposed = propose(space, self._forge, branch=branch, base=self._settings.branch,
@@ -237,6 +267,7 @@ class RevertProposals:
                            journal=self._journal, say=_log)
         if proposed.pull_request is not None:
             _log(f"revert proposals: {event.subject}: {proposed.pull_request.url}")
+        return f"proposed on {branch}"
 
     def _restore_model(self, space: Workspace, tip: str, event: Event,
                        why: str) -> str | None:
@@ -301,5 +332,7 @@ def forge_sinks(settings: Settings, journal: Journal) -> list[CommitStatuses | R
     if forge is not None and settings.forge is not None and settings.forge.statuses:
         sinks.append(CommitStatuses(forge))
     if settings.proposals.on_rollback or settings.proposals.on_rejection:
-        sinks.append(RevertProposals(settings, journal, forge))
+        proposals = RevertProposals(settings, journal, forge)
+        proposals.resume()
+        sinks.append(proposals)
     return sinks

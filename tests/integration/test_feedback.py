@@ -194,3 +194,20 @@ def _settings_file(tmp_path: Path, text: str) -> Path:
         text = f"stateDir: {tmp_path / 'state'}\nlisten: ''\n" + text
     path.write_text(text)
     return path
+
+
+def test_a_proposal_queued_when_the_daemon_died_is_made_on_the_next_start(
+        github: FakeForge, tmp_path: Path) -> None:
+    world = Proposing(tmp_path, github)
+    dying, journal = world.sink()
+    dying.worker.close()  # as if killed: the queue is never emptied
+    dying(event(EventType.ROLLED_BACK, world.bad, reason="HealthCheckFailed"))
+    assert github.pulls == [] and world.branches() == ["main"]
+    journal.close()
+    started, journal = world.sink()  # forge_sinks resumes what the journal says is queued
+    assert started.worker.drain(60)
+    assert world.branches() == ["main", f"reconciler/revert/{world.bad[:12]}"]
+    assert len(github.pulls) == 1
+    assert started.resume() == 0, "handled: not queued again on the next start"
+    started.worker.close()
+    journal.close()
