@@ -36,6 +36,7 @@ from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError, classify
 from reconciler.events import Event, EventType, Subscribers
 from reconciler.execute.executor import Hooks
+from reconciler.feedback import forge_sinks
 from reconciler.journal import Journal
 from reconciler.notify import Notifications
 from reconciler.passes import PassOutcome, render_planned, run_pass
@@ -96,7 +97,9 @@ class Daemon:
         self._plan_lock = threading.Lock()  # and their plans
         self._connections: Connections | None = None  # made with the settings, in run()
         self._drift: DriftWatch | None = None
-        # What passes publish (events.py); notifications and commit statuses subscribe.
+        # Who hears about events (reconciler/events.py): notifications (notify/), commit
+        # statuses and revert proposals (feedback.py); each sink queues and works on its
+        # own thread.
         self.events = Subscribers()
         self._notifications = Notifications(())
         self.events.add(lambda event: self._notifications(event))
@@ -173,6 +176,9 @@ class Daemon:
         wiring = Wiring(settings, connections=self._connections)
         wiring.store.sweep()  # before recovery writes: leftovers of a full disk go first
         interrupted = journal.recover()
+        feedback = forge_sinks(settings, journal)
+        for sink in feedback:
+            self.events.add(sink)
         server = self._serve(settings, lambda request: self._gate(wiring, journal, request),
                              lambda rev: self._plan(wiring, journal, rev))
         signal.signal(signal.SIGTERM, self._on_stop)
@@ -207,6 +213,8 @@ class Daemon:
                 held.stop()
             if server is not None:
                 server.stop()
+            for sink in feedback:
+                sink.worker.close()
             journal.close()
             self._notifications.close()
             lock.release()
@@ -363,10 +371,9 @@ class Daemon:
     def _hooks(self) -> Hooks:
         return Hooks(rollback=lambda kind: self.metrics.rollbacks.labels(kind).inc(),
                      drift=lambda kind: self.metrics.drift_corrections.labels(kind).inc(),
-                     progress=self._progress,
+                     progress=self._progress, event=self.events.publish,
                      gauntlet_games=lambda opponent, n:
-                     self.metrics.gauntlet_games.labels(opponent).inc(n),
-                     event=self.events.publish)
+                     self.metrics.gauntlet_games.labels(opponent).inc(n))
 
     def _tell_whole_pass(self, outcome: PassOutcome) -> None:
         """A pass that could not even load the desired state (invalid, or a source that
