@@ -283,15 +283,15 @@ def _progress_line(text: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The daemon: what keeps it from starting goes to the log as an error (journald
-    priority 3 under systemd), not to a bare stderr line."""
+    """The daemon: what stops it (invalid settings, a busy port, a lost fleet lock) goes to
+    the log as an error (journald priority 3 under systemd), not to a bare stderr line."""
     try:
         return Daemon(find_config_file(args.config), _overrides(args)).run()
     except InvalidInput as error:
         for diagnostic in error.diagnostics:
-            log.error(f"cannot start: {diagnostic.format()}")
+            log.error(f"reconciler run: {diagnostic.format()}")
     except ReconcilerError as error:
-        log.error(f"cannot start: {error.reason}: {error}", extra=fields(reason=error.reason))
+        log.error(f"reconciler run: {error.reason}: {error}", extra=fields(reason=error.reason))
     return EXIT_ERROR
 
 

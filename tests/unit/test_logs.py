@@ -107,10 +107,10 @@ def test_an_error_lands_at_priority_3_when_stderr_is_the_journal(tmp_path: Path)
                                   check=False)
         assert done.returncode == 1
         said[case] = stderr.read_text()
-    assert said["journal"].startswith("<3>cannot start: "), said["journal"]
+    assert said["journal"].startswith("<3>reconciler run: "), said["journal"]
     assert "cannot read settings" in said["journal"]
     assert not said["elsewhere"].startswith("<"), said["elsewhere"]
-    assert " error   cannot start: " in said["elsewhere"]
+    assert " error   reconciler run: " in said["elsewhere"]
 
 
 def test_a_bad_level_in_the_environment_is_refused_clearly() -> None:
