@@ -10,6 +10,7 @@ receiver's closure: never in a payload, a log line, the journal or status.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from functools import partial
@@ -25,6 +26,7 @@ KINDS = ("webhook", "slack", "alertmanager")
 RESULTS = ("delivered", "retried", "failed", "dropped")
 ALERTS_PATH = "/api/v2/alerts"
 ResultHook = Callable[[str, str], None]  # (receiver kind, result)
+log = logging.getLogger(__name__)
 
 
 def _secret(path: Path, receiver: str, what: str) -> str:
@@ -96,7 +98,7 @@ class Notifications:
 
     def __init__(self, receivers: tuple[NotificationReceiver, ...], *,
                  result: ResultHook = lambda kind, outcome: None,
-                 log: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+                 log: Callable[[str], None] = log.warning) -> None:
         self.receivers = [Receiver(spec, result, log) for spec in receivers]
         for receiver in self.receivers:
             receiver.worker.start()

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import http.client
+import logging
 import random
 import socket
 import ssl
@@ -32,7 +33,7 @@ MAX_ANSWER_BYTES = 64 << 10
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
 USER_AGENT = "reconciler-notify"
-Result = Callable[[str], None]  # delivered, failed, dropped, retried
+log = logging.getLogger(__name__)
 
 
 class DeliveryFailed(Exception):
@@ -120,7 +121,7 @@ class Worker:
                  result: Callable[[str, str], None],
                  resend: Callable[[float], Message | None] | None = None,
                  resend_seconds: float = 0.0,
-                 log: Callable[[str], None] = lambda line: print(line, flush=True)) -> None:
+                 log: Callable[[str], None] = log.warning) -> None:
         self.name, self.kind = name, kind
         self._send = send
         self._queue: deque[Callable[[], Message | None]] = deque()
