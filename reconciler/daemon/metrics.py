@@ -44,6 +44,12 @@ class Metrics:
         self.sandbox = Gauge("reconciler_sandbox_mode", "Where repository code runs: 1 for the "
                              "mode in force (bwrap, none: the explicit opt-out).", ["mode"],
                              registry=self.registry)
+        self.suspended_targets = Gauge("reconciler_suspended_targets",
+                                       "Declared targets on which nothing is changed "
+                                       "(reconciler suspend).", registry=self.registry)
+        self.fleet_suspended = Gauge("reconciler_fleet_suspended", "1 while the whole fleet "
+                                     "is suspended (reconciler suspend --all).",
+                                     registry=self.registry)
         for opponent in OPPONENTS:
             self.gauntlet_games.labels(opponent)
         for result in PassResult:
