@@ -114,6 +114,7 @@ class Executor:
         for action in plan.actions:
             if self._stop.is_set():
                 return PassReport(desired.revision, tuple(results), stopped=True)
+            self._interrupt.reset()  # what ended the last action is not this one's
             result = self._one(action, desired, pass_id)
             results.append(result)
             # A pointer changed under us, or a newer revision ended an action: plan again.
