@@ -623,7 +623,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         print("nothing to resume: " + ("no target is suspended" if args.all
                                        else f"{', '.join(names)} not suspended"))
         return EXIT_OK
-    print("resumed " + ", ".join("every target" if name == ALL_TARGETS else name
+    print("resumed " + ", ".join("the whole fleet (--all)" if name == ALL_TARGETS else name
                                  for name in sorted(lifted)))
     _took_up(_wake_daemon(settings, {"op": "wake"}), "the resume")
     return EXIT_OK
