@@ -17,6 +17,7 @@ costs threads and descriptors bounded here, never a pass.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -62,6 +63,16 @@ def _address(path: Path) -> Iterator[str]:
         os.close(folder)
 
 
+def _answers(path: Path) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe, _address(path) as address:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(address)
+        except OSError:
+            return False
+    return True
+
+
 def peer_uid(connection: socket.socket) -> int:
     credentials = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
                                         struct.calcsize("3i"))
@@ -103,8 +114,10 @@ class ControlSocket:
         self._errors_since = time.monotonic()
         self._lock = threading.Lock()
         path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_socket():  # left by a daemon killed with -9; the fleet lock says we own it
-            path.unlink()
+        if path.is_socket():
+            if _answers(path):  # another daemon on this state dir: never take its socket
+                raise OSError(errno.EADDRINUSE, "another daemon listens there")
+            path.unlink()  # left by a daemon killed with -9
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         umask = os.umask(0o177)  # never connectable by others, not even for a moment
         try:
@@ -210,7 +223,10 @@ def ask(path: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str,
         client.close()
     if not line:
         return {"ok": False, "error": "the daemon closed the connection without an answer"}
-    reply = json.loads(line)
+    try:
+        reply = json.loads(line)
+    except ValueError:
+        reply = None
     return reply if isinstance(reply, dict) else {"ok": False, "error": "a malformed answer"}
 
 

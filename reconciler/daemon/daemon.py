@@ -104,7 +104,7 @@ class Daemon:
         self._targets: tuple[str, ...] = ()  # the last desired state's targets
         self._journal: Journal | None = None
         self._supersede: SupersedeWatch | None = None
-        self._wiring: Wiring | None = None
+        self._held: Leadership | None = None
 
     # Signals: set flags and wake the loop; the loop does the work.
 
@@ -211,6 +211,10 @@ class Daemon:
             self._wake.set()
             return {"ok": True, "pid": os.getpid()}
         if op == "reconcile":
+            held = self._held
+            if held is not None and not held.leading:
+                return {"ok": False, "error": f"this daemon is a standby ({held.describe()}); "
+                        "the leader runs the passes"}
             ticket = self._tickets.ask()
             print(f"reconcile: a pass was asked for (uid {uid})", flush=True)
             self._wake.set()
@@ -247,7 +251,7 @@ class Daemon:
         wiring = Wiring(settings, connections=self._connections)
         wiring.store.sweep()  # before recovery writes: leftovers of a full disk go first
         interrupted = journal.recover()
-        self._journal, self._wiring = journal, wiring
+        self._journal = journal
         self._take_up_suspensions()
         server = self._serve(settings, lambda request: self._gate(wiring, journal, request))
         control = self._control_socket(settings)
@@ -266,6 +270,7 @@ class Daemon:
                            detail={"interrupted": [e.id for e in interrupted]})
         held = leadership(settings, self._connections, self._stop, on_gained=self._gained,
                           on_lost=self._lost)
+        self._held = held
         if held is not None:
             print(f"leader election: {held.elector.shown} as {held.elector.identity}",
                   flush=True)

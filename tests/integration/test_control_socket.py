@@ -9,6 +9,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from reconciler.daemon import control
 from reconciler.daemon.control import ControlSocket, PassTickets, ask
 
@@ -40,6 +42,24 @@ def test_a_request_is_served_and_the_socket_is_the_owners_alone(tmp_path: Path) 
         assert "no daemon listens" in str(error)
     else:
         raise AssertionError("a stopped socket answered")
+
+
+def test_a_live_socket_is_never_taken_over_and_a_stale_one_is(tmp_path: Path) -> None:
+    server, _ = _served(tmp_path)
+    try:
+        with pytest.raises(OSError, match="another daemon listens there"):
+            ControlSocket(server.path, lambda request, uid: {"ok": True})
+        assert ask(server.path, {"op": "wake"})["ok"] is True, "the first one still serves"
+    finally:
+        server.stop()
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale.bind(str(server.path))  # a daemon killed with -9 leaves its socket file
+    stale.close()
+    again, _ = _served(tmp_path)
+    try:
+        assert ask(again.path, {"op": "wake"})["ok"] is True
+    finally:
+        again.stop()
 
 
 def test_a_path_longer_than_a_socket_address_still_works(tmp_path: Path) -> None:
