@@ -63,6 +63,7 @@ EXIT_CANNOT_CHECK = 3  # validate: no sandbox; gauntlet: the tool failed, not th
 GATE_EXITS = {"passed": ("PASS", EXIT_OK), "rejected": ("FAIL", EXIT_ERROR),
               "inconclusive": ("INCONCLUSIVE", 2), "error": ("ERROR", EXIT_CANNOT_CHECK),
               "stopped": ("STOPPED", EXIT_CANNOT_CHECK), "blocked": ("BLOCKED", EXIT_CANNOT_CHECK)}
+MAX_REASON_CHARS = 500  # suspend --reason: shown on every status line of the target
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a tool whose reader left
 
 
@@ -588,8 +589,9 @@ def cmd_suspend(args: argparse.Namespace) -> int:
     if bool(args.all) == bool(args.targets):
         print("name the targets to suspend, or --all (not both)", file=sys.stderr)
         return EXIT_ERROR
-    if not args.reason.strip():
-        print("--reason must say why (it is what whoever resumes reads)", file=sys.stderr)
+    if not args.reason.strip() or len(args.reason) > MAX_REASON_CHARS:
+        print(f"--reason must say why, in at most {MAX_REASON_CHARS} characters (it is what "
+              "status shows and whoever resumes reads)", file=sys.stderr)
         return EXIT_ERROR
     settings = _settings(args)
     journal = _journal_to_write(settings)

@@ -425,13 +425,12 @@ class Journal:
         """Suspend ``targets`` (``*``: all, declared later too); a suspension already in
         place is replaced, so the newest who and why show."""
         now = time.time()
-        with self._transaction() as db:
+        with self._transaction() as db:  # the suspension and its event, or neither
             for target in targets:
                 db.execute("INSERT OR REPLACE INTO suspensions (target, who, at, reason) "
                            "VALUES (?, ?, ?, ?)", (target, who, now, redact_text(reason)))
-        for target in targets:
-            self.record(JournalAction.SUSPEND, Phase.DONE, key=(target, "Target", target),
-                        detail={"who": who, "reason": reason})
+                _insert_event(db, JournalAction.SUSPEND, Phase.DONE, (target, "Target", target),
+                              {"who": who, "reason": reason}, now)
 
     def resume(self, targets: list[str], who: str) -> list[str]:
         """Lift the suspensions of ``targets`` (``*``: every suspension); which were
@@ -442,11 +441,10 @@ class Journal:
             else:
                 lifted = [t for t in targets if db.execute(
                     "SELECT 1 FROM suspensions WHERE target = ?", (t,)).fetchone()]
-            db.executemany("DELETE FROM suspensions WHERE target = ?",
-                           [(t,) for t in lifted])
-        for target in lifted:
-            self.record(JournalAction.RESUME, Phase.DONE, key=(target, "Target", target),
-                        detail={"who": who})
+            for target in lifted:
+                db.execute("DELETE FROM suspensions WHERE target = ?", (target,))
+                _insert_event(db, JournalAction.RESUME, Phase.DONE, (target, "Target", target),
+                              {"who": who}, time.time())
         return lifted
 
     def suspensions(self) -> dict[str, Suspension]:
@@ -489,6 +487,14 @@ class Journal:
         return History(applied, failed, healthy,
                        {model: frozenset(digests) for model, digests in known.items()},
                        unfinished, restarts, promotions, self.suspensions())
+
+
+def _insert_event(db: sqlite3.Connection, action: str, phase: str, key: ObjectKey,
+                  detail: Mapping[str, Any], at: float) -> None:
+    """An event written inside a caller's transaction (with the state it records)."""
+    db.execute("INSERT INTO events (at, target, kind, name, action, phase, detail) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (at, *key, action, phase, redact_text(json.dumps(dict(detail), sort_keys=True))))
 
 
 def _event(row: tuple[Any, ...]) -> Event:
