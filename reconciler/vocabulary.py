@@ -98,6 +98,7 @@ class JournalAction(StrEnum):
     RESUME = "resume"
     RECONCILE = "reconcile"  # reconciler reconcile: a pass asked for now
     SUPERSEDED = "superseded"  # a newer revision ended a check under way
+    PROPOSE = "propose"  # a branch and pull request the reconciler proposed (promote, revert)
 
 
 class Phase(StrEnum):

@@ -19,16 +19,17 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+log = logging.getLogger(__name__)
 SOCKET_NAME = "control.sock"
 MAX_REQUEST_BYTES = 4096
 MAX_REPLY_BYTES = 1 << 16
@@ -150,7 +151,7 @@ class ControlSocket:
             self._errors += 1
             if self._errors > ERROR_LINES_PER_MINUTE:
                 return
-        print(f"control socket: {line}", file=sys.stderr, flush=True)
+        log.warning(f"control socket: {line}")
 
     def _accept(self) -> None:
         while not self._stop.is_set():

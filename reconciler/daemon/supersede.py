@@ -13,6 +13,7 @@ is planned again at once from the new revision.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ from reconciler.settings import Settings
 from reconciler.source.git import GitSource
 from reconciler.source.location import is_local_path
 
+log = logging.getLogger(__name__)
 # Fires the running action's interrupt if ``running`` is still the one under way.
 Fire = Callable[[Running, Cause, str], bool]
 
@@ -82,8 +84,8 @@ class SupersedeWatch:
                 self.look(settings, running)
             except Exception as error:  # a fault here never ends the check under way
                 outcome = classify(error)
-                print(f"supersede: cannot look at the branch's tip ({outcome.reason}: "
-                      f"{outcome.message}); the check under way goes on", flush=True)
+                log.warning(f"supersede: cannot look at the branch's tip ({outcome.reason}: "
+                            f"{outcome.message}); the check under way goes on")
 
     def look(self, settings: Settings, running: Running) -> bool:
         """Fire ``running``'s interrupt if the branch's tip wants other content for it."""
@@ -99,8 +101,8 @@ class SupersedeWatch:
             desired = load_desired(snapshot, cache)
         except InvalidInput as error:
             first = error.diagnostics[0].format() if error.diagnostics else ""
-            print(f"supersede: {snapshot.revision} is invalid ({first}); the check of "
-                  f"{running.kind}/{running.name} on {running.target} goes on", flush=True)
+            log.warning(f"supersede: {snapshot.revision} is invalid ({first}); the check of "
+                        f"{running.kind}/{running.name} on {running.target} goes on")
             return False
         want = wanted(desired, running)
         if want == running.desired:
