@@ -394,7 +394,8 @@ class Executor:
                                          "summary": verdict.message})
             outcome = verdict.outcome
             if outcome in ("stopped", "error", "blocked"):
-                return self._no_verdict(action, model, digest, verdict.message, outcome)
+                return self._no_verdict(action, model, digest, verdict.message, outcome,
+                                        desired)
             if outcome == "inconclusive" and self._inconclusive == "hold":
                 message = (f"gate {model.gauntlet} is inconclusive for sha256:{digest[:12]}: "
                            f"{verdict.message}; held (never a pass): a new commit with a "
@@ -506,11 +507,11 @@ class Executor:
                   limits=FetchLimits.of(self._artifacts), stop=self._interrupt)
 
     def _no_verdict(self, action: Action, model: Model, digest: str, why: str,
-                    outcome: str) -> ActionResult:
+                    outcome: str, desired: Desired) -> ActionResult:
         """The gate gave no verdict on the model: a stop, an error of the tool (retried with
         backoff, never remembered), or the GPU budget (blocked until it frees up)."""
         if outcome == "stopped":
-            return self._ended(action, None, "the gate was ended without a verdict "
+            return self._ended(action, desired, "the gate was ended without a verdict "
                                "(none is remembered)") or self._interrupted(action, why)
         if outcome == "blocked":
             self._journal.condition(action.key, Condition.STALLED, Reason.BUDGET_EXHAUSTED, why)
@@ -519,7 +520,7 @@ class Executor:
         self._journal.condition(action.key, Condition.RECONCILING, Reason.GATE_ERROR, message)
         return ActionResult(action, Result.FAILED, message, transient=True)
 
-    def _ended(self, action: Action, desired: Desired | None, what: str) -> ActionResult | None:
+    def _ended(self, action: Action, desired: Desired, what: str) -> ActionResult | None:
         """A suspension or a newer revision ended the action: what is in place stays as it
         is (never undone: undoing is a change too, and a newer revision replaces it at
         once); no failure mark, no verdict. None when nothing of the kind happened."""
@@ -531,7 +532,7 @@ class Executor:
         self._journal.condition(action.key, Condition.RECONCILING,
                                 Reason.SUSPENDED if suspended else Reason.SUPERSEDED, message)
         if not suspended:
-            revision = desired.revision if desired is not None else None
+            revision = desired.revision
             self._journal.record(JournalAction.SUPERSEDED, Phase.INFO, revision=revision,
                                  key=action.key, detail={"digest": action.desired,
                                                          "why": self._interrupt.why,

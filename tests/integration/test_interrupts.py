@@ -50,6 +50,8 @@ def test_a_superseded_gauntlet_remembers_no_verdict_and_flips_nothing(tmp_path: 
     assert superseded[0].detail["left"].startswith("the gate was ended without a verdict")
     # Fired by hand, the revision did not change: each of the pass's plans met it again.
     assert {event.type for event in heard} == {EventType.SUPERSEDED}
+    assert all(event.revision == outcome.revision and event.kind == "Model" for event in heard), \
+        "the superseded revision is named, so its commit status can say 'canceled'"
 
 
 def test_a_suspension_during_a_health_check_leaves_the_content_and_marks_nothing(
