@@ -247,7 +247,9 @@ class Daemon:
         for sink in feedback:
             self.events.add(sink)
         self._journal = journal
-        self._take_up_suspensions()
+        self._suspended = journal.suspensions()  # in force already: said, not published again
+        for suspension in self._suspended.values():
+            log.warning(f"suspend: {suspension.describe()}")
         server = self._serve(settings, lambda request: self._gate(wiring, journal, request))
         control = self._control_socket(settings)
         signal.signal(signal.SIGTERM, self._on_stop)
