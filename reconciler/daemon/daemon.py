@@ -97,6 +97,7 @@ class Daemon:
         self._journal: Journal | None = None
         self._supersede: SupersedeWatch | None = None
         self._held: Leadership | None = None
+        self._control_path: Path | None = None  # for daemon.json
 
     # Signals: set flags and wake the loop; the loop does the work.
 
@@ -365,7 +366,7 @@ class Daemon:
         """``<stateDir>/daemon.json``: who runs, where it listens (HTTP, and the control
         socket ``suspend``/``resume``/``reconcile`` use), what it last said."""
         state = {"pid": os.getpid(), "listen": server.address if server else None,
-                 "control": str(getattr(self, "_control_path", "")) or None,
+                 "control": str(self._control_path) if self._control_path else None,
                  "status": status, "at": time.time()}
         path = settings.state_dir / "daemon.json"
         temporary = path.with_name(".daemon.json.tmp")
