@@ -110,7 +110,8 @@ def main() -> int:
         journal = scratch / "state" / "journal.db"
         fleet = scratch / "state" / "fleet"
         daemon = subprocess.Popen([sys.executable, "-m", "reconciler", "run", "--config",
-                                   str(config)], stdout=subprocess.DEVNULL, env=ENV)
+                                   str(config)], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, env=ENV)
         anchor, suspend, journaled, supersede = [], [], [], []
         try:
             until(lambda: delivered(fleet, 1), "the first convergence")
