@@ -283,11 +283,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = _open_journal(args)
     try:
         objects, last = journal.objects(), journal.last_pass()
+        analyses = journal.analyses()
         quarantined = [{"at": e.at, **e.detail} for e in journal.events(
             action=JournalAction.QUARANTINE, limit=20)]
     finally:
         journal.close()
     if args.output == "json":
+        for row in objects:
+            row["analysis"] = analyses.get((row["target"], row["kind"], row["name"]))
         print(json.dumps({"lastPass": last, "objects": objects, "quarantined": quarantined},
                          indent=2))
         return EXIT_OK

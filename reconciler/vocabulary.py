@@ -36,6 +36,10 @@ class Reason(StrEnum):
     BUDGET_EXHAUSTED = "BudgetExhausted"
     ROLLED_BACK = "RolledBack"
     HEALTH_CHECK_FAILED = "HealthCheckFailed"
+    # Analysis during the soak (docs/analysis.md)
+    ANALYSIS_FAILED = "AnalysisFailed"  # a check failed: rolled back, revision marked
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"  # no data or errors: held, never promoted
+    ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"  # could not measure before the change
     # Gates and artifacts
     GATE_PASSED = "GatePassed"
     GATE_FAILED = "GateFailed"
@@ -83,6 +87,7 @@ class JournalAction(StrEnum):
     FLIP = "flip"
     RESTART = "restart"
     HEALTH = "health"
+    ANALYSIS = "analysis"
     ROLLBACK = "rollback"
     PRUNE = "prune"
     VERIFY = "verify"
@@ -113,6 +118,7 @@ class StepKind(StrEnum):
     GATE_SKIPPED = "gate-skipped"
     RESTART = "restart"
     HEALTH = "health"
+    ANALYSIS = "analysis"
     PRUNE = "prune"
 
 

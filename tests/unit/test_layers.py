@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "daemon", "__main__"),
     ("app", "passes", "prcheck"),
     ("execute",),
-    ("local", "kube", "gauntlet", "artifacts", "journal", "store"),
+    ("local", "kube", "gauntlet", "artifacts", "journal", "store", "analysis"),
     ("places",),
     ("settings",),
     ("plan",),
