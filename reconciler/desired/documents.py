@@ -155,7 +155,7 @@ class AnalysisCheck:
         """How many times it is measured: ``count``, else one per interval of the soak."""
         if self.count is not None:
             return self.count
-        return max(1, int(soak_seconds // self.interval_seconds))
+        return max(1, int(soak_seconds / self.interval_seconds + 1e-9))  # 0.6 / 0.2 is 3
 
     def duration_seconds(self, soak_seconds: float) -> float:
         return self.measurements(soak_seconds) * self.interval_seconds

@@ -119,6 +119,8 @@ def test_the_count_defaults_to_the_soak() -> None:
     spec = check(prometheus={"query": "q", "max": 1}, count=None, interval="2s")
     assert spec.count is None
     assert spec.measurements(10.0) == 5 and spec.duration_seconds(10.0) == 10.0
+    short = check(prometheus={"query": "q", "max": 1}, count=None, interval="200ms")
+    assert short.measurements(0.6) == 3  # not 2: 0.6 / 0.2 is 2.9999999999999996 in floats
 
 
 def test_placeholders_are_filled() -> None:
