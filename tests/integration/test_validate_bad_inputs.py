@@ -68,9 +68,9 @@ ANALYSIS = "  analysis:\n    - name: errors\n      interval: 1s\n      {check}\n
 
 
 def analysis(check: str) -> Callable[[Path], None]:
-    """The example strategy with one analysis check (its soak gives the count)."""
-    return replace(STRATEGY, "  onFailure: rollback\n",
-                   "  onFailure: rollback\n" + ANALYSIS.format(check=check))
+    """The example strategy with one more analysis check, first in its list (line 28)."""
+    return replace(STRATEGY, "    - name: no-tracebacks\n",
+                   ANALYSIS.format(check=check).split("\n", 1)[1] + "    - name: no-tracebacks\n")
 
 
 @dataclass(frozen=True)
@@ -207,23 +207,23 @@ CASES = {
                                      "config-schema", "maximum of 64"),
     "config-schema-not-json": Case(write("config/gepetto.schema.json", "{ not json"),
                                    "config/gepetto.schema.json", 1, "config-schema-json"),
-    # Analysis checks (the check list starts on line 28 of the strategy)
+    # Analysis checks (the strategy's first check starts on line 28)
     "analysis-regex": Case(analysis("log: {path: run/runner.log, pattern: 'ERROR (', "
-                                    "maxCount: 0}"), STRATEGY, 31, "log-pattern",
+                                    "maxCount: 0}"), STRATEGY, 30, "log-pattern",
                            "does not compile"),
     "analysis-two-kinds": Case(analysis("log: {path: a.log, pattern: x, maxCount: 0}\n"
-                                        "      command: [/bin/true]"), STRATEGY, 29,
+                                        "      command: [/bin/true]"), STRATEGY, 28,
                                "analysis-kind", "one kind of check"),
-    "analysis-no-condition": Case(analysis("prometheus: {query: 'up'}"), STRATEGY, 31,
+    "analysis-no-condition": Case(analysis("prometheus: {query: 'up'}"), STRATEGY, 30,
                                   "prometheus-condition"),
     "analysis-baseline-both": Case(analysis("prometheus: {query: up, baseline: {before: true, "
-                                            "query: up, maxRatio: 2}}"), STRATEGY, 31,
+                                            "query: up, maxRatio: 2}}"), STRATEGY, 30,
                                    "baseline"),
     "analysis-unknown-placeholder": Case(analysis("prometheus: {query: 'up{pod=\"{{pod}}\"}', "
-                                                  "max: 1}"), STRATEGY, 31,
+                                                  "max: 1}"), STRATEGY, 30,
                                          "analysis-placeholder", "{{pod}}"),
     "analysis-log-path-escape": Case(analysis("log: {path: ../../etc/shadow, pattern: x, "
-                                              "maxCount: 0}"), STRATEGY, 31, "path-escape"),
+                                              "maxCount: 0}"), STRATEGY, 30, "path-escape"),
     "analysis-count-without-soak": Case(replace(CONFIG, "  data:\n", ANALYSIS.format(
         check="command: [/bin/true]") + "  data:\n"), CONFIG, 17, "analysis-count"),
     "analysis-command-on-kubernetes": Case(
