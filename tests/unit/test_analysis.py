@@ -221,3 +221,41 @@ def test_a_plan_shows_each_check_and_its_duration(tmp_path: Path) -> None:
          "detail": "errors: prometheus sum(rate(e[1m])), every 30s x 10 (5m)"},
         {"check": "smoke", "seconds": 0.03, "deferred": None,
          "detail": "smoke: smoke, every 10ms x 3 (30ms)"}]
+
+
+def test_a_stop_during_the_analysis_undoes_without_a_mark(tmp_path: Path) -> None:
+    world = World(tmp_path, [{**COMMAND_CHECK, "interval": "1h"}])
+    stop = threading.Event()
+    seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"], [])
+    planned = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
+    executor = Executor(lambda t: world.fleet, world.store, world.journal, stop)
+    threading.Timer(0.2, stop.set).start()
+    result = executor.execute(planned, world.state, 1).results[0]
+    assert result.result == "skipped" and "stop" in result.message
+    assert world.place.files["strategies/gepetto.py"] == OLD  # undone
+    known = world.journal.object(KEY)
+    assert known is not None and known["failed_digest"] is None  # not the commit's fault
+    assert world.journal.analyses()[KEY]["outcome"] == "halted"
+
+
+def test_a_model_whose_analysis_fails_points_back(tmp_path: Path) -> None:
+    store = FakeStore()
+    fleet = FakeFleet(store)
+    journal = Journal(tmp_path / "journal.db")
+    v1, v2 = store.put(b"weights v1"), store.put(b"weights v2")
+    spec = {"targets": ["staging"], "artifact": {"uri": "policy.pt", "sha256": v2},
+            "pointer": {"path": "models/policy.pt"}, "restart": {"command": ["restart"]},
+            "analysis": [COMMAND_CHECK]}
+    model = build("Model", {"metadata": {"name": "policy"}, "spec": spec}, ORIGIN)
+    state = desired(targets=(target("staging"),), models=(model,),
+                    files={"policy.pt": b"weights v2"})
+    place = fleet.place(state.targets["staging"])
+    place.pointers["models/policy.pt"] = v1
+    place.command_results = [False]
+    seen = fleet.observe(state.targets["staging"], [], ["models/policy.pt"])
+    planned = plan(state, {"staging": seen}, journal.history(0.0), 0.0)
+    result = Executor(lambda t: fleet, store, journal, threading.Event()).execute(
+        planned, state, 1).results[0]
+    assert result.result == "rolled-back" and "check smoke" in result.message
+    assert place.pointers["models/policy.pt"] == v1
+    assert v2 not in journal.canonical_digests("policy")
