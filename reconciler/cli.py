@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from reconciler import __version__
 from reconciler.app import (
@@ -328,10 +328,25 @@ def cmd_history(args: argparse.Namespace) -> int:
         return EXIT_OK
     for event in events:
         subject = f"{event.target}/{event.kind}/{event.name}" if event.name else "-"
-        detail = " ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, ""))
+        detail = _shown_detail(event.action, event.detail)
         print(f"{_when(event.at)}  #{event.id:<5} {event.action:<9} {event.phase:<11} "
               f"{subject}  {detail}")
     return EXIT_OK
+
+
+def _shown_detail(action: str, detail: dict[str, Any]) -> str:
+    """``key=value`` pairs; an analysis outcome's checks as their measured values."""
+    shown = dict(detail)
+    checks = shown.pop("checks", None) if action == JournalAction.ANALYSIS else None
+    text = " ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, ""))
+    if isinstance(checks, dict):
+        text += " values: " + "; ".join(
+            f"{name}=" + ",".join(str(m.get("value", "no data"))
+                                  for m in check.get("measurements", ()))
+            for name, check in checks.items())
+    elif checks is not None:
+        text += f" checks={checks}"
+    return text
 
 
 class _TerminalProgress:

@@ -74,7 +74,7 @@ def app_status(fleet: Fleet) -> dict[str, object]:
 
 
 def test_a_rising_error_rate_is_rolled_back_and_the_values_are_kept(
-        world: tuple[Fleet, Workload, Prometheus]) -> None:
+        world: tuple[Fleet, Workload, Prometheus], cli: Callable[..., Result]) -> None:
     fleet, _, _ = world
     events: list[Event] = []
     analysed(fleet, HEALTHY + "ERRORS = True\n",
@@ -94,6 +94,12 @@ def test_a_rising_error_rate_is_rolled_back_and_the_values_are_kept(
     rolled = [e for e in events if e.type is EventType.ROLLED_BACK]
     assert len(rolled) == 1 and rolled[0].values == {"error-rate": 0.3}
     assert rolled[0].reason == Reason.ANALYSIS_FAILED
+    history = cli("history", "app", "--config", str(fleet.settings_file))
+    assert history.returncode == 0, history.stderr
+    [outcome_line] = [line for line in history.stdout.splitlines()
+                      if " analysis " in line and " failed " in line]
+    assert "decidedBy=error-rate" in outcome_line and "values: error-rate=" in outcome_line
+    assert outcome_line.rstrip().endswith("values: error-rate=0.3")
 
 
 def test_a_flat_error_rate_is_promoted_with_its_measurements_in_status(
