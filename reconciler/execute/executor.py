@@ -204,13 +204,14 @@ class Executor:
             self._hooks.drift(action.kind)
         replaced = self._replaced(action)
         prepared = self._prepare_analysis(action, obj.analysis, obj.restart, place, pass_id,
-                                          revision, action.desired)
+                                          revision, action.desired, JournalAction.DELIVER)
         if isinstance(prepared, ActionResult):
             return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.DELIVER, action.key, pass_id=pass_id,
                                       revision=revision,
                                       detail={"path": address, "from": replaced,
-                                              "to": action.desired, "drift": action.drift})
+                                              "to": action.desired, "drift": action.drift,
+                                              **_baselines(prepared)})
         self._journal.attempted(action.key, action.desired, revision)
         try:
             place.preserve(address)
@@ -371,17 +372,20 @@ class Executor:
 
     def _prepare_analysis(self, action: Action, checks: tuple[AnalysisCheck, ...],
                           restart: Restart | None, place: Place, pass_id: int, revision: str,
-                          digest: str) -> Prepared | ActionResult | None:
+                          digest: str, change: JournalAction,
+                          ) -> Prepared | ActionResult | None:
         """Before the change: baselines taken, every query asked once, log readers started.
         None when there is nothing to analyse: no checks, or a repair (drift put back, a
         deferred restart), whose content is the known-good one. A failure here changes
-        nothing: an ActionResult says why."""
+        nothing: an ActionResult says why. Finishing a change already in place (a crash
+        after its write) keeps the baselines taken before that write (``change``'s intent
+        holds them): measured now, they would be the new content's own values."""
         if not checks or action.drift or action.restart_deferred:
             return None
         subject = Subject(action.target, action.kind, action.name, revision, digest)
         try:
             workload = place.workload(action.kind, action.name, restart, digest, revision)
-            return self._analysis.prepare(checks, subject, workload)
+            prepared = self._analysis.prepare(checks, subject, workload)
         except AnalysisUnavailable as error:
             message = f"{error}; nothing was changed"
             self._journal.record(JournalAction.ANALYSIS, Phase.FAILED, pass_id=pass_id,
@@ -394,6 +398,15 @@ class Executor:
             status = Condition.RECONCILING if error.transient else Condition.STALLED
             self._journal.condition(action.key, status, Reason.ANALYSIS_UNAVAILABLE, message)
             return ActionResult(action, Result.FAILED, message, transient=error.transient)
+        if action.finishes:
+            for detail in self._journal.intents(change, action.key):
+                if detail.get("to") == digest:
+                    before = detail.get("baselines")
+                    if isinstance(before, dict):
+                        prepared.baselines.update({name: value for name, value in before.items()
+                                                   if name in prepared.baselines})
+                    break
+        return prepared
 
     def _check_and_analyse(self, action: Action, place: Place, restart: Restart | None,
                            health: Health | None, pass_id: int, revision: str,
@@ -519,7 +532,7 @@ class Executor:
             self._hooks.drift(action.kind)
         previous, previous_digest = self._pointer_replaced(action, model, place, desired)
         prepared = self._prepare_analysis(action, model.analysis, model.restart, place,
-                                          pass_id, revision, digest)
+                                          pass_id, revision, digest, JournalAction.FLIP)
         if isinstance(prepared, ActionResult):
             return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.FLIP, action.key, pass_id=pass_id,
@@ -527,7 +540,7 @@ class Executor:
                                       detail={"path": address_of(model, place.target),
                                               "from": previous, "fromDigest": previous_digest,
                                               "to": digest, "gateSkipped": known_good,
-                                              "drift": action.drift})
+                                              "drift": action.drift, **_baselines(prepared)})
         self._journal.attempted(action.key, digest, revision)
         try:
             self._store.require(digest)  # proven again right before it is pointed at
@@ -661,6 +674,11 @@ class Executor:
                      progress=lambda done, total: self._hooks.progress(
                          f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"
                          if total else f"fetching {model.name}: {done >> 20} MiB"))
+
+
+def _baselines(prepared: Prepared | None) -> dict[str, object]:
+    """The ``before`` baselines, kept in the change's intent (see ``_prepare_analysis``)."""
+    return {"baselines": dict(prepared.baselines)} if prepared is not None else {}
 
 
 def _digest_or_none(value: object) -> str | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +22,10 @@ from reconciler.desired.documents import AnalysisCheck, Strategy, build
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Executor, Hooks
 from reconciler.journal import Journal
+from reconciler.places import CommandResult
 from reconciler.plan.planner import plan
 from reconciler.plan.render import render_json, render_text
+from reconciler.settings import AnalysisSettings, PrometheusSettings
 from reconciler.vocabulary import JournalAction, Reason
 from tests.builders import ORIGIN, desired, target
 from tests.fakes import FakeFleet, FakeStore
@@ -259,3 +262,65 @@ def test_a_model_whose_analysis_fails_points_back(tmp_path: Path) -> None:
     assert result.result == "rolled-back" and "check smoke" in result.message
     assert place.pointers["models/policy.pt"] == v1
     assert v2 not in journal.canonical_digests("policy")
+
+
+class FakePrometheus:
+    """An HTTP server answering every instant query with ``value``."""
+
+    def __init__(self) -> None:
+        self.value = 0.0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = json.dumps({"status": "success", "data": {"resultType": "vector",
+                                   "result": [{"metric": {}, "value": [0, str(outer.value)]}]}})
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body.encode())
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+
+def test_finishing_a_change_after_a_crash_keeps_the_baseline_from_before_its_write(
+        tmp_path: Path) -> None:
+    server = FakePrometheus()
+    world = World(tmp_path, [{"name": "errors", "interval": "10ms", "count": 2,
+                              "prometheus": {"query": "errors",
+                                             "baseline": {"before": True, "maxRatio": 2}}}])
+    settings = AnalysisSettings(PrometheusSettings(server.url))
+    crashes = [RuntimeError("the host went away mid-restart")]
+
+    def restart(*args: Any) -> Any:
+        if crashes:
+            raise crashes.pop()
+        return CommandResult(True, "restarted")
+
+    world.place.restart = restart  # type: ignore[method-assign]
+    try:
+        server.value = 0.001  # the old content's error rate
+        seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"],
+                                   [])
+        first = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
+        executor = Executor(lambda t: world.fleet, world.store, world.journal,
+                            threading.Event(), analysis=settings)
+        assert executor.execute(first, world.state, 1).results[0].result == "failed"
+        assert world.place.files["strategies/gepetto.py"] == NEW  # written, never checked
+        server.value = 0.02  # the new content's: measured now, it would be its own baseline
+        seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"],
+                                   [])
+        second = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
+        assert second.actions[0].finishes
+        result = executor.execute(second, world.state, 2).results[0]
+        assert result.result == "rolled-back", result.message
+        assert "0.02 > 2 x baseline 0.001" in result.message
+    finally:
+        server.httpd.shutdown()
+        server.httpd.server_close()
