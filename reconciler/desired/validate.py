@@ -182,7 +182,7 @@ def _placement(obj: Strategy | Config | Model, targets: Mapping[str, Target],
         if obj.restart is not None:
             yield from _restart_fits(obj.origin, obj.restart, target)
         for check in obj.analysis:
-            yield from _check_fits(obj.origin, check, target)
+            yield from _check_fits(obj.origin, check, target, obj.restart)
         if obj.health is not None and not target.is_local:
             yield from _rollout_health(obj.origin, obj.restart, obj.health, target)
         elif obj.health is not None and obj.health.command is None \
@@ -241,8 +241,13 @@ def _unknown_placeholders(query: str) -> list[str]:
     return found
 
 
-def _check_fits(origin: Origin, check: AnalysisCheck, target: Target) -> Iterator[Finding]:
+def _check_fits(origin: Origin, check: AnalysisCheck, target: Target,
+                restart: Restart | None) -> Iterator[Finding]:
     at: Path = ("spec", "analysis", check.index)
+    if not target.is_local and check.log is not None \
+            and (restart is None or restart.deployment is None):
+        yield _at(origin, (*at, "log"), f"target {target.name!r} is Kubernetes: a log check "
+                  "reads the new pods of 'restart.deployment'; declare one", "log-path")
     if target.is_local and check.log is not None and check.log.path is None:
         yield _at(origin, (*at, "log"), f"target {target.name!r} is local: a log check needs "
                   "'path' (beneath the target's root, or an absolute path beneath one of "

@@ -233,6 +233,13 @@ CASES = {
               "  restart: {deployment: app}\n  analysis:\n    - name: probe\n"
               "      interval: 1s\n      count: 3\n      command: [curl, app]\n"),
         "kube.yaml", 20, "analysis-kind", "a local target only"),
+    "analysis-kube-log-without-deployment": Case(
+        write("kube.yaml", target_doc("k1", KUBE_SPEC) + "---\n" + HEADER
+              + "kind: Config\nmetadata: {name: k}\nspec:\n  targets: [k1]\n  data: {a: 1}\n"
+              "  deliver: {configMap: {name: k, key: k.json}}\n  analysis:\n"
+              "    - name: errors\n      interval: 1s\n      count: 3\n"
+              "      log: {pattern: ERROR, maxCount: 0}\n"),
+        "kube.yaml", 19, "log-path", "reads the new pods of 'restart.deployment'"),
     # Strategies
     "strategy-syntax-error": Case(write("strategies/gepetto.py", "def select_chutes(:\n"),
                                   "strategies/gepetto.py", 1, "strategy-syntax"),
