@@ -436,7 +436,10 @@ class Executor:
                                     daemon=True)
         checking.start()
         try:
-            report = self._analysis.run(prepared, soak, halt)
+            report = self._analysis.run(prepared, soak, halt, lambda progress: (
+                self._hooks.progress(f"analysing {action.kind}/{action.name} on "
+                                     f"{action.target}: {progress.check.name} "
+                                     f"{progress.taken}/{progress.planned}")))
         except BaseException:
             halt.set()
             checking.join()

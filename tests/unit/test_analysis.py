@@ -324,3 +324,36 @@ def test_finishing_a_change_after_a_crash_keeps_the_baseline_from_before_its_wri
     finally:
         server.httpd.shutdown()
         server.httpd.server_close()
+
+
+def test_an_http_check_answering_an_error_rolls_back_and_progress_is_reported(
+        tmp_path: Path) -> None:
+    class Failing(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Failing)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{httpd.server_address[1]}/ready"
+    try:
+        world = World(tmp_path, [{"name": "ready", "interval": "10ms", "count": 3,
+                                  "failureLimit": 1, "http": {"url": url}}])
+        progress: list[str] = []
+        seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"],
+                                   [])
+        planned = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
+        result = Executor(lambda t: world.fleet, world.store, world.journal,
+                          threading.Event(), hooks=Hooks(progress=progress.append)).execute(
+            planned, world.state, 1).results[0]
+        assert result.result == "rolled-back"
+        assert f"GET {url} answered 503, expected 200 (2 failed measurements, limit 1)" \
+            in result.message
+        assert "analysing Strategy/gepetto on staging: ready 2/3" in progress
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
