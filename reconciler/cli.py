@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import sys
@@ -39,10 +40,12 @@ from reconciler.execute.executor import Hooks
 from reconciler.gauntlet.budgets import budget_warnings, gate_costs
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
+from reconciler.logs import FORMATS, LEVELS, LogSettingError, configure, fields
 from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
 from reconciler.prcheck import GateRun, run_gate
+from reconciler.promote import promote
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -59,6 +62,20 @@ GATE_EXITS = {"passed": ("PASS", EXIT_OK), "rejected": ("FAIL", EXIT_ERROR),
               "inconclusive": ("INCONCLUSIVE", 2), "error": ("ERROR", EXIT_CANNOT_CHECK),
               "stopped": ("STOPPED", EXIT_CANNOT_CHECK), "blocked": ("BLOCKED", EXIT_CANNOT_CHECK)}
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a tool whose reader left
+
+log = logging.getLogger(__name__)
+
+
+def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """Before or after the command's name: ``reconciler --log-level debug run`` and
+    ``reconciler run --log-level debug`` (a subcommand must not reset what the main
+    parser read, hence SUPPRESS there)."""
+    parser.add_argument("--log-format", choices=FORMATS, default=default,
+                        help="log lines as text or JSON, on stderr (default: "
+                        "$RECONCILER_LOG_FORMAT, else text)")
+    parser.add_argument("--log-level", choices=tuple(LEVELS), default=default,
+                        help="the least severe lines shown (default: $RECONCILER_LOG_LEVEL, "
+                        "else info)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -122,6 +139,24 @@ def build_parser() -> argparse.ArgumentParser:
                           "and run again")
     _common(gauntlet)
 
+    promote = commands.add_parser("promote", help="verify and gate an artifact, then propose "
+                                  "it: a commit of the new digest on a new branch and a pull "
+                                  "request (exit 0 proposed, 1 rejected, 2 inconclusive, "
+                                  "3 error)")
+    promote.add_argument("model", metavar="MODEL")
+    promote.add_argument("--artifact", required=True, metavar="URI",
+                         help="the new artifact (file:// beneath artifacts.fileRoots, "
+                         "http(s)://, or a path in the desired-state folder)")
+    promote.add_argument("--sha256", metavar="HEX", help="its digest (default: computed as "
+                         "it is fetched)")
+    promote.add_argument("--dry-run", action="store_true", help="print the change to the "
+                         "Model document; commit and push nothing")
+    promote.add_argument("--head", metavar="BRANCH", help="the new branch (default "
+                         "<branchPrefix>promote/<model>-<digest>)")
+    promote.add_argument("--retry", action="store_true", help="forget a remembered verdict "
+                         "and run the gate again")
+    _common(promote)
+
     verify = commands.add_parser("verify", help="verify a file or bundle against a sha256 "
                                  "(exit 0 ok, 1 mismatch)")
     verify.add_argument("artifact", metavar="PATH", help="a file, or a bundle directory")
@@ -130,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     manifest = commands.add_parser("manifest", help="write manifest.json for a bundle "
                                    "directory and print the digest to pin")
     manifest.add_argument("directory", metavar="DIR")
+    _logging_flags(parser, None)
+    for command in commands.choices.values():
+        _logging_flags(command, argparse.SUPPRESS)
     return parser
 
 
@@ -277,7 +315,16 @@ def _progress_line(text: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return Daemon(find_config_file(args.config), _overrides(args)).run()
+    """The daemon: what stops it (invalid settings, a busy port, a lost fleet lock) goes to
+    the log as an error (journald priority 3 under systemd), not to a bare stderr line."""
+    try:
+        return Daemon(find_config_file(args.config), _overrides(args)).run()
+    except InvalidInput as error:
+        for diagnostic in error.diagnostics:
+            log.error(f"reconciler run: {diagnostic.format()}")
+    except ReconcilerError as error:
+        log.error(f"reconciler run: {error.reason}: {error}", extra=fields(reason=error.reason))
+    return EXIT_ERROR
 
 
 def _open_journal(args: argparse.Namespace) -> Journal:
@@ -445,6 +492,23 @@ def _report_gate(run: GateRun) -> int:
     return code
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    fetching = _TerminalProgress(f"fetching {args.model}")
+    journal = Journal(settings.journal_path)
+    try:
+        return promote(settings, Wiring(settings).store, journal, args.model, args.artifact,
+                       sha256=args.sha256, dry_run=args.dry_run, branch=args.head,
+                       retry=args.retry, say=lambda text: print(text, flush=True),
+                       progress=_progress_line, fetching=fetching)
+    except ReconcilerError as error:
+        print(f"ERROR  {error.reason}: {error}", flush=True)
+        return EXIT_CANNOT_CHECK
+    finally:
+        fetching.finish()
+        journal.close()
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     # ``sha256:<hex>`` is how this tool (and OCI, Docker) prints a digest: accept it back.
     digest = args.sha256.removeprefix("sha256:")
@@ -480,12 +544,17 @@ def cmd_manifest(args: argparse.Namespace) -> int:
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run,
             "status": cmd_status, "history": cmd_history, "gauntlet": cmd_gauntlet,
-            "verify": cmd_verify,
+            "promote": cmd_promote, "verify": cmd_verify,
             "manifest": cmd_manifest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        configure(args.log_format, args.log_level)
+    except LogSettingError as error:
+        print(f"reconciler: {error}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         return COMMANDS[args.command](args)
     except InvalidInput as error:
@@ -494,7 +563,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Not a verdict on the input: the check could not run here (exit 3 where the
         # contract has one: validate and gauntlet).
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
-        return EXIT_CANNOT_CHECK if args.command in ("validate", "gauntlet") else EXIT_ERROR
+        return EXIT_CANNOT_CHECK if args.command in ("validate", "gauntlet", "promote") \
+            else EXIT_ERROR
     except ReconcilerError as error:
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
         return EXIT_ERROR
