@@ -36,7 +36,8 @@ class Workload:
         except OSError:
             return {ERROR_RATE: self.calm}
         rate = self.broken if "ERRORS" in content else self.calm
-        return {ERROR_RATE: rate}
+        # Another target, still on the old revision: what the baseline query compares with.
+        return {ERROR_RATE: rate, 'app_error_ratio{target="other"}': self.calm}
 
 
 @pytest.fixture
@@ -156,6 +157,19 @@ def test_a_baseline_catches_a_rise_that_the_fixed_threshold_misses(
     assert isinstance(analysis, dict)
     first = analysis["checks"]["error-rate"]["measurements"][-1]
     assert first["baseline"] == 0.001 and first["value"] == 0.02
+
+
+def test_a_baseline_from_the_targets_still_on_the_old_revision(
+        world: tuple[Fleet, Workload, Prometheus]) -> None:
+    fleet, workload, server = world
+    workload.calm, workload.broken = 0.001, 0.02
+    server.wait_for('app_error_ratio{target="other"}', 0.001)
+    analysed(fleet, HEALTHY + "ERRORS = 'some'\n",
+             "{query: 'app_error_ratio{target=\"{{target}}\"}', baseline: "
+             "{query: 'max(app_error_ratio{target!=\"{{target}}\"})', maxIncrease: 0.005}}")
+    outcome = fleet.apply()
+    assert fleet.results(outcome)["Strategy/app"] == ActionResult.ROLLED_BACK
+    assert "0.02 > baseline 0.001 + 0.005" in str(app_status(fleet)["message"])
 
 
 def test_a_malformed_query_changes_nothing_and_shows_the_servers_error(
