@@ -19,7 +19,7 @@ from pathlib import Path
 from reconciler.errors import StalledError
 from reconciler.events import Event, EventType
 from reconciler.notify.delivery import Worker, post
-from reconciler.notify.payloads import ALERT_EVENTS, READY_AGAIN, Alerts, Message, cloudevent, slack
+from reconciler.notify.payloads import ALERT_EVENTS, RESOLVING, Alerts, Message, cloudevent, slack
 from reconciler.settings import NotificationReceiver
 
 KINDS = ("webhook", "slack", "alertmanager")
@@ -81,13 +81,20 @@ class Receiver:
     def wants(self, event: Event) -> bool:
         if self.spec.targets and event.target not in self.spec.targets:
             return False
-        if self._alerts is not None and event.type in READY_AGAIN:
+        if self._alerts is not None and event.type in RESOLVING:
             return True  # an object Ready again resolves its alerts, whatever the filter
         return not self._events or event.type in self._events
 
-    def render(self, event: Event) -> Message | None:
-        if self._alerts is not None:
-            return self._alerts.on_event(event, time.time())
+    def take(self, event: Event) -> None:
+        """Queue what ``event`` means to this receiver; never waits. An Alertmanager's
+        alerts change now and one post, queued once, carries every change since the last."""
+        alerts = self._alerts
+        if alerts is None:
+            self.worker.offer(partial(self.render, event))
+        elif alerts.on_event(event, time.time()):
+            self.worker.offer(lambda: alerts.pending(time.time()))
+
+    def render(self, event: Event) -> Message:
         if self.spec.type == "slack":
             return slack(event)
         return cloudevent(event, self.spec.source)
@@ -106,7 +113,7 @@ class Notifications:
     def __call__(self, event: Event) -> None:
         for receiver in self.receivers:
             if receiver.wants(event):
-                receiver.worker.offer(partial(receiver.render, event))
+                receiver.take(event)
 
     def close(self, grace: float = 1.0) -> None:
         for receiver in self.receivers:

@@ -191,9 +191,10 @@ def test_alertmanager_fires_on_a_stall_and_resolves_when_the_object_is_ready_aga
         notifications = Notifications((NotificationReceiver(
             "am", "alertmanager", url=alertmanager.url, labels=(("cluster", "lab"),)),))
         try:
-            for event in (Event(EventType.STALLED, "edge", None, "Model", "policy",
-                                reason="DigestMismatch", message="digest mismatch"),
-                          Event(EventType.PROMOTED, "edge", None, "Config", "other"),
+            notifications(Event(EventType.STALLED, "edge", None, "Model", "policy",
+                                reason="DigestMismatch", message="digest mismatch"))
+            alertmanager.wait_for(1)  # else the stall and its end are one post
+            for event in (Event(EventType.PROMOTED, "edge", None, "Config", "other"),
                           Event(EventType.PROMOTED, "edge", None, "Model", "policy")):
                 notifications(event)
             fired, resolved = alertmanager.wait_for(2)
@@ -295,3 +296,36 @@ def test_a_spent_budget_is_told_once_with_the_revision_it_holds_back(tmp_path: P
     assert (spent.kind, spent.name, spent.reason) == ("Model", "policy", "BudgetExhausted")
     assert spent.revision is not None and spent.revision.endswith(held)
     assert spent.digest == sha(b"weights-v2")
+
+
+def test_an_alertmanager_storm_loses_no_alert_and_resumed_resolves_the_suspension(
+        tmp_path: Path) -> None:
+    """A thousand stalls while the Alertmanager is slow: every one fires, in one post (the
+    queue holds one post of the whole state, so it never overflows); a resumption resolves
+    the target's suspended alert and is never an alert itself."""
+    with receiving() as alertmanager:
+        alertmanager.hang = threading.Event()
+        notifications = Notifications((NotificationReceiver(
+            "am", "alertmanager", url=alertmanager.url, events=("stalled", "suspended"),
+            queue_size=5),))
+        try:
+            def stall(number: int) -> Event:
+                return Event(EventType.STALLED, "edge", None, "Config", f"c{number}",
+                             reason="HealthCheckFailed", message="unhealthy")
+
+            notifications(stall(0))
+            alertmanager.wait_for(1)  # held by the receiver while the storm comes
+            notifications(Event(EventType.SUSPENDED, "edge", None, reason="Suspended"))
+            for number in range(1, 1000):
+                notifications(stall(number))
+            notifications(Event(EventType.RESUMED, "edge", None, reason="Resumed"))
+            alertmanager.hang.set()
+            first, second = alertmanager.wait_for(2)
+        finally:
+            notifications.close()
+    assert len(first.json()) == 1 and len(alertmanager.received) == 2
+    names = Counter(alert["labels"]["alertname"] for alert in second.json())
+    assert names == {"ReconcilerStalled": 1000, "ReconcilerSuspended": 1}
+    [suspended] = [a for a in second.json() if a["labels"]["alertname"] == "ReconcilerSuspended"]
+    stalled = next(a for a in second.json() if a["labels"]["alertname"] == "ReconcilerStalled")
+    assert suspended["labels"]["target"] == "edge" and suspended["endsAt"] < stalled["endsAt"]
