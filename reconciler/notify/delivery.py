@@ -7,7 +7,8 @@ and on the whole answer (a watchdog shuts the socket down: a receiver that trick
 answer byte by byte cannot hold the thread longer), reads at most ``MAX_ANSWER_BYTES`` of
 it, and retries 5xx, 429, timeouts and refused connections with exponential backoff and
 full jitter; any other 4xx is a final answer (the request is wrong; retrying cannot help).
-Redirects are not followed: a bearer token is never sent to a host it was not meant for.
+Redirects are not followed (a bearer token is never sent to a host it was not meant for)
+and a 3xx is a final failure, not a delivery.
 What is logged names the receiver, never its URL.
 """
 
@@ -65,8 +66,8 @@ class TokenBucket:
 
 
 def post(url: str, message: Message, *, timeout: float, bearer: str | None = None) -> int:
-    """POST ``message`` to ``url``; the status. Raises DeliveryFailed for a 4xx/5xx answer
-    or a network fault (retryable: 5xx, 429, timeouts, connection faults)."""
+    """POST ``message`` to ``url``; the status. Raises DeliveryFailed for a 3xx/4xx/5xx
+    answer or a network fault (retryable: 5xx, 429, timeouts, connection faults)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise DeliveryFailed("not an http(s) URL", retryable=False)
@@ -106,6 +107,9 @@ def post(url: str, message: Message, *, timeout: float, bearer: str | None = Non
     finally:
         watchdog.cancel()
         connection.close()
+    if 300 <= status < 400:  # not followed, so not delivered: the same POST would be again
+        raise DeliveryFailed(f"HTTP {status}: a redirect, not followed (point the receiver's "
+                             "URL at where it leads)", retryable=False)
     if status >= 400:
         said = answer[:200].decode(errors="replace").strip()
         raise DeliveryFailed(f"HTTP {status}" + (f": {redact_text(said)}" if said else ""),

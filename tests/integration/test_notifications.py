@@ -329,3 +329,30 @@ def test_an_alertmanager_storm_loses_no_alert_and_resumed_resolves_the_suspensio
     [suspended] = [a for a in second.json() if a["labels"]["alertname"] == "ReconcilerSuspended"]
     stalled = next(a for a in second.json() if a["labels"]["alertname"] == "ReconcilerStalled")
     assert suspended["labels"]["target"] == "edge" and suspended["endsAt"] < stalled["endsAt"]
+
+
+def test_a_redirect_is_not_delivered_and_the_token_does_not_follow_it() -> None:
+    """A receiver answering 307 toward another host has not taken the event: the delivery
+    fails (final: the same request would be redirected again), nothing reaches the other
+    host and the bearer token stays where it was sent."""
+    with receiving() as internal:
+        listener = socket.create_server(("127.0.0.1", 0))
+
+        def redirect() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: "
+                                   f"{internal.url}/steal\r\nContent-Length: 0\r\n\r\n".encode())
+
+        thread = threading.Thread(target=redirect, daemon=True)
+        thread.start()
+        try:
+            with pytest.raises(DeliveryFailed) as failed:
+                post(f"http://127.0.0.1:{listener.getsockname()[1]}/", Message(b"{}", "a/b"),
+                     timeout=5.0, bearer=BEARER)
+        finally:
+            listener.close()
+            thread.join(5)
+    assert not failed.value.retryable and "307" in str(failed.value)
+    assert BEARER not in str(failed.value) and internal.received == []
