@@ -20,6 +20,7 @@ from reconciler.errors import StalledError
 from reconciler.events import Event, EventType
 from reconciler.notify.delivery import Worker, post
 from reconciler.notify.payloads import ALERT_EVENTS, RESOLVING, Alerts, Message, cloudevent, slack
+from reconciler.plan.planner import ALL_TARGETS
 from reconciler.settings import NotificationReceiver
 
 KINDS = ("webhook", "slack", "alertmanager")
@@ -79,7 +80,8 @@ class Receiver:
                              resend_seconds=spec.resend_seconds)
 
     def wants(self, event: Event) -> bool:
-        if self.spec.targets and event.target not in self.spec.targets:
+        if self.spec.targets and event.target not in self.spec.targets \
+                and event.target != ALL_TARGETS:  # the whole fleet's suspension stops them too
             return False
         if self._alerts is not None and event.type in RESOLVING:
             return True  # an object Ready again resolves its alerts, whatever the filter
