@@ -252,6 +252,24 @@ def _folders(paths: list[str], folder: str) -> tuple[list[Path], list[str]]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.output != "json":
+        return _validate(args)
+    # CI parses stdout: whatever stops the check is an error in the same document.
+    try:
+        return _validate(args)
+    except InvalidInput as error:  # the settings
+        errors, code = [d.error_json() for d in error.diagnostics], EXIT_ERROR
+    except ReconcilerError as error:  # the repository, or no sandbox: not about a file
+        errors = [{"file": None, "line": None, "column": None, "rule": error.reason,
+                   "message": str(error)}]
+        code = EXIT_CANNOT_CHECK if isinstance(error, SandboxUnavailable) else EXIT_ERROR
+    json.dump({"valid": False, "checked": [], "errors": errors, "warnings": []}, sys.stdout,
+              indent=2)
+    print()
+    return code
+
+
+def _validate(args: argparse.Namespace) -> int:
     # With settings (a repository, or a folder with --config) the roots are checked too.
     settings = _settings(args) if not args.paths or args.config else None
     snapshots: list[Snapshot] = []

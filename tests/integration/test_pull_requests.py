@@ -136,3 +136,23 @@ def test_a_pull_requests_plan_reads_only_what_the_branch_already_delivers(
     actions = {a["name"]: a for a in planned(adds)["actions"]}
     assert (actions["leak"]["op"], actions["leak"]["current"]) == ("create", None)
     assert "-OK = 'serving'" in actions["app"]["diff"]
+
+
+def test_validate_output_json_is_json_when_it_cannot_even_look(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """CI parses stdout: unreadable settings and a revision that does not exist are errors
+    in the same document (the settings' with file and line; the revision's with its
+    reason as the rule and no place), not text on stdout or nothing at all."""
+    fleet = Fleet(tmp_path)
+    unknown = cli("validate", "-o", "json", "--config", str(fleet.settings_file),
+                  "--rev", "no-such-branch")
+    unreadable = cli("validate", "-o", "json", "--config", str(tmp_path / "missing.yaml"))
+    assert (unknown.returncode, unreadable.returncode) == (1, 1)
+    [missing] = json.loads(unknown.stdout)["errors"]
+    assert missing["rule"] == "RevisionNotFound" and "no-such-branch" in missing["message"]
+    assert missing["file"] is None and missing["line"] is None
+    report = json.loads(unreadable.stdout)
+    assert report["valid"] is False and report["checked"] == []
+    [settings] = report["errors"]
+    assert (settings["file"], settings["rule"]) == (str(tmp_path / "missing.yaml"),
+                                                    "settings-unreadable")
