@@ -1,19 +1,17 @@
-"""A small JSON-over-HTTP client for forge APIs: the standard library's ``http.client``,
-a timeout on every request, bounded response reads, retries with backoff on 5xx and on
-connection faults, and errors that never carry the token.
+"""A small JSON-over-HTTP client for forge APIs over ``bounded_http`` (one deadline for
+each whole exchange, bounded response reads, no redirects followed), retries with backoff
+on 5xx, 429 and connection faults, and errors that never carry the token.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
-import socket
-import ssl
 import threading
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from reconciler.bounded_http import ExchangeFailed, backoff_seconds, exchange, worth_retrying
 from reconciler.errors import StalledError, TransientError
 from reconciler.redaction import redact, redact_text
 from reconciler.vocabulary import Reason
@@ -21,7 +19,8 @@ from reconciler.vocabulary import Reason
 MAX_RESPONSE_BYTES = 1 << 20  # a forge's answer to one call is a few KiB
 MAX_SHOWN_BYTES = 300  # of an error body, in a message
 RETRIES = 3  # attempts after the first, for 5xx and connection faults
-BACKOFF_SECONDS = 0.5  # doubled at each retry
+BACKOFF_SECONDS = 0.5  # doubled at each retry (the most a wait may be: full jitter)
+BACKOFF_CAP_SECONDS = 8.0
 
 
 class ForgeRefused(StalledError):
@@ -59,10 +58,7 @@ class JsonClient:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StalledError(f"forge url {redact(base_url)!r} is not an http(s) URL")
-        self._scheme = parts.scheme
-        self._host = parts.hostname
-        self._port = parts.port
-        self._prefix = parts.path.rstrip("/")
+        self._base = base_url.rstrip("/")
         self._headers = headers
         self._timeout = timeout
         self._stop = stop or threading.Event()
@@ -81,19 +77,21 @@ class JsonClient:
         headers["User-Agent"] = "reconciler"
         if body is not None:
             headers["Content-Type"] = "application/json"
-        delay = self._backoff
         problem = ""
         for attempt in range(RETRIES + 1):
-            if attempt:
-                if self._stop.wait(delay):
-                    break
-                delay *= 2
+            if attempt and self._stop.wait(backoff_seconds(attempt, self._backoff,
+                                                           BACKOFF_CAP_SECONDS)):
+                break
             try:
-                status, data = self._once(method, self._prefix + path, body, headers)
-            except (OSError, http.client.HTTPException, ssl.SSLError) as error:
-                problem = (f"timed out after {self._timeout:g}s" if isinstance(
-                    error, (TimeoutError, socket.timeout)) else
-                    f"{type(error).__name__}: {error}")
+                answer = exchange(method, self._base + path, body=body, headers=headers,
+                                  timeout=self._timeout, max_bytes=MAX_RESPONSE_BYTES)
+            except ExchangeFailed as error:
+                problem = f"timed out after {self._timeout:g}s" if error.timed_out \
+                    else str(error)
+                continue
+            status, data = answer.status, answer.body
+            if not answer.complete:
+                problem = f"answered with more than {MAX_RESPONSE_BYTES} bytes"
                 continue
             if 200 <= status < 300:
                 try:
@@ -103,7 +101,7 @@ class JsonClient:
                         f"{self.name}: {method} {path} answered {status} with a body that is "
                         "not JSON", secrets)) from None
             said = _words(data)
-            if status >= 500 or status == 429:
+            if worth_retrying(status):
                 problem = f"answered {status}{': ' + said if said else ''}"
                 continue
             raise ForgeRefused(self._scrub(
@@ -112,27 +110,6 @@ class JsonClient:
                 status=status)
         raise ForgeUnavailable(self._scrub(
             f"{self.name}: {method} {path} {problem} (after {RETRIES + 1} attempts)", secrets))
-
-    def _once(self, method: str, path: str, body: bytes | None,
-              headers: dict[str, str]) -> tuple[int, bytes]:
-        connection: http.client.HTTPConnection
-        if self._scheme == "https":
-            connection = http.client.HTTPSConnection(self._host, self._port,
-                                                     timeout=self._timeout,
-                                                     context=ssl.create_default_context())
-        else:
-            connection = http.client.HTTPConnection(self._host, self._port,
-                                                    timeout=self._timeout)
-        try:
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read(MAX_RESPONSE_BYTES + 1)
-            if len(data) > MAX_RESPONSE_BYTES:
-                raise http.client.HTTPException(
-                    f"answer larger than {MAX_RESPONSE_BYTES} bytes")
-            return response.status, data
-        finally:
-            connection.close()
 
     @staticmethod
     def _scrub(message: str, secrets: list[str]) -> str:

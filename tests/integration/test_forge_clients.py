@@ -5,6 +5,9 @@ that hangs is given up on, and the token never appears in an error."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -107,3 +110,40 @@ def test_an_unreadable_token_file_is_named(tmp_path: Path) -> None:
         with pytest.raises(TokenUnreadable, match=r"cannot read forge\.tokenFile"):
             api.set_status(SHA, "pending", "c", "d")
         assert served.requests == []
+
+
+def test_a_forge_that_trickles_its_answer_is_given_up_on_at_the_timeout(
+        tmp_path: Path) -> None:
+    """Each byte well within the per-read timeout, the whole answer far beyond it: the
+    exchange has one deadline (as a notification receiver's has), so a slow or hostile
+    forge cannot hold the feedback thread or ``promote``."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    release = threading.Event()
+    answer = (b'HTTP/1.1 201 Created\r\nContent-Type: application/json\r\n'
+              b'Content-Length: 2\r\n\r\n{}')
+
+    def trickle() -> None:
+        while not release.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection, contextlib.suppress(OSError):  # the client hung up: next one
+                connection.recv(65536)
+                for byte in answer:
+                    if release.wait(0.1):
+                        return
+                    connection.sendall(bytes([byte]))
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    (tmp_path / "token").write_text(TOKEN + "\n")
+    api = forge_client(ForgeSettings("gitea", f"http://127.0.0.1:{listener.getsockname()[1]}",
+                                     "acme/fleet", tmp_path / "token", 0.5),
+                       backoff_seconds=0.01)
+    try:
+        with pytest.raises(ForgeUnavailable, match=r"timed out after 0\.5s"):
+            api.set_status(SHA, "pending", "c", "d")
+    finally:
+        release.set()
+        listener.close()
