@@ -17,11 +17,13 @@ import random
 import socket
 import ssl
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit
 
 from reconciler.redaction import redact_text
+
+MIN_SECRET_CHARS = 4  # shorter is no secret worth scrubbing, and would garble the text
 
 
 class ExchangeFailed(Exception):
@@ -95,3 +97,12 @@ def worth_retrying(status: int) -> bool:
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
     """Before retry number ``attempt`` (1, 2, …): exponential with full jitter."""
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` (what a server said, an error) without ``secrets`` (a token the server may
+    echo back) and without any URL's credentials."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if len(secret) >= MIN_SECRET_CHARS:
+            text = text.replace(secret, "***")
+    return redact_text(text)

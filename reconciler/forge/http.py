@@ -11,9 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from reconciler.bounded_http import ExchangeFailed, backoff_seconds, exchange, worth_retrying
+from reconciler.bounded_http import (
+    ExchangeFailed,
+    backoff_seconds,
+    exchange,
+    scrub,
+    worth_retrying,
+)
 from reconciler.errors import StalledError, TransientError
-from reconciler.redaction import redact, redact_text
+from reconciler.redaction import redact
 from reconciler.vocabulary import Reason
 
 MAX_RESPONSE_BYTES = 1 << 20  # a forge's answer to one call is a few KiB
@@ -97,26 +103,19 @@ class JsonClient:
                 try:
                     return Response(status, json.loads(data) if data.strip() else None)
                 except ValueError:
-                    raise ForgeUnavailable(self._scrub(
+                    raise ForgeUnavailable(scrub(
                         f"{self.name}: {method} {path} answered {status} with a body that is "
                         "not JSON", secrets)) from None
             said = _words(data)
             if worth_retrying(status):
                 problem = f"answered {status}{': ' + said if said else ''}"
                 continue
-            raise ForgeRefused(self._scrub(
+            raise ForgeRefused(scrub(
                 f"{self.name}: {method} {path} answered {status}"
                 f"{_HINTS.get(status, '')}{': ' + said if said else ''}", secrets),
                 status=status)
-        raise ForgeUnavailable(self._scrub(
+        raise ForgeUnavailable(scrub(
             f"{self.name}: {method} {path} {problem} (after {RETRIES + 1} attempts)", secrets))
-
-    @staticmethod
-    def _scrub(message: str, secrets: list[str]) -> str:
-        for secret in secrets:
-            if len(secret) >= 4:
-                message = message.replace(secret, "***")
-        return redact_text(message)
 
 
 # What a person should check, by status: the forge's own words follow.

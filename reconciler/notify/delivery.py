@@ -17,15 +17,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from urllib.parse import parse_qsl, unquote, urlsplit
 
-from reconciler.bounded_http import ExchangeFailed, backoff_seconds, exchange, worth_retrying
+from reconciler.bounded_http import (
+    ExchangeFailed,
+    backoff_seconds,
+    exchange,
+    scrub,
+    worth_retrying,
+)
 from reconciler.notify.payloads import Message
-from reconciler.redaction import redact_text
 
 MAX_ANSWER_BYTES = 64 << 10
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
 USER_AGENT = "reconciler-notify"
+PATH_SECRET_CHARS = 8  # a path segment this long may be a token (Slack: /services/T/B/SECRET)
 log = logging.getLogger(__name__)
 
 
@@ -76,10 +83,22 @@ def post(url: str, message: Message, *, timeout: float, bearer: str | None = Non
         raise DeliveryFailed(f"HTTP {status}: a redirect, not followed (point the receiver's "
                              "URL at where it leads)", retryable=False)
     if status >= 400:
-        said = answer.body[:200].decode(errors="replace").strip()
-        raise DeliveryFailed(f"HTTP {status}" + (f": {redact_text(said)}" if said else ""),
+        said = scrub(answer.body.decode(errors="replace"), _secrets(url, bearer)).strip()
+        raise DeliveryFailed(f"HTTP {status}" + (f": {said[:200]}" if said else ""),
                              retryable=worth_retrying(status))
     return status
+
+
+def _secrets(url: str, bearer: str | None) -> list[str]:
+    """What a receiver may echo back of the request that must never be logged: the bearer
+    token, the URL's password and query values, and its longer path segments (a Slack
+    webhook's path is its secret)."""
+    parts = urlsplit(url)
+    found = [bearer or "", unquote(parts.password or "")]
+    found += [value for _, value in parse_qsl(parts.query)]
+    found += [unquote(segment) for segment in parts.path.split("/")
+              if len(segment) >= PATH_SECRET_CHARS]
+    return found
 
 
 class Worker:

@@ -356,3 +356,32 @@ def test_a_redirect_is_not_delivered_and_the_token_does_not_follow_it() -> None:
             thread.join(5)
     assert not failed.value.retryable and "307" in str(failed.value)
     assert BEARER not in str(failed.value) and internal.received == []
+
+
+def test_a_receiver_that_echoes_its_secrets_does_not_get_them_into_the_log() -> None:
+    """A receiver's error answer is shown (bounded) to say why it refused; one that repeats
+    the request back (the bearer token, the URL's token in its query or its path, as a
+    Slack webhook has it) must not put those in the log or the metric's reason."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    slack_secret = "XbQ9T0k3nSecretPart"
+
+    def echo() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            request = connection.recv(65536)
+            body = b"refused: " + request.replace(b"\r\n", b" ")[:1500]
+            connection.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: "
+                               + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            post(f"http://127.0.0.1:{listener.getsockname()[1]}/services/T1/{slack_secret}"
+                 f"?token={URL_TOKEN}", Message(b"{}", "a/b"), timeout=5.0, bearer=BEARER)
+    finally:
+        listener.close()
+        thread.join(5)
+    said = str(failed.value)
+    assert "HTTP 403: refused" in said and not failed.value.retryable
+    assert BEARER not in said and URL_TOKEN not in said and slack_secret not in said
