@@ -569,7 +569,7 @@ class Daemon:
             log.error("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes "
                       "and leaderElection need a restart")
             return settings
-        if fresh.notifications != settings.notifications:
+        if fresh.notifications != settings.notifications or self._notifications.rotated():
             try:
                 notifications = self._notifying(fresh)
             except ReconcilerError as error:

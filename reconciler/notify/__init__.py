@@ -4,12 +4,14 @@
 :class:`Notifications` is one sink for all receivers: it filters each event by type and
 target and queues it for every receiver that wants it, without waiting (delivery.py);
 payloads are made on the receiver's thread (payloads.py). Secrets (a URL with a token, a
-bearer token) are read from their files once, at start and on SIGHUP, and kept only in the
-receiver's closure: never in a payload, a log line, the journal or status.
+bearer token) are read from their files at start and on SIGHUP (the receivers are made
+anew when the files changed: a rotated token), and kept only in the receiver's closure
+(and as a hash, to tell a rotation): never in a payload, a log line, the journal or status.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -55,15 +57,26 @@ def _url(receiver: NotificationReceiver) -> str:
     return url
 
 
+def _secrets(receiver: NotificationReceiver) -> tuple[str, str | None]:
+    """Its URL and bearer token, read from their files now."""
+    bearer = _secret(receiver.bearer_token_file, receiver.name, "bearer token") \
+        if receiver.bearer_token_file is not None else None
+    return _url(receiver), bearer
+
+
+def _fingerprint(url: str, bearer: str | None) -> str:
+    """Tells a rotated secret from the one held, without keeping a second copy of it."""
+    return hashlib.sha256(f"{url}\0{bearer or ''}".encode()).hexdigest()
+
+
 class Receiver:
     """One configured receiver: its filter, its payloads and its worker."""
 
     def __init__(self, spec: NotificationReceiver, result: ResultHook,
                  log: Callable[[str], None]) -> None:
         self.spec = spec
-        url = _url(spec)
-        bearer = _secret(spec.bearer_token_file, spec.name, "bearer token") \
-            if spec.bearer_token_file is not None else None
+        url, bearer = _secrets(spec)
+        self._fingerprint = _fingerprint(url, bearer)
         self._events = frozenset(EventType(name) for name in spec.events)
         if spec.type == "alertmanager" and not self._events:
             self._events = frozenset(ALERT_EVENTS)
@@ -78,6 +91,13 @@ class Receiver:
                              max_attempts=spec.max_attempts, result=result, log=log,
                              resend=self._alerts.resend if self._alerts else None,
                              resend_seconds=spec.resend_seconds)
+
+    def rotated(self) -> bool:
+        """Whether its secret files now hold something else (or cannot be read)."""
+        try:
+            return _fingerprint(*_secrets(self.spec)) != self._fingerprint
+        except StalledError:
+            return True
 
     def wants(self, event: Event) -> bool:
         if self.spec.targets and event.target not in self.spec.targets \
@@ -116,6 +136,10 @@ class Notifications:
         for receiver in self.receivers:
             if receiver.wants(event):
                 receiver.take(event)
+
+    def rotated(self) -> bool:
+        """Whether a receiver's secret files changed since they were read (SIGHUP)."""
+        return any(receiver.rotated() for receiver in self.receivers)
 
     def close(self, grace: float = 1.0) -> None:
         for receiver in self.receivers:
