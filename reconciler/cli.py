@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from reconciler import __version__
+from reconciler import __version__, completion, helptext
 from reconciler.app import (
     Connections,
     Wiring,
@@ -28,19 +28,22 @@ from reconciler.app import (
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
 from reconciler.daemon.lock import FleetLock
+from reconciler.desired import schema_files
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.loader import cache_salt, load_desired, located_warnings
-from reconciler.diagnostics import InvalidInput
+from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.execute.executor import Hooks
 from reconciler.gauntlet.budgets import budget_warnings, gate_costs
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
+from reconciler.output import add_output_flags, color_lines, emit, use_color, wants_data
 from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
 from reconciler.prcheck import GateRun, run_gate
+from reconciler.progress import ByteProgress, StatusLine
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -81,27 +84,29 @@ def build_parser() -> argparse.ArgumentParser:
                           help="a plain desired-state folder (pre-commit); default: the "
                           "repository's branch")
     validate.add_argument("--rev", help="a revision of --repo to check (branch, tag, sha)")
+    add_output_flags(validate)
     _common(validate)
 
     plan = commands.add_parser("plan", help="what a pass would do (exit 0 in sync, "
                                "2 changes, 1 error)")
-    plan.add_argument("--output", choices=("text", "json"), default="text")
+    add_output_flags(plan, color=True)
     _common(plan)
 
     apply = commands.add_parser("apply", help="one reconcile pass (exit 0 converged or "
                                 "waiting on a soak or window, 1 error or blocked)")
+    add_output_flags(apply)
     _common(apply)
     run = commands.add_parser("run", help="the daemon: reconcile until SIGTERM")
     _common(run)
 
     status = commands.add_parser("status", help="per-object state, last pass, blocked reasons")
-    status.add_argument("--output", choices=("text", "json"), default="text")
+    add_output_flags(status)
     _common(status)
     history = commands.add_parser("history", help="the journal, optionally of one object")
     history.add_argument("name", nargs="?", help="an object's name")
     history.add_argument("--limit", type=int, default=50,
                          help="show at most this many events, the newest (default 50)")
-    history.add_argument("--output", choices=("text", "json"), default="text")
+    add_output_flags(history)
     _common(history)
 
     gauntlet = commands.add_parser("gauntlet", help="run a model's gate without flipping "
@@ -118,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "signs the request to --daemon (default: the settings' webhook)")
     gauntlet.add_argument("--retry", action="store_true", help="forget a remembered verdict "
                           "and run again")
+    add_output_flags(gauntlet)
     _common(gauntlet)
 
     verify = commands.add_parser("verify", help="verify a file or bundle against a sha256 "
@@ -125,9 +131,21 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("artifact", metavar="PATH", help="a file, or a bundle directory")
     verify.add_argument("--sha256", required=True, metavar="HEX",
                         help="the digest, HEX or sha256:HEX (of manifest.json, for a bundle)")
+    add_output_flags(verify)
     manifest = commands.add_parser("manifest", help="write manifest.json for a bundle "
                                    "directory and print the digest to pin")
     manifest.add_argument("directory", metavar="DIR")
+    add_output_flags(manifest)
+
+    complete = commands.add_parser("completion", help="print a shell completion script")
+    complete.add_argument("shell", choices=completion.SHELLS)
+    schema = commands.add_parser("schema", help="write the document schemas for editors "
+                                 "and CI")
+    schema.add_argument("kind", nargs="?", metavar="KIND",
+                        help="print this one schema (a kind, 'document' or 'settings')")
+    schema.add_argument("--output-dir", metavar="DIR", help="write every schema here")
+    add_output_flags(schema)
+    helptext.describe(commands)
     return parser
 
 
@@ -143,7 +161,17 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
+def diagnostic_json(diagnostic: Diagnostic) -> dict[str, object]:
+    """One error or warning in ``-o json|yaml`` (docs/output.md)."""
+    return {"file": diagnostic.path, "line": diagnostic.line, "column": diagnostic.col,
+            "rule": diagnostic.rule, "message": diagnostic.message}
+
+
+def _report_invalid(error: InvalidInput, stream: TextIO, args: argparse.Namespace) -> int:
+    if wants_data(args) and args.command == "validate":
+        emit(args, {"valid": False, "errors": [diagnostic_json(d) for d in error.diagnostics],
+                    "warnings": []}, "")
+        return EXIT_ERROR
     for diagnostic in error.diagnostics:
         print(diagnostic.format(), file=stream)
     count = len(error.diagnostics)
@@ -168,13 +196,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
     problems = check_roots(desired, settings, snapshot.display_prefix) if settings else []
     if problems:
         raise InvalidInput(problems)
-    for warning in located_warnings(snapshot, budget_warnings(desired.gauntlets.values())):
-        print(warning.format())
+    warnings = located_warnings(snapshot, budget_warnings(desired.gauntlets.values()))
     counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
               "configs": len(desired.configs), "models": len(desired.models),
               "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
     listed = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    print(f"{snapshot.display_prefix or './'}: valid at {snapshot.revision} ({listed})")
+    where = snapshot.display_prefix or "./"
+    emit(args, {"valid": True, "path": where, "revision": snapshot.revision, "counts": counts,
+                "errors": [], "warnings": [diagnostic_json(w) for w in warnings]},
+         "".join(f"{w.format()}\n" for w in warnings)
+         + f"{where}: valid at {snapshot.revision} ({listed})\n")
     return EXIT_OK
 
 
@@ -210,8 +241,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     costs = {model.name: gate_costs(gauntlets[model.gauntlet])
              for model in planned.desired.models.values()
              if model.gauntlet is not None and model.gauntlet in gauntlets}
-    render = render_json if args.output == "json" else render_text
-    sys.stdout.write(render(planned.plan, diffs, locations, costs))
+    text = render_text(planned.plan, diffs, locations, costs)
+    emit(args, json.loads(render_json(planned.plan, diffs, locations, costs)),
+         color_lines(text) if use_color(args.color, sys.stdout) else text)
     if planned.plan.errors:
         return EXIT_ERROR
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES
@@ -235,32 +267,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(f"{held.describe()}; another daemon acts on this fleet", file=sys.stderr)
             return EXIT_ERROR
     journal = Journal(settings.journal_path)
+    status_line = StatusLine()
     try:
         confine_state_dir(settings)
         wiring = Wiring(settings, connections=connections)
         wiring.store.sweep()  # first: leftovers of a full disk must not block the journal
         journal.recover()
-        outcome = run_pass(wiring, journal, stop, hooks=Hooks(progress=_progress_line))
+        outcome = run_pass(wiring, journal, stop, hooks=Hooks(progress=status_line))
     finally:
+        status_line.finish()
         journal.close()
         done.set()
         if held is not None:
             held.stop()
         lock.release()
-    if outcome.report is not None:
-        for result in outcome.report.results:
-            action = result.action
-            if result.result != "in-sync":
-                print(f"{result.result:>11}  {action.target}  {action.kind}/{action.name}: "
-                      f"{result.message}")
-    print(outcome.status_line())
+    results = outcome.report.results if outcome.report is not None else ()
+    lines = [f"{r.result:>11}  {r.action.target}  {r.action.kind}/{r.action.name}: {r.message}"
+             for r in results if r.result != "in-sync"]
+    emit(args, {"result": str(outcome.result), "revision": outcome.revision,
+                "message": outcome.message,
+                "actions": [{"target": r.action.target, "kind": r.action.kind,
+                             "name": r.action.name, "result": r.result, "message": r.message}
+                            for r in results]},
+         "".join(f"{line}\n" for line in [*lines, outcome.status_line()]))
     return EXIT_OK if outcome.result in (PassResult.CONVERGED, PassResult.CHANGED,
                                          PassResult.WAITING) else EXIT_ERROR
-
-
-def _progress_line(text: str) -> None:
-    if sys.stderr.isatty():
-        print(f"... {text}", file=sys.stderr, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -287,9 +318,8 @@ def cmd_status(args: argparse.Namespace) -> int:
             action=JournalAction.QUARANTINE, limit=20)]
     finally:
         journal.close()
-    if args.output == "json":
-        print(json.dumps({"lastPass": last, "objects": objects, "quarantined": quarantined},
-                         indent=2))
+    if wants_data(args):
+        emit(args, {"lastPass": last, "objects": objects, "quarantined": quarantined}, "")
         return EXIT_OK
     if last is not None:
         print(f"last pass  {_when(last['finished'])}  {last['result']}  {last['revision'] or ''}")
@@ -320,8 +350,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"no object named {args.name!r} in the journal; known: "
               f"{', '.join(known) or 'none yet'}", file=sys.stderr)
         return EXIT_ERROR
-    if args.output == "json":
-        print(json.dumps([event.to_json() for event in events], indent=2))
+    if wants_data(args):
+        emit(args, [event.to_json() for event in events], "")
         return EXIT_OK
     for event in events:
         subject = f"{event.target}/{event.kind}/{event.name}" if event.name else "-"
@@ -331,44 +361,22 @@ def cmd_history(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-class _TerminalProgress:
-    """``\r``-updated progress on a terminal, at most ten times a second."""
-
-    def __init__(self, label: str) -> None:
-        self._label = label
-        self._started = time.monotonic()
-        self._shown = 0.0
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._shown < 0.1:
-            return
-        self._shown = now
-        rate = done / max(now - self._started, 1e-6) / 2**20
-        share = f" {100 * done / total:5.1f}%" if total else ""
-        sys.stderr.write(f"\r{self._label}: {done / 2**20:,.0f} MiB{share} {rate:,.0f} MiB/s")
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.enabled and self._shown:
-            sys.stderr.write("\n")
-
-
 def cmd_gauntlet(args: argparse.Namespace) -> int:
     if args.daemon:
         return _gate_by_daemon(args)
     settings = _settings(args)
-    fetching = _TerminalProgress(f"fetching {args.model}")
+    fetching = ByteProgress(f"fetching {args.model}")
+    playing = StatusLine()
     journal = Journal(settings.journal_path)
     try:
         run = run_gate(settings, Wiring(settings).store, journal, args.model, rev=args.rev,
-                       artifact=args.artifact, retry=args.retry, progress=_progress_line,
+                       artifact=args.artifact, retry=args.retry, progress=playing,
                        fetching=fetching)
     finally:
         fetching.finish()
+        playing.finish()
         journal.close()
-    return _report_gate(run)
+    return _report_gate(args, run)
 
 
 def _gate_by_daemon(args: argparse.Namespace) -> int:
@@ -398,19 +406,21 @@ def _gate_by_daemon(args: argparse.Namespace) -> int:
         print(f"cannot ask {url}: {getattr(error, 'reason', error)}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     outcome = answer.get("outcome")
-    return _report_gate(GateRun(str(answer.get("model")), answer.get("revision"),
+    return _report_gate(args, GateRun(str(answer.get("model")), answer.get("revision"),
                                 answer.get("sha256"),
                                 outcome if outcome in GATE_EXITS else "error",
                                 str(answer.get("reason")), str(answer.get("message")),
                                 bool(answer.get("remembered"))))
 
 
-def _report_gate(run: GateRun) -> int:
+def _report_gate(args: argparse.Namespace, run: GateRun) -> int:
     label, code = GATE_EXITS[run.outcome]
-    print(f"{label}  {run.model} sha256:{run.digest or '-'} "
-          f"({run.reason}{', remembered' if run.remembered else ''})")
-    for part in run.message.split("; "):
-        print(f"  {part}")
+    emit(args, {"model": run.model, "revision": run.revision, "sha256": run.digest,
+                "outcome": run.outcome, "reason": run.reason, "message": run.message,
+                "remembered": run.remembered},
+         f"{label}  {run.model} sha256:{run.digest or '-'} "
+         f"({run.reason}{', remembered' if run.remembered else ''})\n"
+         + "".join(f"  {part}\n" for part in run.message.split("; ")))
     return code
 
 
@@ -422,19 +432,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
               "after 'sha256:'", file=sys.stderr)
         return EXIT_ERROR
     path = Path(args.artifact)
-    progress = _TerminalProgress(f"hashing {path.name}")
+    progress = ByteProgress(f"hashing {path.name}")
+    result = {"ok": False, "path": str(path), "sha256": digest, "kind": None, "error": None}
     try:
-        kind = verify_path(path, digest, progress=progress)
+        result["kind"] = verify_path(path, digest, progress=progress)
     except VerificationFailed as error:
         progress.finish()
-        print(f"mismatch: {error}")
+        emit(args, {**result, "error": str(error)}, f"mismatch: {error}\n")
         return EXIT_ERROR
     except OSError as error:
         progress.finish()
         print(f"cannot read {path}: {error.strerror}", file=sys.stderr)
         return EXIT_ERROR
     progress.finish()
-    print(f"ok: {path} ({kind}) sha256:{digest}")
+    emit(args, {**result, "ok": True}, f"ok: {path} ({result['kind']}) sha256:{digest}\n")
     return EXIT_OK
 
 
@@ -443,14 +454,38 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"{folder}: not a directory", file=sys.stderr)
         return EXIT_ERROR
-    print(write_manifest(folder))
+    digest = write_manifest(folder)
+    emit(args, {"directory": str(folder), "manifest": str(folder / "manifest.json"),
+                "sha256": digest}, f"{digest}\n")
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    sys.stdout.write(completion.script(build_parser(), args.shell))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    if args.kind is not None:
+        try:
+            sys.stdout.write(schema_files.text_of(args.kind))
+        except KeyError:
+            print(f"no schema named {args.kind!r}; known: {', '.join(schema_files.names())}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        return EXIT_OK
+    written = schema_files.write_all(Path(args.output_dir)) if args.output_dir else []
+    listing = [{"name": name, "id": schema_id, **({"file": str(path)} if path else {})}
+               for name, schema_id, path in schema_files.listing(written)]
+    emit(args, listing, "".join(f"{row.get('file', row['name'])}  {row['id']}\n"
+                                for row in listing))
     return EXIT_OK
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run,
             "status": cmd_status, "history": cmd_history, "gauntlet": cmd_gauntlet,
             "verify": cmd_verify,
-            "manifest": cmd_manifest}
+            "manifest": cmd_manifest, "completion": cmd_completion, "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -458,7 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except InvalidInput as error:
-        return _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr)
+        return _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr,
+                               args)
     except SandboxUnavailable as error:
         # Not a verdict on the input: the check could not run here (exit 3 where the
         # contract has one: validate and gauntlet).
