@@ -3,8 +3,8 @@
 A command builds one plain value (dicts, lists, strings, numbers) and a text rendering of
 it; ``emit`` prints whichever the user asked for. JSON is indented, keys in the order the
 command built them (stable across runs: scripts and ``jq`` rely on it); YAML is the same
-value, in the same order, through ruamel.yaml's safe dumper. Text is for people and may change; JSON and YAML
-are the contract (docs/output.md).
+value, in the same order, through ruamel.yaml's safe dumper. Text is for people and may
+change; JSON and YAML are the contract (docs/output.md).
 
 Colour follows https://no-color.org: ``--color auto`` (the default) colours only a terminal
 and never when ``NO_COLOR`` is set to anything non-empty or ``TERM`` is ``dumb``;
