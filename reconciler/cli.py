@@ -373,8 +373,8 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
                        artifact=args.artifact, retry=args.retry, progress=playing,
                        fetching=fetching)
     finally:
-        fetching.finish()
         playing.finish()
+        fetching.finish()
         journal.close()
     return _report_gate(args, run)
 
