@@ -45,7 +45,7 @@ from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
 from reconciler.prcheck import GateRun, run_gate
-from reconciler.progress import ByteProgress, StatusLine
+from reconciler.progress import ByteProgress, GameProgress, StatusLine
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -379,17 +379,17 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
         return _gate_by_daemon(args)
     settings = _settings(args)
     fetching = ByteProgress(f"fetching {args.model}")
-    playing = StatusLine()
+    playing = GameProgress(f"gauntlet for {args.model}")
     journal = Journal(settings.journal_path)
     try:
-        run = run_gate(settings, Wiring(settings).store, journal, args.model, rev=args.rev,
-                       artifact=args.artifact, retry=args.retry, progress=playing,
-                       fetching=fetching)
+        gate = run_gate(settings, Wiring(settings).store, journal, args.model,
+                        rev=args.rev, artifact=args.artifact, retry=args.retry,
+                        fetching=fetching, playing=playing)
     finally:
-        playing.finish()
         fetching.finish()
+        playing.finish()
         journal.close()
-    return _report_gate(args, run)
+    return _report_gate(args, gate)
 
 
 def _gate_by_daemon(args: argparse.Namespace) -> int:
@@ -423,14 +423,12 @@ def _gate_by_daemon(args: argparse.Namespace) -> int:
                                 answer.get("sha256"),
                                 outcome if outcome in GATE_EXITS else "error",
                                 str(answer.get("reason")), str(answer.get("message")),
-                                bool(answer.get("remembered"))))
+                                bool(answer.get("remembered")), answer.get("evidence")))
 
 
 def _report_gate(args: argparse.Namespace, run: GateRun) -> int:
     label, code = GATE_EXITS[run.outcome]
-    emit(args, {"model": run.model, "revision": run.revision, "sha256": run.digest,
-                "outcome": run.outcome, "reason": run.reason, "message": run.message,
-                "remembered": run.remembered},
+    emit(args, run.to_json(),
          f"{label}  {run.model} sha256:{run.digest or '-'} "
          f"({run.reason}{', remembered' if run.remembered else ''})\n"
          + "".join(f"  {part}\n" for part in run.message.split("; ")))

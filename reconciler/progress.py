@@ -59,15 +59,27 @@ class ByteProgress:
         """What the line says after ``done`` of ``total`` bytes (total 0: unknown)."""
         elapsed = max(now - self._started, 1e-6)
         rate = done / elapsed
-        text = f"{self._label}: {format_bytes(done)}"
+        text = f"{self._label}: {self._amount(done)}"
         if total:
-            text += f" of {format_bytes(total)} ({100 * done / total:.0f}%)"
-        text += f", {format_bytes(rate)}/s"
+            text += f" of {self._total(total)} ({100 * done / total:.0f}%)"
+        text += f", {self._rate(rate)}"
         if total and done < total and rate > 0:
-            text += f", ETA {format_eta((total - done) / rate)}"
+            text += f", ETA {self._eta(format_eta((total - done) / rate))}"
         elif total and done >= total:
             text += f", done in {format_eta(elapsed)}"
         return text
+
+    def _amount(self, count: float) -> str:
+        return format_bytes(count)
+
+    def _total(self, count: float) -> str:
+        return format_bytes(count)
+
+    def _rate(self, per_second: float) -> str:
+        return f"{format_bytes(per_second)}/s"
+
+    def _eta(self, left: str) -> str:
+        return left
 
     def __call__(self, done: int, total: int) -> None:
         self._last = (done, total)
@@ -89,6 +101,23 @@ class ByteProgress:
             self._draw(self._clock())
             self._stream.write("\n")
             self._stream.flush()
+
+
+class GameProgress(ByteProgress):
+    """Games played of the most a gate may play: the SPRT usually stops far earlier, so
+    the total and the time left are ceilings, and say so."""
+
+    def _amount(self, count: float) -> str:
+        return f"{count:.0f}"
+
+    def _total(self, count: float) -> str:
+        return f"at most {count:.0f} games"
+
+    def _rate(self, per_second: float) -> str:
+        return f"{per_second:.1f} games/s"
+
+    def _eta(self, left: str) -> str:
+        return f"at most {left}"
 
 
 class StatusLine:

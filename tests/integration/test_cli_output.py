@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import GIT_ENV, Result
+from tests.conftest import EXAMPLE, GIT_ENV, Result
 from tests.fleet import Fleet
 
 Cli = Callable[..., Result]
@@ -165,3 +165,30 @@ def test_manifest_and_schema_print_data(cli: Cli, tmp_path: Path) -> None:
     assert len(as_json["sha256"]) == 64
     assert Path(as_json["manifest"]).is_file()
     assert cli("verify", str(bundle), "--sha256", as_json["sha256"]).returncode == 0
+
+
+def test_a_gauntlet_shows_games_rate_and_a_ceiling_on_a_terminal(cli: Cli,
+                                                                  tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    fleet.model((EXAMPLE / "models" / "connect4-policy-v2.pt").read_bytes())
+    text = (fleet.repo / "desired-state" / "model.yaml").read_text()
+    fleet.write("model.yaml", text.replace("  pointer:", "  gauntlet: gate\n  pointer:"))
+    fleet.write("gate.yaml", json.dumps({
+        "apiVersion": "reconciler/v1", "kind": "Gauntlet", "metadata": {"name": "gate"},
+        "spec": {"device": "cpu", "match": {"game": "connect4", "games": 40, "seed": 3,
+                                            "opponents": [{"name": "random",
+                                                           "minScore": 0.85}]}}}))
+    fleet.commit("a gate of at most 40 games")
+    config = ["--config", str(fleet.settings_file)]
+    code, shown = on_terminal(["gauntlet", "policy", *config], tmp_path)
+    assert code == 2, shown  # 40 games cannot decide: inconclusive
+    updates = shown.replace("\r\n", "\n").split("\r")
+    assert any(u.startswith("gauntlet for policy: ") and " of at most 40 games (" in u
+               and "games/s" in u for u in updates), shown
+    last = updates[-1].split("\n", 1)[0]
+    assert last.startswith("gauntlet for policy: 40 of at most 40 games (100%)"), shown
+    again = cli("gauntlet", "policy", *config, "-o", "yaml")
+    assert again.returncode == 2 and again.stderr == ""
+    verdict = _yaml(again.stdout)
+    assert isinstance(verdict, dict)
+    assert (verdict["outcome"], verdict["remembered"]) == ("inconclusive", True)

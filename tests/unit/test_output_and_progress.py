@@ -10,7 +10,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from reconciler.output import add_output_flags, color_lines, emit, render, use_color
-from reconciler.progress import ByteProgress, StatusLine, format_eta
+from reconciler.progress import ByteProgress, GameProgress, StatusLine, format_eta
 
 VALUE = {"z": 1, "a": [{"name": "x: y", "n": None}], "ok": True, "text": "ünï"}
 
@@ -126,3 +126,28 @@ def test_status_line_rewrites_in_place_with_the_time_spent() -> None:
                                                 (3725, "1h02m"), (-3, "0s")])
 def test_eta_reads_like_a_clock(seconds: float, shown: str) -> None:
     assert format_eta(seconds) == shown
+
+
+def test_game_progress_says_its_total_and_time_left_are_ceilings() -> None:
+    clock, screen = _Clock(), _Terminal()
+    progress = GameProgress("gauntlet for m", screen, clock)
+    clock.now += 10
+    progress(40, 400)
+    assert screen.getvalue() == ("\rgauntlet for m: 40 of at most 400 games (10%), "
+                                 "4.0 games/s, ETA at most 1m30s\x1b[K")
+
+
+def test_games_of_every_opponent_add_up_against_the_sum_of_their_budgets() -> None:
+    from reconciler.desired.documents import Gauntlet, Origin
+    from reconciler.prcheck import _game_counter
+
+    seen: list[tuple[int, int]] = []
+    spec = {"match": {"game": "connect4", "games": 100, "opponents": [
+        {"name": "random", "minScore": 0.8}, {"name": "heuristic", "minScore": 0.6}]}}
+    gauntlet = Gauntlet("g", Origin("g.yaml", "0" * 40, 0, 1), spec)
+    count = _game_counter(gauntlet, lambda done, total: seen.append((done, total)))
+    count("random", 20)
+    count("heuristic", 30)
+    assert seen == [(20, 200), (50, 200)]
+    silent = _game_counter(None, None)
+    silent("random", 5)  # a metrics gate, or nobody listening: nothing breaks
