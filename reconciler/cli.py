@@ -40,7 +40,14 @@ from reconciler.execute.executor import Hooks
 from reconciler.gauntlet.budgets import budget_warnings, gate_costs
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
-from reconciler.output import add_output_flags, color_lines, emit, use_color, wants_data
+from reconciler.output import (
+    add_output_flags,
+    color_lines,
+    emit,
+    printable,
+    use_color,
+    wants_data,
+)
 from reconciler.passes import plan_pass, run_pass
 from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
@@ -254,7 +261,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     costs = {model.name: gate_costs(gauntlets[model.gauntlet])
              for model in planned.desired.models.values()
              if model.gauntlet is not None and model.gauntlet in gauntlets}
-    text = render_text(planned.plan, diffs, locations, costs, spent)
+    text = printable(render_text(planned.plan, diffs, locations, costs, spent))
     emit(args, json.loads(render_json(planned.plan, diffs, locations, costs, spent)),
          color_lines(text) if use_color(args.color, sys.stdout) else text)
     if planned.plan.errors:

@@ -31,8 +31,8 @@ COLOR_CHOICES = ("auto", "always", "never")
 def add_output_flags(parser: argparse.ArgumentParser, *, color: bool = False) -> None:
     """``-o/--output`` (and ``--color`` for commands that colour): one line per command."""
     parser.add_argument("-o", "--output", choices=FORMATS, default="text",
-                        help="text for people (default); json or yaml for scripts, stable "
-                        "keys (docs/output.md)")
+                        help="the output format: text for people (default); json or yaml "
+                        "for scripts, stable keys (docs/output.md)")
     if color:
         parser.add_argument("--color", choices=COLOR_CHOICES, default="auto",
                             help="colour a diff: auto (a terminal without NO_COLOR, the "
@@ -83,6 +83,17 @@ def use_color(choice: str, stream: TextIO, environ: Mapping[str, str] | None = N
         return stream.isatty()
     except ValueError:  # a closed stream
         return False
+
+
+# C0 controls but tab and newline, DEL and C1: what repository content must never send to a
+# terminal (escape sequences can retitle it, move the cursor, hide lines of a diff).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN``: repository content (a diff)
+    is untrusted, and a terminal obeys what it is sent."""
+    return _CONTROL.sub(lambda match: f"\\x{ord(match.group()):02x}", text)
 
 
 _RESET = "\x1b[0m"

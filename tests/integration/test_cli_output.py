@@ -192,3 +192,16 @@ def test_a_gauntlet_shows_games_rate_and_a_ceiling_on_a_terminal(cli: Cli,
     verdict = _yaml(again.stdout)
     assert isinstance(verdict, dict)
     assert (verdict["outcome"], verdict["remembered"]) == ("inconclusive", True)
+
+
+def test_escape_sequences_in_repository_content_never_reach_the_terminal(
+        fleet: Fleet, cli: Cli, tmp_path: Path) -> None:
+    fleet.strategy("OK = True\nTITLE = '\x1b]0;pwned\x07\x1b[2J'\n")
+    fleet.commit("a strategy whose text would retitle and clear a terminal")
+    code, shown = on_terminal(["plan", "--config", str(fleet.settings_file)], tmp_path)
+    assert code == 2, shown
+    assert "TITLE = '\\x1b]0;pwned\\x07\\x1b[2J'" in shown
+    assert "\x1b]" not in shown and "\x1b[2J" not in shown and "\x07" not in shown
+    exact = json.loads(cli("plan", "-o", "json", "--config", str(fleet.settings_file)).stdout)
+    [diff] = [a["diff"] for a in exact["actions"] if a["name"] == "app"]
+    assert "\x1b]0;pwned\x07" in diff  # JSON escapes it; the data stays exact
