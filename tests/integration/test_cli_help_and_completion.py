@@ -131,6 +131,49 @@ words=(reconciler verify ''); CURRENT=3; _reconciler
     assert loaded.stdout.strip() == "_reconciler", loaded.stderr
 
 
+# An interactive zsh on a pseudo-terminal (zsh's own zpty), keys typed as a person would:
+# compinit loads the script from fpath and the completion system uses it for real.
+ZSH_SESSION = r"""zmodload zsh/zpty
+zpty -b z 'zsh -f -i'
+setup='PS1="> "; fpath=('$1' $fpath); autoload -Uz compinit; compinit -u -D'
+# a stand-in that shows what the line ran with; RE""ADY is READY only once run
+setup+='; reconciler() { print -r -- "ARGS:$*" }; print RE""ADY'
+zpty -w z "$setup"
+# Wait (up to a minute, on a loaded machine) for what a step must show.
+expect() {
+  local seen="" chunk
+  local deadline=$(( SECONDS + 60 ))
+  while (( SECONDS < deadline )); do
+    if zpty -r -t z chunk; then seen+=$chunk; print -rn -- "$chunk"; fi
+    [[ $seen == *$~1* ]] && return 0
+    sleep 0.05
+  done
+  print "TIMEOUT waiting for $1"; return 1
+}
+expect 'READY' || exit 1
+zpty -w -n z $'reconciler comp\t'
+expect 'completion' || exit 1
+zpty -w -n z $'\t'
+expect 'bash*fish*zsh' || exit 1
+zpty -w -n z $'z\t\n'
+expect 'ARGS:completion zsh' || exit 1
+zpty -d z
+"""
+
+
+@pytest.mark.skipif(shutil.which("zsh") is None, reason="zsh is not installed")
+def test_zsh_completes_at_a_real_prompt(cli: Callable[..., Result], tmp_path: Path) -> None:
+    fpath = tmp_path / "fpath"
+    fpath.mkdir()
+    _script(cli, "zsh", tmp_path).rename(fpath / "_reconciler")
+    session = tmp_path / "session.zsh"
+    session.write_text(ZSH_SESSION)
+    done = subprocess.run(["zsh", "-f", str(session), str(fpath)], capture_output=True,
+                          text=True, timeout=240, check=False, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert "ARGS:completion zsh" in done.stdout
+
+
 @pytest.mark.skipif(shutil.which("fish") is None, reason="fish is not installed")
 def test_fish_completes_commands_flags_choices_and_paths(cli: Callable[..., Result],
                                                          tmp_path: Path) -> None:
