@@ -107,6 +107,19 @@ HELP: dict[str, Help] = {
 }
 
 
+TOP_EPILOG = """\
+conventions:
+  reconciler COMMAND --help      what a command does, its exit codes, examples
+  -o json|yaml                   on every command that prints: stable, for scripts
+  NO_COLOR=1, --color never      no colour; colour and progress only on a terminal
+  source <(reconciler completion bash)   (or zsh, fish): shell completion
+
+examples:
+  reconciler validate desired-state/
+  reconciler plan
+  reconciler status -o yaml"""
+
+
 def describe(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Give every subcommand its description and examples (a description set where the
     parser was built wins)."""

@@ -42,6 +42,9 @@ def test_every_printing_command_takes_output_text_json_yaml() -> None:
 
 
 def test_help_through_the_real_command(cli: Callable[..., Result]) -> None:
+    top = cli("--help")
+    assert top.returncode == 0 and "-o json|yaml" in top.stdout
+    assert "reconciler completion bash" in top.stdout
     done = cli("verify", "--help")
     assert done.returncode == 0
     assert "examples:\n  reconciler verify model.pt --sha256" in done.stdout
