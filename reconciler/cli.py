@@ -53,6 +53,7 @@ from reconciler.plan.planner import Action, History, address_of
 from reconciler.plan.render import render_json, render_text, text_diff
 from reconciler.prcheck import GateRun, run_gate
 from reconciler.progress import ByteProgress, GameProgress, StatusLine
+from reconciler.promote import promote
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -135,6 +136,24 @@ def build_parser() -> argparse.ArgumentParser:
                           "and run again")
     add_output_flags(gauntlet)
     _common(gauntlet)
+
+    promote = commands.add_parser("promote", help="verify and gate an artifact, then propose "
+                                  "it: a commit of the new digest on a new branch and a pull "
+                                  "request (exit 0 proposed, 1 rejected, 2 inconclusive, "
+                                  "3 error)")
+    promote.add_argument("model", metavar="MODEL")
+    promote.add_argument("--artifact", required=True, metavar="URI",
+                         help="the new artifact (file:// beneath artifacts.fileRoots, "
+                         "http(s)://, or a path in the desired-state folder)")
+    promote.add_argument("--sha256", metavar="HEX", help="its digest (default: computed as "
+                         "it is fetched)")
+    promote.add_argument("--dry-run", action="store_true", help="print the change to the "
+                         "Model document; commit and push nothing")
+    promote.add_argument("--head", metavar="BRANCH", help="the new branch (default "
+                         "<branchPrefix>promote/<model>-<digest>)")
+    promote.add_argument("--retry", action="store_true", help="forget a remembered verdict "
+                         "and run the gate again")
+    _common(promote)
 
     verify = commands.add_parser("verify", help="verify a file or bundle against a sha256 "
                                  "(exit 0 ok, 1 mismatch)")
@@ -388,11 +407,16 @@ def cmd_gauntlet(args: argparse.Namespace) -> int:
     settings = _settings(args)
     fetching = ByteProgress(f"fetching {args.model}")
     playing = GameProgress(f"gauntlet for {args.model}")
+
+    def games(done: int, total: int) -> None:
+        fetching.finish()  # the download is over when the games start: keep its last line
+        playing(done, total)
+
     journal = Journal(settings.journal_path)
     try:
         gate = run_gate(settings, Wiring(settings).store, journal, args.model,
                         rev=args.rev, artifact=args.artifact, retry=args.retry,
-                        fetching=fetching, playing=playing)
+                        fetching=fetching, playing=games)
     finally:
         fetching.finish()
         playing.finish()
@@ -441,6 +465,34 @@ def _report_gate(args: argparse.Namespace, run: GateRun) -> int:
          f"({run.reason}{', remembered' if run.remembered else ''})\n"
          + "".join(f"  {part}\n" for part in run.message.split("; ")))
     return code
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    fetching = ByteProgress(f"fetching {args.model}")
+    playing = StatusLine()
+
+    def progress(text: str) -> None:
+        fetching.finish()  # the download is over when the games start: keep its last line
+        playing(text)
+
+    def say(text: str) -> None:
+        fetching.finish()
+        playing.finish()
+        print(text, flush=True)
+
+    journal = Journal(settings.journal_path)
+    try:
+        return promote(settings, Wiring(settings).store, journal, args.model, args.artifact,
+                       sha256=args.sha256, dry_run=args.dry_run, branch=args.head,
+                       retry=args.retry, say=say, progress=progress, fetching=fetching)
+    except ReconcilerError as error:
+        say(f"ERROR  {error.reason}: {error}")
+        return EXIT_CANNOT_CHECK
+    finally:
+        fetching.finish()
+        playing.finish()
+        journal.close()
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -503,7 +555,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run,
             "status": cmd_status, "history": cmd_history, "gauntlet": cmd_gauntlet,
-            "verify": cmd_verify,
+            "promote": cmd_promote, "verify": cmd_verify,
             "manifest": cmd_manifest, "completion": cmd_completion, "schema": cmd_schema}
 
 
@@ -518,7 +570,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Not a verdict on the input: the check could not run here (exit 3 where the
         # contract has one: validate and gauntlet).
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
-        return EXIT_CANNOT_CHECK if args.command in ("validate", "gauntlet") else EXIT_ERROR
+        return EXIT_CANNOT_CHECK if args.command in ("validate", "gauntlet", "promote") \
+            else EXIT_ERROR
     except ReconcilerError as error:
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -103,7 +103,8 @@ HELP: dict[str, Help] = {
     "promote": Help(
         "Verify an artifact, run its model's gate, then commit the new digest on a branch "
         "and open a pull request.\n\nExit 0 proposed, 1 rejected, 2 inconclusive, 3 error.",
-        ("reconciler promote connect4 --artifact https://models.example/c4-v3.pt",)),
+        ("reconciler promote connect4 --artifact https://models.example/c4-v3.pt",
+         "reconciler promote connect4 --artifact file:///srv/models/c4-v3.pt --dry-run")),
 }
 
 

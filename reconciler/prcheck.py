@@ -51,12 +51,14 @@ class GateRun:
 
 
 def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_name: str, *,
-             rev: str | None = None, artifact: str | None = None, retry: bool = False,
+             rev: str | None = None, artifact: str | None = None,
+             sha256: str | None = None, retry: bool = False,
              stop: threading.Event | None = None,
              progress: Callable[[str], None] = lambda text: None,
              fetching: Progress | None = None, playing: Progress | None = None) -> GateRun:
     """Run ``model_name``'s gate as declared at ``rev`` (default the branch) on its
-    declared artifact, or on ``artifact`` (its verdict remembered under its own digest).
+    declared artifact, or on ``artifact`` (its verdict remembered under its own digest;
+    verified against ``sha256`` when given, else hashed as it lands in the store).
     ``playing`` hears (games played, the most the gate may play) as a match goes."""
     source = git_source(settings)
     snapshot = source.snapshot_at(rev or settings.branch)
@@ -77,7 +79,7 @@ def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_na
                        "NoGauntlet", f"Model {model.name} declares no gauntlet: nothing to run")
     uri = artifact or model.artifact.uri
     try:
-        path = fetch(uri, None if artifact else model.artifact.sha256, model.artifact.format,
+        path = fetch(uri, sha256 if artifact else model.artifact.sha256, model.artifact.format,
                      store, desired.read_file, progress=fetching, stop=stop,
                      limits=FetchLimits.of(settings.artifacts, model.artifact.max_bytes))
     except (VerificationFailed, ReconcilerError) as error:

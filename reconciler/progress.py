@@ -96,11 +96,13 @@ class ByteProgress:
         self._stream.flush()
 
     def finish(self) -> None:
-        """Draw the final state and end the line (only if anything was drawn)."""
+        """Draw the final state and end the line (only if anything was drawn since the
+        last ``finish``: calling it twice ends the line once)."""
         if self.enabled and self._drawn_at is not None:
             self._draw(self._clock())
             self._stream.write("\n")
             self._stream.flush()
+            self._drawn_at = None
 
 
 class GameProgress(ByteProgress):

@@ -92,6 +92,35 @@ class SandboxJobSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ForgeSettings:
+    """The forge's REST API (``forge:``): pull requests and commit statuses. The token is
+    read from ``token_file`` at each request (a rotated token works without a restart)."""
+
+    type: str  # github | gitlab | gitea
+    url: str  # the API's base URL
+    repository: str  # owner/name; GitLab: the project's id or full path
+    token_file: Path
+    timeout_seconds: float = 10.0
+    statuses: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalSettings:
+    """``proposals:``: which failures the daemon proposes to undo in Git, on which branch
+    names, by whom."""
+
+    on_rollback: bool = False
+    on_rejection: bool = False
+    targets: tuple[str, ...] = ()  # empty: every target
+    branch_prefix: str = "reconciler/"
+    author_name: str = "reconciler"
+    author_email: str = "reconciler@localhost"
+
+    def wants(self, target: str) -> bool:
+        return not self.targets or target in self.targets
+
+
+@dataclass(frozen=True, slots=True)
 class Settings:
     repo: str | None
     branch: str
@@ -115,6 +144,8 @@ class Settings:
     allowed_roots: tuple[Path, ...] = ()
     artifacts: ArtifactSettings = ArtifactSettings()
     credentials: GitCredentials | None = None
+    forge: ForgeSettings | None = None
+    proposals: ProposalSettings = ProposalSettings()
 
     @property
     def cache_dir(self) -> Path:
@@ -234,7 +265,29 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         allowed_roots=tuple(base / root for root in content.get("allowedRoots", ())),
         artifacts=_artifacts(content.get("artifacts", {}), base),
         credentials=_credentials(content.get("credentials"), base),
+        forge=_forge(content.get("forge"), base),
+        proposals=_proposals(content.get("proposals", {})),
     )
+
+
+def _forge(content: dict[str, Any] | None, base: Path) -> ForgeSettings | None:
+    if content is None:
+        return None
+    return ForgeSettings(content["type"], content["url"].rstrip("/"), content["repository"],
+                         base / content["tokenFile"],
+                         parse_duration(content.get("timeout", "10s")),
+                         bool(content.get("statuses", True)))
+
+
+def _proposals(content: dict[str, Any]) -> ProposalSettings:
+    author = content.get("author", {})
+    default = ProposalSettings()
+    return ProposalSettings(bool(content.get("onRollback", False)),
+                            bool(content.get("onRejection", False)),
+                            tuple(content.get("targets", ())),
+                            content.get("branchPrefix", default.branch_prefix),
+                            author.get("name", default.author_name),
+                            author.get("email", default.author_email))
 
 
 def _credentials(content: dict[str, Any] | None, base: Path) -> GitCredentials | None:

@@ -92,6 +92,7 @@ class JournalAction(StrEnum):
     QUARANTINE = "quarantine"
     ERROR = "error"
     RECOVER = "recover"
+    PROPOSE = "propose"  # a branch and pull request the reconciler proposed (promote, revert)
 
 
 class Phase(StrEnum):

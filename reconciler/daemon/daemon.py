@@ -33,7 +33,9 @@ from reconciler.daemon.watch import RefWatcher
 from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import StalledError, classify
+from reconciler.events import Subscribers
 from reconciler.execute.executor import Hooks
+from reconciler.feedback import forge_sinks
 from reconciler.journal import Journal
 from reconciler.passes import PassOutcome, run_pass
 from reconciler.prcheck import run_gate
@@ -85,6 +87,9 @@ class Daemon:
         self._gate_lock = threading.Lock()  # pull requests' gates run one at a time
         self._connections: Connections | None = None  # made with the settings, in run()
         self._drift: DriftWatch | None = None
+        # Who hears about events (reconciler/events.py): commit statuses and revert
+        # proposals (feedback.py); each sink queues and works on its own thread.
+        self.events = Subscribers()
 
     # Signals: set flags and wake the loop; the loop does the work.
 
@@ -151,6 +156,9 @@ class Daemon:
         wiring = Wiring(settings, connections=self._connections)
         wiring.store.sweep()  # before recovery writes: leftovers of a full disk go first
         interrupted = journal.recover()
+        feedback = forge_sinks(settings, journal)
+        for sink in feedback:
+            self.events.add(sink)
         server = self._serve(settings, lambda request: self._gate(wiring, journal, request))
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
@@ -184,6 +192,8 @@ class Daemon:
                 held.stop()
             if server is not None:
                 server.stop()
+            for sink in feedback:
+                sink.worker.close()
             journal.close()
             lock.release()
             print("reconciler stopped. The fleet's services keep running: reconciler "
@@ -310,7 +320,7 @@ class Daemon:
     def _hooks(self) -> Hooks:
         return Hooks(rollback=lambda kind: self.metrics.rollbacks.labels(kind).inc(),
                      drift=lambda kind: self.metrics.drift_corrections.labels(kind).inc(),
-                     progress=self._progress,
+                     progress=self._progress, event=self.events.publish,
                      gauntlet_games=lambda opponent, n:
                      self.metrics.gauntlet_games.labels(opponent).inc(n))
 

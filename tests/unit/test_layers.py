@@ -19,9 +19,9 @@ PACKAGE = REPO_ROOT / "reconciler"
 # Top to bottom. A module may import its own layer and any layer below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "daemon", "__main__", "helptext"),
-    ("app", "passes", "prcheck", "costs"),
+    ("app", "passes", "prcheck", "costs", "promote", "feedback"),
     ("execute",),
-    ("local", "kube", "gauntlet", "artifacts", "journal", "store"),
+    ("local", "kube", "gauntlet", "artifacts", "journal", "store", "forge"),
     ("places",),
     ("settings",),
     ("plan",),
