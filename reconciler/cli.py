@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import sys
@@ -40,6 +41,7 @@ from reconciler.execute.executor import Hooks
 from reconciler.gauntlet.budgets import budget_warnings, gate_costs
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
+from reconciler.logs import FORMATS, LEVELS, LogSettingError, configure, fields
 from reconciler.output import (
     add_output_flags,
     color_lines,
@@ -70,6 +72,20 @@ GATE_EXITS = {"passed": ("PASS", EXIT_OK), "rejected": ("FAIL", EXIT_ERROR),
               "inconclusive": ("INCONCLUSIVE", 2), "error": ("ERROR", EXIT_CANNOT_CHECK),
               "stopped": ("STOPPED", EXIT_CANNOT_CHECK), "blocked": ("BLOCKED", EXIT_CANNOT_CHECK)}
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a tool whose reader left
+
+log = logging.getLogger(__name__)
+
+
+def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """Before or after the command's name: ``reconciler --log-level debug run`` and
+    ``reconciler run --log-level debug`` (a subcommand must not reset what the main
+    parser read, hence SUPPRESS there)."""
+    parser.add_argument("--log-format", choices=FORMATS, default=default,
+                        help="log lines as text or JSON, on stderr (default: "
+                        "$RECONCILER_LOG_FORMAT, else text)")
+    parser.add_argument("--log-level", choices=tuple(LEVELS), default=default,
+                        help="the least severe lines shown (default: $RECONCILER_LOG_LEVEL, "
+                        "else info)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -175,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--output-dir", metavar="DIR", help="write every schema here")
     add_output_flags(schema)
     helptext.describe(commands)
+    _logging_flags(parser, None)
+    for command in commands.choices.values():
+        _logging_flags(command, argparse.SUPPRESS)
     return parser
 
 
@@ -335,7 +354,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return Daemon(find_config_file(args.config), _overrides(args)).run()
+    """The daemon: what stops it (invalid settings, a busy port, a lost fleet lock) goes to
+    the log as an error (journald priority 3 under systemd), not to a bare stderr line."""
+    try:
+        return Daemon(find_config_file(args.config), _overrides(args)).run()
+    except InvalidInput as error:
+        for diagnostic in error.diagnostics:
+            log.error(f"reconciler run: {diagnostic.format()}")
+    except ReconcilerError as error:
+        log.error(f"reconciler run: {error.reason}: {error}", extra=fields(reason=error.reason))
+    return EXIT_ERROR
 
 
 def _open_journal(args: argparse.Namespace) -> Journal:
@@ -561,6 +589,11 @@ COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        configure(args.log_format, args.log_level)
+    except LogSettingError as error:
+        print(f"reconciler: {error}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         return COMMANDS[args.command](args)
     except InvalidInput as error:

@@ -11,15 +11,16 @@ desired state wait for a new commit. The fleet keeps its last good state through
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from reconciler import __version__
 from reconciler.app import Connections, Wiring, confine_state_dir, watched
 from reconciler.daemon.backoff import Backoff
 from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest
@@ -27,6 +28,7 @@ from reconciler.daemon.leadership import Leadership, leadership
 from reconciler.daemon.liveness import Liveness, ProgressEvent, Watchdog
 from reconciler.daemon.lock import FleetLock
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.passlog import log_pass
 from reconciler.daemon.schedule import next_delay
 from reconciler.daemon.sdnotify import Notifier
 from reconciler.daemon.watch import RefWatcher
@@ -37,33 +39,19 @@ from reconciler.events import Subscribers
 from reconciler.execute.executor import Hooks
 from reconciler.feedback import forge_sinks
 from reconciler.journal import Journal
-from reconciler.passes import PassOutcome, run_pass
+from reconciler.logs import fields
+from reconciler.passes import run_pass
 from reconciler.prcheck import run_gate
-from reconciler.redaction import redact_text
+from reconciler.redaction import redact, redact_text
 from reconciler.sandbox.memory import deny_write_execute_to_this_process
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
-from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
+from reconciler.vocabulary import JournalAction, PassResult, Phase
 
 if TYPE_CHECKING:
     from reconciler.kube.watch import DriftWatch
 
-def _observe(metrics: Metrics, outcome: PassOutcome, seconds: float) -> None:
-    metrics.reconcile_duration.observe(seconds)
-    metrics.reconcile.labels(outcome.result).inc()
-    now = time.time()
-    if outcome.result in (PassResult.CONVERGED, PassResult.CHANGED, PassResult.WAITING):
-        metrics.last_success.set(now)
-    report = outcome.report
-    if report is None:
-        return
-    if report.count(ActionResult.APPLIED):
-        metrics.last_applied.set(now)
-    if outcome.result is PassResult.CONVERGED:
-        metrics.last_applied_revision.info({"revision": report.revision})
-    pending = Counter(r.action.reason or "" for r in report.results
-                      if r.result in (ActionResult.WAITING, ActionResult.BLOCKED))
-    metrics.set_pending(dict(pending))
+log = logging.getLogger(__name__)
 
 
 class Daemon:
@@ -81,6 +69,7 @@ class Daemon:
         self._liveness = Liveness()
         self._first_pass_done = False
         self.metrics = Metrics()
+        self.metrics.follow_liveness(self._liveness.alive)
         # Set by SIGTERM, and by a lost Lease: ends the pass in flight, undoing what it began.
         # Every look a step takes at it is a sign of life.
         self._pass_stop = ProgressEvent(self._liveness)
@@ -99,11 +88,11 @@ class Daemon:
         self._wake.set()
 
     def _gained(self) -> None:
-        print("leader election: acquired the Lease; acting", flush=True)
+        log.info("leader election: acquired the Lease; acting")
         self._wake.set()
 
     def _lost(self, why: str) -> None:
-        print(f"leader election: lost ({why}); stopping the pass in flight", flush=True)
+        log.warning(f"leader election: lost ({why}); stopping the pass in flight")
         self._pass_stop.set()
         self._wake.set()
 
@@ -119,11 +108,11 @@ class Daemon:
             self._drift.follow(targets)
         except Exception as error:
             outcome = classify(error)
-            print(f"drift watch unavailable ({outcome.reason}: {outcome.message}); hand "
-                  "edits are healed at the next resync", flush=True)
+            log.warning(f"drift watch unavailable ({outcome.reason}: {outcome.message}); hand "
+                        "edits are healed at the next resync", extra=fields(reason=outcome.reason))
 
     def _drifted(self, what: str) -> None:
-        print(f"drift: {what}; reconciling", flush=True)
+        log.info(f"drift: {what}; reconciling")
         self._wake.set()
 
     def _on_reload(self, signum: int, frame: FrameType | None) -> None:
@@ -146,8 +135,8 @@ class Daemon:
         self._connections = Connections(settings)
         self.metrics.set_sandbox(settings.sandbox)
         if not deny_write_execute_to_this_process():
-            print("this kernel cannot refuse writable-and-executable memory to the daemon "
-                  "alone (PR_SET_MDWE, Linux 6.6+): running without it", flush=True)
+            log.warning("this kernel cannot refuse writable-and-executable memory to the "
+                        "daemon alone (PR_SET_MDWE, Linux 6.6+): running without it")
         lock = FleetLock(settings.fleet_root, "daemon", settings.allowed_roots)
         lock.acquire()
         self._fleet_lock = lock
@@ -163,6 +152,7 @@ class Daemon:
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        self._log_start(settings, server)
         if settings.repo is not None and is_local_path(settings.repo):
             RefWatcher(Path(settings.repo), self.trigger, self._stop).start()
         self._write_state(settings, server, "starting")
@@ -172,8 +162,7 @@ class Daemon:
         held = leadership(settings, self._connections, self._stop, on_gained=self._gained,
                           on_lost=self._lost)
         if held is not None:
-            print(f"leader election: {held.elector.shown} as {held.elector.identity}",
-                  flush=True)
+            log.info(f"leader election: {held.elector.shown} as {held.elector.identity}")
         watchdog = None
         if self._notify.watchdog_interval is not None:
             watchdog = Watchdog(self._notify, self._liveness, self._notify.watchdog_interval)
@@ -196,9 +185,9 @@ class Daemon:
                 sink.worker.close()
             journal.close()
             lock.release()
-            print("reconciler stopped. The fleet's services keep running: reconciler "
-                  "delivers what they load and restarts them, it does not own their "
-                  "lifetime (stop them with their own tools)", flush=True)
+            log.info("reconciler stopped. The fleet's services keep running: reconciler "
+                     "delivers what they load and restarts them, it does not own their "
+                     "lifetime (stop them with their own tools)")
         return 0
 
     def _gate(self, wiring: Wiring, journal: Journal, request: dict[str, Any]) -> dict[str, Any]:
@@ -218,8 +207,11 @@ class Daemon:
                 outcome = classify(error)
                 return {"model": request["model"], "outcome": "error",
                         "reason": outcome.reason, "message": outcome.message}
-        print(f"gate {run.model} at {run.revision} for a pull request: {run.outcome} "
-              f"({run.reason})", flush=True)
+        log.log(logging.INFO if run.outcome == "passed" else logging.WARNING,
+                f"gate {run.model} at {run.revision} for a pull request: {run.outcome} "
+                f"({run.reason})", extra=fields(kind="Model", name=run.model,
+                                               revision=run.revision, result=run.outcome,
+                                               reason=run.reason, digest=run.digest))
         return run.to_json()
 
     def _serve(self, settings: Settings, on_gate: GateRequest) -> ControlServer | None:
@@ -260,7 +252,7 @@ class Daemon:
             temporary.write_text(json.dumps(state))
             os.replace(temporary, path)
         except OSError as error:  # a full disk: the STATUS line and the log still say it
-            print(f"cannot write {path}: {error}", flush=True)
+            log.error(f"cannot write {path}: {error}")
 
     def _loop(self, wiring: Wiring, journal: Journal, server: ControlServer | None,
               held: Leadership | None) -> None:
@@ -288,6 +280,8 @@ class Daemon:
                 self._watch_for_drift(settings, ())
                 line = held.describe()
                 next_due = time.monotonic() + settings.resync_seconds
+                if line != last_line:
+                    log.info(line)
                 self._announce(line, line != last_line, settings, server)
                 last_line = line
                 continue
@@ -297,7 +291,8 @@ class Daemon:
             self._fleet_lock.check()  # FleetLockLost: never act on a folder moved under us
             started = time.monotonic()
             outcome = run_pass(wiring, journal, self._pass_stop, hooks=self._hooks())
-            _observe(self.metrics, outcome, time.monotonic() - started)
+            took = time.monotonic() - started
+            self.metrics.observe_pass(outcome, took, _objects(journal))
             self.metrics.quarantined.inc(outcome.quarantined)
             self._liveness.beat()
             if outcome.revision is not None:  # the desired state loaded: it names the targets
@@ -314,6 +309,7 @@ class Daemon:
             else:
                 backoff.reset()
             next_due = time.monotonic() + delay
+            log_pass(outcome, took, delay)
             self._announce(line, line != last_line, settings, server)
             last_line = line
 
@@ -326,7 +322,7 @@ class Daemon:
 
     def _announce(self, line: str, changed: bool, settings: Settings,
                   server: ControlServer | None) -> None:
-        """The STATUS line, the log (when it changed) and daemon.json: no URL credentials.
+        """The STATUS line and daemon.json (the log has its own lines): no URL credentials.
         An explicit opt-out of the sandbox stays in view on every line."""
         line = redact_text(line)
         if settings.sandbox == "none":
@@ -336,8 +332,8 @@ class Daemon:
             self._notify.ready(line)
         else:
             self._notify.status(line)
-        if changed:
-            print(line, flush=True)
+        if changed and settings.sandbox == "none":
+            log.warning("repository code runs unconfined (sandbox: none)")
         self._write_state(settings, server, line)
 
     def _progress(self, text: str) -> None:
@@ -357,17 +353,35 @@ class Daemon:
         try:
             fresh = load_settings(self._config_file, self._overrides)
         except InvalidInput as error:
-            print(f"reload refused, keeping the running settings:\n{error}", flush=True)
+            log.error(f"reload refused, keeping the running settings:\n{error}")
             self._notify.status("reload refused: settings invalid")
             return settings
         if (fresh.fleet_root, fresh.allowed_roots, fresh.state_dir, fresh.listen, fresh.kube,
                 fresh.leader_election) != (settings.fleet_root, settings.allowed_roots,
                                            settings.state_dir, settings.listen, settings.kube,
                                            settings.leader_election):
-            print("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes and "
-                  "leaderElection need a restart", flush=True)
+            log.error("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes "
+                      "and leaderElection need a restart")
             return settings
-        print("settings reloaded", flush=True)
+        log.info("settings reloaded")
         self.metrics.set_sandbox(fresh.sandbox)
         return fresh
 
+
+    def _log_start(self, settings: Settings, server: ControlServer | None) -> None:
+        listen = server.address if server is not None else None
+        repository = redact(settings.repo) if settings.repo is not None else None
+        log.info(f"reconciler {__version__} starting: repository {repository or '-'} "
+                 f"branch {settings.branch}, fleet root {settings.fleet_root}, listening on "
+                 f"{listen or 'nothing'}, sandbox {settings.sandbox}",
+                 extra=fields(version=__version__, repository=repository,
+                              branch=settings.branch, listen=listen, sandbox=settings.sandbox))
+
+
+def _objects(journal: Journal) -> list[dict[str, Any]] | None:
+    """The journal's rows for the metrics; None when it cannot be read (a full disk): the
+    pass has already said so, and the series keep what they last showed."""
+    try:
+        return journal.objects()
+    except Exception:
+        return None

@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import sys
 import threading
@@ -33,6 +34,8 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.daemon.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 MAX_WEBHOOK_BYTES = 1 << 20
 MIN_SECRET_BYTES = 16
@@ -110,15 +113,15 @@ class _Server(ThreadingHTTPServer):
         with self._lock:
             if now - self._errors_since > 60:
                 if self._errors_hidden:
-                    print(f"http: {self._errors_hidden} more client errors in the last "
-                          "minute not shown", flush=True)
+                    log.warning(f"http: {self._errors_hidden} more client errors in the "
+                                "last minute not shown")
                 self._errors_since, self._errors_shown, self._errors_hidden = now, 0, 0
             if self._errors_shown >= ERROR_LINES_PER_MINUTE:
                 self._errors_hidden += 1
                 return
             self._errors_shown += 1
         host = client_address[0] if isinstance(client_address, tuple) else client_address
-        print(f"http: {host}: {type(error).__name__}: {error}", flush=True)
+        log.warning(f"http: {host}: {type(error).__name__}: {error}")
 
 
 class ControlServer:

@@ -28,9 +28,9 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("desired",),
     ("source",),
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
-    # bounded runner), digests, the error tree and the vocabulary, URL redaction.
+    # bounded runner), digests, the error tree and the vocabulary, URL redaction, logging.
     ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
-     "digests", "redaction", "events", "output", "progress", "completion", ""),
+     "digests", "redaction", "events", "logs", "output", "progress", "completion", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
