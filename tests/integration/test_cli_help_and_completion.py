@@ -64,6 +64,7 @@ def _script(cli: Callable[..., Result], shell: str, tmp_path: Path) -> Path:
 
 BASH_CASES = [
     ("reconciler pl", ["plan"]),
+    ("reconciler --log-level debug pl", ["plan"]),  # a global flag's value is no command
     ("reconciler ", [c for c in _subcommands()]),
     ("reconciler plan --o", ["--output"]),
     ("reconciler plan -o ", ["text", "json", "yaml"]),
