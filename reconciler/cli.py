@@ -38,7 +38,7 @@ from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.execute.executor import Hooks
-from reconciler.gauntlet.budgets import budget_warnings, gate_costs
+from reconciler.gauntlet.budgets import budget_warnings
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
 from reconciler.logs import FORMATS, LEVELS, LogSettingError, configure, fields
@@ -50,9 +50,8 @@ from reconciler.output import (
     use_color,
     wants_data,
 )
-from reconciler.passes import plan_pass, run_pass
-from reconciler.plan.planner import Action, History, address_of
-from reconciler.plan.render import render_json, render_text, text_diff
+from reconciler.passes import plan_pass, render_planned, run_pass
+from reconciler.plan.planner import History
 from reconciler.prcheck import GateRun, run_gate
 from reconciler.progress import ByteProgress, GameProgress, StatusLine
 from reconciler.promote import promote
@@ -60,7 +59,7 @@ from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.snapshot import Snapshot
-from reconciler.vocabulary import JournalAction, Op, PassResult
+from reconciler.vocabulary import JournalAction, PassResult
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -107,8 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check desired state: schemas, "
                                    "references, strategies (exit 0 valid, 1 invalid)")
-    validate.add_argument("directory", nargs="?", metavar="DIR",
-                          help="a plain desired-state folder (pre-commit); default: the "
+    validate.add_argument("paths", nargs="*", metavar="PATH",
+                          help="desired-state folders, or files in them (as pre-commit "
+                          "passes them: each file's folder is checked whole); default: the "
                           "repository's branch")
     validate.add_argument("--rev", help="a revision of --repo to check (branch, tag, sha)")
     add_output_flags(validate)
@@ -209,16 +209,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def diagnostic_json(diagnostic: Diagnostic) -> dict[str, object]:
-    """One error or warning in ``-o json|yaml`` (docs/output.md)."""
-    return {"file": diagnostic.path, "line": diagnostic.line, "column": diagnostic.col,
-            "rule": diagnostic.rule, "message": diagnostic.message}
-
-
 def _report_invalid(error: InvalidInput, stream: TextIO, args: argparse.Namespace) -> int:
     if wants_data(args) and args.command == "validate":
-        emit(args, {"valid": False, "errors": [diagnostic_json(d) for d in error.diagnostics],
-                    "warnings": []}, "")
+        emit(args, {"valid": False, "checked": [],
+                    "errors": [d.error_json() for d in error.diagnostics], "warnings": []}, "")
         return EXIT_ERROR
     for diagnostic in error.diagnostics:
         print(diagnostic.format(), file=stream)
@@ -227,33 +221,79 @@ def _report_invalid(error: InvalidInput, stream: TextIO, args: argparse.Namespac
     return EXIT_ERROR
 
 
+def _folders(paths: list[str], folder: str) -> tuple[list[Path], list[str]]:
+    """The desired-state folders that ``paths`` name: a folder as it is; a file, the
+    nearest folder above it whose path ends in ``folder`` (the settings' ``path``). Files
+    in no such folder (a README, the settings) are nothing to validate. Also: the paths
+    that do not exist."""
+    found: list[Path] = []
+    missing: list[str] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            candidate: Path | None = path
+        elif not path.exists():
+            missing.append(given)
+            continue
+        else:
+            candidate = next((parent for parent in path.absolute().parents
+                              if parent.as_posix().endswith("/" + folder)), None)
+            if candidate is not None and candidate.is_relative_to(Path.cwd()):
+                candidate = candidate.relative_to(Path.cwd())  # errors read as given
+        if candidate is not None and candidate.resolve() not in {f.resolve() for f in found}:
+            found.append(candidate)
+    return found, missing
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    snapshot: Snapshot
     # With settings (a repository, or a folder with --config) the roots are checked too.
-    settings = _settings(args) if args.directory is None or args.config else None
-    if args.directory is not None:
-        folder = Path(args.directory)
-        if not folder.is_dir():
-            print(f"{args.directory}: not a directory", file=sys.stderr)
-            return EXIT_ERROR
-        snapshot = DirectorySnapshot(folder.resolve(), args.directory.rstrip("/") + "/")
+    settings = _settings(args) if not args.paths or args.config else None
+    snapshots: list[Snapshot] = []
+    errors: list[Diagnostic] = []
+    if args.paths:
+        folders, missing = _folders(args.paths, (args.path or "desired-state").strip("/"))
+        errors += [Diagnostic(given, 1, 1, "no such file or directory", "path-missing")
+                   for given in missing]
+        for folder in folders:
+            shown = str(folder).rstrip("/") + "/"
+            snapshots.append(DirectorySnapshot(folder.resolve(), shown))
     else:
         assert settings is not None
-        snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
-    desired = load_desired(snapshot, DesiredCache(cache_salt()))
-    problems = check_roots(desired, settings, snapshot.display_prefix) if settings else []
-    if problems:
-        raise InvalidInput(problems)
-    warnings = located_warnings(snapshot, budget_warnings(desired.gauntlets.values()))
-    counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
-              "configs": len(desired.configs), "models": len(desired.models),
-              "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
-    listed = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    where = snapshot.display_prefix or "./"
-    emit(args, {"valid": True, "path": where, "revision": snapshot.revision, "counts": counts,
-                "errors": [], "warnings": [diagnostic_json(w) for w in warnings]},
-         "".join(f"{w.format()}\n" for w in warnings)
-         + f"{where}: valid at {snapshot.revision} ({listed})\n")
+        snapshots.append(git_source(settings).snapshot_at(args.rev or settings.branch))
+    warnings: list[Diagnostic] = []
+    checked: list[dict[str, object]] = []
+    for snapshot in snapshots:
+        try:
+            desired = load_desired(snapshot, DesiredCache(cache_salt()))
+            problems = check_roots(desired, settings, snapshot.display_prefix) \
+                if settings else []
+            if problems:
+                raise InvalidInput(problems)
+        except InvalidInput as error:
+            errors += error.diagnostics
+            continue
+        warnings += located_warnings(snapshot, budget_warnings(desired.gauntlets.values()))
+        counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
+                  "configs": len(desired.configs), "models": len(desired.models),
+                  "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
+        checked.append({"folder": snapshot.display_prefix or "./",
+                        "revision": snapshot.revision, "counts": counts})
+    if wants_data(args):
+        emit(args, {"valid": not errors, "checked": checked,
+                    "errors": [d.error_json() for d in sorted(set(errors))],
+                    "warnings": [d.error_json() for d in warnings]}, "")
+        return EXIT_ERROR if errors else EXIT_OK
+    if errors:
+        return _report_invalid(InvalidInput(errors), sys.stdout, args)
+    for warning in warnings:
+        print(warning.format())
+    if not checked:
+        print("nothing to validate: no file is in a desired-state folder")
+    for done in checked:
+        numbers = done["counts"]
+        assert isinstance(numbers, dict)
+        listed = ", ".join(f"{n} {kind}" for kind, n in numbers.items() if n)
+        print(f"{done['folder']}: valid at {done['revision']} ({listed})")
     return EXIT_OK
 
 
@@ -283,26 +323,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         history = History() if journal is None else journal.history(now)
         planned = plan_pass(Wiring(settings), history, now)
         spent = plan_spend(planned, journal, history, now)
-    diffs: dict[Action, str | None] = {}
-    for action in planned.plan.changes:
-        if action.kind == "Model" or action.op is Op.DELETE:
-            continue
-        target = planned.desired.targets[action.target]
-        obj = (planned.desired.strategies.get(action.name) if action.kind == "Strategy"
-               else planned.desired.configs.get(action.name))
-        if obj is None:
-            continue
-        address = address_of(obj, target)
-        old = None if action.current is None else planned.live_content(target, address)
-        diffs[action] = text_diff(old, planned.desired.read_content(obj), address)
-    locations = {name: seen.location for name, seen in planned.observed.items()}
-    gauntlets = planned.desired.gauntlets
-    costs = {model.name: gate_costs(gauntlets[model.gauntlet])
-             for model in planned.desired.models.values()
-             if model.gauntlet is not None and model.gauntlet in gauntlets}
-    text = printable(render_text(planned.plan, diffs, locations, costs, spent))
-    emit(args, json.loads(render_json(planned.plan, diffs, locations, costs, spent)),
-         color_lines(text) if use_color(args.color, sys.stdout) else text)
+    if wants_data(args):
+        emit(args, json.loads(render_planned(planned, "json", spent=spent)), "")
+    else:
+        # Repository content is shown, never obeyed: control characters become visible.
+        text = printable(render_planned(planned, "text", spent=spent))
+        sys.stdout.write(color_lines(text) if use_color(args.color, sys.stdout) else text)
     if planned.plan.errors:
         return EXIT_ERROR
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES

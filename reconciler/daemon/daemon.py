@@ -22,8 +22,9 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__
 from reconciler.app import Connections, Wiring, confine_state_dir, watched
+from reconciler.costs import plan_spend
 from reconciler.daemon.backoff import Backoff
-from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest
+from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest, PlanRequest
 from reconciler.daemon.leadership import Leadership, leadership
 from reconciler.daemon.liveness import Liveness, ProgressEvent, Watchdog
 from reconciler.daemon.lock import FleetLock
@@ -34,14 +35,15 @@ from reconciler.daemon.sdnotify import Notifier
 from reconciler.daemon.watch import RefWatcher
 from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
-from reconciler.errors import StalledError, classify
-from reconciler.events import Subscribers
+from reconciler.errors import ReconcilerError, StalledError, classify
+from reconciler.events import Event, EventType, Subscribers
 from reconciler.execute.executor import Hooks
 from reconciler.feedback import forge_sinks
 from reconciler.journal import Journal
 from reconciler.logs import fields
-from reconciler.passes import run_pass
-from reconciler.prcheck import run_gate
+from reconciler.notify import Notifications
+from reconciler.passes import PassOutcome, render_planned, run_pass
+from reconciler.prcheck import plan_revision, run_gate
 from reconciler.redaction import redact, redact_text
 from reconciler.sandbox.memory import deny_write_execute_to_this_process
 from reconciler.settings import Settings, load_settings
@@ -52,6 +54,11 @@ if TYPE_CHECKING:
     from reconciler.kube.watch import DriftWatch
 
 log = logging.getLogger(__name__)
+PLAN_QUEUE_SECONDS = 60.0  # a plan request waits this long for the one before it
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode() + b"\n"
 
 
 class Daemon:
@@ -74,11 +81,17 @@ class Daemon:
         # Every look a step takes at it is a sign of life.
         self._pass_stop = ProgressEvent(self._liveness)
         self._gate_lock = threading.Lock()  # pull requests' gates run one at a time
+        self._plan_lock = threading.Lock()  # and their plans
         self._connections: Connections | None = None  # made with the settings, in run()
         self._drift: DriftWatch | None = None
-        # Who hears about events (reconciler/events.py): commit statuses and revert
-        # proposals (feedback.py); each sink queues and works on its own thread.
+        # Who hears about events (reconciler/events.py): notifications (notify/), commit
+        # statuses and revert proposals (feedback.py); each sink queues and works on its
+        # own thread.
         self.events = Subscribers()
+        self._notifications = Notifications(())
+        self.events.add(lambda event: self._notifications(event))
+        self._targets: tuple[str, ...] = ()  # named by the last desired state that loaded
+        self._pass_problem: str | None = None  # why the last pass could not load it
 
     # Signals: set flags and wake the loop; the loop does the work.
 
@@ -140,6 +153,11 @@ class Daemon:
         lock = FleetLock(settings.fleet_root, "daemon", settings.allowed_roots)
         lock.acquire()
         self._fleet_lock = lock
+        try:
+            self._notifications = self._notifying(settings)
+        except ReconcilerError:
+            lock.release()
+            raise
         journal = Journal(settings.journal_path)
         confine_state_dir(settings)
         wiring = Wiring(settings, connections=self._connections)
@@ -148,7 +166,8 @@ class Daemon:
         feedback = forge_sinks(settings, journal)
         for sink in feedback:
             self.events.add(sink)
-        server = self._serve(settings, lambda request: self._gate(wiring, journal, request))
+        server = self._serve(settings, lambda request: self._gate(wiring, journal, request),
+                             lambda rev: self._plan(wiring, journal, rev))
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
@@ -184,6 +203,7 @@ class Daemon:
             for sink in feedback:
                 sink.worker.close()
             journal.close()
+            self._notifications.close()
             lock.release()
             log.info("reconciler stopped. The fleet's services keep running: reconciler "
                      "delivers what they load and restarts them, it does not own their "
@@ -214,7 +234,35 @@ class Daemon:
                                                reason=run.reason, digest=run.digest))
         return run.to_json()
 
-    def _serve(self, settings: Settings, on_gate: GateRequest) -> ControlServer | None:
+    def _plan(self, wiring: Wiring, journal: Journal, rev: str) -> tuple[int, bytes]:
+        """``POST /plan``: the plan of a pull request's revision against the live fleet, so
+        that CI can show it without fleet credentials. One at a time; read-only: its own
+        Wiring (the pass's is not shared across threads), nothing executed, no repository
+        code run."""
+        if not self._plan_lock.acquire(timeout=PLAN_QUEUE_SECONDS):
+            return 503, _json({"reason": "Busy", "message": "another plan is being made"})
+        try:
+            now = time.time()
+            history = journal.history(now)
+            planned, trusted = plan_revision(
+                Wiring(wiring.settings, connections=self._connections), history, rev, now)
+            spent = plan_spend(planned, journal, history, now)
+            return 200, render_planned(planned, "json", trusted, spent=spent).encode()
+        except InvalidInput as error:
+            return 422, _json({"reason": "InvalidDesiredState", "message":
+                               f"the revision's desired state is invalid ({len(error.diagnostics)}"
+                               " errors)", "errors": [d.error_json() for d in error.diagnostics]})
+        except Exception as error:
+            outcome = classify(error)
+            status = 404 if outcome.reason == "RevisionNotFound" else 503 \
+                if outcome.transient else 500
+            return status, _json({"reason": outcome.reason,
+                                  "message": redact_text(outcome.message)})
+        finally:
+            self._plan_lock.release()
+
+    def _serve(self, settings: Settings, on_gate: GateRequest,
+               on_plan: PlanRequest) -> ControlServer | None:
         if settings.listen is None:
             return None
         secret = None
@@ -233,7 +281,7 @@ class Daemon:
                                    reason="WebhookSecretTooShort")
         try:
             server = ControlServer(settings.listen, self.metrics, self._healthy, self._ready,
-                                   secret, self.trigger, on_gate)
+                                   secret, self.trigger, on_gate, on_plan)
         except OSError as error:
             raise StalledError(f"cannot listen on {settings.listen}: {error.strerror}; set "
                                "'listen' to a free address, or '' for none",
@@ -297,6 +345,7 @@ class Daemon:
             self._liveness.beat()
             if outcome.revision is not None:  # the desired state loaded: it names the targets
                 self._watch_for_drift(settings, watched(outcome.targets))
+            self._tell_whole_pass(outcome)
             line = outcome.status_line()
             remote = settings.repo is not None and not is_local_path(settings.repo)
             delay = next_delay(outcome.result, resync=settings.resync_seconds,
@@ -319,6 +368,36 @@ class Daemon:
                      progress=self._progress, event=self.events.publish,
                      gauntlet_games=lambda opponent, n:
                      self.metrics.gauntlet_games.labels(opponent).inc(n))
+
+    def _tell_whole_pass(self, outcome: PassOutcome) -> None:
+        """A pass that could not even load the desired state (invalid, or a source that
+        needs a person: a bad signature, a rewritten history) stalls every target: told
+        once per problem, on the targets the last good state named, and told again
+        (``applied``, InSync) when the desired state loads again."""
+        if outcome.targets:
+            self._targets = tuple(target.name for target in outcome.targets)
+        problem = outcome.message \
+            if outcome.result in (PassResult.INVALID, PassResult.STALLED) else None
+        if problem == self._pass_problem or (problem is None and outcome.revision is None):
+            return
+        was, self._pass_problem = self._pass_problem, problem
+        for target in self._targets:
+            if problem is not None:
+                self.events.publish(Event(
+                    EventType.STALLED, target, outcome.revision, reason=(
+                        "InvalidDesiredState" if outcome.result is PassResult.INVALID
+                        else "SourceStalled"), message=redact_text(outcome.message)))
+            elif was is not None:
+                self.events.publish(Event(EventType.APPLIED, target, outcome.revision,
+                                          reason="InSync",
+                                          message="the desired state loads again"))
+
+    def _notifying(self, settings: Settings) -> Notifications:
+        """The settings' receivers, started; raises StalledError when a secret file
+        cannot be read (at start: the daemon says so and exits; on SIGHUP: refused)."""
+        return Notifications(settings.notifications,
+                             result=lambda kind, result:
+                             self.metrics.notifications.labels(kind, result).inc())
 
     def _announce(self, line: str, changed: bool, settings: Settings,
                   server: ControlServer | None) -> None:
@@ -363,6 +442,14 @@ class Daemon:
             log.error("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes "
                       "and leaderElection need a restart")
             return settings
+        if fresh.notifications != settings.notifications:
+            try:
+                notifications = self._notifying(fresh)
+            except ReconcilerError as error:
+                log.warning("reload refused, keeping the running settings: %s", error)
+                return settings
+            self._notifications, old = notifications, self._notifications
+            old.close()
         log.info("settings reloaded")
         self.metrics.set_sandbox(fresh.sandbox)
         return fresh

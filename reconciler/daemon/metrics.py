@@ -16,6 +16,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from reconciler import __version__
+from reconciler.notify import KINDS as NOTIFICATION_KINDS
+from reconciler.notify import RESULTS as NOTIFICATION_RESULTS
 from reconciler.passes import PassOutcome
 from reconciler.sandbox.runner import MODES as SANDBOX_MODES
 from reconciler.vocabulary import (
@@ -77,6 +79,13 @@ class Metrics:
         self.sandbox = Gauge("reconciler_sandbox_mode", "Where repository code runs: 1 for the "
                              "mode in force (bwrap, none: the explicit opt-out).", ["mode"],
                              registry=self.registry)
+        self.notifications = Counter("reconciler_notifications", "Notification deliveries "
+                                     "by receiver kind and result (dropped: a full queue's "
+                                     "oldest).", ["receiver_kind", "result"],
+                                     registry=self.registry)
+        for kind in NOTIFICATION_KINDS:
+            for outcome in NOTIFICATION_RESULTS:
+                self.notifications.labels(kind, outcome)
         for opponent in OPPONENTS:
             self.gauntlet_games.labels(opponent)
         for result in PassResult:

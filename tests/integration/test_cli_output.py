@@ -104,7 +104,7 @@ def test_validate_reports_errors_as_objects(fleet: Fleet, cli: Cli, tmp_path: Pa
     folder = fleet.repo / "desired-state"
     valid = json.loads(cli("validate", str(folder), "-o", "json").stdout)
     assert valid["valid"] is True and valid["errors"] == []
-    assert valid["counts"]["models"] == 1
+    assert valid["checked"][0]["counts"]["models"] == 1
     fleet.write("broken.yaml", "apiVersion: reconciler/v1\nkind: Target\nmetadata: "
                 "{name: late}\nspec:\n  local: {root: x}\n  soak: 30 minutes\n  after: edge\n")
     for fmt, load in (("json", json.loads), ("yaml", _yaml)):

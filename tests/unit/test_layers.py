@@ -21,7 +21,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "daemon", "__main__", "helptext"),
     ("app", "passes", "prcheck", "costs", "promote", "feedback"),
     ("execute",),
-    ("local", "kube", "gauntlet", "artifacts", "journal", "store", "forge"),
+    ("local", "kube", "gauntlet", "artifacts", "journal", "store", "forge", "notify"),
     ("places",),
     ("settings",),
     ("plan",),
