@@ -129,9 +129,9 @@ def describe(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         if entry is None:
             continue
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
-        if not parser.description:
-            # Raw formatting keeps the examples' columns, so the prose is wrapped here.
-            parser.description = "\n\n".join(textwrap.fill(paragraph, 79) for paragraph
-                                              in entry.description.split("\n\n"))
+        # Raw formatting keeps the examples' columns, so the prose is wrapped here.
+        parser.description = "\n\n".join(
+            textwrap.fill(paragraph, 79)
+            for paragraph in (parser.description or entry.description).split("\n\n"))
         if not parser.epilog:
             parser.epilog = "examples:\n" + "\n".join(f"  {line}" for line in entry.examples)

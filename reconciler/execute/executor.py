@@ -10,6 +10,12 @@ the planner, so an exhausted budget never leaves a change half-applied; a repair
 restart the budget or a window defers is written now and owes its restart
 (``Journal.owe_restart``). Any exception a step raises is sorted by ``errors.classify``
 into this action's outcome, and the pass goes on with the next action.
+
+Every wait of an action (check, soak, rollout, gauntlet, download) is on the action's
+:class:`~reconciler.execute.interrupts.ActionInterrupt`: a stop undoes the change as
+before; a suspension of the target (looked up again right before each action) or a newer
+revision of the object leaves what is in place as it is, neither rolled back nor marked
+failed (interrupts.py).
 """
 
 from __future__ import annotations
@@ -35,10 +41,11 @@ from reconciler.desired.documents import (
 from reconciler.digests import VerificationFailed
 from reconciler.errors import Disposition, ReconcilerError, classify
 from reconciler.events import Event, EventType
+from reconciler.execute.interrupts import ActionInterrupt, Cause, Running
 from reconciler.gauntlet.runner import GauntletRunner, JobLauncher
 from reconciler.journal import Journal
 from reconciler.places import CommandResult, ContentStore, Fleet, Place
-from reconciler.plan.planner import Action, Plan, address_of
+from reconciler.plan.planner import ALL_TARGETS, Action, Plan, address_of
 from reconciler.redaction import redact
 from reconciler.settings import ArtifactSettings
 from reconciler.vocabulary import ActionResult as Result
@@ -75,6 +82,9 @@ class Hooks:
     progress: Callable[[str], None] = lambda text: None
     gauntlet_games: Callable[[str, int], None] = lambda opponent, games: None
     event: Callable[[Event], None] = lambda event: None  # events.py: notifications, statuses
+    # The action under way and what ends it (None between actions): the daemon fires it on
+    # a suspension of its target or a newer revision of its object.
+    running: Callable[[Running | None, ActionInterrupt], None] = lambda running, interrupt: None
 
 
 class Executor:
@@ -88,12 +98,14 @@ class Executor:
         self._artifacts = artifacts or ArtifactSettings()
         self._store = store
         self._journal = journal
-        self._stop = stop
+        # ``stop`` may already be the pass's interrupt (passes.py: gauntlet Jobs share it).
+        self._interrupt = stop if isinstance(stop, ActionInterrupt) else ActionInterrupt(stop)
+        self._stop = self._interrupt.stop
         self._hooks = hooks or Hooks()
         self._clock = clock
         self._gauntlets = GauntletRunner(journal, store, progress=self._hooks.progress,
                                          games=self._hooks.gauntlet_games, jobs=gauntlet_jobs,
-                                         stop=stop)
+                                         stop=self._interrupt)
 
     def place(self, target: Target) -> Place:
         return self._fleet_of(target).place(target)
@@ -103,9 +115,11 @@ class Executor:
         for action in plan.actions:
             if self._stop.is_set():
                 return PassReport(desired.revision, tuple(results), stopped=True)
+            self._interrupt.reset()  # what ended the last action is not this one's
             result = self._one(action, desired, pass_id)
             results.append(result)
-            if result.result is Result.CONFLICT:
+            # A pointer changed under us, or a newer revision ended an action: plan again.
+            if result.result is Result.CONFLICT or self._interrupt.cause is Cause.SUPERSEDED:
                 return PassReport(desired.revision, tuple(results), stopped=False, replan=True)
         return PassReport(desired.revision, tuple(results), stopped=False)
 
@@ -119,6 +133,24 @@ class Executor:
             return ActionResult(action, Result.IN_SYNC, "in sync")
         if action.status is not ActionStatus.READY:
             return self._not_ready(action, desired.revision)
+        self._interrupt.reset()
+        # Registered before the suspension is looked up: a suspension journaled after the
+        # look finds the action registered and fires its interrupt.
+        self._hooks.running(Running(action.target, action.kind, action.name, action.desired,
+                                    desired.revision), self._interrupt)
+        try:
+            suspension = self._journal.suspensions()
+            held = suspension.get(action.target) or suspension.get(ALL_TARGETS)
+            if held is not None:  # suspended since the plan was made
+                message = held.describe()
+                self._journal.condition(action.key, Condition.RECONCILING, Reason.SUSPENDED,
+                                        message)
+                return ActionResult(action, Result.WAITING, message)
+            return self._started(action, desired, pass_id)
+        finally:
+            self._hooks.running(None, self._interrupt)
+
+    def _started(self, action: Action, desired: Desired, pass_id: int) -> ActionResult:
         self._hooks.progress(f"{action.op} {action.kind}/{action.name} on {action.target}")
         where = action.target
         try:
@@ -192,6 +224,8 @@ class Executor:
         if action.drift:
             self._hooks.drift(action.kind)
         replaced = self._replaced(action)
+        if (ended := self._ended(action, desired, "nothing was written")) is not None:
+            return ended
         intent = self._journal.intent(JournalAction.DELIVER, action.key, pass_id=pass_id,
                                       revision=revision,
                                       detail={"path": address, "from": replaced,
@@ -226,6 +260,9 @@ class Executor:
                        revision, reason=Reason.CONVERGED,
                        message=f"delivered {action.location}: {check.detail}")
             return ActionResult(action, Result.APPLIED, f"delivered {action.location}")
+        if (ended := self._ended(action, desired, f"{action.location} is left as it is, "
+                                 "unverified: not rolled back, not marked failed")) is not None:
+            return ended
         if isinstance(obj, Strategy) and obj.on_failure == "hold":
             self._journal.failed(action.key, action.desired, revision,
                                  Reason.HEALTH_CHECK_FAILED,
@@ -325,18 +362,23 @@ class Executor:
                                      result.output_tail)
         if not place.has_check(restart, health):
             return CommandResult(True, "no health check declared")
-        if undoing and self._stop.is_set():
-            return CommandResult(True, "its health check was skipped: the daemon is stopping")
+        if undoing and self._interrupt.is_set():
+            return CommandResult(True, "its health check was skipped: "
+                                 + ("the daemon is stopping"
+                                    if self._interrupt.cause in (Cause.STOP, None)
+                                    else f"{self._interrupt.cause} during the undo"))
         intent = self._journal.intent(JournalAction.HEALTH, action.key, pass_id=pass_id,
                                       revision=revision, detail={"undoing": undoing})
         try:
             result = place.check(action.kind, action.name, restart, health, digest, revision,
-                                 self._stop)
+                                 self._interrupt)
         except Exception as error:
             self._journal.outcome(intent, Phase.FAILED, {"error": str(error)})
             raise
-        self._journal.outcome(intent, Phase.DONE if result.ok else Phase.FAILED,
-                              {"detail": result.detail})
+        ended = not result.ok and self._interrupt.cause in (Cause.SUSPENDED, Cause.SUPERSEDED)
+        self._journal.outcome(intent, Phase.INTERRUPTED if ended
+                              else Phase.DONE if result.ok else Phase.FAILED,
+                              {"detail": self._interrupt.why if ended else result.detail})
         if not result.ok:
             return CommandResult(False, f"health check failed: {result.detail}",
                                  result.output_tail)
@@ -350,6 +392,9 @@ class Executor:
         try:
             artifact = self._verify_into_store(model, desired)
         except ArtifactUnavailable as error:
+            if (ended := self._ended(action, desired, "the download was ended; nothing "
+                                     "was changed")) is not None:
+                return ended
             # Transient (network, a broken-off download): no mark, the next pass retries.
             self._journal.condition(action.key, Condition.RECONCILING, error.reason, str(error))
             return ActionResult(action, Result.FAILED, str(error))
@@ -377,7 +422,7 @@ class Executor:
             gate = _gate_values(verdict.reason, verdict.remembered, verdict.evidence)
             if outcome in ("stopped", "error", "blocked"):
                 return self._no_verdict(action, model, digest, verdict.message, outcome,
-                                        revision)
+                                        desired)
             if outcome == "inconclusive" and self._inconclusive == "hold":
                 message = (f"gate {model.gauntlet} is inconclusive for sha256:{digest[:12]}: "
                            f"{verdict.message}; held (never a pass): a new commit with a "
@@ -394,8 +439,9 @@ class Executor:
                                   verdict.reason, message, revision, gate)
                 self._journal.condition(action.key, Condition.STALLED, verdict.reason, message)
                 return ActionResult(action, Result.BLOCKED, message)
-        if self._stop.is_set():  # a gate takes minutes: a stop or a lost Lease since then
-            return self._interrupted(action, "stopped before the flip")
+        if self._interrupt.is_set():  # a gate takes minutes: a stop, a suspension since then
+            return self._ended(action, desired, "nothing was flipped") \
+                or self._interrupted(action, "stopped before the flip")
         if action.drift:
             self._hooks.drift(action.kind)
         previous, previous_digest = self._pointer_replaced(action, model, place, desired)
@@ -431,6 +477,10 @@ class Executor:
             self._collect(model, desired, pass_id)
             return ActionResult(action, Result.APPLIED,
                                 f"{address_of(model, place.target)} -> sha256:{digest}")
+        if (ended := self._ended(action, desired, f"{action.location} is left naming "
+                                 f"sha256:{digest[:12]}, unverified: not flipped back, not "
+                                 "marked failed")) is not None:
+            return ended
         back, back_digest = self._pointer_back(action, previous, previous_digest)
         undo = self._journal.intent(JournalAction.ROLLBACK, action.key, pass_id=pass_id,
                                     revision=revision,
@@ -492,17 +542,18 @@ class Executor:
             return
         with contextlib.suppress(ReconcilerError, VerificationFailed, OSError):
             fetch(source[0], prior, source[1], self._store, desired.read_file,
-                  limits=FetchLimits.of(self._artifacts), stop=self._stop)
+                  limits=FetchLimits.of(self._artifacts), stop=self._interrupt)
 
     def _no_verdict(self, action: Action, model: Model, digest: str, why: str,
-                    outcome: str, revision: str) -> ActionResult:
+                    outcome: str, desired: Desired) -> ActionResult:
         """The gate gave no verdict on the model: a stop, an error of the tool (retried with
         backoff, never remembered), or the GPU budget (blocked until it frees up)."""
         if outcome == "stopped":
-            return self._interrupted(action, why)
+            return self._ended(action, desired, "the gate was ended without a verdict "
+                               "(none is remembered)") or self._interrupted(action, why)
         if outcome == "blocked":
             self._emit_if_new(EventType.BUDGET_EXHAUSTED, action, Condition.STALLED,
-                              Reason.BUDGET_EXHAUSTED, why, revision)
+                              Reason.BUDGET_EXHAUSTED, why, desired.revision)
             self._journal.condition(action.key, Condition.STALLED, Reason.BUDGET_EXHAUSTED, why)
             return ActionResult(action, Result.BLOCKED, why)
         message = f"gate {model.gauntlet} could not judge sha256:{digest[:12]}: {why}"
@@ -530,6 +581,28 @@ class Executor:
         if was is None or (was[0] != status if type is EventType.STALLED
                            else was != (status, reason, head)):
             self._emit(type, action, revision, reason=reason, message=message, values=values)
+
+    def _ended(self, action: Action, desired: Desired, what: str) -> ActionResult | None:
+        """A suspension or a newer revision ended the action: what is in place stays as it
+        is (never undone: undoing is a change too, and a newer revision replaces it at
+        once); no failure mark, no verdict. None when nothing of the kind happened."""
+        cause = self._interrupt.cause
+        if cause not in (Cause.SUSPENDED, Cause.SUPERSEDED):
+            return None
+        message = f"{self._interrupt.why}; {what}"
+        suspended = cause is Cause.SUSPENDED
+        self._journal.condition(action.key, Condition.RECONCILING,
+                                Reason.SUSPENDED if suspended else Reason.SUPERSEDED, message)
+        if not suspended:
+            revision = desired.revision
+            self._journal.record(JournalAction.SUPERSEDED, Phase.INFO, revision=revision,
+                                 key=action.key, detail={"digest": action.desired,
+                                                         "why": self._interrupt.why,
+                                                         "left": what})
+            self._hooks.event(Event(EventType.SUPERSEDED, action.target, revision,
+                                    action.kind, action.name, action.desired,
+                                    Reason.SUPERSEDED, message))
+        return ActionResult(action, Result.WAITING if suspended else Result.SKIPPED, message)
 
     def _interrupted(self, action: Action, why: str) -> ActionResult:
         self._journal.condition(action.key, Condition.RECONCILING, Reason.INTERRUPTED, why)
@@ -560,7 +633,7 @@ class Executor:
         artifact = model.artifact
         self._journal.remember_artifact(artifact.sha256, artifact.uri, artifact.format)
         return fetch(artifact.uri, artifact.sha256, artifact.format, self._store,
-                     desired.read_file, stop=self._stop,
+                     desired.read_file, stop=self._interrupt,
                      limits=FetchLimits.of(self._artifacts, artifact.max_bytes),
                      progress=lambda done, total: self._hooks.progress(
                          f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import subprocess
 import sys
@@ -17,9 +18,10 @@ from tests.conftest import Result
 
 # Commands that print nothing a script would parse: the daemon and the scripts themselves.
 NOT_PRINTING = {"run", "completion"}
-# promote reports as it goes (gate, commit, push, pull request) through a text callback and
-# returns only an exit code; -o json needs it to return what it did first.
-TEXT_ONLY_FOR_NOW = {"promote"}
+# These report as they go (gate, commit, push, pull request; what the daemon took up)
+# through text lines and return only an exit code; -o json needs them to return what they
+# did first.
+TEXT_ONLY_FOR_NOW = {"promote", "suspend", "resume", "reconcile"}
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -30,8 +32,8 @@ def test_every_subcommand_has_a_description_and_an_example() -> None:
     for name, parser in _subcommands().items():
         text = parser.format_help()
         assert parser.description and len(parser.description) > 40, name
-        examples = text.split("\nexamples:\n", 1)[1].splitlines() if "\nexamples:\n" in text \
-            else []
+        examples = re.split(r"\nexamples?:[ \n]", text, maxsplit=1)[-1].splitlines() \
+            if re.search(r"\nexamples?:[ \n]", text) else []
         assert any(f"reconciler {name}" in line for line in examples), name
 
 
