@@ -1,6 +1,7 @@
 """Forge APIs on 127.0.0.1 for the tests: the documented endpoints reconciler calls, for
 GitHub, GitLab and Gitea/Forgejo, recording what they get. ``faults`` makes the next
-answers fail (a status code, or "hang": accept and never answer).
+answers fail (a status code, "hang": accept and never answer, or (status, body): answer
+that instead, as a hostile or broken forge would).
 
 Endpoints (request and answer shapes as documented):
 - GitHub REST: GET/POST /repos/{owner}/{repo}/pulls
@@ -40,7 +41,7 @@ class FakeForge:
     pulls: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
-    faults: list[int | str] = field(default_factory=list)
+    faults: list[int | str | tuple[int, Any]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -99,6 +100,9 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
                 if fault == "hang":
                     forge.release.wait(30)
                     return
+                if isinstance(fault, tuple):
+                    self._answer(*fault)
+                    return
                 assert isinstance(fault, int)
                 self._answer(fault, {"message": f"injected {fault}"})
                 return
@@ -129,7 +133,8 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
                     if owner == REPOSITORY.split("/")[0] else None
                 self._answer(200, [] if found is None else [
                     {"number": found["number"], "html_url": found["url"],
-                     "head": {"ref": found["head"]}}])
+                     "head": {"ref": found["head"], "repo": {"full_name": REPOSITORY}},
+                     "base": {"ref": found["base"]}}])
             elif path == f"/repos/{REPOSITORY}/pulls" and method == "POST":
                 if not body.get("title") or not body.get("head") or not body.get("base"):
                     self._answer(422, {"message": "Validation Failed"})
@@ -152,7 +157,8 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
                                    query.get("target_branch", ""))
                 self._answer(200, [] if found is None else [
                     {"iid": found["number"], "web_url": found["url"],
-                     "source_branch": found["head"]}])
+                     "source_branch": found["head"], "target_branch": found["base"],
+                     "source_project_id": 7, "target_project_id": 7}])
             elif path == f"/projects/{project}/merge_requests" and method == "POST":
                 if self._open(body["source_branch"], body["target_branch"]) is not None:
                     self._answer(409, {"message": ["Another open merge request already "
@@ -177,7 +183,10 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
                     self._answer(404, {"message": "pull request does not exist"})
                 else:
                     self._answer(200, {"number": found["number"], "html_url": found["url"],
-                                       "state": "open"})
+                                       "state": "open",
+                                       "head": {"ref": found["head"],
+                                                "repo": {"full_name": REPOSITORY}},
+                                       "base": {"ref": found["base"]}})
             elif path == pulls and method == "POST":
                 if self._open(body["head"], body["base"]) is not None:
                     self._answer(409, {"message": "pull request already exists"})

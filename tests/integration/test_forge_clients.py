@@ -13,7 +13,7 @@ import pytest
 from reconciler.forge import Forge, ForgeRefused, ForgeUnavailable, forge_client
 from reconciler.forge.clients import TokenUnreadable
 from reconciler.settings import ForgeSettings
-from tests.integration.forge_servers import TOKEN, FakeForge, fake_forge
+from tests.integration.forge_servers import REPOSITORY, TOKEN, FakeForge, fake_forge
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 KINDS = ("github", "gitlab", "gitea")
@@ -107,3 +107,43 @@ def test_an_unreadable_token_file_is_named(tmp_path: Path) -> None:
         with pytest.raises(TokenUnreadable, match=r"cannot read forge\.tokenFile"):
             api.set_status(SHA, "pending", "c", "d")
         assert served.requests == []
+
+
+# What each forge's "is one open for this branch?" call might answer that is not our pull
+# request: one from a fork whose branch has the same name (anyone can open those on a
+# public project, with content of their choosing), or one for another branch altogether.
+FOREIGN = {
+    "github": [{"number": 9, "html_url": "https://github.example/acme/fleet/pull/9",
+                "head": {"ref": "reconciler/promote/x", "repo": {"full_name": "mallory/fleet"}},
+                "base": {"ref": "main"}}],
+    "gitlab": [{"iid": 9, "web_url": "https://gitlab.example/acme/fleet/-/merge_requests/9",
+                "source_branch": "reconciler/promote/x", "target_branch": "main",
+                "source_project_id": 666, "target_project_id": 7}],
+    "gitea": {"number": 9, "html_url": "https://gitea.example/acme/fleet/pulls/9",
+              "state": "open", "head": {"ref": "someone-elses-branch",
+                                        "repo": {"full_name": REPOSITORY}},
+              "base": {"ref": "main"}},
+}
+
+
+def test_a_pull_request_of_a_fork_or_another_branch_is_not_taken_for_ours(
+        forge: FakeForge, tmp_path: Path) -> None:
+    forge.faults = [(200, FOREIGN[forge.kind])]
+    opened = client(forge, tmp_path).open_pull_request("reconciler/promote/x", "main", "t", "b")
+    assert opened.created and opened.number != 9
+    assert [(p["head"], p["base"]) for p in forge.pulls] == [("reconciler/promote/x", "main")]
+
+
+@pytest.mark.parametrize("answer", [[], {"number": "nine"}, {"iid": None}, "ok", {}])
+def test_an_answer_of_the_wrong_shape_is_a_clear_forge_error(
+        forge: FakeForge, tmp_path: Path, answer: object) -> None:
+    """A broken or hostile forge's 2xx JSON that is not what the API documents: a
+    ForgeUnavailable naming the call, never a KeyError or TypeError from deep inside."""
+    nothing_open = (404, {"message": "Not Found"}) if forge.kind == "gitea" else (200, [])
+    forge.faults = [nothing_open, (201, answer)]
+    with pytest.raises(ForgeUnavailable, match=r"POST .* not the pull request the API"):
+        client(forge, tmp_path).open_pull_request("reconciler/promote/x", "main", "t", "b")
+    if forge.kind != "gitea":  # its lookup answers one object: any other shape is "none"
+        forge.faults = [(200, {"number": 1})]
+        with pytest.raises(ForgeUnavailable, match=r"GET .* not the list of pull requests"):
+            client(forge, tmp_path).open_pull_request("reconciler/promote/x", "main", "t", "b")
