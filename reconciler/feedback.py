@@ -261,7 +261,7 @@ class RevertProposals:
         title = (f"Restore Model {event.name}'s previous digest" if event.kind == "Model"
                  else f"Revert {bad[:12]}: {event.subject} was {event.type}")
         proposed = propose(space, self._forge, branch=branch, base=self._settings.branch,
-                           commit=commit, is_ours=lambda other: True, title=title,
+                           commit=commit, title=title,
                            body=f"{why}\n\nThe reconciler proposes this because "
                            f"{event.subject} was {event.type} at {event.revision}.\n",
                            journal=self._journal, say=_log)

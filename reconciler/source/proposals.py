@@ -129,6 +129,18 @@ class Workspace:
         return any(delta.new_file.path in paths or delta.old_file.path in paths
                    for delta in diff.deltas)
 
+    def changes(self, commit_id: str) -> dict[str, str | None] | None:
+        """What a commit changes against its parent: repository path -> its new blob (None:
+        deleted); None for a root or merge commit (not one change on top of one tip)."""
+        commit = self._repo()[commit_id].peel(pygit2.Commit)
+        if len(commit.parents) != 1:
+            return None
+        diff = self._repo().diff(commit.parents[0], commit)
+        return {delta.new_file.path if delta.status != pygit2.enums.DeltaStatus.DELETED
+                else delta.old_file.path:
+                None if delta.status == pygit2.enums.DeltaStatus.DELETED
+                else str(delta.new_file.id) for delta in diff.deltas}
+
     def message(self, commit_id: str) -> str:
         return str(self._repo()[commit_id].peel(pygit2.Commit).message)
 

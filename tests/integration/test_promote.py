@@ -241,3 +241,26 @@ def test_json_evidence_is_bounded_in_the_commit_message(tmp_path: Path) -> None:
     assert len(message) < MAX_EVIDENCE_CHARS + 1000
     assert "pw" not in message and "SECRET" not in message
     assert json.loads(json.dumps(message))
+
+
+def test_a_branch_with_our_file_and_more_is_not_reused(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """The branch name is predictable (model and digest): someone with push access plants it
+    with the very Model change promote would make plus a change of their own. A retry may
+    reuse only a branch whose commit changes exactly what ours changes, or a pull request
+    that says "Promote Model policy" would carry the extra change."""
+    with fake_forge("github") as forge:
+        setup = Setup(tmp_path, extra=forge.settings(tmp_path))
+        forge.faults = [500] * 4  # the push lands, the pull request does not
+        first = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+        assert first.returncode == 3 and f"pushed branch {BRANCH}" in first.stdout
+        work = tmp_path / "mallory"
+        git(tmp_path, "clone", "-q", "--branch", BRANCH, str(setup.remote), str(work))
+        (work / "desired-state" / "extra.yaml").write_text("# not part of the promotion\n")
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "--amend", "--no-edit")
+        git(work, "push", "-q", "--force", "origin", BRANCH)
+        retry = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+        assert retry.returncode == 3, retry.stdout + retry.stderr
+        assert f"branch '{BRANCH}' already exists" in retry.stdout
+        assert forge.pulls == [], "no pull request for a change that is not only ours"
