@@ -1,7 +1,7 @@
 """Forge APIs on 127.0.0.1 for the tests: the documented endpoints reconciler calls, for
 GitHub, GitLab and Gitea/Forgejo, recording what they get. ``faults`` makes the next
-answers fail (a status code, "hang": accept and never answer, or (status, body): answer
-that instead, as a hostile or broken forge would).
+answers fail (a status code, "hang": accept and never answer, "drip": answer one byte at a
+time, or (status, body): answer that instead, as a hostile or broken forge would).
 
 Endpoints (request and answer shapes as documented):
 - GitHub REST: GET/POST /repos/{owner}/{repo}/pulls
@@ -99,6 +99,17 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
                 fault = forge.faults.pop(0)
                 if fault == "hang":
                     forge.release.wait(30)
+                    return
+                if fault == "drip":  # each byte well within a read timeout, never done
+                    data = json.dumps({"number": 1, "html_url": "x" * 200}).encode()
+                    self.send_response(201)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for byte in data:
+                        if forge.release.wait(0.1):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
                     return
                 if isinstance(fault, tuple):
                     self._answer(*fault)

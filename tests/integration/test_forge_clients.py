@@ -100,6 +100,17 @@ def test_a_forge_that_hangs_is_given_up_on(tmp_path: Path) -> None:
         assert len(served.requests) == 4
 
 
+def test_a_forge_that_answers_a_byte_at_a_time_is_given_up_on(tmp_path: Path) -> None:
+    """Each byte comes well within the read timeout, the whole answer would take ~20 s: the
+    timeout bounds the whole request, not each read (else a sink's thread is held for as
+    long as the server likes)."""
+    with fake_forge("github") as served:
+        served.faults = ["drip"] * 4
+        with pytest.raises(ForgeUnavailable, match=r"timed out after 0\.5s"):
+            client(served, tmp_path, timeout=0.5).set_status(SHA, "pending", "c", "d")
+        assert len(served.requests) == 4
+
+
 def test_an_unreadable_token_file_is_named(tmp_path: Path) -> None:
     with fake_forge("github") as served:
         api = forge_client(ForgeSettings("github", served.url, "acme/fleet",
