@@ -55,6 +55,9 @@ def _node(documents: list[Any], document: int, path: Path_) -> tuple[CommentedMa
         raise EditError(f"{'.'.join(path)} is missing")
     if not isinstance(node[path[-1]], str):
         raise EditError(f"{'.'.join(path)} is not a string")
+    if getattr(getattr(node[path[-1]], "anchor", None), "value", None):
+        # ruamel places an alias at its anchor: one write would change every use of it.
+        raise EditError(f"{'.'.join(path)} is an anchor or an alias: change it by hand")
     return node, path[-1]
 
 

@@ -73,3 +73,13 @@ def test_yaml_the_round_trip_parser_refuses_is_an_edit_error() -> None:
     with pytest.raises(EditError, match="cannot be read for a round trip"):
         set_scalars("kind: Model\nspec:\n  artifact:\n    uri: m.pt\t# c\n    sha256: old\n",
                     0, {DIGEST: SHA})
+
+
+@pytest.mark.parametrize("text", [
+    "pinned: &d old\nkind: Model\nspec:\n  artifact:\n    uri: m.pt\n    sha256: *d\n",
+    "kind: Model\nspec:\n  artifact:\n    uri: m.pt\n    sha256: &d old\nalso: *d\n",
+])
+def test_an_anchored_or_aliased_scalar_is_refused_by_name(text: str) -> None:
+    """ruamel places an alias at its anchor: writing there would change every use of it."""
+    with pytest.raises(EditError, match=r"spec\.artifact\.sha256 is an anchor or an alias"):
+        set_scalars(text, 0, {DIGEST: SHA})
