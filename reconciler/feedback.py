@@ -156,7 +156,9 @@ class RevertProposals:
             return  # held, not judged: whether to undo it is a person's call
         if event.kind and wanted.wants(event.target) and commit_of(event.revision):
             # Journaled before it is queued: a kill -9 with it in the queue loses nothing,
-            # the next start queues it again (resume).
+            # the next start queues it again (resume). Its message goes into Git (the
+            # commit message, the pull request): a URL in it loses its credentials here.
+            event = replace(event, message=redact_text(event.message))
             queued = self._journal.record(
                 JournalAction.PROPOSE, Phase.INFO, revision=event.revision,
                 key=(event.target, event.kind, event.name),

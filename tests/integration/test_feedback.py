@@ -211,3 +211,20 @@ def test_a_proposal_queued_when_the_daemon_died_is_made_on_the_next_start(
     assert started.resume() == 0, "handled: not queued again on the next start"
     started.worker.close()
     journal.close()
+
+
+def test_a_secret_in_the_failure_message_reaches_neither_git_nor_the_journal(
+        tmp_path: Path) -> None:
+    """A failure's message can quote a URL with its credentials (a health check's): the
+    revert's commit message (in Git for everyone who reads it) and the journal get it
+    scrubbed, as a commit status's description does."""
+    world = Proposing(tmp_path, None)
+    sink, journal = world.sink()
+    sink(event(EventType.ROLLED_BACK, world.bad, reason="HealthCheckFailed",
+               message="GET https://probe:s3cr3t-pw@health.example/ready answered 500"))
+    assert sink.worker.drain(60)
+    message = git(world.remote, "log", "-1", "--format=%B", f"reconciler/revert/{world.bad[:12]}")
+    assert "health.example/ready answered 500" in message and "s3cr3t-pw" not in message
+    assert all("s3cr3t-pw" not in str(entry.detail) for entry in journal.events(limit=100))
+    sink.worker.close()
+    journal.close()
