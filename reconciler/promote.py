@@ -30,7 +30,7 @@ from reconciler.places import ContentStore
 from reconciler.prcheck import GateRun, run_gate
 from reconciler.redaction import redact
 from reconciler.settings import Settings
-from reconciler.source.proposals import BranchExists, Workspace, valid_branch
+from reconciler.source.proposals import BranchExists, Workspace, same_branch, valid_branch
 from reconciler.vocabulary import JournalAction, Phase
 
 EXIT_PROPOSED, EXIT_REJECTED, EXIT_INCONCLUSIVE, EXIT_ERROR = 0, 1, 2, 3
@@ -133,7 +133,7 @@ def promote(settings: Settings, store: ContentStore, journal: Journal, model_nam
         say(f"ERROR  --artifact {redact(artifact)}: the URI carries credentials (userinfo or "
             "a query) and would be committed to Git; promote a URI without them")
         return EXIT_ERROR
-    if branch is not None and (not valid_branch(branch) or branch == settings.branch):
+    if branch is not None and (not valid_branch(branch) or same_branch(branch, settings.branch)):
         say(f"ERROR  --head {branch!r} is not a new branch name")
         return EXIT_ERROR
     space = workspace(settings)

@@ -65,8 +65,17 @@ class _PushCallbacks(_Callbacks):
 
 
 def valid_branch(name: str) -> bool:
-    """A name git accepts for a branch (git check-ref-format's rules, through libgit2)."""
-    return bool(pygit2.reference_is_valid_name(f"refs/heads/{name}"))
+    """A name git accepts for a new branch: ``git check-ref-format --branch``'s rules
+    (libgit2's, and its refusal of HEAD and of a leading '-', which any git command naming
+    the branch later would read as an option)."""
+    return not name.startswith("-") and name != "HEAD" \
+        and bool(pygit2.reference_is_valid_name(f"refs/heads/{name}"))
+
+
+def same_branch(name: str, other: str) -> bool:
+    """Whether two names may be one branch on the remote: on a case-insensitive file system
+    (a bare repository on macOS or Windows) MAIN is stored in main's file."""
+    return name.casefold() == other.casefold()
 
 
 class Workspace:
@@ -197,7 +206,7 @@ class Workspace:
     def push(self, commit_id: str, branch: str) -> None:
         """Create ``branch`` on the remote at ``commit_id``; never a force push, never the
         tracked branch. Raises PushRejected, AuthenticationFailed or TransientError."""
-        if branch == self.source.branch:
+        if same_branch(branch, self.source.branch):
             raise PushRejected(f"refusing to push to the tracked branch {branch!r}")
         if not valid_branch(branch):
             raise PushRejected(f"{branch!r} is not a valid branch name")

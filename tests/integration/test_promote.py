@@ -264,3 +264,18 @@ def test_a_branch_with_our_file_and_more_is_not_reused(
         assert retry.returncode == 3, retry.stdout + retry.stderr
         assert f"branch '{BRANCH}' already exists" in retry.stdout
         assert forge.pulls == [], "no pull request for a change that is not only ours"
+
+
+def test_branch_names_git_refuses_or_that_alias_the_tracked_branch_are_refused(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """``git check-ref-format --branch`` refuses a leading '-' (an option to every git
+    command that later names the branch) and HEAD; a remote on a case-insensitive file
+    system stores MAIN in main's file, so a fast-forward push to it moves the tracked
+    branch."""
+    setup = Setup(tmp_path)
+    for name in ("-f", "--force", "HEAD", "MAIN", "Main"):
+        done = cli("promote", "policy", "--artifact", setup.uri, f"--head={name}",
+                   *setup.config())
+        assert done.returncode == 3, (name, done.stdout + done.stderr)
+        assert "not a new branch name" in done.stdout and "PASS" not in done.stdout
+    assert setup.branches() == ["main"]
