@@ -54,6 +54,10 @@ def _token(path: Path) -> str:
             from None
     if not token:
         raise TokenUnreadable(f"forge.tokenFile {path} is empty")
+    if not token.isprintable() or any(character.isspace() for character in token):
+        # In a header it would be refused with an error quoting the value: token and all.
+        raise TokenUnreadable(f"forge.tokenFile {path} holds more than one word or line: it "
+                              "must hold the token alone")
     return token
 
 

@@ -158,3 +158,16 @@ def test_an_answer_of_the_wrong_shape_is_a_clear_forge_error(
         forge.faults = [(200, {"number": 1})]
         with pytest.raises(ForgeUnavailable, match=r"GET .* not the list of pull requests"):
             client(forge, tmp_path).open_pull_request("reconciler/promote/x", "main", "t", "b")
+
+
+def test_a_token_file_with_more_than_the_token_is_refused_without_showing_it(
+        tmp_path: Path) -> None:
+    """A second line (a note on when it was rotated) would go into the header: http.client
+    refuses it with a ValueError that quotes the whole value, token and all, into the log."""
+    with fake_forge("gitlab") as served:
+        token_file = tmp_path / "token"
+        token_file.write_text(f"{TOKEN}\n# rotated 2026-11-01\n")
+        api = forge_client(ForgeSettings("gitlab", served.url, "acme/fleet", token_file))
+        with pytest.raises(TokenUnreadable, match="must hold the token alone") as raised:
+            api.set_status(SHA, "pending", "c", "d")
+        assert TOKEN not in str(raised.value) and served.requests == []
