@@ -7,6 +7,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import sys
@@ -32,23 +33,23 @@ from reconciler.daemon.leadership import leadership
 from reconciler.daemon.lock import FleetLock
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.loader import cache_salt, load_desired, located_warnings
-from reconciler.diagnostics import InvalidInput
+from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.execute.executor import Hooks
-from reconciler.gauntlet.budgets import budget_warnings, gate_costs
+from reconciler.gauntlet.budgets import budget_warnings
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
-from reconciler.passes import plan_pass, run_pass
-from reconciler.plan.planner import Action, History, address_of
-from reconciler.plan.render import render_json, render_text, text_diff
+from reconciler.logs import FORMATS, LEVELS, LogSettingError, configure, fields
+from reconciler.passes import plan_pass, render_planned, run_pass
+from reconciler.plan.planner import History
 from reconciler.prcheck import GateRun, run_gate
 from reconciler.promote import promote
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.snapshot import Snapshot
-from reconciler.vocabulary import JournalAction, Op, PassResult
+from reconciler.vocabulary import JournalAction, PassResult
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -60,6 +61,20 @@ GATE_EXITS = {"passed": ("PASS", EXIT_OK), "rejected": ("FAIL", EXIT_ERROR),
               "inconclusive": ("INCONCLUSIVE", 2), "error": ("ERROR", EXIT_CANNOT_CHECK),
               "stopped": ("STOPPED", EXIT_CANNOT_CHECK), "blocked": ("BLOCKED", EXIT_CANNOT_CHECK)}
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a tool whose reader left
+
+log = logging.getLogger(__name__)
+
+
+def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """Before or after the command's name: ``reconciler --log-level debug run`` and
+    ``reconciler run --log-level debug`` (a subcommand must not reset what the main
+    parser read, hence SUPPRESS there)."""
+    parser.add_argument("--log-format", choices=FORMATS, default=default,
+                        help="log lines as text or JSON, on stderr (default: "
+                        "$RECONCILER_LOG_FORMAT, else text)")
+    parser.add_argument("--log-level", choices=tuple(LEVELS), default=default,
+                        help="the least severe lines shown (default: $RECONCILER_LOG_LEVEL, "
+                        "else info)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -80,10 +95,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check desired state: schemas, "
                                    "references, strategies (exit 0 valid, 1 invalid)")
-    validate.add_argument("directory", nargs="?", metavar="DIR",
-                          help="a plain desired-state folder (pre-commit); default: the "
+    validate.add_argument("paths", nargs="*", metavar="PATH",
+                          help="desired-state folders, or files in them (as pre-commit "
+                          "passes them: each file's folder is checked whole); default: the "
                           "repository's branch")
     validate.add_argument("--rev", help="a revision of --repo to check (branch, tag, sha)")
+    validate.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                          help="json: {valid, checked, errors, warnings}; each error an "
+                          "object with file, line, column, rule, message")
     _common(validate)
 
     plan = commands.add_parser("plan", help="what a pass would do (exit 0 in sync, "
@@ -149,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     manifest = commands.add_parser("manifest", help="write manifest.json for a bundle "
                                    "directory and print the digest to pin")
     manifest.add_argument("directory", metavar="DIR")
+    _logging_flags(parser, None)
+    for command in commands.choices.values():
+        _logging_flags(command, argparse.SUPPRESS)
     return parser
 
 
@@ -172,30 +194,80 @@ def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
     return EXIT_ERROR
 
 
+def _folders(paths: list[str], folder: str) -> tuple[list[Path], list[str]]:
+    """The desired-state folders that ``paths`` name: a folder as it is; a file, the
+    nearest folder above it whose path ends in ``folder`` (the settings' ``path``). Files
+    in no such folder (a README, the settings) are nothing to validate. Also: the paths
+    that do not exist."""
+    found: list[Path] = []
+    missing: list[str] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            candidate: Path | None = path
+        elif not path.exists():
+            missing.append(given)
+            continue
+        else:
+            candidate = next((parent for parent in path.absolute().parents
+                              if parent.as_posix().endswith("/" + folder)), None)
+            if candidate is not None and candidate.is_relative_to(Path.cwd()):
+                candidate = candidate.relative_to(Path.cwd())  # errors read as given
+        if candidate is not None and candidate.resolve() not in {f.resolve() for f in found}:
+            found.append(candidate)
+    return found, missing
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    snapshot: Snapshot
     # With settings (a repository, or a folder with --config) the roots are checked too.
-    settings = _settings(args) if args.directory is None or args.config else None
-    if args.directory is not None:
-        folder = Path(args.directory)
-        if not folder.is_dir():
-            print(f"{args.directory}: not a directory", file=sys.stderr)
-            return EXIT_ERROR
-        snapshot = DirectorySnapshot(folder.resolve(), args.directory.rstrip("/") + "/")
+    settings = _settings(args) if not args.paths or args.config else None
+    snapshots: list[Snapshot] = []
+    errors: list[Diagnostic] = []
+    if args.paths:
+        folders, missing = _folders(args.paths, (args.path or "desired-state").strip("/"))
+        errors += [Diagnostic(given, 1, 1, "no such file or directory", "path-missing")
+                   for given in missing]
+        for folder in folders:
+            shown = str(folder).rstrip("/") + "/"
+            snapshots.append(DirectorySnapshot(folder.resolve(), shown))
     else:
         assert settings is not None
-        snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
-    desired = load_desired(snapshot, DesiredCache(cache_salt()))
-    problems = check_roots(desired, settings, snapshot.display_prefix) if settings else []
-    if problems:
-        raise InvalidInput(problems)
-    for warning in located_warnings(snapshot, budget_warnings(desired.gauntlets.values())):
+        snapshots.append(git_source(settings).snapshot_at(args.rev or settings.branch))
+    warnings: list[Diagnostic] = []
+    checked: list[dict[str, object]] = []
+    for snapshot in snapshots:
+        try:
+            desired = load_desired(snapshot, DesiredCache(cache_salt()))
+            problems = check_roots(desired, settings, snapshot.display_prefix) \
+                if settings else []
+            if problems:
+                raise InvalidInput(problems)
+        except InvalidInput as error:
+            errors += error.diagnostics
+            continue
+        warnings += located_warnings(snapshot, budget_warnings(desired.gauntlets.values()))
+        counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
+                  "configs": len(desired.configs), "models": len(desired.models),
+                  "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
+        checked.append({"folder": snapshot.display_prefix or "./",
+                        "revision": snapshot.revision, "counts": counts})
+    if args.output == "json":
+        json.dump({"valid": not errors, "checked": checked,
+                   "errors": [d.error_json() for d in sorted(set(errors))],
+                   "warnings": [d.error_json() for d in warnings]}, sys.stdout, indent=2)
+        print()
+        return EXIT_ERROR if errors else EXIT_OK
+    if errors:
+        return _report_invalid(InvalidInput(errors), sys.stdout)
+    for warning in warnings:
         print(warning.format())
-    counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
-              "configs": len(desired.configs), "models": len(desired.models),
-              "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
-    listed = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    print(f"{snapshot.display_prefix or './'}: valid at {snapshot.revision} ({listed})")
+    if not checked:
+        print("nothing to validate: no file is in a desired-state folder")
+    for done in checked:
+        numbers = done["counts"]
+        assert isinstance(numbers, dict)
+        listed = ", ".join(f"{n} {kind}" for kind, n in numbers.items() if n)
+        print(f"{done['folder']}: valid at {done['revision']} ({listed})")
     return EXIT_OK
 
 
@@ -225,25 +297,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         history = History() if journal is None else journal.history(now)
         planned = plan_pass(Wiring(settings), history, now)
         spent = plan_spend(planned, journal, history, now)
-    diffs: dict[Action, str | None] = {}
-    for action in planned.plan.changes:
-        if action.kind == "Model" or action.op is Op.DELETE:
-            continue
-        target = planned.desired.targets[action.target]
-        obj = (planned.desired.strategies.get(action.name) if action.kind == "Strategy"
-               else planned.desired.configs.get(action.name))
-        if obj is None:
-            continue
-        address = address_of(obj, target)
-        old = None if action.current is None else planned.live_content(target, address)
-        diffs[action] = text_diff(old, planned.desired.read_content(obj), address)
-    locations = {name: seen.location for name, seen in planned.observed.items()}
-    gauntlets = planned.desired.gauntlets
-    costs = {model.name: gate_costs(gauntlets[model.gauntlet])
-             for model in planned.desired.models.values()
-             if model.gauntlet is not None and model.gauntlet in gauntlets}
-    render = render_json if args.output == "json" else render_text
-    sys.stdout.write(render(planned.plan, diffs, locations, costs, spent))
+    sys.stdout.write(render_planned(planned, args.output, spent=spent))
     if planned.plan.errors:
         return EXIT_ERROR
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES
@@ -296,7 +350,16 @@ def _progress_line(text: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return Daemon(find_config_file(args.config), _overrides(args)).run()
+    """The daemon: what stops it (invalid settings, a busy port, a lost fleet lock) goes to
+    the log as an error (journald priority 3 under systemd), not to a bare stderr line."""
+    try:
+        return Daemon(find_config_file(args.config), _overrides(args)).run()
+    except InvalidInput as error:
+        for diagnostic in error.diagnostics:
+            log.error(f"reconciler run: {diagnostic.format()}")
+    except ReconcilerError as error:
+        log.error(f"reconciler run: {error.reason}: {error}", extra=fields(reason=error.reason))
+    return EXIT_ERROR
 
 
 def _open_journal(args: argparse.Namespace) -> Journal:
@@ -504,6 +567,11 @@ COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        configure(args.log_format, args.log_level)
+    except LogSettingError as error:
+        print(f"reconciler: {error}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         return COMMANDS[args.command](args)
     except InvalidInput as error:

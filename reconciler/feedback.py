@@ -10,9 +10,9 @@ is journaled, so a retry or a restart never opens a second branch or pull reques
 
 from __future__ import annotations
 
+import logging
 import queue
 import re
-import sys
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -32,6 +32,8 @@ from reconciler.redaction import redact_text
 from reconciler.settings import Settings
 from reconciler.source.proposals import Workspace
 from reconciler.vocabulary import JournalAction, Phase, Reason
+
+log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256
 HISTORY_DEPTH = 200  # first-parent commits searched for a Model's previous digest
@@ -61,7 +63,9 @@ def status_context(event: Event) -> str:
 
 
 def _log(text: str) -> None:
-    print(redact_text(text), file=sys.stderr, flush=True)
+    """At warning: each line is something a person may want to act on (a dropped event,
+    a failed status, a proposal to review)."""
+    log.warning(redact_text(text))
 
 
 class _Worker:

@@ -11,59 +11,54 @@ desired state wait for a new commit. The fleet keeps its last good state through
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from reconciler import __version__
 from reconciler.app import Connections, Wiring, confine_state_dir, watched
+from reconciler.costs import plan_spend
 from reconciler.daemon.backoff import Backoff
-from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest
+from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest, PlanRequest
 from reconciler.daemon.leadership import Leadership, leadership
 from reconciler.daemon.liveness import Liveness, ProgressEvent, Watchdog
 from reconciler.daemon.lock import FleetLock
 from reconciler.daemon.metrics import Metrics
+from reconciler.daemon.passlog import log_pass
 from reconciler.daemon.schedule import next_delay
 from reconciler.daemon.sdnotify import Notifier
 from reconciler.daemon.watch import RefWatcher
 from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
-from reconciler.errors import StalledError, classify
-from reconciler.events import Subscribers
+from reconciler.errors import ReconcilerError, StalledError, classify
+from reconciler.events import Event, EventType, Subscribers
 from reconciler.execute.executor import Hooks
 from reconciler.feedback import forge_sinks
 from reconciler.journal import Journal
-from reconciler.passes import PassOutcome, run_pass
-from reconciler.prcheck import run_gate
-from reconciler.redaction import redact_text
+from reconciler.logs import fields
+from reconciler.notify import Notifications
+from reconciler.passes import PassOutcome, render_planned, run_pass
+from reconciler.prcheck import plan_revision, run_gate
+from reconciler.redaction import redact, redact_text
 from reconciler.sandbox.memory import deny_write_execute_to_this_process
 from reconciler.settings import Settings, load_settings
 from reconciler.source.location import is_local_path
-from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
+from reconciler.vocabulary import JournalAction, PassResult, Phase
 
 if TYPE_CHECKING:
     from reconciler.kube.watch import DriftWatch
 
-def _observe(metrics: Metrics, outcome: PassOutcome, seconds: float) -> None:
-    metrics.reconcile_duration.observe(seconds)
-    metrics.reconcile.labels(outcome.result).inc()
-    now = time.time()
-    if outcome.result in (PassResult.CONVERGED, PassResult.CHANGED, PassResult.WAITING):
-        metrics.last_success.set(now)
-    report = outcome.report
-    if report is None:
-        return
-    if report.count(ActionResult.APPLIED):
-        metrics.last_applied.set(now)
-    if outcome.result is PassResult.CONVERGED:
-        metrics.last_applied_revision.info({"revision": report.revision})
-    pending = Counter(r.action.reason or "" for r in report.results
-                      if r.result in (ActionResult.WAITING, ActionResult.BLOCKED))
-    metrics.set_pending(dict(pending))
+log = logging.getLogger(__name__)
+PLAN_QUEUE_SECONDS = 60.0  # a plan request waits this long for the one before it
+
+
+def _json(document: dict[str, Any]) -> bytes:
+    return json.dumps(document).encode() + b"\n"
 
 
 class Daemon:
@@ -81,15 +76,22 @@ class Daemon:
         self._liveness = Liveness()
         self._first_pass_done = False
         self.metrics = Metrics()
+        self.metrics.follow_liveness(self._liveness.alive)
         # Set by SIGTERM, and by a lost Lease: ends the pass in flight, undoing what it began.
         # Every look a step takes at it is a sign of life.
         self._pass_stop = ProgressEvent(self._liveness)
         self._gate_lock = threading.Lock()  # pull requests' gates run one at a time
+        self._plan_lock = threading.Lock()  # and their plans
         self._connections: Connections | None = None  # made with the settings, in run()
         self._drift: DriftWatch | None = None
-        # Who hears about events (reconciler/events.py): commit statuses and revert
-        # proposals (feedback.py); each sink queues and works on its own thread.
+        # Who hears about events (reconciler/events.py): notifications (notify/), commit
+        # statuses and revert proposals (feedback.py); each sink queues and works on its
+        # own thread.
         self.events = Subscribers()
+        self._notifications = Notifications(())
+        self.events.add(lambda event: self._notifications(event))
+        self._targets: tuple[str, ...] = ()  # named by the last desired state that loaded
+        self._pass_problem: str | None = None  # why the last pass could not load it
 
     # Signals: set flags and wake the loop; the loop does the work.
 
@@ -99,11 +101,11 @@ class Daemon:
         self._wake.set()
 
     def _gained(self) -> None:
-        print("leader election: acquired the Lease; acting", flush=True)
+        log.info("leader election: acquired the Lease; acting")
         self._wake.set()
 
     def _lost(self, why: str) -> None:
-        print(f"leader election: lost ({why}); stopping the pass in flight", flush=True)
+        log.warning(f"leader election: lost ({why}); stopping the pass in flight")
         self._pass_stop.set()
         self._wake.set()
 
@@ -119,11 +121,11 @@ class Daemon:
             self._drift.follow(targets)
         except Exception as error:
             outcome = classify(error)
-            print(f"drift watch unavailable ({outcome.reason}: {outcome.message}); hand "
-                  "edits are healed at the next resync", flush=True)
+            log.warning(f"drift watch unavailable ({outcome.reason}: {outcome.message}); hand "
+                        "edits are healed at the next resync", extra=fields(reason=outcome.reason))
 
     def _drifted(self, what: str) -> None:
-        print(f"drift: {what}; reconciling", flush=True)
+        log.info(f"drift: {what}; reconciling")
         self._wake.set()
 
     def _on_reload(self, signum: int, frame: FrameType | None) -> None:
@@ -146,11 +148,16 @@ class Daemon:
         self._connections = Connections(settings)
         self.metrics.set_sandbox(settings.sandbox)
         if not deny_write_execute_to_this_process():
-            print("this kernel cannot refuse writable-and-executable memory to the daemon "
-                  "alone (PR_SET_MDWE, Linux 6.6+): running without it", flush=True)
+            log.warning("this kernel cannot refuse writable-and-executable memory to the "
+                        "daemon alone (PR_SET_MDWE, Linux 6.6+): running without it")
         lock = FleetLock(settings.fleet_root, "daemon", settings.allowed_roots)
         lock.acquire()
         self._fleet_lock = lock
+        try:
+            self._notifications = self._notifying(settings)
+        except ReconcilerError:
+            lock.release()
+            raise
         journal = Journal(settings.journal_path)
         confine_state_dir(settings)
         wiring = Wiring(settings, connections=self._connections)
@@ -159,10 +166,12 @@ class Daemon:
         feedback = forge_sinks(settings, journal)
         for sink in feedback:
             self.events.add(sink)
-        server = self._serve(settings, lambda request: self._gate(wiring, journal, request))
+        server = self._serve(settings, lambda request: self._gate(wiring, journal, request),
+                             lambda rev: self._plan(wiring, journal, rev))
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        self._log_start(settings, server)
         if settings.repo is not None and is_local_path(settings.repo):
             RefWatcher(Path(settings.repo), self.trigger, self._stop).start()
         self._write_state(settings, server, "starting")
@@ -172,8 +181,7 @@ class Daemon:
         held = leadership(settings, self._connections, self._stop, on_gained=self._gained,
                           on_lost=self._lost)
         if held is not None:
-            print(f"leader election: {held.elector.shown} as {held.elector.identity}",
-                  flush=True)
+            log.info(f"leader election: {held.elector.shown} as {held.elector.identity}")
         watchdog = None
         if self._notify.watchdog_interval is not None:
             watchdog = Watchdog(self._notify, self._liveness, self._notify.watchdog_interval)
@@ -195,10 +203,11 @@ class Daemon:
             for sink in feedback:
                 sink.worker.close()
             journal.close()
+            self._notifications.close()
             lock.release()
-            print("reconciler stopped. The fleet's services keep running: reconciler "
-                  "delivers what they load and restarts them, it does not own their "
-                  "lifetime (stop them with their own tools)", flush=True)
+            log.info("reconciler stopped. The fleet's services keep running: reconciler "
+                     "delivers what they load and restarts them, it does not own their "
+                     "lifetime (stop them with their own tools)")
         return 0
 
     def _gate(self, wiring: Wiring, journal: Journal, request: dict[str, Any]) -> dict[str, Any]:
@@ -218,11 +227,42 @@ class Daemon:
                 outcome = classify(error)
                 return {"model": request["model"], "outcome": "error",
                         "reason": outcome.reason, "message": outcome.message}
-        print(f"gate {run.model} at {run.revision} for a pull request: {run.outcome} "
-              f"({run.reason})", flush=True)
+        log.log(logging.INFO if run.outcome == "passed" else logging.WARNING,
+                f"gate {run.model} at {run.revision} for a pull request: {run.outcome} "
+                f"({run.reason})", extra=fields(kind="Model", name=run.model,
+                                               revision=run.revision, result=run.outcome,
+                                               reason=run.reason, digest=run.digest))
         return run.to_json()
 
-    def _serve(self, settings: Settings, on_gate: GateRequest) -> ControlServer | None:
+    def _plan(self, wiring: Wiring, journal: Journal, rev: str) -> tuple[int, bytes]:
+        """``POST /plan``: the plan of a pull request's revision against the live fleet, so
+        that CI can show it without fleet credentials. One at a time; read-only: its own
+        Wiring (the pass's is not shared across threads), nothing executed, no repository
+        code run."""
+        if not self._plan_lock.acquire(timeout=PLAN_QUEUE_SECONDS):
+            return 503, _json({"reason": "Busy", "message": "another plan is being made"})
+        try:
+            now = time.time()
+            history = journal.history(now)
+            planned, trusted = plan_revision(
+                Wiring(wiring.settings, connections=self._connections), history, rev, now)
+            spent = plan_spend(planned, journal, history, now)
+            return 200, render_planned(planned, "json", trusted, spent=spent).encode()
+        except InvalidInput as error:
+            return 422, _json({"reason": "InvalidDesiredState", "message":
+                               f"the revision's desired state is invalid ({len(error.diagnostics)}"
+                               " errors)", "errors": [d.error_json() for d in error.diagnostics]})
+        except Exception as error:
+            outcome = classify(error)
+            status = 404 if outcome.reason == "RevisionNotFound" else 503 \
+                if outcome.transient else 500
+            return status, _json({"reason": outcome.reason,
+                                  "message": redact_text(outcome.message)})
+        finally:
+            self._plan_lock.release()
+
+    def _serve(self, settings: Settings, on_gate: GateRequest,
+               on_plan: PlanRequest) -> ControlServer | None:
         if settings.listen is None:
             return None
         secret = None
@@ -241,7 +281,7 @@ class Daemon:
                                    reason="WebhookSecretTooShort")
         try:
             server = ControlServer(settings.listen, self.metrics, self._healthy, self._ready,
-                                   secret, self.trigger, on_gate)
+                                   secret, self.trigger, on_gate, on_plan)
         except OSError as error:
             raise StalledError(f"cannot listen on {settings.listen}: {error.strerror}; set "
                                "'listen' to a free address, or '' for none",
@@ -260,7 +300,7 @@ class Daemon:
             temporary.write_text(json.dumps(state))
             os.replace(temporary, path)
         except OSError as error:  # a full disk: the STATUS line and the log still say it
-            print(f"cannot write {path}: {error}", flush=True)
+            log.error(f"cannot write {path}: {error}")
 
     def _loop(self, wiring: Wiring, journal: Journal, server: ControlServer | None,
               held: Leadership | None) -> None:
@@ -288,6 +328,8 @@ class Daemon:
                 self._watch_for_drift(settings, ())
                 line = held.describe()
                 next_due = time.monotonic() + settings.resync_seconds
+                if line != last_line:
+                    log.info(line)
                 self._announce(line, line != last_line, settings, server)
                 last_line = line
                 continue
@@ -297,11 +339,13 @@ class Daemon:
             self._fleet_lock.check()  # FleetLockLost: never act on a folder moved under us
             started = time.monotonic()
             outcome = run_pass(wiring, journal, self._pass_stop, hooks=self._hooks())
-            _observe(self.metrics, outcome, time.monotonic() - started)
+            took = time.monotonic() - started
+            self.metrics.observe_pass(outcome, took, _objects(journal))
             self.metrics.quarantined.inc(outcome.quarantined)
             self._liveness.beat()
             if outcome.revision is not None:  # the desired state loaded: it names the targets
                 self._watch_for_drift(settings, watched(outcome.targets))
+            self._tell_whole_pass(outcome)
             line = outcome.status_line()
             remote = settings.repo is not None and not is_local_path(settings.repo)
             delay = next_delay(outcome.result, resync=settings.resync_seconds,
@@ -314,6 +358,7 @@ class Daemon:
             else:
                 backoff.reset()
             next_due = time.monotonic() + delay
+            log_pass(outcome, took, delay)
             self._announce(line, line != last_line, settings, server)
             last_line = line
 
@@ -324,9 +369,39 @@ class Daemon:
                      gauntlet_games=lambda opponent, n:
                      self.metrics.gauntlet_games.labels(opponent).inc(n))
 
+    def _tell_whole_pass(self, outcome: PassOutcome) -> None:
+        """A pass that could not even load the desired state (invalid, or a source that
+        needs a person: a bad signature, a rewritten history) stalls every target: told
+        once per problem, on the targets the last good state named, and told again
+        (``applied``, InSync) when the desired state loads again."""
+        if outcome.targets:
+            self._targets = tuple(target.name for target in outcome.targets)
+        problem = outcome.message \
+            if outcome.result in (PassResult.INVALID, PassResult.STALLED) else None
+        if problem == self._pass_problem or (problem is None and outcome.revision is None):
+            return
+        was, self._pass_problem = self._pass_problem, problem
+        for target in self._targets:
+            if problem is not None:
+                self.events.publish(Event(
+                    EventType.STALLED, target, outcome.revision, reason=(
+                        "InvalidDesiredState" if outcome.result is PassResult.INVALID
+                        else "SourceStalled"), message=redact_text(outcome.message)))
+            elif was is not None:
+                self.events.publish(Event(EventType.APPLIED, target, outcome.revision,
+                                          reason="InSync",
+                                          message="the desired state loads again"))
+
+    def _notifying(self, settings: Settings) -> Notifications:
+        """The settings' receivers, started; raises StalledError when a secret file
+        cannot be read (at start: the daemon says so and exits; on SIGHUP: refused)."""
+        return Notifications(settings.notifications,
+                             result=lambda kind, result:
+                             self.metrics.notifications.labels(kind, result).inc())
+
     def _announce(self, line: str, changed: bool, settings: Settings,
                   server: ControlServer | None) -> None:
-        """The STATUS line, the log (when it changed) and daemon.json: no URL credentials.
+        """The STATUS line and daemon.json (the log has its own lines): no URL credentials.
         An explicit opt-out of the sandbox stays in view on every line."""
         line = redact_text(line)
         if settings.sandbox == "none":
@@ -336,8 +411,8 @@ class Daemon:
             self._notify.ready(line)
         else:
             self._notify.status(line)
-        if changed:
-            print(line, flush=True)
+        if changed and settings.sandbox == "none":
+            log.warning("repository code runs unconfined (sandbox: none)")
         self._write_state(settings, server, line)
 
     def _progress(self, text: str) -> None:
@@ -357,17 +432,43 @@ class Daemon:
         try:
             fresh = load_settings(self._config_file, self._overrides)
         except InvalidInput as error:
-            print(f"reload refused, keeping the running settings:\n{error}", flush=True)
+            log.error(f"reload refused, keeping the running settings:\n{error}")
             self._notify.status("reload refused: settings invalid")
             return settings
         if (fresh.fleet_root, fresh.allowed_roots, fresh.state_dir, fresh.listen, fresh.kube,
                 fresh.leader_election) != (settings.fleet_root, settings.allowed_roots,
                                            settings.state_dir, settings.listen, settings.kube,
                                            settings.leader_election):
-            print("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes and "
-                  "leaderElection need a restart", flush=True)
+            log.error("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes "
+                      "and leaderElection need a restart")
             return settings
-        print("settings reloaded", flush=True)
+        if fresh.notifications != settings.notifications:
+            try:
+                notifications = self._notifying(fresh)
+            except ReconcilerError as error:
+                log.warning("reload refused, keeping the running settings: %s", error)
+                return settings
+            self._notifications, old = notifications, self._notifications
+            old.close()
+        log.info("settings reloaded")
         self.metrics.set_sandbox(fresh.sandbox)
         return fresh
 
+
+    def _log_start(self, settings: Settings, server: ControlServer | None) -> None:
+        listen = server.address if server is not None else None
+        repository = redact(settings.repo) if settings.repo is not None else None
+        log.info(f"reconciler {__version__} starting: repository {repository or '-'} "
+                 f"branch {settings.branch}, fleet root {settings.fleet_root}, listening on "
+                 f"{listen or 'nothing'}, sandbox {settings.sandbox}",
+                 extra=fields(version=__version__, repository=repository,
+                              branch=settings.branch, listen=listen, sandbox=settings.sandbox))
+
+
+def _objects(journal: Journal) -> list[dict[str, Any]] | None:
+    """The journal's rows for the metrics; None when it cannot be read (a full disk): the
+    pass has already said so, and the series keep what they last showed."""
+    try:
+        return journal.objects()
+    except Exception:
+        return None

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, FetchLimits, fetch
 from reconciler.desired.documents import (
@@ -33,7 +34,7 @@ from reconciler.desired.documents import (
 )
 from reconciler.digests import VerificationFailed
 from reconciler.errors import Disposition, ReconcilerError, classify
-from reconciler.events import Event
+from reconciler.events import Event, EventType
 from reconciler.gauntlet.runner import GauntletRunner, JobLauncher
 from reconciler.journal import Journal
 from reconciler.places import CommandResult, ContentStore, Fleet, Place
@@ -110,10 +111,14 @@ class Executor:
 
     def _one(self, action: Action, desired: Desired, pass_id: int) -> ActionResult:
         if action.op is Op.NOOP:
+            known = self._journal.object(action.key)
+            if known is not None and known["status"] not in (None, Condition.READY):
+                self._emit(EventType.APPLIED, action, desired.revision, reason="InSync",
+                           message=f"in sync again (was {known['status']}: {known['reason']})")
             self._journal.applied(action.key, action.desired, desired.revision, self._clock())
             return ActionResult(action, Result.IN_SYNC, "in sync")
         if action.status is not ActionStatus.READY:
-            return self._not_ready(action)
+            return self._not_ready(action, desired.revision)
         self._hooks.progress(f"{action.op} {action.kind}/{action.name} on {action.target}")
         where = action.target
         try:
@@ -129,7 +134,7 @@ class Executor:
         except Exception as error:
             return self._fault(action, error, where, desired.revision, pass_id)
 
-    def _not_ready(self, action: Action) -> ActionResult:
+    def _not_ready(self, action: Action, revision: str) -> ActionResult:
         status = Condition.STALLED if action.status is ActionStatus.BLOCKED \
             else Condition.RECONCILING
         message = action.message or action.status
@@ -140,6 +145,10 @@ class Executor:
             else None
         if known and known["failed_reason"]:
             message += f" (it failed: {known['failed_reason']})"  # keep the why in view
+        if action.reason is Reason.BUDGET_EXHAUSTED or status is Condition.STALLED:
+            self._emit_if_new(EventType.BUDGET_EXHAUSTED if action.reason
+                              is Reason.BUDGET_EXHAUSTED else EventType.STALLED, action,
+                              status, action.reason, message, revision)
         self._journal.condition(action.key, status, action.reason, message)
         return ActionResult(action, Result(action.status), message)
 
@@ -155,6 +164,9 @@ class Executor:
                              detail={"error": message, "reason": outcome.reason})
         conflict = outcome.disposition is Disposition.REPLAN
         status = Condition.RECONCILING if conflict or outcome.transient else Condition.STALLED
+        if status is Condition.STALLED:
+            self._emit_if_new(EventType.STALLED, action, status, outcome.reason, message,
+                              revision)
         self._journal.condition(action.key, status, outcome.reason, message)
         return ActionResult(action, Result.CONFLICT if conflict else Result.FAILED, message,
                             transient=outcome.transient)
@@ -194,6 +206,8 @@ class Executor:
             # once the operator has fixed it.
             message = f"cannot write {address} under {place.where}: {error}"
             self._journal.outcome(intent, Phase.FAILED, {"error": message})
+            self._emit_if_new(EventType.STALLED, action, Condition.STALLED,
+                              Reason.WRITE_FAILED, message, revision)
             self._journal.condition(action.key, Condition.STALLED, Reason.WRITE_FAILED, message)
             return ActionResult(action, Result.FAILED, message)
         except Exception as error:
@@ -202,15 +216,22 @@ class Executor:
         self._journal.outcome(intent, Phase.DONE)
         if action.restart_deferred:
             return self._owe_restart(action, revision, f"restored {action.location}")
+        self._emit(EventType.PROGRESSING, action, revision,
+                   message=f"delivered {action.location}; restarting and checking")
         check = self._restart_and_check(action, place, obj.restart, obj.health, pass_id,
                                         revision, action.desired)
         if check.ok:
             self._journal.applied(action.key, action.desired, revision, self._clock())
+            self._emit(EventType.DRIFT_HEALED if action.drift else EventType.APPLIED, action,
+                       revision, reason=Reason.CONVERGED,
+                       message=f"delivered {action.location}: {check.detail}")
             return ActionResult(action, Result.APPLIED, f"delivered {action.location}")
         if isinstance(obj, Strategy) and obj.on_failure == "hold":
             self._journal.failed(action.key, action.desired, revision,
                                  Reason.HEALTH_CHECK_FAILED,
                                  f"{check.detail}; held as configured (onFailure: hold)")
+            self._emit(EventType.STALLED, action, revision, reason=Reason.HEALTH_CHECK_FAILED,
+                       message=f"{check.detail}; held as configured (onFailure: hold)")
             return ActionResult(action, Result.FAILED, check.detail)
         back_to = self._last_healthy(action, replaced)
         undo = self._journal.intent(JournalAction.ROLLBACK, action.key, pass_id=pass_id,
@@ -253,6 +274,9 @@ class Executor:
         self._journal.failed(action.key, action.desired, revision, Reason.ROLLED_BACK,
                              f"{check.detail}; {how}")
         self._hooks.rollback(action.kind)
+        self._emit(EventType.ROLLED_BACK, action, revision, reason=Reason.ROLLED_BACK,
+                   message=f"{check.detail}; {how}",
+                   values={"check": check.detail, "previousHealthy": after.ok})
         return ActionResult(action, Result.ROLLED_BACK, f"{check.detail}; {how}")
 
     def _replaced(self, action: Action) -> str | None:
@@ -335,9 +359,11 @@ class Executor:
             message = f"artifact {redact(model.artifact.uri)} was not verified: {error}"
             self._journal.record(JournalAction.VERIFY, Phase.FAILED, pass_id=pass_id,
                                  revision=revision, key=action.key, detail={"error": message})
+            self._emit(EventType.STALLED, action, revision, reason=reason, message=message)
             self._journal.failed(action.key, digest, revision, reason, message)
             return ActionResult(action, Result.FAILED, message)
         known_good = digest in self._journal.canonical_digests(model.name)
+        gate: dict[str, Any] = {"gateSkipped": known_good}
         if model.gauntlet is not None and not known_good:
             self._restore_previous(model, desired, digest)
             verdict = self._gauntlets.evaluate(model, desired, digest, artifact)
@@ -348,18 +374,24 @@ class Executor:
                                          "remembered": verdict.remembered,
                                          "summary": verdict.message})
             outcome = verdict.outcome
+            gate = _gate_values(verdict.reason, verdict.remembered, verdict.evidence)
             if outcome in ("stopped", "error", "blocked"):
-                return self._no_verdict(action, model, digest, verdict.message, outcome)
+                return self._no_verdict(action, model, digest, verdict.message, outcome,
+                                        revision)
             if outcome == "inconclusive" and self._inconclusive == "hold":
                 message = (f"gate {model.gauntlet} is inconclusive for sha256:{digest[:12]}: "
                            f"{verdict.message}; held (never a pass): a new commit with a "
                            "larger game budget, or 'reconciler gauntlet --retry', runs it again")
+                self._emit_if_new(EventType.REJECTED, action, Condition.STALLED,
+                                  Reason.GATE_INCONCLUSIVE, message, revision, gate)
                 self._journal.condition(action.key, Condition.STALLED,
                                         Reason.GATE_INCONCLUSIVE, message)
                 return ActionResult(action, Result.BLOCKED, message)
             if not verdict.passed:
                 message = f"gate {model.gauntlet} rejected sha256:{digest[:12]}: " \
                           f"{verdict.message}"
+                self._emit_if_new(EventType.REJECTED, action, Condition.STALLED,
+                                  verdict.reason, message, revision, gate)
                 self._journal.condition(action.key, Condition.STALLED, verdict.reason, message)
                 return ActionResult(action, Result.BLOCKED, message)
         if self._stop.is_set():  # a gate takes minutes: a stop or a lost Lease since then
@@ -384,11 +416,18 @@ class Executor:
         if action.restart_deferred:
             self._journal.canonical(model.name, digest)
             return self._owe_restart(action, revision, f"pointer put back to sha256:{digest[:12]}")
+        self._emit(EventType.PROGRESSING, action, revision,
+                   message=f"pointer flipped to sha256:{digest[:12]}; restarting and checking",
+                   values=gate)
         check = self._restart_and_check(action, place, model.restart, model.health, pass_id,
                                         revision, digest)
         if check.ok:
             self._journal.canonical(model.name, digest)
             self._journal.applied(action.key, digest, revision, self._clock())
+            self._emit(EventType.DRIFT_HEALED if action.drift else EventType.PROMOTED, action,
+                       revision, reason=Reason.CONVERGED, values=gate,
+                       message=f"{address_of(model, place.target)} -> sha256:{digest[:12]}: "
+                               f"{check.detail}")
             self._collect(model, desired, pass_id)
             return ActionResult(action, Result.APPLIED,
                                 f"{address_of(model, place.target)} -> sha256:{digest}")
@@ -456,17 +495,41 @@ class Executor:
                   limits=FetchLimits.of(self._artifacts), stop=self._stop)
 
     def _no_verdict(self, action: Action, model: Model, digest: str, why: str,
-                    outcome: str) -> ActionResult:
+                    outcome: str, revision: str) -> ActionResult:
         """The gate gave no verdict on the model: a stop, an error of the tool (retried with
         backoff, never remembered), or the GPU budget (blocked until it frees up)."""
         if outcome == "stopped":
             return self._interrupted(action, why)
         if outcome == "blocked":
+            self._emit_if_new(EventType.BUDGET_EXHAUSTED, action, Condition.STALLED,
+                              Reason.BUDGET_EXHAUSTED, why, revision)
             self._journal.condition(action.key, Condition.STALLED, Reason.BUDGET_EXHAUSTED, why)
             return ActionResult(action, Result.BLOCKED, why)
         message = f"gate {model.gauntlet} could not judge sha256:{digest[:12]}: {why}"
         self._journal.condition(action.key, Condition.RECONCILING, Reason.GATE_ERROR, message)
         return ActionResult(action, Result.FAILED, message, transient=True)
+
+    def _emit(self, type: EventType, action: Action, revision: str | None, *,
+              reason: str | None = None, message: str = "",
+              values: dict[str, Any] | None = None) -> None:
+        self._hooks.event(Event(type, action.target, revision, action.kind, action.name,
+                                action.desired, reason, message, values or {}))
+
+    def _emit_if_new(self, type: EventType, action: Action, status: str, reason: str | None,
+                     message: str, revision: str, values: dict[str, Any] | None = None) -> None:
+        """For conditions that stay while nothing changes (a stall, a rejection, a spent
+        budget): tell the listeners once, when the journal's condition becomes this one,
+        not on every pass that finds it still so. A message's head (before its first
+        ': ') names what it is about (the digest a gate judged), its tail may vary. A stall
+        is news only to an object that was not stalled (its reason changes from what failed
+        to FailedBefore on the next pass)."""
+        known = self._journal.object(action.key)
+        head = message.split(": ")[0]
+        was = None if known is None else (known["status"], known["reason"],
+                                          str(known["message"] or "").split(": ")[0])
+        if was is None or (was[0] != status if type is EventType.STALLED
+                           else was != (status, reason, head)):
+            self._emit(type, action, revision, reason=reason, message=message, values=values)
 
     def _interrupted(self, action: Action, why: str) -> ActionResult:
         self._journal.condition(action.key, Condition.RECONCILING, Reason.INTERRUPTED, why)
@@ -502,6 +565,15 @@ class Executor:
                      progress=lambda done, total: self._hooks.progress(
                          f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"
                          if total else f"fetching {model.name}: {done >> 20} MiB"))
+
+
+def _gate_values(reason: str, remembered: bool, evidence: dict[str, Any]) -> dict[str, Any]:
+    """The gate's measured values for listeners: its scalars only, a bounded set."""
+    values: dict[str, Any] = {"gate": reason, "remembered": remembered}
+    for name, value in list(evidence.items())[:32]:
+        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) < 200):
+            values[name] = value
+    return values
 
 
 def _digest_or_none(value: object) -> str | None:
