@@ -1,5 +1,6 @@
 """A small JSON-over-HTTP client for forge APIs: the standard library's ``http.client``,
-a timeout on every whole request (a server answering a byte at a time is cut off too),
+the proxy the environment names (as for artifact downloads), a timeout on every whole
+request (a server answering a byte at a time is cut off too),
 bounded response reads, retries with backoff on 5xx and on
 connection faults, and errors that never carry the token.
 """
@@ -18,6 +19,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.errors import StalledError, TransientError
+from reconciler.http_connections import connection_for
 from reconciler.redaction import redact, redact_text
 from reconciler.vocabulary import Reason
 
@@ -63,9 +65,8 @@ class JsonClient:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StalledError(f"forge url {redact(base_url)!r} is not an http(s) URL")
-        self._scheme = parts.scheme
-        self._host = parts.hostname
-        self._port = parts.port
+        # No userinfo: the token goes in a header, never in a URL.
+        self._origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self._prefix = parts.path.rstrip("/")
         self._headers = headers
         self._timeout = timeout
@@ -119,15 +120,8 @@ class JsonClient:
 
     def _once(self, method: str, path: str, body: bytes | None,
               headers: dict[str, str]) -> tuple[int, bytes]:
-        connection: http.client.HTTPConnection
-        if self._scheme == "https":
-            connection = http.client.HTTPSConnection(self._host, self._port,
-                                                     timeout=self._timeout,
-                                                     context=ssl.create_default_context())
-        else:
-            connection = http.client.HTTPConnection(self._host, self._port,
-                                                    timeout=self._timeout)
         deadline = time.monotonic() + self._timeout
+        connection, target = connection_for(self._origin + path, self._timeout)
         try:
             connection.connect()  # bounded by the timeout; the cut-off needs the socket
         except BaseException:
@@ -139,7 +133,7 @@ class JsonClient:
                                    name="forge-cut-off", daemon=True)
         cut_off.start()
         try:
-            connection.request(method, path, body=body, headers=headers)
+            connection.request(method, target, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read(MAX_RESPONSE_BYTES + 1)
             if fired.is_set():  # a read cut off short may return what it had: not an answer

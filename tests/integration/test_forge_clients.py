@@ -171,3 +171,21 @@ def test_a_token_file_with_more_than_the_token_is_refused_without_showing_it(
         with pytest.raises(TokenUnreadable, match="must hold the token alone") as raised:
             api.set_status(SHA, "pending", "c", "d")
         assert TOKEN not in str(raised.value) and served.requests == []
+
+
+def test_the_forge_is_reached_through_the_proxy_the_environment_names(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As artifact downloads are (http_proxy, https_proxy, no_proxy, read as urllib does):
+    a daemon that can fetch its artifacts through the site's proxy can reach its forge.
+    The fake forge plays the proxy: it answers the absolute URL it is asked for."""
+    with fake_forge("gitea") as served:
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{served.port}")
+        monkeypatch.setenv("no_proxy", "")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        token_file = tmp_path / "token"
+        token_file.write_text(TOKEN)
+        api = forge_client(ForgeSettings("gitea", "http://forge.invalid/api/v1", "acme/fleet",
+                                         token_file, 2.0), backoff_seconds=0.01)
+        api.set_status(SHA, "pending", "c", "d")
+        assert served.requests == [("POST", f"http://forge.invalid/api/v1/repos/acme/fleet/"
+                                            f"statuses/{SHA}")]
