@@ -567,15 +567,18 @@ COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # promote's 1 says "the gate rejected the model": its own errors are 3 (DESIGN.md §2).
+    error_exit = EXIT_CANNOT_CHECK if args.command == "promote" else EXIT_ERROR
     try:
         configure(args.log_format, args.log_level)
     except LogSettingError as error:
         print(f"reconciler: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return error_exit
     try:
         return COMMANDS[args.command](args)
     except InvalidInput as error:
-        return _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr)
+        code = _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr)
+        return error_exit if code == EXIT_ERROR else code
     except SandboxUnavailable as error:
         # Not a verdict on the input: the check could not run here (exit 3 where the
         # contract has one: validate and gauntlet).
@@ -584,7 +587,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else EXIT_ERROR
     except ReconcilerError as error:
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return error_exit
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:

@@ -279,3 +279,26 @@ def test_branch_names_git_refuses_or_that_alias_the_tracked_branch_are_refused(
         assert done.returncode == 3, (name, done.stdout + done.stderr)
         assert "not a new branch name" in done.stdout and "PASS" not in done.stdout
     assert setup.branches() == ["main"]
+
+
+def test_a_broken_settings_file_or_desired_state_is_an_error_not_a_rejection(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """Exit 1 tells a pipeline its model was rejected: invalid input of the reconciler's
+    own is 3 (DESIGN.md §2), with the file, line and rule."""
+    setup = Setup(tmp_path)
+    good = setup.settings.read_text()
+    setup.settings.write_text(good + "forge: {type: bitbucket, url: 'https://x', "
+                              "repository: a/b, tokenFile: t}\n")
+    settings = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+    assert settings.returncode == 3, settings.stdout + settings.stderr
+    assert "promote.yaml" in settings.stdout + settings.stderr
+    setup.settings.write_text(good)
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(setup.remote), str(work))
+    (work / "desired-state" / "model.yaml").write_text("kind: Model\nmetadata: {name: [\n")
+    git(work, "commit", "-qam", "a broken model file")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    desired = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+    assert desired.returncode == 3, desired.stdout + desired.stderr
+    assert "model.yaml" in desired.stdout + desired.stderr
+    assert setup.branches() == ["main"]
