@@ -192,7 +192,14 @@ class GitLab(_Client):
             state, state), "name": context, "description": _description(description)}
         if target_url:
             payload["target_url"] = target_url
-        self.http.request("POST", f"/projects/{self._project}/statuses/{sha}", payload)
+        try:
+            self.http.request("POST", f"/projects/{self._project}/statuses/{sha}", payload)
+        except ForgeRefused as error:
+            # A status still running (or pending) cannot be moved to the same state: 400
+            # "Cannot transition status via :run from :running"; it already says so.
+            if error.status != 400 or "Cannot transition status" not in str(error) \
+                    or payload["state"] not in ("running", "pending"):
+                raise
 
 
 class Gitea(_Client):

@@ -12,7 +12,9 @@ Endpoints (request and answer shapes as documented):
 - GitLab v4: GET/POST /projects/:id/merge_requests
   (https://docs.gitlab.com/ee/api/merge_requests.html#create-mr: 201 with ``iid``,
   ``web_url``; 409 for a second open one), POST /projects/:id/statuses/:sha
-  (https://docs.gitlab.com/ee/api/commits.html#set-the-pipeline-status-of-a-commit).
+  (https://docs.gitlab.com/ee/api/commits.html#set-the-pipeline-status-of-a-commit; 400
+  "Cannot transition status via :run from :running" for a second running in a row, as
+  gitlab-org/gitlab-foss#25807 and its many reports show).
 - Gitea v1: GET /repos/{owner}/{repo}/pulls/{base}/{head}, POST /repos/{owner}/{repo}/pulls,
   POST /repos/{owner}/{repo}/statuses/{sha} (https://docs.gitea.com/api/1.22/).
 """
@@ -215,6 +217,17 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
             if len(sha) != 40 or body.get("state") not in states:
                 self._answer(422, {"message": f"invalid state {body.get('state')!r}"})
                 return
+            if forge.kind == "gitlab" and body["state"] in ("pending", "running"):
+                # GitLab finds the context's status that is still pending or running and
+                # moves it by an event; one that is already in the state has none to take.
+                last = next((b["state"] for s, b in reversed(forge.statuses)
+                             if s == sha and b["name"] == body["name"]), None)
+                if last == body["state"]:
+                    event = {"pending": "enqueue", "running": "run"}[last]
+                    self._answer(400, {"message": f"Cannot transition status via :{event} "
+                                       f"from :{last} (Reason(s): Status cannot transition "
+                                       f"via \"{event}\")"})
+                    return
             forge.statuses.append((sha, body))
             self._answer(201, {"id": len(forge.statuses), **body})
 

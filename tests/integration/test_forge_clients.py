@@ -61,6 +61,18 @@ def test_statuses_map_to_each_forges_states_one_context_each(forge: FakeForge,
     assert {sha for sha, _ in forge.statuses} == {SHA}
 
 
+def test_a_status_already_in_its_state_is_not_an_error(forge: FakeForge,
+                                                       tmp_path: Path) -> None:
+    """A change retried on the same revision says pending again while its status still is:
+    GitLab answers 400 "Cannot transition status via :run from :running", which is no
+    failure (the status says what we mean) and must not be logged as one on every retry."""
+    api = client(forge, tmp_path)
+    api.set_status(SHA, "pending", "reconciler/a/Model/m", "soaking")
+    api.set_status(SHA, "pending", "reconciler/a/Model/m", "soaking again")
+    api.set_status(SHA, "success", "reconciler/a/Model/m", "healthy")
+    assert forge.contexts()["reconciler/a/Model/m"][-1] == "success"
+
+
 def test_5xx_is_retried_with_backoff(forge: FakeForge, tmp_path: Path) -> None:
     forge.faults = [500, 502]
     client(forge, tmp_path).set_status(SHA, "success", "reconciler/a/Model/m", "ok")
