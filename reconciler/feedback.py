@@ -36,6 +36,7 @@ from reconciler.vocabulary import JournalAction, Phase, Reason
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256
+STATUS_GRACE_SECONDS = 5.0  # a stopping daemon's wait for queued statuses to be posted
 HISTORY_DEPTH = 200  # first-parent commits searched for a Model's previous digest
 PROPOSAL_ATTEMPTS = 3
 PROPOSAL_RETRY_SECONDS = 30.0
@@ -71,9 +72,11 @@ def _log(text: str) -> None:
 class _Worker:
     """A bounded queue and the thread that empties it; ``handle`` errors are logged."""
 
-    def __init__(self, name: str, handle: Callable[[Event], None], size: int) -> None:
+    def __init__(self, name: str, handle: Callable[[Event], None], size: int, *,
+                 grace_seconds: float = 0.0) -> None:
         self._name = name
         self._handle = handle
+        self._grace = grace_seconds  # on close, to finish what is queued
         self._queue: queue.Queue[Event] = queue.Queue(maxsize=size)
         self.stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -110,6 +113,8 @@ class _Worker:
         return done.wait(timeout)
 
     def close(self) -> None:
+        if self._grace and not self.drain(self._grace):
+            _log(f"{self._name}: stopped with {self._queue.qsize()} not yet handled")
         self.stop.set()
         self._thread.join(timeout=5)
 
@@ -119,7 +124,10 @@ class CommitStatuses:
 
     def __init__(self, forge: Forge, *, size: int = QUEUE_SIZE) -> None:
         self._forge = forge
-        self.worker = _Worker("commit statuses", self._post, size)
+        # Unlike a revert proposal (journaled, resumed), a status still queued at a stop is
+        # lost: no later pass posts it again, and the revision would say pending for good.
+        self.worker = _Worker("commit statuses", self._post, size,
+                              grace_seconds=STATUS_GRACE_SECONDS)
 
     def __call__(self, event: Event) -> None:
         if event.type in STATES and event.kind and commit_of(event.revision):

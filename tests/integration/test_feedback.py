@@ -228,3 +228,19 @@ def test_a_secret_in_the_failure_message_reaches_neither_git_nor_the_journal(
     assert all("s3cr3t-pw" not in str(entry.detail) for entry in journal.events(limit=100))
     sink.worker.close()
     journal.close()
+
+
+def test_statuses_queued_when_the_daemon_stops_are_still_posted(
+        github: FakeForge, tmp_path: Path) -> None:
+    """A SIGTERM right after a change turned healthy: its success must reach the forge, or
+    the revision says pending for good (no later pass posts it again)."""
+    settings = load_settings(_settings_file(tmp_path, github.settings(tmp_path)), {})
+    assert settings.forge is not None
+    sink = CommitStatuses(forge_client(settings.forge, backoff_seconds=0.01))
+    for target in ("edge", "staging", "production"):
+        sink(event(EventType.PROGRESSING, "d" * 40, target=target))
+        sink(event(EventType.APPLIED, "d" * 40, target=target))
+    sink.worker.close()  # what the daemon does on its way out
+    assert {context: states[-1] for context, states in github.contexts().items()} == {
+        f"reconciler/{target}/Strategy/app": "success"
+        for target in ("edge", "staging", "production")}
