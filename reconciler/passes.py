@@ -28,6 +28,7 @@ from reconciler.desired.loader import load_desired
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import Disposition, classify
 from reconciler.execute.executor import Executor, Hooks, PassReport
+from reconciler.execute.interrupts import ActionInterrupt
 from reconciler.gauntlet.budgets import gate_costs
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
@@ -180,7 +181,9 @@ def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks |
     # Where this pass's repository code runs (the settings may have been reloaded); a check
     # running as a cluster Job is deleted when the pass is stopped.
     configure_sandbox(wiring.settings, wiring.connections, stop)
-    jobs = gauntlet_jobs(wiring.settings, wiring.connections, stop)
+    # One interrupt for the pass's actions (executor.py): gauntlet Jobs end with the action.
+    interrupt = ActionInterrupt(stop)
+    jobs = gauntlet_jobs(wiring.settings, wiring.connections, interrupt)
     outcome = PassOutcome(PassResult.STALLED, "no pass ran")
     for _ in range(REPLANS):
         try:
@@ -190,9 +193,10 @@ def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks |
             count = len(error.diagnostics)
             return PassOutcome(PassResult.INVALID, f"{count} error{'s' if count != 1 else ''} "
                                f"in the desired state, fleet unchanged; first: {first}")
-        report = Executor(wiring.fleet, wiring.store, journal, stop, hooks=hooks,
+        report = Executor(wiring.fleet, wiring.store, journal, interrupt, hooks=hooks,
                           gauntlet_jobs=jobs, inconclusive=wiring.settings.inconclusive,
                           artifacts=wiring.settings.artifacts,
+                          analysis=wiring.settings.analysis,
                           ).execute(planned.plan, planned.desired, pass_id)
         outcome = summarize(report, planned.plan.errors, all(
             seen.transient for seen in planned.observed.values() if seen.error),

@@ -6,6 +6,11 @@ the end of a soak or backoff, or right after a pass that changed something (so t
 downstream targets see what upstream ones just became). Transient faults back off
 exponentially with jitter; a stalled source (bad signature, history rewrite) and invalid
 desired state wait for a new commit. The fleet keeps its last good state throughout.
+
+Between passes and during them, other threads listen: the control socket (control.py:
+``suspend``, ``resume`` and ``reconcile`` wake the loop; a suspension ends the action under
+way on its target) and the supersede watch (supersede.py: a newer commit ends the check
+of content it replaces). They only set events; the pass itself runs here alone.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from reconciler import __version__
 from reconciler.app import Connections, Wiring, confine_state_dir, watched
 from reconciler.costs import plan_spend
 from reconciler.daemon.backoff import Backoff
+from reconciler.daemon.control import ControlSocket, PassTickets, runtime_socket
 from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest, PlanRequest
 from reconciler.daemon.leadership import Leadership, leadership
 from reconciler.daemon.liveness import Liveness, ProgressEvent, Watchdog
@@ -32,17 +38,20 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passlog import log_pass
 from reconciler.daemon.schedule import next_delay
 from reconciler.daemon.sdnotify import Notifier
+from reconciler.daemon.supersede import SupersedeWatch
 from reconciler.daemon.watch import RefWatcher
 from reconciler.desired.documents import Target
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import ReconcilerError, StalledError, classify
 from reconciler.events import Event, EventType, Subscribers
 from reconciler.execute.executor import Hooks
+from reconciler.execute.interrupts import ActionInterrupt, Cause, Running
 from reconciler.feedback import forge_sinks
 from reconciler.journal import Journal
 from reconciler.logs import fields
 from reconciler.notify import Notifications
 from reconciler.passes import PassOutcome, render_planned, run_pass
+from reconciler.plan.planner import ALL_TARGETS, Suspension
 from reconciler.prcheck import plan_revision, run_gate
 from reconciler.redaction import redact, redact_text
 from reconciler.sandbox.memory import deny_write_execute_to_this_process
@@ -92,6 +101,15 @@ class Daemon:
         self.events.add(lambda event: self._notifications(event))
         self._targets: tuple[str, ...] = ()  # named by the last desired state that loaded
         self._pass_problem: str | None = None  # why the last pass could not load it
+        self._tickets = PassTickets()  # reconcile --wait
+        self._running_lock = threading.Lock()
+        self._running: tuple[Running, ActionInterrupt] | None = None
+        self._suspended: dict[str, Suspension] = {}  # as last taken up (events, metric)
+        self._suspensions_lock = threading.Lock()
+        self._journal: Journal | None = None
+        self._supersede: SupersedeWatch | None = None
+        self._held: Leadership | None = None
+        self._control_path: Path | None = None  # for daemon.json
 
     # Signals: set flags and wake the loop; the loop does the work.
 
@@ -134,6 +152,86 @@ class Daemon:
 
     def trigger(self) -> None:
         self._wake.set()
+        if self._supersede is not None:
+            self._supersede.poke()  # during a pass: a newer commit may supersede a check
+
+    # The action under way (executor hooks) and what may end it from another thread.
+
+    def _on_running(self, running: Running | None, interrupt: ActionInterrupt) -> None:
+        with self._running_lock:
+            self._running = None if running is None else (running, interrupt)
+
+    def _current(self) -> Running | None:
+        with self._running_lock:
+            return self._running[0] if self._running is not None else None
+
+    def _fire(self, running: Running, cause: Cause, why: str) -> bool:
+        """End ``running`` if it is still the action under way."""
+        with self._running_lock:
+            if self._running is None or self._running[0] != running:
+                return False
+            self._running[1].fire(cause, why)
+        log.info(why)
+        self._wake.set()  # the pass is planned again at once
+        return True
+
+    def _suspension_ends(self, running: Running) -> None:
+        held = self._suspended.get(running.target) or self._suspended.get(ALL_TARGETS)
+        if held is not None:
+            self._fire(running, Cause.SUSPENDED, f"{held.describe()}; the "
+                       f"{running.kind}/{running.name} change under way was ended")
+
+    def _take_up_suspensions(self) -> None:
+        """Read the journal's suspensions (a ``suspend``/``resume`` woke us, or a pass
+        ended): log, publish and count what changed; end an action under way on a newly
+        suspended target. From the control socket's thread or the loop's."""
+        if self._journal is None:
+            return
+        with self._suspensions_lock:
+            now = self._journal.suspensions()
+            before, self._suspended = self._suspended, now
+        for name in sorted(now.keys() - before.keys()):
+            held = now[name]
+            log.warning(f"suspend: {held.describe()}")
+            self.events.publish(Event(EventType.SUSPENDED, name, None, reason="Suspended",
+                                      message=held.describe()))
+        for name in sorted(before.keys() - now.keys()):
+            log.warning(f"resume: {'the whole fleet' if name == ALL_TARGETS else name} is no "
+                        "longer suspended")
+            self.events.publish(Event(EventType.RESUMED, name, None, reason="Resumed",
+                                      message=f"{name} resumed"))
+        self.metrics.suspended_targets.set(
+            len(self._targets) if ALL_TARGETS in now
+            else len(now.keys() & set(self._targets)))
+        self.metrics.fleet_suspended.set(1 if ALL_TARGETS in now else 0)
+        running = self._current()
+        if running is not None:
+            self._suspension_ends(running)
+
+    def _control(self, request: dict[str, Any], uid: int) -> dict[str, Any]:
+        """A request on the control socket (control.py), already journaled by its sender."""
+        op = request.get("op")
+        if op == "wake":  # suspend or resume: the journal says what
+            self._take_up_suspensions()
+            self._wake.set()
+            return {"ok": True, "pid": os.getpid()}
+        if op == "reconcile":
+            held = self._held
+            if held is not None and not held.leading:
+                return {"ok": False, "error": f"this daemon is a standby ({held.describe()}); "
+                        "the leader runs the passes"}
+            ticket = self._tickets.ask()
+            log.info(f"reconcile: a pass was asked for (uid {uid})")
+            self._wake.set()
+            if not request.get("wait"):
+                return {"ok": True, "pid": os.getpid(), "queued": True}
+            timeout = min(float(request.get("timeout") or 600), 3600.0)
+            answered = self._tickets.wait(ticket, timeout)
+            if answered is None:
+                return {"ok": False, "error": f"no pass finished within {timeout:.0f}s"}
+            return {"ok": True, "pid": os.getpid(), "result": answered[0],
+                    "message": answered[1]}
+        return {"ok": False, "error": f"unknown request {op!r}"}
 
     def _healthy(self) -> tuple[bool, str]:
         age = self._liveness.age()
@@ -166,20 +264,30 @@ class Daemon:
         feedback = forge_sinks(settings, journal)
         for sink in feedback:
             self.events.add(sink)
+        self._journal = journal
+        self._suspended = journal.suspensions()  # in force already: said, not published again
+        for suspension in self._suspended.values():
+            log.warning(f"suspend: {suspension.describe()}")
         server = self._serve(settings, lambda request: self._gate(wiring, journal, request),
                              lambda rev: self._plan(wiring, journal, rev))
+        control = self._control_socket(settings)
         signal.signal(signal.SIGTERM, self._on_stop)
         signal.signal(signal.SIGINT, self._on_stop)
         signal.signal(signal.SIGHUP, self._on_reload)
+        self._supersede = SupersedeWatch(lambda: wiring.settings, self._current, self._fire,
+                                         self._stop)
+        self._supersede.start()
         self._log_start(settings, server)
         if settings.repo is not None and is_local_path(settings.repo):
             RefWatcher(Path(settings.repo), self.trigger, self._stop).start()
+        self._control_path = control.path
         self._write_state(settings, server, "starting")
         if interrupted:
             journal.record(JournalAction.RECOVER, Phase.INFO,
                            detail={"interrupted": [e.id for e in interrupted]})
         held = leadership(settings, self._connections, self._stop, on_gained=self._gained,
                           on_lost=self._lost)
+        self._held = held
         if held is not None:
             log.info(f"leader election: {held.elector.shown} as {held.elector.identity}")
         watchdog = None
@@ -200,6 +308,7 @@ class Daemon:
                 held.stop()
             if server is not None:
                 server.stop()
+            control.stop()
             for sink in feedback:
                 sink.worker.close()
             journal.close()
@@ -289,10 +398,22 @@ class Daemon:
         server.start()
         return server
 
+    def _control_socket(self, settings: Settings) -> ControlSocket:
+        path = runtime_socket(settings.state_dir)
+        try:
+            control = ControlSocket(path, self._control)
+        except OSError as error:
+            raise StalledError(f"cannot listen on the control socket {path}: "
+                               f"{error.strerror}", reason="ControlSocketFailed") from None
+        control.start()
+        return control
+
     def _write_state(self, settings: Settings, server: ControlServer | None,
                      status: str) -> None:
-        """``<stateDir>/daemon.json``: who runs, where it listens, what it last said."""
+        """``<stateDir>/daemon.json``: who runs, where it listens (HTTP, and the control
+        socket ``suspend``/``resume``/``reconcile`` use), what it last said."""
         state = {"pid": os.getpid(), "listen": server.address if server else None,
+                 "control": str(self._control_path) if self._control_path else None,
                  "status": status, "at": time.time()}
         path = settings.state_dir / "daemon.json"
         temporary = path.with_name(".daemon.json.tmp")
@@ -338,7 +459,11 @@ class Daemon:
                 break
             self._fleet_lock.check()  # FleetLockLost: never act on a folder moved under us
             started = time.monotonic()
+            self._tickets.starting()
             outcome = run_pass(wiring, journal, self._pass_stop, hooks=self._hooks())
+            if outcome.revision is not None:
+                self._targets = tuple(target.name for target in outcome.targets)
+            self._take_up_suspensions()
             took = time.monotonic() - started
             self.metrics.observe_pass(outcome, took, _objects(journal))
             self.metrics.quarantined.inc(outcome.quarantined)
@@ -360,6 +485,7 @@ class Daemon:
             next_due = time.monotonic() + delay
             log_pass(outcome, took, delay)
             self._announce(line, line != last_line, settings, server)
+            self._tickets.finished(outcome.result, line)
             last_line = line
 
     def _hooks(self) -> Hooks:
@@ -367,7 +493,8 @@ class Daemon:
                      drift=lambda kind: self.metrics.drift_corrections.labels(kind).inc(),
                      progress=self._progress, event=self.events.publish,
                      gauntlet_games=lambda opponent, n:
-                     self.metrics.gauntlet_games.labels(opponent).inc(n))
+                     self.metrics.gauntlet_games.labels(opponent).inc(n),
+                     running=self._on_running)
 
     def _tell_whole_pass(self, outcome: PassOutcome) -> None:
         """A pass that could not even load the desired state (invalid, or a source that

@@ -86,6 +86,12 @@ class Metrics:
         for kind in NOTIFICATION_KINDS:
             for outcome in NOTIFICATION_RESULTS:
                 self.notifications.labels(kind, outcome)
+        self.suspended_targets = Gauge("reconciler_suspended_targets",
+                                       "Declared targets on which nothing is changed "
+                                       "(reconciler suspend).", registry=self.registry)
+        self.fleet_suspended = Gauge("reconciler_fleet_suspended", "1 while the whole fleet "
+                                     "is suspended (reconciler suspend --all).",
+                                     registry=self.registry)
         for opponent in OPPONENTS:
             self.gauntlet_games.labels(opponent)
         for result in PassResult:
