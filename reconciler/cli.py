@@ -40,7 +40,7 @@ from reconciler.desired.loader import cache_salt, load_desired, located_warnings
 from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.durations import parse_duration
-from reconciler.errors import ReconcilerError, StalledError
+from reconciler.errors import ReconcilerError, StalledError, classify
 from reconciler.execute.executor import Hooks
 from reconciler.gauntlet.budgets import budget_warnings
 from reconciler.journal import Journal
@@ -828,3 +828,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except Exception as error:
+        if args.command != "promote":
+            raise
+        # Python's own exit for a crash is 1, which promote's contract gives to a rejected
+        # model: a fault of the machine (a journal that cannot open, a full disk) is 3.
+        outcome = classify(error)
+        print(f"reconciler promote: {outcome.reason}: {outcome.message}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK

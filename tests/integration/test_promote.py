@@ -302,3 +302,16 @@ def test_a_broken_settings_file_or_desired_state_is_an_error_not_a_rejection(
     assert desired.returncode == 3, desired.stdout + desired.stderr
     assert "model.yaml" in desired.stdout + desired.stderr
     assert setup.branches() == ["main"]
+
+
+def test_a_fault_of_the_machine_is_an_error_not_a_rejection(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """Whatever breaks on the way (here the journal cannot be opened) exits 3 with what
+    broke: never Python's 1 with a traceback, which a pipeline reads as 'rejected'."""
+    setup = Setup(tmp_path)
+    setup.fleet.state.mkdir(parents=True, exist_ok=True)
+    (setup.fleet.state / "journal.db").mkdir()
+    done = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "journal" in done.stdout + done.stderr
+    assert setup.branches() == ["main"]
