@@ -1,11 +1,14 @@
 """One HTTP exchange with a server that may be slow or hostile (a forge's API, a
 notification receiver), bounded in time and in size; and the retry policy both use.
 
-The connection and the whole answer share one deadline: a watchdog shuts the socket down
-when it passes, so a server that trickles its answer byte by byte (each byte within the
-per-read timeout) cannot hold the caller longer. At most ``max_bytes`` of the answer are
-read. Redirects are never followed (a token is never sent to a host it was not meant
-for). Credentials in the URL (``https://user:pass@host``) become Basic auth.
+The connection and the whole answer share one deadline: a cut-off thread shuts the socket
+down when it passes (or when ``stop`` is set, within ``CUT_OFF_POLL_SECONDS``), so a
+server that trickles its answer byte by byte (each byte within the per-read timeout)
+cannot hold the caller longer, and an answer cut short is never taken for one. At most
+``max_bytes`` of the answer are read. Redirects are never followed (a token is never sent
+to a host it was not meant for). Credentials in the URL (``https://user:pass@host``)
+become Basic auth, never part of a request line. Connections go direct or through the
+proxy the environment names (``http_connections``).
 """
 
 from __future__ import annotations
@@ -15,20 +18,22 @@ import contextlib
 import http.client
 import random
 import socket
-import ssl
 import threading
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
+from reconciler.http_connections import connection_for
 from reconciler.redaction import redact_text
 
 MIN_SECRET_CHARS = 4  # shorter is no secret worth scrubbing, and would garble the text
+CUT_OFF_POLL_SECONDS = 0.1
 
 
 class ExchangeFailed(Exception):
-    """No answer: a refused or reset connection, a TLS fault, or the deadline passed
-    (``timed_out``). The message never holds the URL's credentials."""
+    """No answer: a refused or reset connection, a TLS fault, the deadline passed
+    (``timed_out``) or a stop. The message never holds the URL's credentials."""
 
     def __init__(self, message: str, *, timed_out: bool) -> None:
         super().__init__(message)
@@ -43,7 +48,7 @@ class Answer:
 
 
 def exchange(method: str, url: str, *, body: bytes | None, headers: Mapping[str, str],
-             timeout: float, max_bytes: int) -> Answer:
+             timeout: float, max_bytes: int, stop: threading.Event | None = None) -> Answer:
     """Send one request to ``url`` and read its answer within ``timeout`` seconds in all.
     Raises ValueError for a URL that is not http(s), ExchangeFailed for no answer."""
     parts = urlsplit(url)
@@ -53,37 +58,49 @@ def exchange(method: str, url: str, *, body: bytes | None, headers: Mapping[str,
     if parts.username is not None and not any(k.lower() == "authorization" for k in sent):
         user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
         sent["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                                 context=ssl.create_default_context())
-    else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], fragment=""))
+    deadline = time.monotonic() + timeout
+    connection, target = connection_for(bare, timeout)
+    done, fired = threading.Event(), threading.Event()
+    stopped = False
 
-    expired = threading.Event()  # set before the socket is shut: the fault is the deadline
+    def cut_off(sock: socket.socket) -> None:
+        # The socket is kept here: the connection forgets it once an answer's headers say
+        # it will close, and the body may still trickle after that.
+        nonlocal stopped
+        while not done.wait(CUT_OFF_POLL_SECONDS):
+            stopped = stop is not None and stop.is_set()
+            if stopped or time.monotonic() >= deadline:
+                fired.set()
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
 
-    def cut_off() -> None:
-        expired.set()
-        if connection.sock is not None:
-            with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_RDWR)
-
-    watchdog = threading.Timer(timeout, cut_off)
-    watchdog.daemon = True
-    watchdog.start()
+    watcher: threading.Thread | None = None
     try:
-        connection.request(method, path, body=body, headers=sent)
+        connection.connect()  # bounded by the timeout; the cut-off needs the socket
+        watcher = threading.Thread(target=cut_off, args=(connection.sock,),
+                                   name="http-cut-off", daemon=True)
+        watcher.start()
+        connection.request(method, target, body=body, headers=sent)
         response = connection.getresponse()
         data = response.read(max_bytes + 1)
         status = response.status
+        if fired.is_set():  # a read cut off short may return what it had: not an answer
+            raise TimeoutError
+    except ValueError:  # http.client's own message would quote the header, token and all
+        raise ExchangeFailed("a header or the URL holds a character HTTP does not allow",
+                             timed_out=False) from None
     except (OSError, http.client.HTTPException) as error:
-        timed_out = expired.is_set() or isinstance(error, TimeoutError)
-        raise ExchangeFailed(f"no answer within the timeout ({timeout:g}s)" if timed_out else
+        timed_out = fired.is_set() or isinstance(error, TimeoutError)
+        raise ExchangeFailed("stopped before an answer" if stopped else
+                             f"no answer within the timeout ({timeout:g}s)" if timed_out else
                              f"{type(error).__name__}: {redact_text(str(error))}",
-                             timed_out=timed_out) from None
+                             timed_out=timed_out and not stopped) from None
     finally:
-        watchdog.cancel()
+        done.set()
+        if watcher is not None:
+            watcher.join()
         connection.close()
     return Answer(status, data[:max_bytes], len(data) <= max_bytes)
 

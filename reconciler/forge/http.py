@@ -1,6 +1,8 @@
-"""A small JSON-over-HTTP client for forge APIs over ``bounded_http`` (one deadline for
-each whole exchange, bounded response reads, no redirects followed), retries with backoff
-on 5xx, 429 and connection faults, and errors that never carry the token.
+"""A small JSON-over-HTTP client for forge APIs over ``bounded_http``: the proxy the
+environment names (as for artifact downloads), one deadline for each whole request (a
+server answering a byte at a time is cut off too, and so is a request under way when the
+daemon stops), bounded response reads, no redirects followed, retries with backoff on
+5xx, 429 and connection faults, and errors that never carry the token.
 """
 
 from __future__ import annotations
@@ -64,7 +66,9 @@ class JsonClient:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StalledError(f"forge url {redact(base_url)!r} is not an http(s) URL")
-        self._base = base_url.rstrip("/")
+        # No userinfo: the token goes in a header, never in a URL.
+        self._origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        self._prefix = parts.path.rstrip("/")
         self._headers = headers
         self._timeout = timeout
         self._stop = stop or threading.Event()
@@ -89,8 +93,9 @@ class JsonClient:
                                                            BACKOFF_CAP_SECONDS)):
                 break
             try:
-                answer = exchange(method, self._base + path, body=body, headers=headers,
-                                  timeout=self._timeout, max_bytes=MAX_RESPONSE_BYTES)
+                answer = exchange(method, self._origin + self._prefix + path, body=body,
+                                  headers=headers, timeout=self._timeout,
+                                  max_bytes=MAX_RESPONSE_BYTES, stop=self._stop)
             except ExchangeFailed as error:
                 problem = f"timed out after {self._timeout:g}s" if error.timed_out \
                     else str(error)

@@ -84,7 +84,8 @@ class Receiver:
             if spec.type == "alertmanager" else None
 
         def send(message: Message) -> None:
-            post(url, message, timeout=spec.timeout_seconds, bearer=bearer)
+            post(url, message, timeout=spec.timeout_seconds, bearer=bearer,
+                 stop=self.worker.stopping)
 
         self.worker = Worker(spec.name, spec.type, send, queue_size=spec.queue_size,
                              per_minute=spec.per_minute, burst=spec.burst,

@@ -64,7 +64,8 @@ class TokenBucket:
         self._tokens -= 1
 
 
-def post(url: str, message: Message, *, timeout: float, bearer: str | None = None) -> int:
+def post(url: str, message: Message, *, timeout: float, bearer: str | None = None,
+         stop: threading.Event | None = None) -> int:
     """POST ``message`` to ``url``; the status. Raises DeliveryFailed for a 3xx/4xx/5xx
     answer or a network fault (retryable: 5xx, 429, timeouts, connection faults)."""
     headers = {"Content-Type": message.content_type, "User-Agent": USER_AGENT,
@@ -73,7 +74,7 @@ def post(url: str, message: Message, *, timeout: float, bearer: str | None = Non
         headers["Authorization"] = f"Bearer {bearer}"
     try:
         answer = exchange("POST", url, body=message.body, headers=headers, timeout=timeout,
-                          max_bytes=MAX_ANSWER_BYTES)
+                          max_bytes=MAX_ANSWER_BYTES, stop=stop)
     except ValueError as error:
         raise DeliveryFailed(str(error), retryable=False) from None
     except ExchangeFailed as error:
@@ -136,6 +137,11 @@ class Worker:
                 self._result(self.kind, "dropped")
             self._queue.append(render)
             self._ready.notify()
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set at stop: a delivery under way ends with it."""
+        return self._stop
 
     def pending(self) -> int:
         with self._ready:
