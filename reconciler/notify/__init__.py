@@ -42,6 +42,11 @@ def _secret(path: Path, receiver: str, what: str) -> str:
     if not text:
         raise StalledError(f"notification receiver {receiver}: its {what} file {path} is "
                            "empty", reason="NotificationSecretUnreadable")
+    if not text.isprintable() or any(character.isspace() for character in text):
+        # HTTP would refuse it in a header or a request line on every delivery.
+        raise StalledError(f"notification receiver {receiver}: its {what} file {path} "
+                           f"holds more than one word or line: it must hold the {what} alone",
+                           reason="NotificationSecretUnreadable")
     return text
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
+from reconciler.errors import StalledError
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Hooks
 from reconciler.notify import Notifications
@@ -385,3 +386,15 @@ def test_a_receiver_that_echoes_its_secrets_does_not_get_them_into_the_log() -> 
     said = str(failed.value)
     assert "HTTP 403: refused" in said and not failed.value.retryable
     assert BEARER not in said and URL_TOKEN not in said and slack_secret not in said
+
+
+def test_a_secret_file_with_more_than_the_secret_is_refused_without_showing_it(
+        tmp_path: Path) -> None:
+    """A note under the token (when it was rotated) would go into the Authorization header,
+    which HTTP refuses on every delivery: the daemon says so at start (or SIGHUP) instead."""
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{BEARER}\n# rotated 2026-11-01\n")
+    with pytest.raises(StalledError, match="must hold the bearer token alone") as refused:
+        Notifications((NotificationReceiver("audit", "webhook", url="http://127.0.0.1:9/",
+                                            bearer_token_file=token_file),))
+    assert BEARER not in str(refused.value) and str(token_file) in str(refused.value)
