@@ -60,6 +60,17 @@ def test_every_alert_is_tested_firing_and_says_what_to_do() -> None:
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
+def test_the_rules_cover_suspension_notifications_and_analysis() -> None:
+    """What an operator must hear about beyond the passes themselves: a fleet (or a target)
+    left suspended, notifications that do not arrive (nobody else will say so), a change
+    held by an inconclusive analysis."""
+    exprs = "\n".join(rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"]
+                      for rule in group["rules"])
+    for needed in ("reconciler_fleet_suspended", "reconciler_suspended_targets",
+                   "reconciler_notifications_total", "AnalysisInconclusive"):
+        assert needed in exprs, needed
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) for every panel target and every variable."""
     dashboard = json.loads(DASHBOARD.read_text())
