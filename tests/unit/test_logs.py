@@ -119,3 +119,18 @@ def test_a_bad_level_in_the_environment_is_refused_clearly() -> None:
                           env={**os.environ, "RECONCILER_LOG_LEVEL": "chatty"})
     assert done.returncode == 1
     assert "log level 'chatty': one of debug, info, warning, error" in done.stderr
+
+
+def test_authorization_headers_an_error_quotes_are_redacted(
+        logger: logging.Logger, capsys: pytest.CaptureFixture[str]) -> None:
+    """A receiver that echoes the request back in its error answer (as debugging servers
+    do) must not put the bearer token read from a file into the log."""
+    configure("json", "info", environ={})
+    logger.warning(f'notify: HTTP 401: {{"headers": {{"Authorization": "Bearer {TOKEN}"}}}}')
+    logger.warning(f"proxy said: authorization: Basic {TOKEN}== refused")
+    logger.warning(f"curl -H 'Authorization: token {TOKEN}' failed")
+    said = capsys.readouterr().err
+    assert TOKEN not in said, said
+    assert said.count("<redacted>") == 3
+    for line in said.splitlines():
+        json.loads(line)
