@@ -100,3 +100,12 @@ def test_the_dashboard_is_well_formed() -> None:
         assert used <= variables | {"__rate_interval", "__range"}, (title, used)
         if "reconciler_" in expr and not title.startswith("$"):
             assert 'job=~"$job", instance=~"$instance"' in expr, title
+
+
+def test_the_dashboard_shows_suspension_and_notifications() -> None:
+    """A suspended fleet explains a quiet dashboard; undelivered notifications explain a
+    quiet chat channel: both are on it."""
+    exprs = "\n".join(expr for _, expr in dashboard_queries())
+    for needed in ("reconciler_suspended_targets", "reconciler_fleet_suspended",
+                   "reconciler_notifications_total"):
+        assert needed in exprs, needed
