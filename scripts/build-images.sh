@@ -95,7 +95,7 @@ if [ "$variant" = cpu ]; then
     "torch==$torch_version+cpu"
 else
   "${pip[@]}" download --quiet --only-binary=:all: --dest "$context/wheels/torch-cuda" \
-    --index-url "$cuda_index" "torch==$torch_version"
+    --index-url "$cuda_index" "torch==$torch_version+${cuda_index##*/}"
 fi
 
 # 3. The images.

@@ -110,8 +110,9 @@ def test_the_gauntlet_image_plays_and_refuses_a_tampered_model() -> None:
     played = _run(GAUNTLET, env={"RECONCILER_GAUNTLET_JOB": json.dumps(request)})
     assert played.returncode == 0, played.stderr[-3000:]
     events = [json.loads(line) for line in played.stdout.splitlines()]
-    assert events[0]["event"] == "start"
-    assert events[-1]["event"] == "result"
+    kinds = [event["event"] for event in events]
+    assert kinds[0] == "fetch" and "start" in kinds, "verified by digest, then played"
+    assert kinds[-1] == "result"
     assert events[-1]["opponents"][0]["opponent"] == "random"
     request["candidate"]["sha256"] = "0" * 64  # type: ignore[index]
     tampered = _run(GAUNTLET, env={"RECONCILER_GAUNTLET_JOB": json.dumps(request)})
