@@ -12,8 +12,11 @@
 # The base comes from mmdebstrap (Debian's mirror, $DEBIAN_MIRROR) and `podman import`;
 # the wheels are downloaded here, on the host, with the host's pip settings (a build sees
 # neither them nor the host's wheels) and installed with `pip install --no-index` in the
-# build. Outputs lie under build/images/ ($BUILD_DIR). Needs root (mmdebstrap, podman),
-# podman, mmdebstrap and the repository's .venv (scripts/bootstrap.sh).
+# build. Outputs lie under build/images/ ($BUILD_DIR); the base tarball is kept there and
+# reused until the package list or the mirror changes: delete it for Debian's latest
+# security updates. Needs root (mmdebstrap, podman), podman, mmdebstrap and the
+# repository's .venv (scripts/bootstrap.sh). A first build takes minutes; later ones reuse
+# podman's layer cache.
 #
 # Environment: PODMAN (default "podman --storage-driver=vfs"), PYTHON (default .venv's),
 # DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR, TORCH_CUDA_INDEX, CONTAINERS_CONF.
