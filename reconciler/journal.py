@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import StalledError, is_sqlite_corruption
-from reconciler.plan.planner import DAY, HOUR, History, ObjectKey
+from reconciler.plan.planner import ALL_TARGETS, DAY, HOUR, History, ObjectKey, Suspension
 from reconciler.redaction import redact_text
-from reconciler.vocabulary import Condition, Reason
+from reconciler.vocabulary import Condition, JournalAction, Phase, Reason
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -57,6 +57,9 @@ CREATE TABLE IF NOT EXISTS gates (
 );
 CREATE TABLE IF NOT EXISTS artifacts (
     digest TEXT PRIMARY KEY, uri TEXT NOT NULL, format TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS suspensions (
+    target TEXT PRIMARY KEY, who TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS passes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -366,6 +369,28 @@ class Journal:
                                     "phase = 'done' AND at >= ?", (since,)).fetchall()
         return sum(float(json.loads(detail).get("gpuSeconds", 0)) for (detail,) in rows)
 
+    def gauntlet_rates(self, runs: int = 5) -> dict[str, tuple[float, float]]:
+        """Per gauntlet, the seconds and GPU-seconds one game took in its last ``runs``
+        finished runs that played games (for ``plan``'s cost; remembered verdicts play
+        none)."""
+        totals: dict[str, list[float]] = {}
+        with self._lock:
+            rows = self._db.execute("SELECT detail FROM events WHERE action = 'gauntlet' AND "
+                                    "phase = 'done' ORDER BY id DESC LIMIT 500").fetchall()
+        for (detail,) in rows:
+            record = json.loads(detail)
+            games, name = record.get("games") or 0, record.get("gauntlet")
+            if not games or not isinstance(name, str):
+                continue
+            seen = totals.setdefault(name, [0.0, 0.0, 0.0, 0.0])  # runs, games, s, GPU-s
+            if seen[0] < runs:
+                seen[0] += 1
+                seen[1] += games
+                seen[2] += float(record.get("seconds") or 0.0)
+                seen[3] += float(record.get("gpuSeconds") or 0.0)
+        return {name: (seconds / games, gpu / games)
+                for name, (_, games, seconds, gpu) in totals.items()}
+
     def canonical_digests(self, model: str) -> list[str]:
         """Every digest that was canonical for the model, the most recent first."""
         with self._lock:
@@ -392,6 +417,43 @@ class Journal:
             rows = self._db.execute(f"SELECT {', '.join(OBJECT_FIELDS)} FROM objects "
                                     "ORDER BY target, kind, name").fetchall()
         return [dict(zip(OBJECT_FIELDS, row, strict=True)) for row in rows]
+
+    # Stop the line: suspensions, written by ``reconciler suspend``/``resume`` (the
+    # calling user's process), read by every plan and before every action.
+
+    def suspend(self, targets: list[str], who: str, reason: str) -> None:
+        """Suspend ``targets`` (``*``: all, declared later too); a suspension already in
+        place is replaced, so the newest who and why show."""
+        now = time.time()
+        with self._transaction() as db:  # the suspension and its event, or neither
+            for target in targets:
+                db.execute("INSERT OR REPLACE INTO suspensions (target, who, at, reason) "
+                           "VALUES (?, ?, ?, ?)", (target, who, now, redact_text(reason)))
+                _insert_event(db, JournalAction.SUSPEND, Phase.DONE, (target, "Target", target),
+                              {"who": who, "reason": reason}, now)
+
+    def resume(self, targets: list[str], who: str) -> list[str]:
+        """Lift the suspensions of ``targets`` (``*``: every suspension); which were
+        lifted."""
+        with self._transaction() as db:
+            if ALL_TARGETS in targets:
+                lifted = [row[0] for row in db.execute("SELECT target FROM suspensions")]
+            else:
+                lifted = [t for t in targets if db.execute(
+                    "SELECT 1 FROM suspensions WHERE target = ?", (t,)).fetchone()]
+            for target in lifted:
+                db.execute("DELETE FROM suspensions WHERE target = ?", (target,))
+                _insert_event(db, JournalAction.RESUME, Phase.DONE, (target, "Target", target),
+                              {"who": who}, time.time())
+        return lifted
+
+    def suspensions(self) -> dict[str, Suspension]:
+        with self._lock:
+            exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                      "name = 'suspensions'").fetchone()
+            rows = self._db.execute("SELECT target, who, at, reason FROM suspensions"
+                                    ).fetchall() if exists else []
+        return {row[0]: Suspension(*row) for row in rows}
 
     def history(self, now: float) -> History:
         """What the planner needs to know from the past (budgets counted back from ``now``)."""
@@ -424,7 +486,15 @@ class Journal:
                 "COALESCE(json_extract(i.detail, '$.finish'), 0) = 0", (now - DAY,)))
         return History(applied, failed, healthy,
                        {model: frozenset(digests) for model, digests in known.items()},
-                       unfinished, restarts, promotions)
+                       unfinished, restarts, promotions, self.suspensions())
+
+
+def _insert_event(db: sqlite3.Connection, action: str, phase: str, key: ObjectKey,
+                  detail: Mapping[str, Any], at: float) -> None:
+    """An event written inside a caller's transaction (with the state it records)."""
+    db.execute("INSERT INTO events (at, target, kind, name, action, phase, detail) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (at, *key, action, phase, redact_text(json.dumps(dict(detail), sort_keys=True))))
 
 
 def _event(row: tuple[Any, ...]) -> Event:

@@ -31,6 +31,8 @@ class Reason(StrEnum):
     OUTSIDE_WINDOW = "OutsideWindow"
     RESTART_DEFERRED = "RestartDeferred"
     INTERRUPTED = "Interrupted"
+    SUSPENDED = "Suspended"  # a person stopped the line on the target (reconciler suspend)
+    SUPERSEDED = "Superseded"  # a newer revision ended the check of this one
     # Blocked: retrying the same revision cannot help
     FAILED_BEFORE = "FailedBefore"
     BUDGET_EXHAUSTED = "BudgetExhausted"
@@ -71,7 +73,7 @@ class Reason(StrEnum):
 # blocked with. Derived here so that a new reason cannot be forgotten by the metrics.
 PENDING_REASONS: tuple[Reason, ...] = (
     Reason.UPSTREAM_NOT_HEALTHY, Reason.SOAKING, Reason.OUTSIDE_WINDOW,
-    Reason.RESTART_DEFERRED, Reason.FAILED_BEFORE, Reason.BUDGET_EXHAUSTED,
+    Reason.RESTART_DEFERRED, Reason.SUSPENDED, Reason.FAILED_BEFORE, Reason.BUDGET_EXHAUSTED,
     Reason.GATE_FAILED, Reason.GATE_INCONCLUSIVE, Reason.GATE_ERROR, Reason.GAUNTLET_ERROR,
     Reason.GAUNTLET_TIMEOUT)
 
@@ -92,6 +94,11 @@ class JournalAction(StrEnum):
     QUARANTINE = "quarantine"
     ERROR = "error"
     RECOVER = "recover"
+    SUSPEND = "suspend"  # reconciler suspend: who, when, why
+    RESUME = "resume"
+    RECONCILE = "reconcile"  # reconciler reconcile: a pass asked for now
+    SUPERSEDED = "superseded"  # a newer revision ended a check under way
+    PROPOSE = "propose"  # a branch and pull request the reconciler proposed (promote, revert)
 
 
 class Phase(StrEnum):

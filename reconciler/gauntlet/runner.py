@@ -117,7 +117,8 @@ class GauntletRunner:
         self._progress = progress
         self._games = games
 
-    def memo_key(self, model: Model, gauntlet: Gauntlet, digest: str, previous: str | None,
+    @staticmethod
+    def memo_key(model: Model, gauntlet: Gauntlet, digest: str, previous: str | None,
                  desired: Desired) -> str:
         match = gauntlet.spec.get("match") or {}
         game = match.get("game", "connect4")
@@ -176,6 +177,9 @@ class GauntletRunner:
                              detail={"digest": digest, "gauntlet": gauntlet.name,
                                      "passed": evidence["passed"],
                                      "gpuSeconds": evidence["gpuSeconds"],
+                                     "seconds": evidence["seconds"],
+                                     "games": sum(int(o.get("games", 0)) for o in
+                                                  evidence.get("opponents", ())),
                                      "summary": _summary(evidence)})
         reason = Reason.GATE_PASSED if evidence["passed"] \
             else evidence.get("reason", Reason.GATE_FAILED)
@@ -326,10 +330,14 @@ class GauntletRunner:
                                    address_space_bytes=_WORKER_ADDRESS_SPACE),
                     read_only=(artifact,), network=spec.get("network") is True)
                 try:
-                    finished = sandbox.current().run(launch, timeout)
+                    finished = sandbox.current().run(launch, timeout, stop=self._stop)
                 except (sandbox.SandboxUnavailable, OSError) as error:
                     return {"passed": False, "reason": "GauntletError",
                             "error": f"cannot run {argv[0]}: {error}"}
+                if finished.stopped:
+                    return {"passed": False, "reason": STOPPED,
+                            "error": f"gauntlet {gauntlet.name} was stopped; its metrics "
+                            "command was killed"}
                 if finished.timed_out:
                     return {"passed": False, "reason": "GauntletTimeout",
                             "error": f"metrics command did not finish within "

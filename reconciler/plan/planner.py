@@ -8,10 +8,15 @@ exactly where ``apply`` would refuse.
 Repairing drift is not a promotion: putting back the declared, verified content (a file, a
 ConfigMap key, a canonical pointer) happens at once whatever ``promotionsPerDay`` says; a
 window or a spent restart budget defers only the restart the repair needs, never the repair.
+
+A suspended target (``reconciler suspend``) is observed and planned as usual, so ``plan``
+and ``status`` show its drift and pending changes, but every action on it waits with
+reason ``Suspended``, drift repairs and prunes included.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
@@ -23,6 +28,24 @@ from reconciler.vocabulary import ActionStatus, Op, Reason, StepKind
 
 ObjectKey = tuple[str, str, str]  # (target, kind, name)
 HOUR, DAY = 3600.0, 86400.0
+ALL_TARGETS = "*"  # the suspension of ``suspend --all``: every target, declared later too
+
+
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    """A person stopped the line on a target (or on all of them): who, when, why."""
+
+    target: str
+    who: str
+    at: float
+    reason: str
+
+    def describe(self) -> str:
+        scope = "the whole fleet is" if self.target == ALL_TARGETS else f"{self.target} is"
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.at))
+        again = "--all" if self.target == ALL_TARGETS else self.target
+        return (f"{scope} suspended by {self.who} at {when}: {self.reason}; nothing is "
+                f"changed on it until `reconciler resume {again}`")
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +61,8 @@ class History:
     ``unfinished``: content written whose restart or health check never finished (a crash,
     an API outage, a deferred restart): live content equal to it is not in sync yet.
     ``restarts``, ``promotions``: when restarts and promotions (pointer flips to a new
-    digest) were done recently, for the Budget.
+    digest) were done recently, for the Budget. ``suspended``: targets (or ``*``, all of
+    them) where nothing may be changed.
     """
 
     applied: Mapping[ObjectKey, str] = field(default_factory=dict)
@@ -48,6 +72,11 @@ class History:
     unfinished: Mapping[ObjectKey, str] = field(default_factory=dict)
     restarts: tuple[float, ...] = ()
     promotions: tuple[float, ...] = ()
+    suspended: Mapping[str, Suspension] = field(default_factory=dict)
+
+    def suspension(self, target: str) -> Suspension | None:
+        """Why nothing may change on ``target``: its own suspension, else the fleet's."""
+        return self.suspended.get(target) or self.suspended.get(ALL_TARGETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,8 +294,8 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
     spending = _Spending(list(history.restarts), list(history.promotions))
 
     def gated(action: Action, object_targets: tuple[str, ...]) -> Action:
-        if action.op is Op.NOOP:
-            return action
+        if action.op is Op.NOOP or history.suspension(action.target) is not None:
+            return _suspended(action, history)  # a suspended action spends no budget
         action = _gate(action, desired.targets[action.target], desired.targets, history,
                        object_targets, now, desired.revision)
         if action.status is not ActionStatus.READY:
@@ -314,8 +343,20 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
             actions.append(gated(Action(target.name, "Model", model.name, op,
                                         _location(address, target, model), current, want,
                                         steps, drift), model.targets))
-        actions += _prune(target, seen, declared)
+        actions += [_suspended(action, history) for action in _prune(target, seen, declared)]
     return Plan(desired.revision, tuple(targets), tuple(actions), errors)
+
+
+def _suspended(action: Action, history: History) -> Action:
+    """Nothing changes on a suspended target: the action waits (its plan still shows
+    what would change), before any budget or window is asked."""
+    if action.op is Op.NOOP or (suspension := history.suspension(action.target)) is None:
+        return action
+    held = (f"drift on {action.location} is not repaired" if action.drift
+            else f"{action.location} is in place but unverified: its restart and check wait"
+            if action.finishes else f"{action.op} of {action.location} waits")
+    return replace(action, status=ActionStatus.WAITING, reason=Reason.SUSPENDED,
+                   message=f"{held}: {suspension.describe()}", not_before=None)
 
 
 def address_of(obj: Delivered | Model, target: Target) -> str:
