@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from reconciler import __version__
 from reconciler.app import (
@@ -412,11 +412,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     try:
         objects, last = journal.objects(), journal.last_pass()
         suspended = sorted(journal.suspensions().values(), key=lambda held: held.target)
+        analyses = journal.analyses()
         quarantined = [{"at": e.at, **e.detail} for e in journal.events(
             action=JournalAction.QUARANTINE, limit=20)]
     finally:
         journal.close()
     if args.output == "json":
+        for row in objects:
+            row["analysis"] = analyses.get((row["target"], row["kind"], row["name"]))
         print(json.dumps({"lastPass": last, "objects": objects, "quarantined": quarantined,
                           "suspended": [{"target": held.target, "who": held.who,
                                          "at": held.at, "reason": held.reason}
@@ -458,10 +461,25 @@ def cmd_history(args: argparse.Namespace) -> int:
         return EXIT_OK
     for event in events:
         subject = f"{event.target}/{event.kind}/{event.name}" if event.name else "-"
-        detail = " ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, ""))
+        detail = _shown_detail(event.action, event.detail)
         print(f"{_when(event.at)}  #{event.id:<5} {event.action:<9} {event.phase:<11} "
               f"{subject}  {detail}")
     return EXIT_OK
+
+
+def _shown_detail(action: str, detail: dict[str, Any]) -> str:
+    """``key=value`` pairs; an analysis outcome's checks as their measured values."""
+    shown = dict(detail)
+    checks = shown.pop("checks", None) if action == JournalAction.ANALYSIS else None
+    text = " ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, ""))
+    if isinstance(checks, dict):
+        text += " values: " + "; ".join(
+            f"{name}=" + ",".join(str(m.get("value", "no data"))
+                                  for m in check.get("measurements", ()))
+            for name, check in checks.items())
+    elif checks is not None:
+        text += f" checks={checks}"
+    return text
 
 
 class _TerminalProgress:

@@ -273,6 +273,16 @@ class Journal:
                                     (*parameters, limit)).fetchall()
         return [_event(row) for row in reversed(rows)]
 
+    def analyses(self) -> dict[ObjectKey, dict[str, Any]]:
+        """Each object's last analysis verdict (measured values included), for ``status``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT target, kind, name, at, revision, detail FROM events WHERE id IN "
+                "(SELECT MAX(id) FROM events WHERE action = 'analysis' AND phase != 'intent' "
+                "GROUP BY target, kind, name)").fetchall()
+        return {(target, kind, name): {"at": at, "revision": revision, **json.loads(detail)}
+                for target, kind, name, at, revision, detail in rows}
+
     # Per-object state.
 
     def _update(self, key: ObjectKey, current: dict[str, Any] | None = None,

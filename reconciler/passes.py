@@ -196,6 +196,7 @@ def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks |
         report = Executor(wiring.fleet, wiring.store, journal, interrupt, hooks=hooks,
                           gauntlet_jobs=jobs, inconclusive=wiring.settings.inconclusive,
                           artifacts=wiring.settings.artifacts,
+                          analysis=wiring.settings.analysis,
                           ).execute(planned.plan, planned.desired, pass_id)
         outcome = summarize(report, planned.plan.errors, all(
             seen.transient for seen in planned.observed.values() if seen.error),

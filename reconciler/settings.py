@@ -78,6 +78,27 @@ class ArtifactSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PrometheusSettings:
+    """The server analysis checks query (``analysis.prometheus``). The token is read from
+    its file at each query, so a rotated token is used at once and never kept."""
+
+    url: str
+    ca_file: Path | None = None
+    bearer_token_file: Path | None = None
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSettings:
+    """Where analysis checks look: the Prometheus server, and the folders besides a
+    target's root whose files a log check may read (repository content names the path, so
+    it may never lead elsewhere on the host)."""
+
+    prometheus: PrometheusSettings | None = None
+    log_roots: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxJobSettings:
     """Where repository code runs with ``sandbox: job``: a batch/v1 Job per check step, in
     a namespace of its own (deploy/sandbox.yaml), with these limits. ``start_seconds`` is
@@ -171,6 +192,7 @@ class Settings:
     notifications: tuple[NotificationReceiver, ...] = ()
     forge: ForgeSettings | None = None
     proposals: ProposalSettings = ProposalSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
 
     @property
     def cache_dir(self) -> Path:
@@ -294,6 +316,7 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
                             in (content.get("notifications") or {}).get("receivers", ())),
         forge=_forge(content.get("forge"), base),
         proposals=_proposals(content.get("proposals", {})),
+        analysis=_analysis(content.get("analysis", {}), base),
     )
 
 
@@ -315,6 +338,17 @@ def _receiver(content: dict[str, Any], base: Path) -> NotificationReceiver:
         tuple(sorted((content.get("labels") or {}).items())),
         parse_duration(content["resendInterval"]) if "resendInterval" in content
         else default.resend_seconds)
+
+
+def _analysis(content: dict[str, Any], base: Path) -> AnalysisSettings:
+    server = content.get("prometheus")
+    prometheus = None
+    if server is not None:
+        prometheus = PrometheusSettings(
+            server["url"], base / server["caFile"] if "caFile" in server else None,
+            base / server["bearerTokenFile"] if "bearerTokenFile" in server else None,
+            parse_duration(server.get("timeout", "5s")))
+    return AnalysisSettings(prometheus, tuple(base / root for root in content.get("logRoots", ())))
 
 
 def _forge(content: dict[str, Any] | None, base: Path) -> ForgeSettings | None:

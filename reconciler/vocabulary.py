@@ -38,6 +38,10 @@ class Reason(StrEnum):
     BUDGET_EXHAUSTED = "BudgetExhausted"
     ROLLED_BACK = "RolledBack"
     HEALTH_CHECK_FAILED = "HealthCheckFailed"
+    # Analysis during the soak (docs/analysis.md)
+    ANALYSIS_FAILED = "AnalysisFailed"  # a check failed: rolled back, revision marked
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"  # no data or errors: held, never promoted
+    ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"  # could not measure before the change
     # Gates and artifacts
     GATE_PASSED = "GatePassed"
     GATE_FAILED = "GateFailed"
@@ -85,6 +89,7 @@ class JournalAction(StrEnum):
     FLIP = "flip"
     RESTART = "restart"
     HEALTH = "health"
+    ANALYSIS = "analysis"
     ROLLBACK = "rollback"
     PRUNE = "prune"
     VERIFY = "verify"
@@ -120,6 +125,7 @@ class StepKind(StrEnum):
     GATE_SKIPPED = "gate-skipped"
     RESTART = "restart"
     HEALTH = "health"
+    ANALYSIS = "analysis"
     PRUNE = "prune"
 
 

@@ -28,8 +28,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reconciler.analysis.judge import Verdict
+from reconciler.analysis.runner import (
+    AnalysisReport,
+    AnalysisRunner,
+    AnalysisUnavailable,
+    Halt,
+    Prepared,
+    Subject,
+)
 from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, FetchLimits, fetch
 from reconciler.desired.documents import (
+    AnalysisCheck,
     Delivered,
     Desired,
     Health,
@@ -47,7 +57,7 @@ from reconciler.journal import Journal
 from reconciler.places import CommandResult, ContentStore, Fleet, Place
 from reconciler.plan.planner import ALL_TARGETS, Action, Plan, address_of
 from reconciler.redaction import redact
-from reconciler.settings import ArtifactSettings
+from reconciler.settings import AnalysisSettings, ArtifactSettings
 from reconciler.vocabulary import ActionResult as Result
 from reconciler.vocabulary import ActionStatus, Condition, JournalAction, Op, Phase, Reason
 
@@ -58,6 +68,13 @@ class ActionResult:
     result: Result
     message: str
     transient: bool = False  # an outage: worth a retry with backoff
+
+
+@dataclass(frozen=True, slots=True)
+class Checked(CommandResult):
+    """A restart and check whose change was also analysed (``analysis``: its report)."""
+
+    analysis: AnalysisReport | None = None
 
 
 @dataclass(frozen=True)
@@ -92,8 +109,10 @@ class Executor:
                  journal: Journal, stop: threading.Event, *, hooks: Hooks | None = None,
                  clock: Callable[[], float] = time.time,
                  gauntlet_jobs: JobLauncher | None = None, inconclusive: str = "hold",
-                 artifacts: ArtifactSettings | None = None) -> None:
+                 artifacts: ArtifactSettings | None = None,
+                 analysis: AnalysisSettings | None = None) -> None:
         self._fleet_of = fleet_of
+        self._analysis = AnalysisRunner(analysis or AnalysisSettings())
         self._inconclusive = inconclusive  # settings gates.inconclusive: hold or reject
         self._artifacts = artifacts or ArtifactSettings()
         self._store = store
@@ -175,6 +194,10 @@ class Executor:
                                      time.localtime(action.not_before))
         known = self._journal.object(action.key) if action.reason is Reason.FAILED_BEFORE \
             else None
+        if known and known["reason"] == Reason.ANALYSIS_INCONCLUSIVE \
+                and known["failed_digest"] == action.desired:
+            # Held by an inconclusive analysis: keep that status, it says what to do.
+            return ActionResult(action, Result.BLOCKED, str(known["message"]))
         if known and known["failed_reason"]:
             message += f" (it failed: {known['failed_reason']})"  # keep the why in view
         if action.reason is Reason.BUDGET_EXHAUSTED or status is Condition.STALLED:
@@ -226,10 +249,15 @@ class Executor:
         replaced = self._replaced(action)
         if (ended := self._ended(action, desired, "nothing was written")) is not None:
             return ended
+        prepared = self._prepare_analysis(action, obj.analysis, obj.restart, place, pass_id,
+                                          revision, action.desired, JournalAction.DELIVER)
+        if isinstance(prepared, ActionResult):
+            return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.DELIVER, action.key, pass_id=pass_id,
                                       revision=revision,
                                       detail={"path": address, "from": replaced,
-                                              "to": action.desired, "drift": action.drift})
+                                              "to": action.desired, "drift": action.drift,
+                                              **_baselines(prepared)})
         self._journal.attempted(action.key, action.desired, revision)
         try:
             place.preserve(address)
@@ -253,7 +281,7 @@ class Executor:
         self._emit(EventType.PROGRESSING, action, revision,
                    message=f"delivered {action.location}; restarting and checking")
         check = self._restart_and_check(action, place, obj.restart, obj.health, pass_id,
-                                        revision, action.desired)
+                                        revision, action.desired, analysis=prepared)
         if check.ok:
             self._journal.applied(action.key, action.desired, revision, self._clock())
             self._emit(EventType.DRIFT_HEALED if action.drift else EventType.APPLIED, action,
@@ -263,6 +291,10 @@ class Executor:
         if (ended := self._ended(action, desired, f"{action.location} is left as it is, "
                                  "unverified: not rolled back, not marked failed")) is not None:
             return ended
+        held = self._hold_inconclusive(action, check, revision, "the new content stays in "
+                                       f"{action.location}")
+        if held is not None:
+            return held
         if isinstance(obj, Strategy) and obj.on_failure == "hold":
             self._journal.failed(action.key, action.desired, revision,
                                  Reason.HEALTH_CHECK_FAILED,
@@ -284,7 +316,8 @@ class Executor:
         self._journal.outcome(undo, Phase.DONE if after.ok else Phase.FAILED,
                               {"detail": after.detail})
         return self._undone(action, revision, check, after, f"rolled back to "
-                            f"{'nothing (removed)' if back_to is None else back_to[:12]}")
+                            f"{'nothing (removed)' if back_to is None else back_to[:12]}",
+                            action.desired)
 
     def _owe_restart(self, action: Action, revision: str, done: str) -> ActionResult:
         """The repair is in place; its restart waits for the budget or the window."""
@@ -297,7 +330,7 @@ class Executor:
         return ActionResult(action, Result.WAITING, message)
 
     def _undone(self, action: Action, revision: str, check: CommandResult,
-                after: CommandResult, how: str) -> ActionResult:
+                after: CommandResult, how: str, digest: str) -> ActionResult:
         """After an undo: a failure marks the revision; a stop request does not, so the
         change is simply tried again when the daemon comes back."""
         if self._stop.is_set():
@@ -311,9 +344,15 @@ class Executor:
         self._journal.failed(action.key, action.desired, revision, Reason.ROLLED_BACK,
                              f"{check.detail}; {how}")
         self._hooks.rollback(action.kind)
-        self._emit(EventType.ROLLED_BACK, action, revision, reason=Reason.ROLLED_BACK,
-                   message=f"{check.detail}; {how}",
-                   values={"check": check.detail, "previousHealthy": after.ok})
+        if isinstance(check, Checked) and check.analysis is not None \
+                and check.analysis.verdict is Verdict.FAIL:
+            self._analysis_event(EventType.ROLLED_BACK, action, revision, digest,
+                                 Reason.ANALYSIS_FAILED, f"{check.detail}; {how}",
+                                 check.analysis)
+        else:
+            self._emit(EventType.ROLLED_BACK, action, revision, reason=Reason.ROLLED_BACK,
+                       message=f"{check.detail}; {how}",
+                       values={"check": check.detail, "previousHealthy": after.ok})
         return ActionResult(action, Result.ROLLED_BACK, f"{check.detail}; {how}")
 
     def _replaced(self, action: Action) -> str | None:
@@ -341,10 +380,12 @@ class Executor:
 
     def _restart_and_check(self, action: Action, place: Place, restart: Restart | None,
                            health: Health | None, pass_id: int, revision: str,
-                           digest: str | None, *, undoing: bool = False) -> CommandResult:
+                           digest: str | None, *, undoing: bool = False,
+                           analysis: Prepared | None = None) -> CommandResult:
         """Restart (a command, or the digest into a Deployment's pod template), then check
-        (a health command or probe, or the rollout). ``digest`` is what is now in place.
-        Undoing after a stop request restarts but skips the check: nobody waits for it."""
+        (a health command or probe, or the rollout) and, for a change with ``analysis``,
+        analyse it meanwhile. ``digest`` is what is now in place. Undoing after a stop
+        request restarts but skips the check: nobody waits for it."""
         if restart is not None:
             intent = self._journal.intent(JournalAction.RESTART, action.key, pass_id=pass_id,
                                           revision=revision,
@@ -360,6 +401,16 @@ class Executor:
             if not result.ok:
                 return CommandResult(False, f"restart failed: {result.detail}",
                                      result.output_tail)
+        if analysis is not None and not undoing:
+            return self._check_and_analyse(action, place, restart, health, pass_id, revision,
+                                           digest, analysis)
+        return self._check(action, place, restart, health, pass_id, revision, digest,
+                           undoing, self._interrupt)
+
+    def _check(self, action: Action, place: Place, restart: Restart | None,
+               health: Health | None, pass_id: int, revision: str, digest: str | None,
+               undoing: bool, stop: threading.Event) -> CommandResult:
+        """The health check (a command or probe, or the rollout), journaled."""
         if not place.has_check(restart, health):
             return CommandResult(True, "no health check declared")
         if undoing and self._interrupt.is_set():
@@ -371,7 +422,7 @@ class Executor:
                                       revision=revision, detail={"undoing": undoing})
         try:
             result = place.check(action.kind, action.name, restart, health, digest, revision,
-                                 self._interrupt)
+                                 stop)
         except Exception as error:
             self._journal.outcome(intent, Phase.FAILED, {"error": str(error)})
             raise
@@ -383,6 +434,123 @@ class Executor:
             return CommandResult(False, f"health check failed: {result.detail}",
                                  result.output_tail)
         return result
+
+    # Analysis during the soak (docs/analysis.md).
+
+    def _prepare_analysis(self, action: Action, checks: tuple[AnalysisCheck, ...],
+                          restart: Restart | None, place: Place, pass_id: int, revision: str,
+                          digest: str, change: JournalAction,
+                          ) -> Prepared | ActionResult | None:
+        """Before the change: baselines taken, every query asked once, log readers started.
+        None when there is nothing to analyse: no checks, or a repair (drift put back, a
+        deferred restart), whose content is the known-good one. A failure here changes
+        nothing: an ActionResult says why. Finishing a change already in place (a crash
+        after its write) keeps the baselines taken before that write (``change``'s intent
+        holds them): measured now, they would be the new content's own values."""
+        if not checks or action.drift or action.restart_deferred:
+            return None
+        subject = Subject(action.target, action.kind, action.name, revision, digest)
+        try:
+            workload = place.workload(action.kind, action.name, restart, digest, revision)
+            prepared = self._analysis.prepare(checks, subject, workload)
+        except AnalysisUnavailable as error:
+            message = f"{error}; nothing was changed"
+            self._journal.record(JournalAction.ANALYSIS, Phase.FAILED, pass_id=pass_id,
+                                 revision=revision, key=action.key,
+                                 detail={"outcome": "unavailable", "message": message})
+            if error.fatal:  # the commit must change: not retried in a loop
+                self._journal.failed(action.key, digest, revision, Reason.ANALYSIS_UNAVAILABLE,
+                                     message)
+                return ActionResult(action, Result.BLOCKED, message)
+            status = Condition.RECONCILING if error.transient else Condition.STALLED
+            self._journal.condition(action.key, status, Reason.ANALYSIS_UNAVAILABLE, message)
+            return ActionResult(action, Result.FAILED, message, transient=error.transient)
+        if action.finishes:
+            for detail in self._journal.intents(change, action.key):
+                if detail.get("to") == digest:
+                    before = detail.get("baselines")
+                    if isinstance(before, dict):
+                        prepared.baselines.update({name: value for name, value in before.items()
+                                                   if name in prepared.baselines})
+                    break
+        return prepared
+
+    def _check_and_analyse(self, action: Action, place: Place, restart: Restart | None,
+                           health: Health | None, pass_id: int, revision: str,
+                           digest: str | None, prepared: Prepared) -> Checked:
+        """The health check on a thread of its own, the analysis on this one, sharing one
+        halt event: a failing health check ends the analysis, a failing analysis ends the
+        soak, and the executor's stop event ends both (within ~0.2 s)."""
+        soak = health.soak_seconds if health is not None else 0.0
+        halt = Halt(self._interrupt)
+        intent = self._journal.intent(JournalAction.ANALYSIS, action.key, pass_id=pass_id,
+                                      revision=revision, detail=prepared.plan_json(soak))
+        outcome: list[CommandResult | BaseException] = []
+
+        def check() -> None:
+            try:
+                result = self._check(action, place, restart, health, pass_id, revision,
+                                     digest, False, halt)
+            except BaseException as error:  # re-raised on the executor's thread
+                outcome.append(error)
+                halt.set()
+                return
+            outcome.append(result)
+            if not result.ok:
+                halt.set()
+
+        checking = threading.Thread(target=check, name=f"health {action.kind}/{action.name}",
+                                    daemon=True)
+        checking.start()
+        try:
+            report = self._analysis.run(prepared, soak, halt, lambda progress: (
+                self._hooks.progress(f"analysing {action.kind}/{action.name} on "
+                                     f"{action.target}: {progress.check.name} "
+                                     f"{progress.taken}/{progress.planned}")))
+        except BaseException:
+            halt.set()
+            checking.join()
+            raise
+        if report.verdict is Verdict.FAIL:
+            halt.set()  # roll back now: the rest of the soak cannot undo a failed check
+        checking.join()
+        self._journal.outcome(intent, Phase.DONE if report.verdict is Verdict.PASS
+                              else Phase.FAILED, report.to_json())
+        health_result = outcome[0]
+        if isinstance(health_result, BaseException):
+            raise health_result
+        if report.verdict is Verdict.FAIL:
+            return Checked(False, report.message, "", report)
+        if not health_result.ok:
+            return Checked(False, health_result.detail, health_result.output_tail, report)
+        if report.verdict is None:
+            return Checked(False, "stopped during the analysis", "", report)
+        if report.verdict is Verdict.INCONCLUSIVE:
+            return Checked(False, report.message, "", report)
+        return Checked(True, f"{health_result.detail}; {report.message}", "", report)
+
+    def _hold_inconclusive(self, action: Action, check: CommandResult, revision: str,
+                           in_place: str) -> ActionResult | None:
+        """An inconclusive analysis holds: the change stays in place, is not promoted (not
+        healthy, not canonical: nothing downstream moves) and is not rolled back; the
+        revision is marked so it is not re-analysed in a loop. A new commit analyses again;
+        a revert puts the previous content back."""
+        if not isinstance(check, Checked) or check.analysis is None \
+                or check.analysis.verdict is not Verdict.INCONCLUSIVE:
+            return None
+        message = (f"{check.detail}; held: {in_place}, not promoted and not rolled back; a "
+                   "new commit runs the analysis again, a revert puts the previous content "
+                   "back")
+        self._journal.failed(action.key, action.desired, revision,
+                             Reason.ANALYSIS_INCONCLUSIVE, message)
+        self._analysis_event(EventType.STALLED, action, revision, action.desired,
+                             Reason.ANALYSIS_INCONCLUSIVE, message, check.analysis)
+        return ActionResult(action, Result.BLOCKED, message)
+
+    def _analysis_event(self, kind: EventType, action: Action, revision: str, digest: str,
+                        reason: Reason, message: str, report: AnalysisReport) -> None:
+        self._hooks.event(Event(kind, action.target, revision, action.kind, action.name,
+                                digest, reason, message, report.values()))
 
     # Models.
 
@@ -445,12 +613,16 @@ class Executor:
         if action.drift:
             self._hooks.drift(action.kind)
         previous, previous_digest = self._pointer_replaced(action, model, place, desired)
+        prepared = self._prepare_analysis(action, model.analysis, model.restart, place,
+                                          pass_id, revision, digest, JournalAction.FLIP)
+        if isinstance(prepared, ActionResult):
+            return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.FLIP, action.key, pass_id=pass_id,
                                       revision=revision,
                                       detail={"path": address_of(model, place.target),
                                               "from": previous, "fromDigest": previous_digest,
                                               "to": digest, "gateSkipped": known_good,
-                                              "drift": action.drift})
+                                              "drift": action.drift, **_baselines(prepared)})
         self._journal.attempted(action.key, digest, revision)
         try:
             self._store.require(digest)  # proven again right before it is pointed at
@@ -466,7 +638,11 @@ class Executor:
                    message=f"pointer flipped to sha256:{digest[:12]}; restarting and checking",
                    values=gate)
         check = self._restart_and_check(action, place, model.restart, model.health, pass_id,
-                                        revision, digest)
+                                        revision, digest, analysis=prepared)
+        held = self._hold_inconclusive(action, check, revision, "the pointer keeps naming "
+                                       f"sha256:{digest[:12]}, which is not recorded canonical")
+        if held is not None:
+            return held
         if check.ok:
             self._journal.canonical(model.name, digest)
             self._journal.applied(action.key, digest, revision, self._clock())
@@ -492,7 +668,7 @@ class Executor:
                                         revision, back_digest, undoing=True)
         self._journal.outcome(undo, Phase.DONE if after.ok else Phase.FAILED,
                               {"detail": after.detail})
-        return self._undone(action, revision, check, after, "pointer flipped back")
+        return self._undone(action, revision, check, after, "pointer flipped back", digest)
 
     def _pointer_replaced(self, action: Action, model: Model, place: Place,
                           desired: Desired) -> tuple[str | None, str | None]:
@@ -647,6 +823,11 @@ def _gate_values(reason: str, remembered: bool, evidence: dict[str, Any]) -> dic
         if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) < 200):
             values[name] = value
     return values
+
+
+def _baselines(prepared: Prepared | None) -> dict[str, object]:
+    """The ``before`` baselines, kept in the change's intent (see ``_prepare_analysis``)."""
+    return {"baselines": dict(prepared.baselines)} if prepared is not None else {}
 
 
 def _digest_or_none(value: object) -> str | None:

@@ -20,7 +20,16 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from reconciler.desired.documents import Budget, Delivered, Desired, Health, Model, Restart, Target
+from reconciler.desired.documents import (
+    AnalysisCheck,
+    Budget,
+    Delivered,
+    Desired,
+    Health,
+    Model,
+    Restart,
+    Target,
+)
 from reconciler.durations import format_duration
 from reconciler.plan.observed import ObservedTarget
 from reconciler.plan.windows import next_opening
@@ -87,6 +96,8 @@ class Step:
     kind: StepKind
     detail: str = ""
     deferred: str | None = None
+    seconds: float | None = None  # an analysis check: how long it measures
+    check: str | None = None  # an analysis check: its name
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +186,8 @@ def ordered_targets(targets: Mapping[str, Target]) -> list[Target]:
     return ordered
 
 
-def _follow_up(restart: Restart | None, health: Health | None) -> list[Step]:
+def _follow_up(restart: Restart | None, health: Health | None,
+               analysis: tuple[AnalysisCheck, ...] = ()) -> list[Step]:
     steps = []
     if restart is not None:
         how = " ".join(restart.command) if restart.command else f"deployment/{restart.deployment}"
@@ -184,6 +196,13 @@ def _follow_up(restart: Restart | None, health: Health | None) -> list[Step]:
         probe = f"GET {health.http_url}" if health.http_url else " ".join(health.command or ())
         soak = f", soak {format_duration(health.soak_seconds)}" if health.soak_seconds else ""
         steps.append(Step(StepKind.HEALTH, probe + soak))
+    soak_seconds = health.soak_seconds if health is not None else 0.0
+    for check in analysis:
+        steps.append(Step(StepKind.ANALYSIS, f"{check.name}: {check.subject}, every "
+                          f"{format_duration(check.interval_seconds)} x "
+                          f"{check.measurements(soak_seconds)} "
+                          f"({format_duration(check.duration_seconds(soak_seconds))})",
+                          seconds=check.duration_seconds(soak_seconds), check=check.name))
     return steps
 
 
@@ -191,7 +210,8 @@ def _defer_restart(action: Action, why: str) -> Action:
     """The repair runs now; its restart and health check wait (the consumer keeps running
     what it loaded until then)."""
     return replace(action, steps=tuple(
-        replace(step, deferred=why) if step.kind in (StepKind.RESTART, StepKind.HEALTH)
+        replace(step, deferred=why)
+        if step.kind in (StepKind.RESTART, StepKind.HEALTH, StepKind.ANALYSIS)
         else step for step in action.steps))
 
 
@@ -275,13 +295,13 @@ FINISH = Step(StepKind.FINISH, "restart and check what is already in place (the 
               "attempt stopped before them, they were deferred, or it failed and is held)")
 
 
-def _model_steps(model: Model, history: History) -> list[Step]:
+def _model_steps(model: Model, history: History, drift: bool) -> list[Step]:
     steps = [Step(StepKind.VERIFY, "sha256")]
     if model.artifact.sha256 in history.known_good.get(model.name, frozenset()):
         steps.append(Step(StepKind.GATE_SKIPPED, "canonical before"))
     elif model.gauntlet is not None:
         steps.append(Step(StepKind.GATE, model.gauntlet))
-    return steps + _follow_up(model.restart, model.health)
+    return steps + _follow_up(model.restart, model.health, () if drift else model.analysis)
 
 
 def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: History,
@@ -320,9 +340,11 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
             finish = op is Op.NOOP and _unfinished(history, key, want, obj.restart, obj.health)
             if finish:
                 op = Op.UPDATE
-            steps = () if op is Op.NOOP else tuple(
-                [*([FINISH] if finish else []), *_follow_up(obj.restart, obj.health)])
             drift = op is not Op.NOOP and not finish and history.applied.get(key) == want
+            # A repair puts back known-good content: nothing to analyse.
+            steps = () if op is Op.NOOP else tuple(
+                [*([FINISH] if finish else []),
+                 *_follow_up(obj.restart, obj.health, () if drift else obj.analysis)])
             actions.append(gated(Action(target.name, obj.kind, obj.name, op,
                                         _location(address, target, obj), current, want, steps,
                                         drift), obj.targets))
@@ -337,9 +359,9 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
             finish = current == want and _unfinished(history, key, want, model.restart,
                                                      model.health)
             op = Op.FLIP if current != want or finish else Op.NOOP
-            steps = () if op is Op.NOOP else tuple(
-                [*([FINISH] if finish else []), *_model_steps(model, history)])
             drift = op is not Op.NOOP and not finish and history.applied.get(key) == want
+            steps = () if op is Op.NOOP else tuple(
+                [*([FINISH] if finish else []), *_model_steps(model, history, drift)])
             actions.append(gated(Action(target.name, "Model", model.name, op,
                                         _location(address, target, model), current, want,
                                         steps, drift), model.targets))
