@@ -17,6 +17,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from reconciler import __version__
+from reconciler.daemon.httpd import MIN_SECRET_BYTES
 from reconciler.settings import load_settings
 from tests.conftest import REPO_ROOT
 
@@ -204,6 +205,10 @@ def test_the_pod_mounts_what_the_settings_read(tmp_path: Path) -> None:
     for secret_file in (settings.credentials.password_file, settings.webhook_secret_file):
         assert secret_file.name in keys_at(secret_file.parent), secret_file
     assert str(settings.state_dir) in mounts
+    # Applied unchanged, the webhook template makes the daemon refuse to start
+    # (WebhookSecretTooShort) rather than trust a secret published here.
+    placeholder = _one(documents, "Secret", "reconciler-webhook")["stringData"]["secret"]
+    assert len(placeholder.encode()) < MIN_SECRET_BYTES
 
 
 def test_one_image_name_from_the_build_to_the_pods(tmp_path: Path) -> None:
