@@ -101,12 +101,18 @@ else
     --index-url "$cuda_index" "torch==$torch_version+${cuda_index##*/}"
 fi
 
-# 3. The images.
+# 3. The images. The wheels' digests go in as build arguments: a changed wheel must miss
+# podman's layer cache, which does not look into bind mounts.
+digest() { find "$@" -name '*.whl' -type f -print0 | sort -z | xargs -0 cat | sha256sum | cut -c1-16; }
 "${podman[@]}" build --file "$context/daemon.Containerfile" --build-arg VERSION="$version" \
-  --build-arg BASE_IMAGE="$base_image" --tag "$daemon_image" "$context"
+  --build-arg BASE_IMAGE="$base_image" \
+  --build-arg WHEELS_DIGEST="$(digest "$context/wheels/tools" "$context/wheels/common")" \
+  --tag "$daemon_image" "$context"
 "${podman[@]}" build --file "$context/gauntlet.Containerfile" \
   --build-arg DAEMON_IMAGE="$daemon_image" --build-arg TORCH_VARIANT="$variant" \
-  --build-arg TORCH_VERSION="$torch_version" --tag "$gauntlet_image" "$context"
+  --build-arg TORCH_VERSION="$torch_version" \
+  --build-arg WHEELS_DIGEST="$(digest "$context/wheels/torch-$variant")" \
+  --tag "$gauntlet_image" "$context"
 for image in "$base_image" "$daemon_image" "$gauntlet_image"; do
   "${podman[@]}" image inspect --format "$image {{.Size}}" "$image" |
     awk '{printf "%s %d MB\n", $1, $2 / 1e6}'

@@ -85,6 +85,29 @@ def test_the_daemon_image_answers_and_validates_its_example() -> None:
     assert config["Cmd"] == ["run", "--config", "/etc/reconciler/reconciler.yaml"]
 
 
+def _code_digest(package: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def test_the_images_carry_this_checkout_not_a_stale_layer() -> None:
+    """The wheels are bind-mounted, out of sight of podman's layer cache: a changed
+    reconciler of the same version must still reach the images."""
+    script = ("import hashlib, pathlib, reconciler\n"
+              "package = pathlib.Path(reconciler.__file__).parent\n"
+              "digest = hashlib.sha256()\n"
+              "for path in sorted(package.rglob('*.py')):\n"
+              "    digest.update(path.relative_to(package).as_posix().encode() + b'\\0'"
+              " + path.read_bytes())\n"
+              "print(digest.hexdigest())\n")
+    expected = _code_digest(REPO_ROOT / "reconciler")
+    for image in (DAEMON, GAUNTLET):
+        done = _run(image, "-c", script, entrypoint="python")
+        assert done.stdout.strip() == expected, (image, done.stderr[-2000:])
+
+
 def test_the_sandbox_works_inside_the_daemon_image() -> None:
     """bubblewrap's namespaces as the image's non-root user under podman's default seccomp
     profile; the repository's code would otherwise not run at all (validate exits 3)."""
