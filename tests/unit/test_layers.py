@@ -29,9 +29,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("desired",),
     ("source",),
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
-    # bounded runner), digests, the error tree and the vocabulary, URL redaction, logging.
+    # bounded runner), digests, the error tree and the vocabulary, URL redaction, logging,
+    # HTTP connections (direct or through the environment's proxy).
     ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
-     "digests", "redaction", "events", "logs", ""),
+     "digests", "redaction", "events", "logs", "http_connections", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
