@@ -109,3 +109,16 @@ def test_the_dashboard_shows_suspension_and_notifications() -> None:
     for needed in ("reconciler_suspended_targets", "reconciler_fleet_suspended",
                    "reconciler_notifications_total"):
         assert needed in exprs, needed
+
+
+def test_the_rules_job_is_the_one_the_service_monitor_gives() -> None:
+    """The Prometheus Operator names a ServiceMonitor's job after the Service (or after the
+    Service's label that ``jobLabel`` names): that is the job every rule matches."""
+    deploy = REPO_ROOT / "deploy"
+    monitor = yaml.safe_load((deploy / "servicemonitor.yaml").read_text())
+    service = yaml.safe_load((deploy / "service.yaml").read_text())
+    job_label = monitor["spec"].get("jobLabel")
+    job = service["metadata"]["labels"][job_label] if job_label \
+        else service["metadata"]["name"]
+    matchers = set(re.findall(r'job="([^"]*)"', RULES.read_text()))
+    assert matchers == {job}, (matchers, job)
