@@ -135,7 +135,7 @@ def test_repository_text_cannot_forge_lines_or_drive_the_terminal(
     assert len(lines) == 3 and said.count("\n") == 3
     assert lines[0].split(maxsplit=2)[1] == "info"
     assert all(line.startswith(" " * 10) for line in lines[1:]), lines
-    assert not any(ord(c) < 32 and c != "\n" or 0x7f <= ord(c) <= 0x9f for c in said), said
+    assert not any((ord(c) < 32 and c != "\n") or 0x7f <= ord(c) <= 0x9f for c in said), said
     assert "\\x1b[2K\\x1b]0;title\\x07\\x00\\x7f\\x9b done" in said
 
 
