@@ -2,17 +2,17 @@
 read from its file at each query, a timeout, a bounded answer.
 
 The server may be slow or hostile: every query has a deadline and reads at most
-``MAX_ANSWER_BYTES``. The token never appears in a message; URLs are shown redacted.
+``MAX_ANSWER_BYTES``. Redirects are not followed: the token goes to the server named in the
+settings and nowhere else. The token never appears in a message; URLs are shown redacted.
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import math
 import ssl
-import urllib.error
 import urllib.parse
-import urllib.request
 from typing import Any
 
 from reconciler.redaction import redact
@@ -34,7 +34,10 @@ class QueryError(Exception):
 class PrometheusClient:
     def __init__(self, settings: PrometheusSettings) -> None:
         self._settings = settings
-        self._endpoint = settings.url.rstrip("/") + "/api/v1/query"
+        parts = urllib.parse.urlsplit(settings.url)
+        self._https = parts.scheme == "https"
+        self._host, self._port = parts.hostname or "", parts.port
+        self._path = parts.path.rstrip("/") + "/api/v1/query"
         self._shown = redact(settings.url)
         self._context: ssl.SSLContext | None = None
 
@@ -42,13 +45,15 @@ class PrometheusClient:
     def shown(self) -> str:
         return self._shown
 
-    def _tls(self) -> ssl.SSLContext | None:
-        if not self._endpoint.startswith("https://"):
-            return None
+    def _connection(self) -> http.client.HTTPConnection:
+        timeout = self._settings.timeout_seconds
+        if not self._https:
+            return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
         if self._context is None:
             ca = self._settings.ca_file
             self._context = ssl.create_default_context(cafile=str(ca) if ca else None)
-        return self._context
+        return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
+                                           context=self._context)
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": "reconciler-analysis", "Accept": "application/json"}
@@ -66,20 +71,24 @@ class PrometheusClient:
         """The query's one number now; None when it returned no series. Raises
         :class:`QueryError`."""
         body = urllib.parse.urlencode({"query": promql}).encode()
-        request = urllib.request.Request(self._endpoint, data=body, headers={
-            **self._headers(), "Content-Type": "application/x-www-form-urlencoded"})
+        headers = {**self._headers(), "Content-Type": "application/x-www-form-urlencoded"}
+        connection = self._connection()
         try:
-            with urllib.request.urlopen(request, timeout=self._settings.timeout_seconds,
-                                        context=self._tls()) as response:
-                answer = response.read(MAX_ANSWER_BYTES + 1)
-        except urllib.error.HTTPError as error:
-            answer = error.read(MAX_ANSWER_BYTES + 1)
-            if error.code not in (400, 422, 503):  # Prometheus explains those in JSON
-                raise QueryError(f"Prometheus at {self._shown} answered {error.code} "
-                                 f"{error.reason}") from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise QueryError(f"Prometheus at {self._shown} is unreachable: {reason}") from None
+            connection.request("POST", self._path, body=body, headers=headers)
+            response = connection.getresponse()
+            status, reason = response.status, response.reason
+            answer = response.read(MAX_ANSWER_BYTES + 1)
+        except (OSError, http.client.HTTPException) as error:
+            raise QueryError(f"Prometheus at {self._shown} is unreachable: {error}") from None
+        finally:
+            connection.close()
+        if 300 <= status < 400:
+            raise QueryError(f"Prometheus at {self._shown} answered {status} {reason}: "
+                             "redirects are not followed (the bearer token goes only to "
+                             "analysis.prometheus.url); set the URL it redirects to")
+        # Prometheus explains 400, 422 and 503 in JSON.
+        if status >= 300 and status not in (400, 422, 503):
+            raise QueryError(f"Prometheus at {self._shown} answered {status} {reason}")
         if len(answer) > MAX_ANSWER_BYTES:
             raise QueryError(f"Prometheus at {self._shown} answered more than "
                              f"{MAX_ANSWER_BYTES} bytes: aggregate the query", fatal=True)

@@ -33,6 +33,7 @@ class Server:
         self.token = "s3cret-token"
         self.mode = "answer"
         self.seen: list[str] = []
+        self.redirect_to = ""
 
 
 @pytest.fixture
@@ -46,6 +47,12 @@ def server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
             state.seen.append(self.seen_header)
             if state.mode == "hang":
                 time.sleep(3)
+            if state.mode == "redirect":
+                self.send_response(302)
+                self.send_header("Location", state.redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             if self.seen_header != f"Bearer {state.token}":
                 body, status = b"unauthorized", 401
             elif state.mode == "huge":
@@ -133,3 +140,37 @@ def test_a_server_that_never_answers_times_out(server: tuple[Server, str],
     with pytest.raises(QueryError) as raised:
         client(url, tmp_path, state, timeout=0.3).query("up")
     assert "timed out" in str(raised.value)
+
+
+def test_a_redirect_is_not_followed_and_the_token_goes_nowhere_else(
+        server: tuple[Server, str], tmp_path: Path) -> None:
+    state, url = server
+    elsewhere: list[str] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            elsewhere.append(self.headers.get("Authorization", ""))
+            body = json.dumps(ANSWER).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        state.mode = "redirect"
+        state.redirect_to = f"http://127.0.0.1:{other.server_address[1]}/api/v1/query"
+        with pytest.raises(QueryError) as raised:
+            client(url, tmp_path, state).query("up")
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert elsewhere == []
+    assert "answered 302" in str(raised.value) and "redirect" in str(raised.value)
+
