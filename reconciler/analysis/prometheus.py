@@ -1,17 +1,23 @@
 """Instant PromQL queries over HTTP (``/api/v1/query``): TLS with a CA file, a bearer token
 read from its file at each query, a timeout, a bounded answer.
 
-The server may be slow or hostile: every query has a deadline and reads at most
+The server may be slow or hostile: every query has one deadline for the whole exchange (a
+watchdog shuts the socket down, so an answer that trickles in byte by byte is cut off too),
+ends within ``STOP_SLICE_SECONDS`` of its stop event being set, and reads at most
 ``MAX_ANSWER_BYTES``. Redirects are not followed: the token goes to the server named in the
 settings and nowhere else. The token never appears in a message; URLs are shown redacted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import math
+import socket
 import ssl
+import threading
+import time
 import urllib.parse
 from typing import Any
 
@@ -20,6 +26,7 @@ from reconciler.settings import PrometheusSettings
 
 MAX_ANSWER_BYTES = 1 << 20
 _MESSAGE_CHARS = 500
+STOP_SLICE_SECONDS = 0.1  # how soon a query notices its stop event or deadline
 
 
 class QueryError(Exception):
@@ -67,21 +74,34 @@ class PrometheusClient:
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    def query(self, promql: str) -> float | None:
+    def query(self, promql: str, stop: threading.Event | None = None) -> float | None:
         """The query's one number now; None when it returned no series. Raises
-        :class:`QueryError`."""
+        :class:`QueryError`, also when ``stop`` is set before the answer is in."""
+        stop = stop or threading.Event()
+        if stop.is_set():
+            raise QueryError(f"the query to Prometheus at {self._shown} was stopped")
         body = urllib.parse.urlencode({"query": promql}).encode()
         headers = {**self._headers(), "Content-Type": "application/x-www-form-urlencoded"}
         connection = self._connection()
+        finished = threading.Event()
+        cut: list[str] = []
+        watchdog = threading.Thread(target=self._watch, args=(connection, stop, finished, cut),
+                                    name="prometheus query watchdog", daemon=True)
+        watchdog.start()
         try:
             connection.request("POST", self._path, body=body, headers=headers)
             response = connection.getresponse()
             status, reason = response.status, response.reason
             answer = response.read(MAX_ANSWER_BYTES + 1)
         except (OSError, http.client.HTTPException) as error:
-            raise QueryError(f"Prometheus at {self._shown} is unreachable: {error}") from None
+            if not cut:
+                raise QueryError(f"Prometheus at {self._shown} is unreachable: {error}") \
+                    from None
         finally:
+            finished.set()
             connection.close()
+        if cut:  # whatever was read before the socket was shut down is not the answer
+            raise QueryError(f"the query to Prometheus at {self._shown} {cut[0]}")
         if 300 <= status < 400:
             raise QueryError(f"Prometheus at {self._shown} answered {status} {reason}: "
                              "redirects are not followed (the bearer token goes only to "
@@ -93,6 +113,24 @@ class PrometheusClient:
             raise QueryError(f"Prometheus at {self._shown} answered more than "
                              f"{MAX_ANSWER_BYTES} bytes: aggregate the query", fatal=True)
         return _number(answer, self._shown)
+
+
+    def _watch(self, connection: http.client.HTTPConnection, stop: threading.Event,
+               finished: threading.Event, cut: list[str]) -> None:
+        """Shut the query's socket down at its deadline or when ``stop`` is set."""
+        timeout = self._settings.timeout_seconds
+        deadline = time.monotonic() + timeout
+        while not finished.wait(STOP_SLICE_SECONDS):
+            if stop.is_set():
+                cut.append("was stopped")
+            elif time.monotonic() >= deadline:
+                cut.append(f"timed out after {timeout:g}s")
+            else:
+                continue
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+            return
 
 
 def _number(answer: bytes, shown: str) -> float | None:

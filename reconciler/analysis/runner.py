@@ -147,19 +147,20 @@ class AnalysisRunner:
                                       "reconciler.yaml sets no analysis.prometheus.url")
         return self._prometheus
 
-    def prepare(self, checks: Sequence[AnalysisCheck], subject: Subject,
-                workload: Workload) -> Prepared:
+    def prepare(self, checks: Sequence[AnalysisCheck], subject: Subject, workload: Workload,
+                stop: threading.Event | None = None) -> Prepared:
         """Before the change: every query asked once, ``before`` baselines kept, log
-        readers started. Raises :class:`AnalysisUnavailable` (nothing is changed then)."""
+        readers started; ``stop`` ends a query in flight. Raises
+        :class:`AnalysisUnavailable` (nothing is changed then)."""
         prepared = Prepared(tuple(checks), subject, workload)
         for check in checks:
             if check.prometheus is not None:
                 client = self._client(check)
                 spec = check.prometheus
                 try:
-                    value = client.query(subject.fill(spec.query))
+                    value = client.query(subject.fill(spec.query), stop)
                     if spec.baseline is not None and spec.baseline.query is not None:
-                        client.query(subject.fill(spec.baseline.query))
+                        client.query(subject.fill(spec.baseline.query), stop)
                 except QueryError as error:
                     raise AnalysisUnavailable(f"analysis check {check.name}: {error}",
                                               fatal=error.fatal,
@@ -198,7 +199,10 @@ class AnalysisRunner:
                 if due[name] > now:
                     continue
                 at = self._clock() - started
-                check_progress.add(self._measure(prepared, check_progress.check, at, matches))
+                measurement = self._measure(prepared, check_progress.check, at, matches, halt)
+                if halt.is_set():  # cut off mid-measurement: not a lack of data
+                    return AnalysisReport(None, None, tuple(progress))
+                check_progress.add(measurement)
                 on_measurement(check_progress)
                 # A slow measurement never makes the next ones bunch up.
                 due[name] = max(due[name] + check_progress.check.interval_seconds,
@@ -207,16 +211,16 @@ class AnalysisRunner:
                     break  # the analysis has failed: roll back now, measure no more
 
     def _measure(self, prepared: Prepared, check: AnalysisCheck, at: float,
-                 matches: dict[str, int]) -> Measurement:
+                 matches: dict[str, int], halt: threading.Event) -> Measurement:
         subject = prepared.subject
         if check.prometheus is not None:
             spec = check.prometheus
             client = self._client(check)
             try:
-                value = client.query(subject.fill(spec.query))
+                value = client.query(subject.fill(spec.query), halt)
                 baseline = prepared.baselines.get(check.name)
                 if spec.baseline is not None and spec.baseline.query is not None:
-                    baseline = client.query(subject.fill(spec.baseline.query))
+                    baseline = client.query(subject.fill(spec.baseline.query), halt)
             except QueryError as error:
                 return no_data(str(error), at, fatal=error.fatal)
             return judge_value(spec, value, baseline, at)

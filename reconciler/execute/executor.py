@@ -452,7 +452,7 @@ class Executor:
         subject = Subject(action.target, action.kind, action.name, revision, digest)
         try:
             workload = place.workload(action.kind, action.name, restart, digest, revision)
-            prepared = self._analysis.prepare(checks, subject, workload)
+            prepared = self._analysis.prepare(checks, subject, workload, self._interrupt)
         except AnalysisUnavailable as error:
             message = f"{error}; nothing was changed"
             self._journal.record(JournalAction.ANALYSIS, Phase.FAILED, pass_id=pass_id,

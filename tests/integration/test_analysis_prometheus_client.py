@@ -53,6 +53,18 @@ def server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return
+            if state.mode == "drip":  # all but the last bytes at once, then one at a time
+                body = json.dumps(ANSWER).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:-8])
+                self.wfile.flush()
+                for byte in body[-8:]:
+                    time.sleep(0.5)
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                return
             if self.seen_header != f"Bearer {state.token}":
                 body, status = b"unauthorized", 401
             elif state.mode == "huge":
@@ -174,3 +186,22 @@ def test_a_redirect_is_not_followed_and_the_token_goes_nowhere_else(
     assert elsewhere == []
     assert "answered 302" in str(raised.value) and "redirect" in str(raised.value)
 
+
+def test_an_answer_that_trickles_in_is_cut_off_at_the_timeout(
+        server: tuple[Server, str], tmp_path: Path) -> None:
+    state, url = server
+    state.mode = "drip"  # each byte within the socket timeout, the whole answer beyond it
+    with pytest.raises(QueryError) as raised:
+        client(url, tmp_path, state, timeout=1.0).query("up")
+    assert "timed out" in str(raised.value) and not raised.value.fatal
+
+
+def test_a_query_ends_when_its_stop_event_is_set(server: tuple[Server, str],
+                                                  tmp_path: Path) -> None:
+    state, url = server
+    state.mode = "hang"
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    with pytest.raises(QueryError) as raised:
+        client(url, tmp_path, state, timeout=30.0).query("up", stop)
+    assert "stopped" in str(raised.value)

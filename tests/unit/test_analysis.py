@@ -17,7 +17,7 @@ from reconciler.analysis.judge import (
     no_data,
     overall,
 )
-from reconciler.analysis.runner import Halt, Subject
+from reconciler.analysis.runner import AnalysisRunner, Halt, Prepared, Subject
 from reconciler.desired.documents import AnalysisCheck, Strategy, build
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Executor, Hooks
@@ -358,3 +358,36 @@ def test_an_http_check_answering_an_error_rolls_back_and_progress_is_reported(
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_a_halt_during_a_slow_query_ends_the_analysis_without_a_verdict() -> None:
+    """The query in flight is cut off at once, and what it did not measure is not counted
+    as missing data: a suspension or a newer revision decides, not an inconclusive check."""
+    release = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            release.wait(30)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        runner = AnalysisRunner(AnalysisSettings(PrometheusSettings(
+            f"http://127.0.0.1:{httpd.server_address[1]}", timeout_seconds=30)))
+        prepared = Prepared((prometheus(max=1),), Subject("staging", "Strategy", "gepetto",
+                                                          "r1", "d1"), FakeFleet(FakeStore())
+                            .place(target("staging")).workload("Strategy", "gepetto", None,
+                                                               "d1", "r1"))
+        halt = Halt(threading.Event())
+        threading.Timer(1.3, halt.set).start()  # while the first measurement's query hangs
+        report = runner.run(prepared, 0.0, halt)
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()
+    assert report.verdict is None, report.message
+    assert report.checks[0].inconclusive == 0
