@@ -48,12 +48,20 @@ class Measurement:
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"at": round(self.at, 3), "verdict": self.verdict}
         if self.value is not None:
-            shown["value"] = self.value
+            shown["value"] = json_number(self.value)
         if self.baseline is not None:
-            shown["baseline"] = self.baseline
+            shown["baseline"] = json_number(self.baseline)
         if self.error is not None:
             shown["error"] = self.error
         return shown
+
+
+def json_number(value: float) -> float | str:
+    """``value`` for a JSON document: ``+Inf`` and ``-Inf`` as Prometheus writes them, since
+    JSON has no infinity (``float()`` reads them back)."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return value
 
 
 def _number(value: float) -> str:

@@ -24,6 +24,7 @@ from reconciler.analysis.judge import (
     CheckProgress,
     Measurement,
     Verdict,
+    json_number,
     judge_log,
     judge_value,
     no_data,
@@ -102,7 +103,11 @@ class Prepared:
                             "intervalSeconds": c.interval_seconds,
                             "measurements": c.measurements(soak_seconds)}
                            for c in self.checks],
-                "baselines": dict(self.baselines)}
+                "baselines": self.baselines_json()}
+
+    def baselines_json(self) -> dict[str, float | str | None]:
+        return {name: None if value is None else json_number(value)
+                for name, value in self.baselines.items()}
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,8 @@ class AnalysisReport:
 
     def values(self) -> dict[str, Any]:
         """check -> its last value (for events); the journal keeps every measurement."""
-        return {p.check.name: p.last_value for p in self.checks}
+        return {p.check.name: None if p.last_value is None else json_number(p.last_value)
+                for p in self.checks}
 
     def to_json(self) -> dict[str, Any]:
         return {"outcome": self.verdict or "halted",

@@ -470,8 +470,9 @@ class Executor:
                 if detail.get("to") == digest:
                     before = detail.get("baselines")
                     if isinstance(before, dict):
-                        prepared.baselines.update({name: value for name, value in before.items()
-                                                   if name in prepared.baselines})
+                        prepared.baselines.update({  # +Inf is kept as a string
+                            name: None if value is None else float(value)
+                            for name, value in before.items() if name in prepared.baselines})
                     break
         return prepared
 
@@ -827,7 +828,7 @@ def _gate_values(reason: str, remembered: bool, evidence: dict[str, Any]) -> dic
 
 def _baselines(prepared: Prepared | None) -> dict[str, object]:
     """The ``before`` baselines, kept in the change's intent (see ``_prepare_analysis``)."""
-    return {"baselines": dict(prepared.baselines)} if prepared is not None else {}
+    return {"baselines": prepared.baselines_json()} if prepared is not None else {}
 
 
 def _digest_or_none(value: object) -> str | None:

@@ -17,7 +17,7 @@ from reconciler.analysis.judge import (
     no_data,
     overall,
 )
-from reconciler.analysis.runner import AnalysisRunner, Halt, Prepared, Subject
+from reconciler.analysis.runner import AnalysisReport, AnalysisRunner, Halt, Prepared, Subject
 from reconciler.desired.documents import AnalysisCheck, Strategy, build
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Executor, Hooks
@@ -391,3 +391,20 @@ def test_a_halt_during_a_slow_query_ends_the_analysis_without_a_verdict() -> Non
         httpd.server_close()
     assert report.verdict is None, report.message
     assert report.checks[0].inconclusive == 0
+
+
+def test_an_infinite_value_fails_its_bound_and_is_recorded_as_valid_json() -> None:
+    """Prometheus answers ``+Inf`` for x/0 (an error ratio with no requests): it crosses a
+    ``max``, and the journal, ``status --output json`` and event payloads stay strict JSON
+    (``Infinity`` is not JSON; jq and webhook receivers refuse it)."""
+    spec = prometheus(max=0.05, baseline={"before": True, "maxIncrease": 0.01}).prometheus
+    assert spec is not None
+    measured = judge_value(spec, float("inf"), float("-inf"), 1.0)
+    assert measured.verdict is Verdict.FAIL and measured.why == "inf > max 0.05"
+    progress = CheckProgress(prometheus(max=0.05), 3)
+    progress.add(measured)
+    report = AnalysisReport(progress.verdict, progress, (progress,))
+    shown = json.loads(json.dumps(report.to_json(), allow_nan=False))
+    assert shown["checks"]["error-rate"]["measurements"][0]["value"] == "+Inf"
+    assert shown["checks"]["error-rate"]["measurements"][0]["baseline"] == "-Inf"
+    assert json.loads(json.dumps(report.values(), allow_nan=False)) == {"error-rate": "+Inf"}
