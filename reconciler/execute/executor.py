@@ -515,8 +515,12 @@ class Executor:
         if report.verdict is Verdict.FAIL:
             halt.set()  # roll back now: the rest of the soak cannot undo a failed check
         checking.join()
+        ended = report.verdict is None \
+            and self._interrupt.cause in (Cause.SUSPENDED, Cause.SUPERSEDED)
         self._journal.outcome(intent, Phase.DONE if report.verdict is Verdict.PASS
-                              else Phase.FAILED, report.to_json())
+                              else Phase.INTERRUPTED if ended else Phase.FAILED,
+                              {**report.to_json(), **({"why": self._interrupt.why}
+                                                      if ended else {})})
         health_result = outcome[0]
         if isinstance(health_result, BaseException):
             raise health_result

@@ -21,6 +21,7 @@ from reconciler.analysis.runner import AnalysisReport, AnalysisRunner, Halt, Pre
 from reconciler.desired.documents import AnalysisCheck, Strategy, build
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Executor, Hooks
+from reconciler.execute.interrupts import ActionInterrupt, Cause
 from reconciler.journal import Journal
 from reconciler.places import CommandResult
 from reconciler.plan.planner import plan
@@ -408,3 +409,24 @@ def test_an_infinite_value_fails_its_bound_and_is_recorded_as_valid_json() -> No
     assert shown["checks"]["error-rate"]["measurements"][0]["value"] == "+Inf"
     assert shown["checks"]["error-rate"]["measurements"][0]["baseline"] == "-Inf"
     assert json.loads(json.dumps(report.values(), allow_nan=False)) == {"error-rate": "+Inf"}
+
+
+def test_a_suspension_during_the_analysis_leaves_the_change_in_place_unmarked(
+        tmp_path: Path) -> None:
+    world = World(tmp_path, [{**COMMAND_CHECK, "interval": "1h"}],
+                  health={"command": ["probe"], "soak": "2h"})
+    interrupt = ActionInterrupt(threading.Event())
+    seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"], [])
+    planned = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
+    executor = Executor(lambda t: world.fleet, world.store, world.journal, interrupt)
+    threading.Timer(0.3, interrupt.fire, (Cause.SUSPENDED, "staging suspended by ops")).start()
+    result = executor.execute(planned, world.state, 1).results[0]
+    assert result.result == "waiting" and "suspended by ops" in result.message
+    assert world.place.files["strategies/gepetto.py"] == NEW  # left in place, not undone
+    known = world.journal.object(KEY)
+    assert known is not None and known["failed_digest"] is None
+    assert known["reason"] == Reason.SUSPENDED
+    phases = [e.phase for e in world.journal.events("gepetto")
+              if e.action == JournalAction.ANALYSIS]
+    assert phases == ["intent", "interrupted"]  # ended, not failed
+    assert world.journal.analyses()[KEY]["outcome"] == "halted"
