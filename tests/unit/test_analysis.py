@@ -430,3 +430,15 @@ def test_a_suspension_during_the_analysis_leaves_the_change_in_place_unmarked(
               if e.action == JournalAction.ANALYSIS]
     assert phases == ["intent", "interrupted"]  # ended, not failed
     assert world.journal.analyses()[KEY]["outcome"] == "halted"
+
+
+def test_a_check_with_no_data_at_all_is_inconclusive_even_within_its_limit() -> None:
+    """Two measurements, both without data, within the default inconclusiveLimit of 2: the
+    check judged nothing, so it must hold, not pass (a short soak, Prometheus down)."""
+    spec = check(prometheus={"query": "rate", "max": 1}, count=2)
+    progress = CheckProgress(spec, spec.measurements(0.0))
+    progress.add(no_data("Prometheus at http://p is unreachable", 1.0))
+    progress.add(no_data("the query returned no data", 2.0))
+    assert progress.verdict is Verdict.INCONCLUSIVE
+    assert "no measurement had data" in progress.why
+    assert overall([progress]) == (Verdict.INCONCLUSIVE, progress)
