@@ -442,3 +442,40 @@ def test_a_check_with_no_data_at_all_is_inconclusive_even_within_its_limit() -> 
     assert progress.verdict is Verdict.INCONCLUSIVE
     assert "no measurement had data" in progress.why
     assert overall([progress]) == (Verdict.INCONCLUSIVE, progress)
+
+
+def test_a_suspension_while_the_baseline_is_asked_changes_nothing_and_says_suspended(
+        tmp_path: Path) -> None:
+    release = threading.Event()
+
+    class Slow(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            release.wait(30)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    world = World(tmp_path, [{"name": "errors", "interval": "1s", "count": 2,
+                              "prometheus": {"query": "errors", "max": 1}}])
+    interrupt = ActionInterrupt(threading.Event())
+    seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"], [])
+    planned = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
+    settings = AnalysisSettings(PrometheusSettings(
+        f"http://127.0.0.1:{httpd.server_address[1]}", timeout_seconds=30))
+    executor = Executor(lambda t: world.fleet, world.store, world.journal, interrupt,
+                        analysis=settings)
+    threading.Timer(0.3, interrupt.fire, (Cause.SUSPENDED, "staging suspended by ops")).start()
+    try:
+        result = executor.execute(planned, world.state, 1).results[0]
+    finally:
+        release.set()
+        httpd.shutdown()
+        httpd.server_close()
+    assert result.result == "waiting" and "suspended by ops" in result.message
+    assert world.place.files["strategies/gepetto.py"] == OLD  # nothing was written
+    known = world.journal.object(KEY)
+    assert known is not None and known["reason"] == Reason.SUSPENDED
+    assert known["failed_digest"] is None
