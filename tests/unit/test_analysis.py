@@ -3,8 +3,10 @@ use of it with in-memory places, and how a plan shows it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -364,21 +366,8 @@ def test_an_http_check_answering_an_error_rolls_back_and_progress_is_reported(
 def test_a_halt_during_a_slow_query_ends_the_analysis_without_a_verdict() -> None:
     """The query in flight is cut off at once, and what it did not measure is not counted
     as missing data: a suspension or a newer revision decides, not an inconclusive check."""
-    release = threading.Event()
-
-    class Slow(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            release.wait(30)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass
-
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        runner = AnalysisRunner(AnalysisSettings(PrometheusSettings(
-            f"http://127.0.0.1:{httpd.server_address[1]}", timeout_seconds=30)))
+    with silent_prometheus() as settings:
+        runner = AnalysisRunner(AnalysisSettings(settings))
         prepared = Prepared((prometheus(max=1),), Subject("staging", "Strategy", "gepetto",
                                                           "r1", "d1"), FakeFleet(FakeStore())
                             .place(target("staging")).workload("Strategy", "gepetto", None,
@@ -386,10 +375,6 @@ def test_a_halt_during_a_slow_query_ends_the_analysis_without_a_verdict() -> Non
         halt = Halt(threading.Event())
         threading.Timer(1.3, halt.set).start()  # while the first measurement's query hangs
         report = runner.run(prepared, 0.0, halt)
-    finally:
-        release.set()
-        httpd.shutdown()
-        httpd.server_close()
     assert report.verdict is None, report.message
     assert report.checks[0].inconclusive == 0
 
@@ -446,9 +431,30 @@ def test_a_check_with_no_data_at_all_is_inconclusive_even_within_its_limit() -> 
 
 def test_a_suspension_while_the_baseline_is_asked_changes_nothing_and_says_suspended(
         tmp_path: Path) -> None:
+    world = World(tmp_path, [{"name": "errors", "interval": "1s", "count": 2,
+                              "prometheus": {"query": "errors", "max": 1}}])
+    interrupt = ActionInterrupt(threading.Event())
+    seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"], [])
+    planned = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
+    with silent_prometheus() as settings:
+        executor = Executor(lambda t: world.fleet, world.store, world.journal, interrupt,
+                            analysis=AnalysisSettings(settings))
+        threading.Timer(0.3, interrupt.fire,
+                        (Cause.SUSPENDED, "staging suspended by ops")).start()
+        result = executor.execute(planned, world.state, 1).results[0]
+    assert result.result == "waiting" and "suspended by ops" in result.message
+    assert world.place.files["strategies/gepetto.py"] == OLD  # nothing was written
+    known = world.journal.object(KEY)
+    assert known is not None and known["reason"] == Reason.SUSPENDED
+    assert known["failed_digest"] is None
+
+
+@contextlib.contextmanager
+def silent_prometheus() -> Iterator[PrometheusSettings]:
+    """A server that takes every query and never answers (until the test ends)."""
     release = threading.Event()
 
-    class Slow(BaseHTTPRequestHandler):
+    class Silent(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             self.rfile.read(int(self.headers.get("Content-Length", 0)))
             release.wait(30)
@@ -456,26 +462,12 @@ def test_a_suspension_while_the_baseline_is_asked_changes_nothing_and_says_suspe
         def log_message(self, format: str, *args: object) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Silent)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    world = World(tmp_path, [{"name": "errors", "interval": "1s", "count": 2,
-                              "prometheus": {"query": "errors", "max": 1}}])
-    interrupt = ActionInterrupt(threading.Event())
-    seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"], [])
-    planned = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
-    settings = AnalysisSettings(PrometheusSettings(
-        f"http://127.0.0.1:{httpd.server_address[1]}", timeout_seconds=30))
-    executor = Executor(lambda t: world.fleet, world.store, world.journal, interrupt,
-                        analysis=settings)
-    threading.Timer(0.3, interrupt.fire, (Cause.SUSPENDED, "staging suspended by ops")).start()
     try:
-        result = executor.execute(planned, world.state, 1).results[0]
+        yield PrometheusSettings(f"http://127.0.0.1:{httpd.server_address[1]}",
+                                 timeout_seconds=30)
     finally:
         release.set()
         httpd.shutdown()
         httpd.server_close()
-    assert result.result == "waiting" and "suspended by ops" in result.message
-    assert world.place.files["strategies/gepetto.py"] == OLD  # nothing was written
-    known = world.journal.object(KEY)
-    assert known is not None and known["reason"] == Reason.SUSPENDED
-    assert known["failed_digest"] is None
