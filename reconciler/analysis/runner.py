@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +31,7 @@ from reconciler.analysis.judge import (
 from reconciler.analysis.prometheus import PrometheusClient, QueryError
 from reconciler.desired.documents import AnalysisCheck
 from reconciler.places import LogReader, LogUnavailable, Workload
+from reconciler.probes import probe_http
 from reconciler.settings import AnalysisSettings
 
 HALT_SLICE_SECONDS = 0.2  # how soon a wait notices the caller's stop event
@@ -248,17 +247,3 @@ class AnalysisRunner:
             ok, detail = result.ok, result.detail
         return Measurement(at, Verdict.PASS if ok else Verdict.FAIL, detail)
 
-
-def probe_http(url: str, expect_status: int, timeout: float) -> tuple[bool, str]:
-    """One GET: (the status was the one expected, what happened)."""
-    request = urllib.request.Request(url, headers={"User-Agent": "reconciler-analysis"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as error:
-        status = error.code
-    except (urllib.error.URLError, OSError) as error:
-        return False, f"GET {url}: {getattr(error, 'reason', error)}"
-    if status != expect_status:
-        return False, f"GET {url} answered {status}, expected {expect_status}"
-    return True, f"GET {url} answered {status}"

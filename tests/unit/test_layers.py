@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
     # bounded runner), digests, the error tree and the vocabulary, URL redaction, logging.
     ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
-     "digests", "redaction", "events", "logs", ""),
+     "probes", "digests", "redaction", "events", "logs", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
