@@ -40,7 +40,7 @@ from reconciler.desired.loader import cache_salt, load_desired, located_warnings
 from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.durations import parse_duration
-from reconciler.errors import ReconcilerError, StalledError
+from reconciler.errors import ReconcilerError, StalledError, classify
 from reconciler.execute.executor import Hooks
 from reconciler.gauntlet.budgets import budget_warnings
 from reconciler.journal import Journal
@@ -800,15 +800,18 @@ COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # promote's 1 says "the gate rejected the model": its own errors are 3 (DESIGN.md §2).
+    error_exit = EXIT_CANNOT_CHECK if args.command == "promote" else EXIT_ERROR
     try:
         configure(args.log_format, args.log_level)
     except LogSettingError as error:
         print(f"reconciler: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return error_exit
     try:
         return COMMANDS[args.command](args)
     except InvalidInput as error:
-        return _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr)
+        code = _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr)
+        return error_exit if code == EXIT_ERROR else code
     except SandboxUnavailable as error:
         # Not a verdict on the input: the check could not run here (exit 3 where the
         # contract has one: validate and gauntlet).
@@ -817,7 +820,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else EXIT_ERROR
     except ReconcilerError as error:
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return error_exit
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -825,3 +828,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except Exception as error:
+        if args.command != "promote":
+            raise
+        # Python's own exit for a crash is 1, which promote's contract gives to a rejected
+        # model: a fault of the machine (a journal that cannot open, a full disk) is 3.
+        outcome = classify(error)
+        print(f"reconciler promote: {outcome.reason}: {outcome.message}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK

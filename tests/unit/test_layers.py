@@ -29,9 +29,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("desired",),
     ("source",),
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
-    # bounded runner), digests, the error tree and the vocabulary, URL redaction, logging.
+    # bounded runner), HTTP probes, digests, the error tree and the vocabulary, URL
+    # redaction, logging,
+    # HTTP connections (direct or through the environment's proxy).
     ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
-     "probes", "digests", "redaction", "events", "logs", ""),
+     "probes", "digests", "redaction", "events", "logs", "http_connections", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
