@@ -21,6 +21,7 @@ import time
 import urllib.parse
 from typing import Any
 
+from reconciler.http_connections import connection_for
 from reconciler.redaction import redact
 from reconciler.settings import PrometheusSettings
 
@@ -41,10 +42,8 @@ class QueryError(Exception):
 class PrometheusClient:
     def __init__(self, settings: PrometheusSettings) -> None:
         self._settings = settings
-        parts = urllib.parse.urlsplit(settings.url)
-        self._https = parts.scheme == "https"
-        self._host, self._port = parts.hostname or "", parts.port
-        self._path = parts.path.rstrip("/") + "/api/v1/query"
+        self._endpoint = settings.url.rstrip("/") + "/api/v1/query"
+        self._https = settings.url.startswith("https://")
         self._shown = redact(settings.url)
         self._context: ssl.SSLContext | None = None
 
@@ -52,15 +51,11 @@ class PrometheusClient:
     def shown(self) -> str:
         return self._shown
 
-    def _connection(self) -> http.client.HTTPConnection:
-        timeout = self._settings.timeout_seconds
-        if not self._https:
-            return http.client.HTTPConnection(self._host, self._port, timeout=timeout)
-        if self._context is None:
+    def _connection(self) -> tuple[http.client.HTTPConnection, str]:
+        if self._https and self._context is None:
             ca = self._settings.ca_file
             self._context = ssl.create_default_context(cafile=str(ca) if ca else None)
-        return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
-                                           context=self._context)
+        return connection_for(self._endpoint, self._settings.timeout_seconds, self._context)
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": "reconciler-analysis", "Accept": "application/json"}
@@ -82,14 +77,14 @@ class PrometheusClient:
             raise QueryError(f"the query to Prometheus at {self._shown} was stopped")
         body = urllib.parse.urlencode({"query": promql}).encode()
         headers = {**self._headers(), "Content-Type": "application/x-www-form-urlencoded"}
-        connection = self._connection()
+        connection, request_target = self._connection()
         finished = threading.Event()
         cut: list[str] = []
         watchdog = threading.Thread(target=self._watch, args=(connection, stop, finished, cut),
                                     name="prometheus query watchdog", daemon=True)
         watchdog.start()
         try:
-            connection.request("POST", self._path, body=body, headers=headers)
+            connection.request("POST", request_target, body=body, headers=headers)
             response = connection.getresponse()
             status, reason = response.status, response.reason
             answer = response.read(MAX_ANSWER_BYTES + 1)

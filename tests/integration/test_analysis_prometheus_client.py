@@ -205,3 +205,36 @@ def test_a_query_ends_when_its_stop_event_is_set(server: tuple[Server, str],
     with pytest.raises(QueryError) as raised:
         client(url, tmp_path, state, timeout=30.0).query("up", stop)
     assert "stopped" in str(raised.value)
+
+
+def test_the_query_goes_through_the_proxy_the_environment_names(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """As every HTTP client of the daemon does (reconciler/http_connections.py)."""
+    asked: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            asked.append(self.path)
+            body = json.dumps(ANSWER).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    try:
+        value = PrometheusClient(PrometheusSettings("http://prometheus.invalid:9090")).query(
+            "up")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert value == 0.5
+    assert asked == ["http://prometheus.invalid:9090/api/v1/query"]

@@ -30,8 +30,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("source",),
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
     # bounded runner), HTTP probes, digests, the error tree and the vocabulary, URL
-    # redaction, logging,
-    # HTTP connections (direct or through the environment's proxy).
+    # redaction, logging, HTTP connections (direct or through the environment's proxy).
     ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
      "probes", "digests", "redaction", "events", "logs", "http_connections", ""),
 )
