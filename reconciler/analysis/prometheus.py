@@ -109,7 +109,6 @@ class PrometheusClient:
                              f"{MAX_ANSWER_BYTES} bytes: aggregate the query", fatal=True)
         return _number(answer, self._shown)
 
-
     def _watch(self, connection: http.client.HTTPConnection, stop: threading.Event,
                finished: threading.Event, cut: list[str]) -> None:
         """Shut the query's socket down at its deadline or when ``stop`` is set."""
