@@ -250,7 +250,7 @@ class Executor:
         if (ended := self._ended(action, desired, "nothing was written")) is not None:
             return ended
         prepared = self._prepare_analysis(action, obj.analysis, obj.restart, place, pass_id,
-                                          revision, action.desired, JournalAction.DELIVER)
+                                          desired, action.desired, JournalAction.DELIVER)
         if isinstance(prepared, ActionResult):
             return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.DELIVER, action.key, pass_id=pass_id,
@@ -438,8 +438,8 @@ class Executor:
     # Analysis during the soak (docs/analysis.md).
 
     def _prepare_analysis(self, action: Action, checks: tuple[AnalysisCheck, ...],
-                          restart: Restart | None, place: Place, pass_id: int, revision: str,
-                          digest: str, change: JournalAction,
+                          restart: Restart | None, place: Place, pass_id: int,
+                          desired: Desired, digest: str, change: JournalAction,
                           ) -> Prepared | ActionResult | None:
         """Before the change: baselines taken, every query asked once, log readers started.
         None when there is nothing to analyse: no checks, or a repair (drift put back, a
@@ -449,11 +449,15 @@ class Executor:
         holds them): measured now, they would be the new content's own values."""
         if not checks or action.drift or action.restart_deferred:
             return None
+        revision = desired.revision
         subject = Subject(action.target, action.kind, action.name, revision, digest)
         try:
             workload = place.workload(action.kind, action.name, restart, digest, revision)
-            prepared = self._analysis.prepare(checks, subject, workload)
+            prepared = self._analysis.prepare(checks, subject, workload, self._interrupt)
         except AnalysisUnavailable as error:
+            # A suspension or a newer revision cut a query short: say that, not the query.
+            if (ended := self._ended(action, desired, "nothing was changed")) is not None:
+                return ended
             message = f"{error}; nothing was changed"
             self._journal.record(JournalAction.ANALYSIS, Phase.FAILED, pass_id=pass_id,
                                  revision=revision, key=action.key,
@@ -470,8 +474,9 @@ class Executor:
                 if detail.get("to") == digest:
                     before = detail.get("baselines")
                     if isinstance(before, dict):
-                        prepared.baselines.update({name: value for name, value in before.items()
-                                                   if name in prepared.baselines})
+                        prepared.baselines.update({  # +Inf is kept as a string
+                            name: None if value is None else float(value)
+                            for name, value in before.items() if name in prepared.baselines})
                     break
         return prepared
 
@@ -514,8 +519,12 @@ class Executor:
         if report.verdict is Verdict.FAIL:
             halt.set()  # roll back now: the rest of the soak cannot undo a failed check
         checking.join()
+        ended = report.verdict is None \
+            and self._interrupt.cause in (Cause.SUSPENDED, Cause.SUPERSEDED)
         self._journal.outcome(intent, Phase.DONE if report.verdict is Verdict.PASS
-                              else Phase.FAILED, report.to_json())
+                              else Phase.INTERRUPTED if ended else Phase.FAILED,
+                              {**report.to_json(), **({"why": self._interrupt.why}
+                                                      if ended else {})})
         health_result = outcome[0]
         if isinstance(health_result, BaseException):
             raise health_result
@@ -614,7 +623,7 @@ class Executor:
             self._hooks.drift(action.kind)
         previous, previous_digest = self._pointer_replaced(action, model, place, desired)
         prepared = self._prepare_analysis(action, model.analysis, model.restart, place,
-                                          pass_id, revision, digest, JournalAction.FLIP)
+                                          pass_id, desired, digest, JournalAction.FLIP)
         if isinstance(prepared, ActionResult):
             return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.FLIP, action.key, pass_id=pass_id,
@@ -827,7 +836,7 @@ def _gate_values(reason: str, remembered: bool, evidence: dict[str, Any]) -> dic
 
 def _baselines(prepared: Prepared | None) -> dict[str, object]:
     """The ``before`` baselines, kept in the change's intent (see ``_prepare_analysis``)."""
-    return {"baselines": dict(prepared.baselines)} if prepared is not None else {}
+    return {"baselines": prepared.baselines_json()} if prepared is not None else {}
 
 
 def _digest_or_none(value: object) -> str | None:
