@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import io
 import json
 
@@ -151,3 +152,12 @@ def test_games_of_every_opponent_add_up_against_the_sum_of_their_budgets() -> No
     assert seen == [(20, 200), (50, 200)]
     silent = _game_counter(None, None)
     silent("random", 5)  # a metrics gate, or nobody listening: nothing breaks
+
+
+def test_yaml_prints_what_json_prints_for_string_enums_and_tuples() -> None:
+    class Reason(enum.StrEnum):
+        PASSED = "GatePassed"
+
+    value = {"reason": Reason.PASSED, "pair": (1, 2)}
+    assert YAML(typ="safe", pure=True).load(render(value, "yaml")) == \
+        json.loads(render(value, "json")) == {"reason": "GatePassed", "pair": [1, 2]}
