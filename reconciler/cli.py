@@ -59,7 +59,8 @@ from reconciler.passes import load, plan_pass, render_planned, run_pass
 from reconciler.plan.planner import ALL_TARGETS, History
 from reconciler.prcheck import GateRun, run_gate
 from reconciler.progress import ByteProgress, GameProgress, StatusLine
-from reconciler.promote import promote
+from reconciler.promote import Promotion, promote
+from reconciler.redaction import redact
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "<branchPrefix>promote/<model>-<digest>)")
     promote.add_argument("--retry", action="store_true", help="forget a remembered verdict "
                          "and run the gate again")
+    add_output_flags(promote)
     _common(promote)
 
     verify = commands.add_parser("verify", help="verify a file or bundle against a sha256 "
@@ -196,11 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     suspend.add_argument("--all", action="store_true", help="every target, declared later too")
     suspend.add_argument("--reason", required=True, metavar="TEXT",
                          help="why, for the journal, status and whoever resumes")
+    add_output_flags(suspend)
     _common(suspend)
     resume = commands.add_parser("resume", help="lift a suspension (exit 0; 1 unknown "
                                  "target)", epilog="example: reconciler resume edge")
     resume.add_argument("targets", nargs="*", metavar="TARGET")
     resume.add_argument("--all", action="store_true", help="lift every suspension")
+    add_output_flags(resume)
     _common(resume)
     reconcile = commands.add_parser(
         "reconcile", help="ask the running daemon for a pass now (exit 0; with --wait, the "
@@ -209,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--wait", action="store_true", help="wait for that pass to end")
     reconcile.add_argument("--timeout", default="30m", metavar="DURATION",
                            help="how long --wait waits (default 30m)")
+    add_output_flags(reconcile)
     _common(reconcile)
     manifest = commands.add_parser("manifest", help="write manifest.json for a bundle "
                                    "directory and print the digest to pin")
@@ -589,20 +594,24 @@ def cmd_promote(args: argparse.Namespace) -> int:
     def say(text: str) -> None:
         fetching.finish()
         playing.finish()
-        print(text, flush=True)
+        # Gate, diff and push lines are repository and remote content: shown, not obeyed.
+        # With -o json|yaml they go to stderr: stdout holds the one document.
+        print(printable(text), flush=True, file=sys.stderr if wants_data(args) else sys.stdout)
 
     journal = Journal(settings.journal_path)
     try:
-        return promote(settings, Wiring(settings).store, journal, args.model, args.artifact,
+        done = promote(settings, Wiring(settings).store, journal, args.model, args.artifact,
                        sha256=args.sha256, dry_run=args.dry_run, branch=args.head,
                        retry=args.retry, say=say, progress=progress, fetching=fetching)
     except ReconcilerError as error:
         say(f"ERROR  {error.reason}: {error}")
-        return EXIT_CANNOT_CHECK
+        done = Promotion(args.model, redact(args.artifact), error=f"{error.reason}: {error}")
     finally:
         fetching.finish()
         playing.finish()
         journal.close()
+    emit(args, done.to_json(), "")  # the text was said as it happened
+    return done.exit_code
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
@@ -739,15 +748,24 @@ def _unknown(names: list[str], known: set[str]) -> int | None:
     return EXIT_ERROR
 
 
-def _took_up(reply: dict[str, object] | None, what: str) -> None:
+def _daemon_json(reply: dict[str, object] | None) -> dict[str, object]:
+    """What the running daemon made of a request, for -o json|yaml (docs/output.md)."""
+    return {"running": reply is not None, "tookUp": bool(reply and reply.get("ok")),
+            "pid": reply.get("pid") if reply else None,
+            "error": None if reply is None or reply.get("ok") else str(reply.get("error"))}
+
+
+def _took_up(args: argparse.Namespace, reply: dict[str, object] | None, what: str) -> None:
+    said = sys.stderr if wants_data(args) else sys.stdout
     if reply is None:
         print(f"no daemon is running: {what} is recorded in the journal and applies when "
-              "the daemon starts (and to `reconciler apply`)")
+              "the daemon starts (and to `reconciler apply`)", file=said)
     elif not reply.get("ok"):
-        print(f"the daemon did not take it up ({reply.get('error')}): {what} is recorded in "
-              "the journal and applies at the daemon's next pass", file=sys.stderr)
+        print(printable(f"the daemon did not take it up ({reply.get('error')}): {what} is "
+                        "recorded in the journal and applies at the daemon's next pass"),
+              file=sys.stderr)
     else:
-        print(f"the running daemon (pid {reply.get('pid')}) took it up")
+        print(f"the running daemon (pid {reply.get('pid')}) took it up", file=said)
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
@@ -767,12 +785,18 @@ def cmd_suspend(args: argparse.Namespace) -> int:
         names = [ALL_TARGETS] if args.all else list(dict.fromkeys(args.targets))
         who = _caller()
         journal.suspend(names, who, args.reason.strip())
+        held = journal.suspensions()  # as recorded: the reason redacted, the time stored
     finally:
         journal.close()
         _hand_back(settings)
+    reason, at = held[names[0]].reason, held[names[0]].at
     shown = "every target (declared later too)" if args.all else ", ".join(names)
-    print(f"suspended {shown} by {who}: {args.reason.strip()}")
-    _took_up(_wake_daemon(settings, {"op": "wake"}), "the suspension")
+    said = sys.stderr if wants_data(args) else sys.stdout
+    print(printable(f"suspended {shown} by {who}: {reason}"), file=said)
+    reply = _wake_daemon(settings, {"op": "wake"})
+    _took_up(args, reply, "the suspension")
+    emit(args, {"suspended": names, "all": bool(args.all), "who": who, "at": at,
+                "reason": reason, "daemon": _daemon_json(reply)}, "")
     return EXIT_OK
 
 
@@ -794,17 +818,24 @@ def cmd_resume(args: argparse.Namespace) -> int:
                       "must stay stopped); nothing was recorded", file=sys.stderr)
                 return EXIT_ERROR
         names = [ALL_TARGETS] if args.all else list(dict.fromkeys(args.targets))
-        lifted = journal.resume(names, _caller())
+        who, at = _caller(), time.time()
+        lifted = journal.resume(names, who)
     finally:
         journal.close()
         _hand_back(settings)
+    said = sys.stderr if wants_data(args) else sys.stdout
+    record: dict[str, object] = {"resumed": sorted(lifted), "all": bool(args.all),
+                                 "who": who, "at": at, "daemon": _daemon_json(None)}
     if not lifted:
         print("nothing to resume: " + ("no target is suspended" if args.all
-                                       else f"{', '.join(names)} not suspended"))
+                                       else f"{', '.join(names)} not suspended"), file=said)
+        emit(args, record, "")
         return EXIT_OK
     print("resumed " + ", ".join("the whole fleet (--all)" if name == ALL_TARGETS else name
-                                 for name in sorted(lifted)))
-    _took_up(_wake_daemon(settings, {"op": "wake"}), "the resume")
+                                 for name in sorted(lifted)), file=said)
+    reply = _wake_daemon(settings, {"op": "wake"})
+    _took_up(args, reply, "the resume")
+    emit(args, {**record, "daemon": _daemon_json(reply)}, "")
     return EXIT_OK
 
 
@@ -824,19 +855,28 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         _hand_back(settings)
     reply = _wake_daemon(settings, {"op": "reconcile", "wait": bool(args.wait),
                                     "timeout": timeout}, timeout + 10 if args.wait else 10.0)
+    record: dict[str, object] = {"wait": bool(args.wait), "daemon": _daemon_json(reply),
+                                 "pass": None}
+    said = sys.stderr if wants_data(args) else sys.stdout
     if reply is None:
         print("no daemon is running: the request is recorded in the journal; a daemon runs "
-              "a pass as soon as it starts (`reconciler apply` runs one here and now)")
+              "a pass as soon as it starts (`reconciler apply` runs one here and now)",
+              file=said)
+        emit(args, record, "")
         return EXIT_ERROR if args.wait else EXIT_OK
     if not reply.get("ok"):
-        print(f"reconcile: {reply.get('error')}", file=sys.stderr)
+        print(printable(f"reconcile: {reply.get('error')}"), file=sys.stderr)
+        emit(args, record, "")
         return EXIT_ERROR
     if not args.wait:
-        print(f"the running daemon (pid {reply.get('pid')}) starts a pass now")
+        print(f"the running daemon (pid {reply.get('pid')}) starts a pass now", file=said)
+        emit(args, record, "")
         return EXIT_OK
-    print(reply.get("message") or reply.get("result"))
-    return EXIT_OK if reply.get("result") in (PassResult.CONVERGED, PassResult.CHANGED,
-                                              PassResult.WAITING) else EXIT_ERROR
+    result, message = reply.get("result"), reply.get("message")
+    print(printable(str(message or result)), file=said)
+    emit(args, {**record, "pass": {"result": result, "message": message}}, "")
+    return EXIT_OK if result in (PassResult.CONVERGED, PassResult.CHANGED,
+                                 PassResult.WAITING) else EXIT_ERROR
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run,

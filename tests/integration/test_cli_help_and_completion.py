@@ -18,10 +18,6 @@ from tests.conftest import Result
 
 # Commands that print nothing a script would parse: the daemon and the scripts themselves.
 NOT_PRINTING = {"run", "completion"}
-# These report as they go (gate, commit, push, pull request; what the daemon took up)
-# through text lines and return only an exit code; -o json needs them to return what they
-# did first.
-TEXT_ONLY_FOR_NOW = {"promote", "suspend", "resume", "reconcile"}
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -39,7 +35,7 @@ def test_every_subcommand_has_a_description_and_an_example() -> None:
 
 def test_every_printing_command_takes_output_text_json_yaml() -> None:
     for name, parser in _subcommands().items():
-        if name in NOT_PRINTING | TEXT_ONLY_FOR_NOW:
+        if name in NOT_PRINTING:
             continue
         [output] = [a for a in parser._actions if "--output" in a.option_strings]
         assert output.option_strings == ["-o", "--output"], name

@@ -13,11 +13,12 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import EXAMPLE, GIT_ENV, Result
+from tests.conftest import EXAMPLE, GIT_ENV, Result, git
 from tests.fleet import Fleet
 
 Cli = Callable[..., Result]
@@ -205,3 +206,74 @@ def test_escape_sequences_in_repository_content_never_reach_the_terminal(
     exact = json.loads(cli("plan", "-o", "json", "--config", str(fleet.settings_file)).stdout)
     [diff] = [a["diff"] for a in exact["actions"] if a["name"] == "app"]
     assert "\x1b]0;pwned\x07" in diff  # JSON escapes it; the data stays exact
+
+
+def _as_json(cli: Cli, *args: str) -> tuple[int, dict[str, Any]]:
+    """The command's exit code and its one JSON document on stdout."""
+    as_json = cli(*args, "-o", "json")
+    value = json.loads(as_json.stdout)
+    assert isinstance(value, dict), as_json.stdout
+    return as_json.returncode, value
+
+
+def test_suspend_resume_and_reconcile_say_what_they_did_in_json_and_yaml(
+        fleet: Fleet, cli: Cli) -> None:
+    config = ["--config", str(fleet.settings_file)]
+    assert cli("apply", *config).returncode == 0
+    code, suspended = _as_json(cli, "suspend", "edge", "--reason", "driver upgrade", *config)
+    assert code == 0
+    assert suspended["suspended"] == ["edge"] and suspended["all"] is False
+    assert suspended["reason"] == "driver upgrade" and isinstance(suspended["at"], float)
+    assert suspended["daemon"] == {"running": False, "tookUp": False, "pid": None,
+                                   "error": None}
+    again = cli("suspend", "edge", "--reason", "driver upgrade", "-o", "yaml", *config)
+    assert again.returncode == 0 and "no daemon is running" in again.stderr
+    shown = _yaml(again.stdout)
+    assert isinstance(shown, dict) and shown["at"] >= suspended["at"]
+    assert {**shown, "at": 0} == {**suspended, "at": 0}, "YAML says what JSON says"
+    code, resumed = _as_json(cli, "resume", "edge", *config)
+    assert code == 0 and resumed["resumed"] == ["edge"] and resumed["who"] == suspended["who"]
+    code, nothing = _as_json(cli, "resume", "--all", *config)
+    assert code == 0 and nothing["resumed"] == []
+    code, asked = _as_json(cli, "reconcile", *config)
+    assert code == 0 and asked == {"wait": False, "daemon": suspended["daemon"], "pass": None}
+    as_yaml = cli("reconcile", "--wait", "--timeout", "1s", "-o", "yaml", *config)
+    assert as_yaml.returncode == 1, "--wait without a daemon: no pass ran"
+    assert _yaml(as_yaml.stdout) == {**asked, "wait": True}
+    assert "no daemon is running" in as_yaml.stderr
+
+
+def test_promote_says_gate_branch_commit_and_diff_in_json_and_yaml(tmp_path: Path,
+                                                                    cli: Cli) -> None:
+    from tests.integration.test_promote import NEW, POOR, Setup
+
+    setup = Setup(tmp_path)
+    dry = cli("promote", "policy", "--artifact", setup.uri, "--dry-run", "-o", "json",
+              *setup.config())
+    assert dry.returncode == 0, dry.stderr
+    value = json.loads(dry.stdout)
+    assert (value["outcome"], value["sha256"], value["branch"]) == \
+        ("dry-run", hashlib.sha256(NEW).hexdigest(), None)
+    assert value["gate"]["outcome"] == "passed" and value["gate"]["evidence"]
+    assert value["diff"].startswith("--- a/desired-state/model.yaml")
+    assert "PASS  policy" in dry.stderr, "the text a person reads goes to stderr"
+    done = cli("promote", "policy", "--artifact", setup.uri, "-o", "yaml", *setup.config())
+    assert done.returncode == 0, done.stderr
+    proposed = _yaml(done.stdout)
+    assert isinstance(proposed, dict)
+    assert proposed["outcome"] == "proposed" and proposed["branch"] in setup.branches()
+    assert proposed["commit"] == git(setup.remote, "rev-parse", proposed["branch"])
+    assert proposed["pullRequest"] is None and proposed["gate"]["remembered"] is True
+    assert {**proposed, "outcome": "dry-run", "branch": None, "commit": None} == \
+        {**value, "gate": proposed["gate"]}
+    rejected = Setup(tmp_path / "poor", POOR)
+    failed = cli("promote", "policy", "--artifact", rejected.uri, "-o", "json",
+                 *rejected.config())
+    assert failed.returncode == 1
+    verdict = json.loads(failed.stdout)
+    assert verdict["outcome"] == "rejected" and verdict["commit"] is None
+    assert verdict["gate"]["evidence"]["metrics"] == {"accuracy": 0.5}
+    unknown = cli("promote", "nobody", "--artifact", setup.uri, "-o", "json",
+                  *setup.config())
+    assert unknown.returncode == 3
+    assert json.loads(unknown.stdout)["error"].startswith("no Model named 'nobody'")
