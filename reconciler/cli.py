@@ -372,6 +372,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES
 
 
+class _Downloads:
+    """``apply``'s artifact downloads on a terminal: bytes, rate and ETA, one line per
+    model (as ``verify`` and ``gauntlet`` show theirs)."""
+
+    def __init__(self) -> None:
+        self._model: str | None = None
+        self._line: ByteProgress | None = None
+
+    def __call__(self, model: str, done: int, total: int, steps: StatusLine) -> None:
+        if model != self._model or self._line is None:
+            self.finish()
+            steps.finish()  # the step that started the fetch keeps its own line
+            self._model, self._line = model, ByteProgress(f"fetching {model}",
+                                                        from_first_call=True)
+        self._line(done, total)
+
+    def finish(self) -> None:
+        if self._line is not None:
+            self._line.finish()
+        self._model, self._line = None, None
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     settings = _settings(args)
     lock = FleetLock(settings.fleet_root, "apply", settings.allowed_roots)
@@ -391,13 +413,22 @@ def cmd_apply(args: argparse.Namespace) -> int:
             return EXIT_ERROR
     journal = Journal(settings.journal_path)
     status_line = StatusLine()
+    downloads = _Downloads()
+
+    def step(text: str) -> None:
+        downloads.finish()  # a download's last line stays on screen above the next step
+        status_line(text)
+
     try:
         confine_state_dir(settings)
         wiring = Wiring(settings, connections=connections)
         wiring.store.sweep()  # first: leftovers of a full disk must not block the journal
         journal.recover()
-        outcome = run_pass(wiring, journal, stop, hooks=Hooks(progress=status_line))
+        outcome = run_pass(wiring, journal, stop, hooks=Hooks(
+            progress=step, fetching=lambda model, done, total: downloads(
+                model, done, total, status_line)))
     finally:
+        downloads.finish()
         status_line.finish()
         journal.close()
         done.set()

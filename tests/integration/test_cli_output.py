@@ -19,7 +19,7 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.conftest import EXAMPLE, GIT_ENV, Result, git
-from tests.fleet import Fleet
+from tests.fleet import Fleet, sha
 
 Cli = Callable[..., Result]
 _MAX_OUTPUT = 1 << 20  # bytes read back from a terminal: bounded, whatever the command does
@@ -277,3 +277,28 @@ def test_promote_says_gate_branch_commit_and_diff_in_json_and_yaml(tmp_path: Pat
                   *setup.config())
     assert unknown.returncode == 3
     assert json.loads(unknown.stdout)["error"].startswith("no Model named 'nobody'")
+
+
+def test_apply_shows_a_downloads_bytes_rate_and_eta_on_a_terminal(
+        tmpfs: Path, fleet: Fleet, cli: Cli, tmp_path: Path) -> None:
+    data = os.urandom(1 << 19).hex().encode() * 16  # 16 MiB of text the health check reads
+    (tmpfs / "policy-v2.bin").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    uri = (tmpfs / "policy-v2.bin").as_uri()
+    model = fleet.repo / "desired-state" / "model.yaml"
+    fleet.write("model.yaml", model.read_text().replace(
+        f"uri: models/policy.bin, sha256: {sha(b'weights-v1')}",
+        f"uri: '{uri}', sha256: {digest}"))
+    fleet.commit("a model fetched from a file root")
+    with fleet.settings_file.open("a") as settings:
+        settings.write(f"artifacts: {{fileRoots: [{tmpfs}]}}\n")
+    code, shown = on_terminal(["apply", "--config", str(fleet.settings_file)], tmp_path)
+    assert code == 0, shown
+    lines = shown.replace("\r\n", "\n").split("\n")
+    [fetched] = [line for line in lines if "fetching policy: " in line]
+    updates = fetched.split("\r")
+    assert any("MiB of 16.0 MiB (" in u and "MiB/s, ETA " in u for u in updates), fetched
+    assert "16.0 MiB of 16.0 MiB (100%)" in updates[-1] and "done in" in updates[-1]
+    assert (fleet.root / "models" / "current.bin").read_bytes() == data
+    piped = cli("apply", "--config", str(fleet.settings_file))
+    assert piped.returncode == 0 and "\r" not in piped.stdout + piped.stderr

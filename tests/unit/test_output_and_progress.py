@@ -102,6 +102,20 @@ def test_byte_progress_draws_one_line_with_rate_and_eta_at_most_ten_times_a_seco
     assert screen.getvalue().endswith("(100%), 83.9 MiB/s, done in 3s\x1b[K\n")
 
 
+def test_a_download_heard_of_late_counts_its_rate_from_the_first_bytes_heard() -> None:
+    clock, screen = _Clock(), _Terminal()
+    progress = ByteProgress("fetching policy", screen, clock, from_first_call=True)
+    clock.now += 100.0  # made long before the first bytes: that time is no part of it
+    progress(16 << 20, 64 << 20)
+    assert screen.getvalue() == "\rfetching policy: 16.0 MiB of 64.0 MiB (25%)\x1b[K"
+    clock.now += 0.01  # sooner than a redraw, but the first that can tell a rate
+    progress(17 << 20, 64 << 20)
+    assert screen.getvalue().endswith("(27%), 100.0 MiB/s, ETA 0s\x1b[K")
+    clock.now += 0.01
+    progress(18 << 20, 64 << 20)  # now the redraw limit holds again
+    assert screen.getvalue().count("\r") == 2
+
+
 def test_byte_progress_is_silent_off_a_terminal_and_without_any_work() -> None:
     pipe = _Terminal(tty=False)
     progress = ByteProgress("x", pipe)
