@@ -64,7 +64,9 @@ def emit(args: argparse.Namespace, value: Any, text: str | Callable[[], str],
     out = stream if stream is not None else sys.stdout
     fmt = getattr(args, "output", "text")
     if fmt == "text":
-        out.write(text if isinstance(text, str) else text())
+        # Text carries what others wrote (health check output, a gate's message): shown,
+        # never obeyed by the terminal.
+        out.write(printable(text if isinstance(text, str) else text()))
     else:
         out.write(render(value, fmt))
 

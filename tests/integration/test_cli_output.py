@@ -302,3 +302,31 @@ def test_apply_shows_a_downloads_bytes_rate_and_eta_on_a_terminal(
     assert (fleet.root / "models" / "current.bin").read_bytes() == data
     piped = cli("apply", "--config", str(fleet.settings_file))
     assert piped.returncode == 0 and "\r" not in piped.stdout + piped.stderr
+
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J"  # would retitle, then clear, a terminal
+
+
+def test_no_command_sends_repository_or_operator_escapes_to_a_terminal(
+        fleet: Fleet, cli: Cli) -> None:
+    """Health check output (repository code), a suspension's reason and a gate's metrics
+    reach apply, status, history and gauntlet as text: shown, never obeyed."""
+    loud = f"import sys; sys.stderr.write({ESCAPES!r}); sys.exit(1)"
+    fleet.strategy("OK = 1\n", health=f"command: [python3, -c, {json.dumps(loud)}]")
+    fleet.gate(["python3", "-c", "import json; print(json.dumps({'accuracy': 0.95, "
+                f"'note': {ESCAPES!r}}}))"])
+    fleet.commit("a health check and a gate that print escape sequences")
+    config = ["--config", str(fleet.settings_file)]
+    shown = {"apply": cli("apply", *config)}
+    assert shown["apply"].returncode == 1
+    assert cli("suspend", "edge", "--reason", f"upgrade {ESCAPES}", *config).returncode == 0
+    shown |= {"status": cli("status", *config), "history": cli("history", *config),
+              "gauntlet": cli("gauntlet", "policy", *config),
+              "resume": cli("resume", "edge", *config)}
+    for command, done in shown.items():
+        both = done.stdout + done.stderr
+        assert "\x1b" not in both and "\x07" not in both, (command, both)
+    assert "\\x1b]0;pwned\\x07" in shown["status"].stdout  # shown, escaped
+    as_json = json.loads(cli("status", "-o", "json", *config).stdout)
+    assert any(ESCAPES in (row["message"] or "") for row in as_json["objects"]), \
+        "JSON carries the exact text, escaped"
