@@ -704,7 +704,12 @@ def cmd_schema(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return EXIT_ERROR
         return EXIT_OK
-    written = schema_files.write_all(Path(args.output_dir)) if args.output_dir else []
+    try:
+        written = schema_files.write_all(Path(args.output_dir)) if args.output_dir else []
+    except OSError as error:
+        _print(f"reconciler schema: cannot write {args.output_dir}: "
+               f"{error.strerror or error}", file=sys.stderr)
+        return EXIT_ERROR
     listing = [{"name": name, "id": schema_id, **({"file": str(path)} if path else {})}
                for name, schema_id, path in schema_files.listing(written)]
     emit(args, listing, "".join(f"{row.get('file', row['name'])}  {row['id']}\n"

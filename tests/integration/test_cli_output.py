@@ -330,3 +330,21 @@ def test_no_command_sends_repository_or_operator_escapes_to_a_terminal(
     as_json = json.loads(cli("status", "-o", "json", *config).stdout)
     assert any(ESCAPES in (row["message"] or "") for row in as_json["objects"]), \
         "JSON carries the exact text, escaped"
+
+
+def test_schema_output_dir_writes_only_its_own_files_and_says_why_it_cannot(
+        cli: Cli, tmp_path: Path) -> None:
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    (folder / "target.schema.json").symlink_to(victim)  # planted: never followed
+    assert cli("schema", "--output-dir", str(folder)).returncode == 0
+    assert victim.read_text() == "keep\n"
+    assert not (folder / "target.schema.json").is_symlink()
+    for blocked in (victim, folder / "sub"):  # a file where the folder goes; a folder
+        if blocked.name == "sub":             # where a schema goes
+            (blocked / "target.schema.json").mkdir(parents=True)
+        done = cli("schema", "--output-dir", str(blocked))
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(f"reconciler schema: cannot write {blocked}"), done.stderr
