@@ -2,13 +2,14 @@
 
 On a terminal: one line rewritten in place (``\\r`` and erase-to-end), at most ten times a
 second, with the rate and the time left; the last state stays on screen when the work ends.
-Anywhere else (a pipe, a file, a CI log): nothing, so that output stays what scripts parse
-and logs do not fill with carriage returns. The daemon reports the same work in its
+Anywhere else (a pipe, a file, a CI log, TERM=dumb): nothing, so that output stays what
+scripts parse and logs do not fill with carriage returns. The daemon reports the same work in its
 systemd STATUS line instead.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,10 @@ def format_eta(seconds: float) -> str:
 
 
 def _is_terminal(stream: TextIO) -> bool:
+    """A terminal that can rewrite a line: TERM=dumb (an editor's shell buffer) shows the
+    erase sequence as text."""
+    if os.environ.get("TERM") == "dumb":
+        return False
     try:
         return stream.isatty()
     except ValueError:

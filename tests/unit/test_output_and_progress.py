@@ -175,3 +175,15 @@ def test_yaml_prints_what_json_prints_for_string_enums_and_tuples() -> None:
     value = {"reason": Reason.PASSED, "pair": (1, 2)}
     assert YAML(typ="safe", pure=True).load(render(value, "yaml")) == \
         json.loads(render(value, "json")) == {"reason": "GatePassed", "pair": [1, 2]}
+
+
+def test_progress_draws_nothing_on_a_dumb_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TERM=dumb (an editor's shell buffer) cannot erase a line: \\x1b[K would show as text."""
+    monkeypatch.setenv("TERM", "dumb")
+    screen = _Terminal()
+    progress, steps = ByteProgress("x", screen), StatusLine(screen)
+    progress(1, 2)
+    steps("applying")
+    progress.finish()
+    steps.finish()
+    assert screen.getvalue() == ""
