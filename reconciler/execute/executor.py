@@ -98,6 +98,9 @@ class Hooks:
     drift: Callable[[str], None] = lambda kind: None
     progress: Callable[[str], None] = lambda text: None
     gauntlet_games: Callable[[str, int], None] = lambda opponent, games: None
+    # An artifact's bytes as they arrive (model, done, total; total 0: unknown), for a
+    # terminal's rate and ETA; without it a fetch is told through ``progress`` as text.
+    fetching: Callable[[str, int, int], None] | None = None
     event: Callable[[Event], None] = lambda event: None  # events.py: notifications, statuses
     # The action under way and what ends it (None between actions): the daemon fires it on
     # a suspension of its target or a newer revision of its object.
@@ -817,12 +820,20 @@ class Executor:
         """The artifact, proven to have the declared digest, in the store."""
         artifact = model.artifact
         self._journal.remember_artifact(artifact.sha256, artifact.uri, artifact.format)
+        bytes_hook = self._hooks.fetching
+
+        def progress(done: int, total: int) -> None:
+            if bytes_hook is not None:
+                bytes_hook(model.name, done, total)
+            else:
+                self._hooks.progress(f"fetching {model.name}: {done >> 20} of {total >> 20} "
+                                     "MiB" if total else f"fetching {model.name}: "
+                                     f"{done >> 20} MiB")
+
         return fetch(artifact.uri, artifact.sha256, artifact.format, self._store,
                      desired.read_file, stop=self._interrupt,
                      limits=FetchLimits.of(self._artifacts, artifact.max_bytes),
-                     progress=lambda done, total: self._hooks.progress(
-                         f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"
-                         if total else f"fetching {model.name}: {done >> 20} MiB"))
+                     progress=progress)
 
 
 def _gate_values(reason: str, remembered: bool, evidence: dict[str, Any]) -> dict[str, Any]:
