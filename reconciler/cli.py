@@ -710,6 +710,13 @@ def cmd_suspend(args: argparse.Namespace) -> int:
         print(f"--reason must say why, in at most {MAX_REASON_CHARS} characters (it is what "
               "status shows and whoever resumes reads)", file=sys.stderr)
         return EXIT_ERROR
+    if not args.reason.isprintable():
+        # Shown to others by status, the log and notifications: a newline would forge a
+        # line there, an escape sequence would rewrite their terminal.
+        print("--reason must be one line of text, without control characters (newlines, "
+              "tabs, escape sequences, direction overrides); nothing was recorded",
+              file=sys.stderr)
+        return EXIT_ERROR
     settings = _settings(args)
     journal = _journal_to_write(settings)
     try:

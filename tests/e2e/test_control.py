@@ -239,3 +239,19 @@ def test_a_caller_with_another_uid_is_refused(fleet: Fleet, tmp_path: Path,
         assert asked.returncode == 0, asked.stdout + asked.stderr
     assert not socket_path.exists(), "removed on the way out"
     runtime.rmdir()
+
+
+@pytest.mark.parametrize("reason", ["done\nSUSPENDED  prod is suspended by root: forged",
+                                    "\x1b[2J\x1b[Hall clear", "fine\rINC", "abc\u202edef"])
+def test_a_reason_that_would_rewrite_a_terminal_or_forge_a_line_is_refused(
+        fleet: Fleet, reason: str) -> None:
+    # The reason is shown by status, in the log and in notifications, to other people.
+    refused = cli(fleet, "suspend", "edge", "--reason", reason)
+    assert refused.returncode == 1
+    assert "control characters" in refused.stderr and "nothing was recorded" in refused.stderr
+    if fleet.settings().journal_path.exists():
+        journal = fleet.journal()
+        try:
+            assert journal.suspensions() == {}
+        finally:
+            journal.close()
