@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from reconciler.daemon.supersede import SupersedeWatch
+from reconciler.desired import loader
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Hooks
 from reconciler.execute.interrupts import ActionInterrupt, Cause, Running
-from tests.fleet import HEALTHY, Fleet
+from tests.fleet import HEALTHY, Fleet, sha
 
 SLOW_GATE = ["python3", "-c", "import time; time.sleep(120)"]
 
@@ -79,3 +84,32 @@ def test_a_suspension_during_a_health_check_leaves_the_content_and_marks_nothing
     fleet.commit("the same content, a short check")
     assert fleet.results(fleet.apply())["Strategy/app"] == "applied"
     assert (fleet.root / "app" / "app.py").read_text() != HEALTHY
+
+
+def test_a_commit_changing_another_object_ends_nothing_and_is_loaded_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = Fleet(tmp_path)
+    first = fleet.apply()
+    assert first.revision is not None
+    running = Running("edge", "Model", "policy", sha(b"weights-v1"), first.revision)
+    fleet.strategy("OK = 'changed, the model not'\n")
+    fleet.commit("a change to the strategy only")
+    checked: list[list[str]] = []
+    real = loader.check_strategies
+
+    def counted(strategies: list[Any], snapshot: Any) -> Any:
+        checked.append([strategy.name for strategy in strategies])
+        return real(strategies, snapshot)
+
+    monkeypatch.setattr(loader, "check_strategies", counted)
+    fired: list[str] = []
+    watch = SupersedeWatch(fleet.settings, lambda: running,
+                           lambda action, cause, why: fired.append(why) is None,
+                           threading.Event())
+    settings = fleet.settings()
+    # Every trigger during an hour's soak looks again (a remote: every poll interval).
+    for _ in range(5):
+        assert watch.look(settings, running) is False
+    assert fired == [], "a commit that leaves the model as it is ends nothing"
+    assert [names for names in checked if names] == [["app"]], \
+        "the new revision's strategy check ran once, not on every look"
