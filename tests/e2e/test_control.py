@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.daemon import control
 from tests.conftest import GIT_ENV
 from tests.e2e.daemon import DaemonProcess, running, wait_until
 from tests.fleet import HEALTHY, Fleet, sha
@@ -255,3 +256,27 @@ def test_a_reason_that_would_rewrite_a_terminal_or_forge_a_line_is_refused(
             assert journal.suspensions() == {}
         finally:
             journal.close()
+
+
+def test_callers_waiting_for_a_pass_never_crowd_out_a_suspension(
+        fleet: Fleet, ready: DaemonProcess) -> None:
+    fleet.strategy("OK = 'soaking'\n", health=SOAK)
+    fleet.commit("a change with a 60 s soak")
+    wait_until(lambda: events(fleet, "health")[-1:] == ["intent"], what="the soak")
+    # CI jobs each running `reconciler reconcile --wait` while the soak goes on: every
+    # one holds its connection until the next pass ends.
+    waiting = []
+    for _ in range(control.MAX_CLIENTS):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(fleet.state / "control.sock"))
+        client.sendall(b'{"op": "reconcile", "wait": true, "timeout": 600}\n')
+        waiting.append(client)
+    try:
+        done = cli(fleet, "suspend", "edge", "--reason", "stop the line")
+        assert done.returncode == 0, done.stderr
+        assert "took it up" in done.stdout, done.stdout + done.stderr
+        wait_until(lambda: state(fleet).get("reason") == "Suspended", timeout=40,
+                   what="the soak ended by the suspension")
+    finally:
+        for client in waiting:
+            client.close()
