@@ -12,9 +12,11 @@ import pytest
 
 from reconciler.daemon.supersede import SupersedeWatch
 from reconciler.desired import loader
+from reconciler.desired.documents import Health
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Hooks
 from reconciler.execute.interrupts import ActionInterrupt, Cause, Running
+from reconciler.local.commands import check_health
 from tests.fleet import HEALTHY, Fleet, sha
 
 SLOW_GATE = ["python3", "-c", "import time; time.sleep(120)"]
@@ -113,3 +115,16 @@ def test_a_commit_changing_another_object_ends_nothing_and_is_loaded_once(
     assert fired == [], "a commit that leaves the model as it is ends nothing"
     assert [names for names in checked if names] == [["app"]], \
         "the new revision's strategy check ran once, not on every look"
+
+
+def test_a_wait_for_healthy_ends_on_the_interrupt_without_another_probe(
+        tmp_path: Path) -> None:
+    probes = tmp_path / "probes"
+    never = Health(("sh", "-c", f"echo x >> {probes}; exit 1"), None, 200, 60.0, 0.0)
+    interrupt = ActionInterrupt(threading.Event())
+    threading.Timer(0.3, interrupt.fire, (Cause.SUSPENDED, "suspended for the test")).start()
+    result = check_health(never, tmp_path, {}, interrupt)
+    assert not result.ok
+    # Fired between probes: the pause between them ends with it (a suspension is honoured
+    # within a second), so no probe follows.
+    assert probes.read_text() == "x\n"
