@@ -40,7 +40,7 @@ from reconciler.desired.loader import cache_salt, load_desired, located_warnings
 from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.durations import parse_duration
-from reconciler.errors import ReconcilerError, StalledError
+from reconciler.errors import ReconcilerError, StalledError, classify
 from reconciler.execute.executor import Hooks
 from reconciler.gauntlet.budgets import budget_warnings
 from reconciler.journal import Journal
@@ -675,9 +675,14 @@ def _known_targets(settings: Settings, journal: Journal, names: list[str]) -> se
         return known
     try:
         known |= set(load(Wiring(settings)).targets)
-    except (InvalidInput, ReconcilerError) as error:
-        print(f"note: the desired state could not be read to find newly declared targets "
-              f"({error})", file=sys.stderr)
+        return known
+    except InvalidInput as error:
+        why = str(error)
+    except Exception as error:  # root and the daemon's mirror (git refuses to open it), ...
+        outcome = classify(error)
+        why = f"{outcome.reason}: {outcome.message}"
+    print(f"note: the desired state could not be read to find newly declared targets ({why})",
+          file=sys.stderr)
     return known
 
 

@@ -280,3 +280,22 @@ def test_callers_waiting_for_a_pass_never_crowd_out_a_suspension(
     finally:
         for client in waiting:
             client.close()
+
+
+def test_root_suspending_a_name_new_to_the_journal_gets_an_answer_not_a_traceback(
+        tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to act on a state dir another user owns")
+    fleet = Fleet(tmp_path)
+    fleet.apply()
+    subprocess.run(["chown", "-R", "65534:65534", str(fleet.state)], check=True)
+    # The daemon's user owns the mirror; root may not open it (git's safe.directory rule).
+    typo = cli(fleet, "suspend", "egde", "--reason", "stop the line")
+    assert typo.returncode == 1, typo.stderr
+    assert "Traceback" not in typo.stderr
+    assert "unknown target: egde (known: edge); nothing was recorded" in typo.stderr
+    assert "the desired state could not be read" in typo.stderr
+    done = cli(fleet, "suspend", "edge", "--reason", "stop the line")
+    assert done.returncode == 0, done.stderr
+    assert all(path.stat().st_uid == 65534 for path in fleet.state.rglob("*")), \
+        "what root wrote is handed back to the state dir's owner"
