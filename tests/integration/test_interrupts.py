@@ -17,6 +17,8 @@ from reconciler.events import Event, EventType
 from reconciler.execute.executor import Hooks
 from reconciler.execute.interrupts import ActionInterrupt, Cause, Running
 from reconciler.local.commands import check_health
+from reconciler.source.git import HistoryRewriteRefused
+from tests.conftest import git
 from tests.fleet import HEALTHY, Fleet, sha
 
 SLOW_GATE = ["python3", "-c", "import time; time.sleep(120)"]
@@ -128,3 +130,32 @@ def test_a_wait_for_healthy_ends_on_the_interrupt_without_another_probe(
     # Fired between probes: the pause between them ends with it (a suspension is honoured
     # within a second), so no probe follows.
     assert probes.read_text() == "x\n"
+
+
+def test_only_a_valid_descendant_that_changes_the_object_supersedes_it(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    first = fleet.apply()
+    assert first.revision is not None
+    running = Running("edge", "Strategy", "app", sha(HEALTHY.encode()), first.revision)
+    fired: list[str] = []
+    watch = SupersedeWatch(fleet.settings, lambda: running,
+                           lambda action, cause, why: fired.append(why) is None,
+                           threading.Event())
+    settings = fleet.settings()
+
+    fleet.write("app.yaml", "kind: Strategy\nmetadata: {name: app\n")  # does not parse
+    fleet.commit("an invalid revision")
+    assert watch.look(settings, running) is False
+    git(fleet.repo, "reset", "-q", "--hard", "HEAD~1")
+
+    fleet.strategy("OK = 'rewritten'\n")
+    git(fleet.repo, "commit", "-q", "--amend", "-a", "-m", "history rewritten")
+    with pytest.raises(HistoryRewriteRefused):
+        watch.look(settings, running)  # the watch logs it; the check goes on
+    assert fired == [], "neither an invalid revision nor a rewrite ends the check"
+
+    git(fleet.repo, "reset", "-q", "--hard", first.revision.split(":")[-1])
+    fleet.strategy("OK = 'newer'\n")
+    fleet.commit("a newer strategy")
+    assert watch.look(settings, running) is True
+    assert len(fired) == 1 and "superseded by commit" in fired[0]
