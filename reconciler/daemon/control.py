@@ -218,7 +218,10 @@ def ask(path: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str,
                 client.connect(address)
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise NoDaemon(f"no daemon listens at {path} ({error.strerror})") from None
-        client.sendall(json.dumps(request).encode() + b"\n")
+        # A refusal (another uid, a request past the limit) is answered without reading the
+        # rest: the write then meets a closed socket, and the answer waits to be read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            client.sendall(json.dumps(request).encode() + b"\n")
         try:
             line = _read_line(client, MAX_REPLY_BYTES, timeout)
         except ValueError as error:

@@ -3,6 +3,7 @@ daemon subprocess, through its control socket, on a real repository."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -203,7 +204,8 @@ def ask_as_nobody(socket_path: Path) -> dict[str, object]:
             client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             client.settimeout(10)
             client.connect(str(socket_path))
-            client.sendall(b'{"op": "wake"}\n')
+            with contextlib.suppress(BrokenPipeError):  # refused before it was read
+                client.sendall(b'{"op": "wake"}\n')
             os.write(write, client.recv(4096))
         except BaseException as error:
             os.write(write, json.dumps({"child": repr(error)}).encode())
