@@ -795,9 +795,14 @@ def _known_targets(settings: Settings, journal: Journal, names: list[str]) -> se
         return known
     try:
         known |= set(load(Wiring(settings)).targets)
-    except (InvalidInput, ReconcilerError) as error:
-        _print(f"note: the desired state could not be read to find newly declared targets "
-              f"({error})", file=sys.stderr)
+        return known
+    except InvalidInput as error:
+        why = str(error)
+    except Exception as error:  # root and the daemon's mirror (git refuses to open it), ...
+        outcome = classify(error)
+        why = f"{outcome.reason}: {outcome.message}"
+    _print(f"note: the desired state could not be read to find newly declared targets ({why})",
+           file=sys.stderr)
     return known
 
 
@@ -837,6 +842,13 @@ def cmd_suspend(args: argparse.Namespace) -> int:
     if not args.reason.strip() or len(args.reason) > MAX_REASON_CHARS:
         _print(f"--reason must say why, in at most {MAX_REASON_CHARS} characters (it is what "
               "status shows and whoever resumes reads)", file=sys.stderr)
+        return EXIT_ERROR
+    if not args.reason.isprintable():
+        # Shown to others by status, the log and notifications: a newline would forge a
+        # line there, an escape sequence would rewrite their terminal.
+        print("--reason must be one line of text, without control characters (newlines, "
+              "tabs, escape sequences, direction overrides); nothing was recorded",
+              file=sys.stderr)
         return EXIT_ERROR
     settings = _settings(args)
     journal = _journal_to_write(settings)

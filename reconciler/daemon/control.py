@@ -35,6 +35,9 @@ MAX_REQUEST_BYTES = 4096
 MAX_REPLY_BYTES = 1 << 16
 READ_SECONDS = 2.0
 MAX_CLIENTS = 16
+# ``reconcile --wait`` holds its connection until a pass ends (an hour's soak, say): at
+# most this many wait, so that the other connections stay free for suspend and resume.
+MAX_WAITING = MAX_CLIENTS // 2
 ERROR_LINES_PER_MINUTE = 5
 _SUN_PATH_MAX = 100  # sockaddr_un holds 108 bytes; longer paths go through /proc/self/fd
 
@@ -215,7 +218,10 @@ def ask(path: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str,
                 client.connect(address)
         except (FileNotFoundError, ConnectionRefusedError) as error:
             raise NoDaemon(f"no daemon listens at {path} ({error.strerror})") from None
-        client.sendall(json.dumps(request).encode() + b"\n")
+        # A refusal (another uid, a request past the limit) is answered without reading the
+        # rest: the write then meets a closed socket, and the answer waits to be read.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            client.sendall(json.dumps(request).encode() + b"\n")
         try:
             line = _read_line(client, MAX_REPLY_BYTES, timeout)
         except ValueError as error:
@@ -231,12 +237,18 @@ def ask(path: Path, request: dict[str, Any], timeout: float = 10.0) -> dict[str,
     return reply if isinstance(reply, dict) else {"ok": False, "error": "a malformed answer"}
 
 
+class TooManyWaiting(Exception):
+    """``reconcile --wait`` refused: ``MAX_WAITING`` callers wait already."""
+
+
 class PassTickets:
     """``reconcile --wait``: a request takes a ticket; the first pass that starts after it
     answers it. The loop calls :meth:`starting` and :meth:`finished` around each pass."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_waiting: int = MAX_WAITING) -> None:
         self._changed = threading.Condition()
+        self._max_waiting = max_waiting
+        self._waiting = 0
         self._asked = 0
         self._running_for = 0  # the newest ticket the pass under way answers
         self._answered = 0
@@ -257,8 +269,16 @@ class PassTickets:
             self._changed.notify_all()
 
     def wait(self, ticket: int, timeout: float) -> tuple[str, str] | None:
-        """(result, status line) of the pass that answered ``ticket``; None on timeout."""
+        """(result, status line) of the pass that answered ``ticket``; None on timeout.
+        TooManyWaiting when ``max_waiting`` callers wait already."""
         with self._changed:
-            if not self._changed.wait_for(lambda: self._answered >= ticket, timeout):
-                return None
-            return self._last
+            if self._waiting >= self._max_waiting:
+                raise TooManyWaiting(f"{self._waiting} callers already wait for a pass; the "
+                                     "pass was asked for, ask again without --wait or later")
+            self._waiting += 1
+            try:
+                if not self._changed.wait_for(lambda: self._answered >= ticket, timeout):
+                    return None
+                return self._last
+            finally:
+                self._waiting -= 1

@@ -29,7 +29,7 @@ from reconciler import __version__
 from reconciler.app import Connections, Wiring, confine_state_dir, watched
 from reconciler.costs import plan_spend
 from reconciler.daemon.backoff import Backoff
-from reconciler.daemon.control import ControlSocket, PassTickets, runtime_socket
+from reconciler.daemon.control import ControlSocket, PassTickets, TooManyWaiting, runtime_socket
 from reconciler.daemon.httpd import MIN_SECRET_BYTES, ControlServer, GateRequest, PlanRequest
 from reconciler.daemon.leadership import Leadership, leadership
 from reconciler.daemon.liveness import Liveness, ProgressEvent, Watchdog
@@ -226,7 +226,10 @@ class Daemon:
             if not request.get("wait"):
                 return {"ok": True, "pid": os.getpid(), "queued": True}
             timeout = min(float(request.get("timeout") or 600), 3600.0)
-            answered = self._tickets.wait(ticket, timeout)
+            try:
+                answered = self._tickets.wait(ticket, timeout)
+            except TooManyWaiting as error:
+                return {"ok": False, "error": str(error)}
             if answered is None:
                 return {"ok": False, "error": f"no pass finished within {timeout:.0f}s"}
             return {"ok": True, "pid": os.getpid(), "result": answered[0],

@@ -55,6 +55,10 @@ class SupersedeWatch:
         self._stop = stop
         self._poked = threading.Event()
         self._source: tuple[Settings, GitSource] | None = None
+        # The revision last judged for the action under way: each trigger of an hour's
+        # soak (every poll interval, for a remote) finds it again, and loading it again
+        # would re-run its strategy checks in the sandbox, beside the workload being soaked.
+        self._judged: tuple[Running, str] | None = None
         self._thread = threading.Thread(target=self._run, name="supersede", daemon=True)
 
     def start(self) -> None:
@@ -94,16 +98,19 @@ class SupersedeWatch:
         if self._source is None or self._source[0] is not settings:  # SIGHUP: new settings
             self._source = (settings, git_source(settings))
         snapshot = self._source[1].peek().snapshot
-        if snapshot.revision == running.revision:
+        judged = (running, snapshot.revision)
+        if snapshot.revision == running.revision or self._judged == judged:
             return False
         cache = desired_cache(settings)  # read, never saved: the pass owns the file
         try:
             desired = load_desired(snapshot, cache)
         except InvalidInput as error:
+            self._judged = judged  # it stays invalid: said once
             first = error.diagnostics[0].format() if error.diagnostics else ""
             log.warning(f"supersede: {snapshot.revision} is invalid ({first}); the check of "
                         f"{running.kind}/{running.name} on {running.target} goes on")
             return False
+        self._judged = judged  # not after a fault above: that is looked at again
         want = wanted(desired, running)
         if want == running.desired:
             return False

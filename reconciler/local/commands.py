@@ -69,11 +69,11 @@ def check_health(health: Health, cwd: Path, environment: Mapping[str, str],
     deadline = time.monotonic() + health.timeout_seconds
     result = _probe_once(health, cwd, environment, user)
     while not result.ok:
-        if time.monotonic() + interval > deadline or stop.is_set():
+        # The pause ends with a stop, a suspension or a newer revision, too.
+        if time.monotonic() + interval > deadline or stop.wait(interval):
             return CommandResult(False, f"not healthy within "
                                  f"{format_duration(health.timeout_seconds)}: {result.detail}",
                                  result.output_tail)
-        time.sleep(interval)
         result = _probe_once(health, cwd, environment, user)
     soak_until = time.monotonic() + health.soak_seconds
     while time.monotonic() < soak_until:

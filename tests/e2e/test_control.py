@@ -3,6 +3,7 @@ daemon subprocess, through its control socket, on a real repository."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.daemon import control
 from tests.conftest import GIT_ENV
 from tests.e2e.daemon import DaemonProcess, running, wait_until
 from tests.fleet import HEALTHY, Fleet, sha
@@ -206,7 +208,8 @@ def ask_as_nobody(socket_path: Path) -> dict[str, object]:
             client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             client.settimeout(10)
             client.connect(str(socket_path))
-            client.sendall(b'{"op": "wake"}\n')
+            with contextlib.suppress(BrokenPipeError):  # refused before it was read
+                client.sendall(b'{"op": "wake"}\n')
             os.write(write, client.recv(4096))
         except BaseException as error:
             os.write(write, json.dumps({"child": repr(error)}).encode())
@@ -234,7 +237,7 @@ def test_a_caller_with_another_uid_is_refused(fleet: Fleet, tmp_path: Path,
         assert oct(socket_path.stat().st_mode & 0o777) == "0o600"
         socket_path.chmod(0o666)  # loosened by mistake: SO_PEERCRED still refuses
         reply = ask_as_nobody(socket_path)
-        assert reply["ok"] is False, reply
+        assert reply.get("ok") is False, reply
         assert "uid 65534 may not control this daemon" in str(reply["error"])
         wait_until(lambda: "refused a request from uid 65534" in daemon.log(),
                    what="the refusal logged")
@@ -243,3 +246,62 @@ def test_a_caller_with_another_uid_is_refused(fleet: Fleet, tmp_path: Path,
         assert asked.returncode == 0, asked.stdout + asked.stderr
     assert not socket_path.exists(), "removed on the way out"
     runtime.rmdir()
+
+
+@pytest.mark.parametrize("reason", ["done\nSUSPENDED  prod is suspended by root: forged",
+                                    "\x1b[2J\x1b[Hall clear", "fine\rINC", "abc\u202edef"])
+def test_a_reason_that_would_rewrite_a_terminal_or_forge_a_line_is_refused(
+        fleet: Fleet, reason: str) -> None:
+    # The reason is shown by status, in the log and in notifications, to other people.
+    refused = cli(fleet, "suspend", "edge", "--reason", reason)
+    assert refused.returncode == 1
+    assert "control characters" in refused.stderr and "nothing was recorded" in refused.stderr
+    if fleet.settings().journal_path.exists():
+        journal = fleet.journal()
+        try:
+            assert journal.suspensions() == {}
+        finally:
+            journal.close()
+
+
+def test_callers_waiting_for_a_pass_never_crowd_out_a_suspension(
+        fleet: Fleet, ready: DaemonProcess) -> None:
+    fleet.strategy("OK = 'soaking'\n", health=SOAK)
+    fleet.commit("a change with a 60 s soak")
+    wait_until(lambda: events(fleet, "health")[-1:] == ["intent"], what="the soak")
+    # CI jobs each running `reconciler reconcile --wait` while the soak goes on: every
+    # one holds its connection until the next pass ends.
+    waiting = []
+    for _ in range(control.MAX_CLIENTS):
+        client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        client.connect(str(fleet.state / "control.sock"))
+        client.sendall(b'{"op": "reconcile", "wait": true, "timeout": 600}\n')
+        waiting.append(client)
+    try:
+        done = cli(fleet, "suspend", "edge", "--reason", "stop the line")
+        assert done.returncode == 0, done.stderr
+        assert "took it up" in done.stdout, done.stdout + done.stderr
+        wait_until(lambda: state(fleet).get("reason") == "Suspended", timeout=40,
+                   what="the soak ended by the suspension")
+    finally:
+        for client in waiting:
+            client.close()
+
+
+def test_root_suspending_a_name_new_to_the_journal_gets_an_answer_not_a_traceback(
+        tmp_path: Path) -> None:
+    if os.getuid() != 0:
+        pytest.skip("needs root to act on a state dir another user owns")
+    fleet = Fleet(tmp_path)
+    fleet.apply()
+    subprocess.run(["chown", "-R", "65534:65534", str(fleet.state)], check=True)
+    # The daemon's user owns the mirror; root may not open it (git's safe.directory rule).
+    typo = cli(fleet, "suspend", "egde", "--reason", "stop the line")
+    assert typo.returncode == 1, typo.stderr
+    assert "Traceback" not in typo.stderr
+    assert "unknown target: egde (known: edge); nothing was recorded" in typo.stderr
+    assert "the desired state could not be read" in typo.stderr
+    done = cli(fleet, "suspend", "edge", "--reason", "stop the line")
+    assert done.returncode == 0, done.stderr
+    assert all(path.stat().st_uid == 65534 for path in fleet.state.rglob("*")), \
+        "what root wrote is handed back to the state dir's owner"

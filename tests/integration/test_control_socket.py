@@ -122,3 +122,18 @@ def test_a_wait_is_answered_by_the_first_pass_that_starts_after_it() -> None:
     tickets.starting()
     tickets.finished("converged", "the next pass")
     assert tickets.wait(ticket, 0.01) == ("converged", "the next pass")
+
+
+def test_an_answer_given_before_the_request_was_read_still_reaches_the_caller(
+        tmp_path: Path) -> None:
+    # The daemon answers a refused uid, or a request past its limit, without reading the
+    # rest, and closes: the caller's write then meets a closed socket, and its answer is
+    # already waiting to be read.
+    server, seen = _served(tmp_path)
+    try:
+        reply = ask(server.path, {"op": "wake", "pad": "x" * 1_000_000})
+        assert reply["ok"] is False
+        assert "request over 4096 bytes" in str(reply["error"])
+        assert seen == []
+    finally:
+        server.stop()

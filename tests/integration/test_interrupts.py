@@ -6,11 +6,20 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
+import pytest
+
+from reconciler.daemon.supersede import SupersedeWatch
+from reconciler.desired import loader
+from reconciler.desired.documents import Health
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Hooks
 from reconciler.execute.interrupts import ActionInterrupt, Cause, Running
-from tests.fleet import HEALTHY, Fleet
+from reconciler.local.commands import check_health
+from reconciler.source.git import HistoryRewriteRefused
+from tests.conftest import git
+from tests.fleet import HEALTHY, Fleet, sha
 
 SLOW_GATE = ["python3", "-c", "import time; time.sleep(120)"]
 
@@ -79,3 +88,74 @@ def test_a_suspension_during_a_health_check_leaves_the_content_and_marks_nothing
     fleet.commit("the same content, a short check")
     assert fleet.results(fleet.apply())["Strategy/app"] == "applied"
     assert (fleet.root / "app" / "app.py").read_text() != HEALTHY
+
+
+def test_a_commit_changing_another_object_ends_nothing_and_is_loaded_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    fleet = Fleet(tmp_path)
+    first = fleet.apply()
+    assert first.revision is not None
+    running = Running("edge", "Model", "policy", sha(b"weights-v1"), first.revision)
+    fleet.strategy("OK = 'changed, the model not'\n")
+    fleet.commit("a change to the strategy only")
+    checked: list[list[str]] = []
+    real = loader.check_strategies
+
+    def counted(strategies: list[Any], snapshot: Any) -> Any:
+        checked.append([strategy.name for strategy in strategies])
+        return real(strategies, snapshot)
+
+    monkeypatch.setattr(loader, "check_strategies", counted)
+    fired: list[str] = []
+    watch = SupersedeWatch(fleet.settings, lambda: running,
+                           lambda action, cause, why: fired.append(why) is None,
+                           threading.Event())
+    settings = fleet.settings()
+    # Every trigger during an hour's soak looks again (a remote: every poll interval).
+    for _ in range(5):
+        assert watch.look(settings, running) is False
+    assert fired == [], "a commit that leaves the model as it is ends nothing"
+    assert [names for names in checked if names] == [["app"]], \
+        "the new revision's strategy check ran once, not on every look"
+
+
+def test_a_wait_for_healthy_ends_on_the_interrupt_without_another_probe(
+        tmp_path: Path) -> None:
+    probes = tmp_path / "probes"
+    never = Health(("sh", "-c", f"echo x >> {probes}; exit 1"), None, 200, 60.0, 0.0)
+    interrupt = ActionInterrupt(threading.Event())
+    threading.Timer(0.3, interrupt.fire, (Cause.SUSPENDED, "suspended for the test")).start()
+    result = check_health(never, tmp_path, {}, interrupt)
+    assert not result.ok
+    # Fired between probes: the pause between them ends with it (a suspension is honoured
+    # within a second), so no probe follows.
+    assert probes.read_text() == "x\n"
+
+
+def test_only_a_valid_descendant_that_changes_the_object_supersedes_it(tmp_path: Path) -> None:
+    fleet = Fleet(tmp_path)
+    first = fleet.apply()
+    assert first.revision is not None
+    running = Running("edge", "Strategy", "app", sha(HEALTHY.encode()), first.revision)
+    fired: list[str] = []
+    watch = SupersedeWatch(fleet.settings, lambda: running,
+                           lambda action, cause, why: fired.append(why) is None,
+                           threading.Event())
+    settings = fleet.settings()
+
+    fleet.write("app.yaml", "kind: Strategy\nmetadata: {name: app\n")  # does not parse
+    fleet.commit("an invalid revision")
+    assert watch.look(settings, running) is False
+    git(fleet.repo, "reset", "-q", "--hard", "HEAD~1")
+
+    fleet.strategy("OK = 'rewritten'\n")
+    git(fleet.repo, "commit", "-q", "--amend", "-a", "-m", "history rewritten")
+    with pytest.raises(HistoryRewriteRefused):
+        watch.look(settings, running)  # the watch logs it; the check goes on
+    assert fired == [], "neither an invalid revision nor a rewrite ends the check"
+
+    git(fleet.repo, "reset", "-q", "--hard", first.revision.split(":")[-1])
+    fleet.strategy("OK = 'newer'\n")
+    fleet.commit("a newer strategy")
+    assert watch.look(settings, running) is True
+    assert len(fired) == 1 and "superseded by commit" in fired[0]
