@@ -309,8 +309,9 @@ ESCAPES = "\x1b]0;pwned\x07\x1b[2J"  # would retitle, then clear, a terminal
 
 def test_no_command_sends_repository_or_operator_escapes_to_a_terminal(
         fleet: Fleet, cli: Cli) -> None:
-    """Health check output (repository code), a suspension's reason and a gate's metrics
-    reach apply, status, history and gauntlet as text: shown, never obeyed."""
+    """Health check output (repository code) and a gate's metrics reach apply, status,
+    history and gauntlet as text: shown, never obeyed. A suspension's reason with escapes
+    is refused outright."""
     loud = f"import sys; sys.stderr.write({ESCAPES!r}); sys.exit(1)"
     fleet.strategy("OK = 1\n", health=f"command: [python3, -c, {json.dumps(loud)}]")
     fleet.gate(["python3", "-c", "import json; print(json.dumps({'accuracy': 0.95, "
@@ -319,8 +320,10 @@ def test_no_command_sends_repository_or_operator_escapes_to_a_terminal(
     config = ["--config", str(fleet.settings_file)]
     shown = {"apply": cli("apply", *config)}
     assert shown["apply"].returncode == 1
-    assert cli("suspend", "edge", "--reason", f"upgrade {ESCAPES}", *config).returncode == 0
-    shown |= {"status": cli("status", *config), "history": cli("history", *config),
+    refused = cli("suspend", "edge", "--reason", f"upgrade {ESCAPES}", *config)
+    assert refused.returncode == 1, "an operator's escapes are refused before they are kept"
+    shown |= {"suspend": refused, "status": cli("status", *config),
+              "history": cli("history", *config),
               "gauntlet": cli("gauntlet", "policy", *config),
               "resume": cli("resume", "edge", *config)}
     for command, done in shown.items():
