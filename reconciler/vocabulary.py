@@ -35,6 +35,7 @@ class Reason(StrEnum):
     FAILED_BEFORE = "FailedBefore"
     BUDGET_EXHAUSTED = "BudgetExhausted"
     ROLLED_BACK = "RolledBack"
+    WAVE_FAILED = "WaveFailed"  # the revision failed on another target of its waves
     HEALTH_CHECK_FAILED = "HealthCheckFailed"
     # Gates and artifacts
     GATE_PASSED = "GatePassed"
@@ -71,7 +72,7 @@ class Reason(StrEnum):
 # blocked with. Derived here so that a new reason cannot be forgotten by the metrics.
 PENDING_REASONS: tuple[Reason, ...] = (
     Reason.UPSTREAM_NOT_HEALTHY, Reason.SOAKING, Reason.OUTSIDE_WINDOW,
-    Reason.RESTART_DEFERRED, Reason.FAILED_BEFORE, Reason.BUDGET_EXHAUSTED,
+    Reason.RESTART_DEFERRED, Reason.FAILED_BEFORE, Reason.WAVE_FAILED, Reason.BUDGET_EXHAUSTED,
     Reason.GATE_FAILED, Reason.GATE_INCONCLUSIVE, Reason.GATE_ERROR, Reason.GAUNTLET_ERROR,
     Reason.GAUNTLET_TIMEOUT)
 
@@ -84,6 +85,7 @@ class JournalAction(StrEnum):
     RESTART = "restart"
     HEALTH = "health"
     ROLLBACK = "rollback"
+    RECALL = "recall"  # a revision that failed in a later wave taken back from this target
     PRUNE = "prune"
     VERIFY = "verify"
     GATE = "gate"
@@ -114,6 +116,7 @@ class StepKind(StrEnum):
     RESTART = "restart"
     HEALTH = "health"
     PRUNE = "prune"
+    RECALL = "recall"
 
 
 class Op(StrEnum):
@@ -121,6 +124,7 @@ class Op(StrEnum):
     UPDATE = "update"
     FLIP = "flip"
     DELETE = "delete"
+    RECALL = "recall"  # put back what a target had before a revision that failed in its waves
     NOOP = "noop"
 
 
