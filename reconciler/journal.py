@@ -332,7 +332,10 @@ class Journal:
 
     def wave(self, key: ObjectKey, wave: Mapping[str, Any] | None) -> None:
         """Where the object stands in its waves on this target (``status``)."""
-        self._update(key, wave=json.dumps(dict(wave), sort_keys=True) if wave else None)
+        current = self.object(key)
+        if current is not None and current["wave"] == wave:
+            return
+        self._update(key, current, wave=json.dumps(dict(wave), sort_keys=True) if wave else None)
 
     def condition(self, key: ObjectKey, status: str, reason: str | None,
                   message: str | None) -> None:
@@ -405,17 +408,13 @@ class Journal:
         with self._lock:
             row = self._db.execute(f"SELECT {', '.join(OBJECT_FIELDS)} FROM objects WHERE "
                                    "target = ? AND kind = ? AND name = ?", key).fetchone()
-        return dict(zip(OBJECT_FIELDS, row, strict=True)) if row else None
+        return _object_row(row) if row else None
 
     def objects(self) -> list[dict[str, Any]]:
-        """Every object's row; ``wave`` decoded (None: not part of any waves)."""
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(OBJECT_FIELDS)} FROM objects "
                                     "ORDER BY target, kind, name").fetchall()
-        found = [dict(zip(OBJECT_FIELDS, row, strict=True)) for row in rows]
-        for row in found:
-            row["wave"] = json.loads(row["wave"]) if row["wave"] else None
-        return found
+        return [_object_row(row) for row in rows]
 
     def history(self, now: float) -> History:
         """What the planner needs to know from the past (budgets counted back from ``now``)."""
@@ -477,6 +476,13 @@ class Journal:
                     found[key] = (digest, before if isinstance(before, str) else None)
                 break
         return found
+
+
+def _object_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    """An object's row; ``wave`` decoded (None: the object's targets wait for none)."""
+    found = dict(zip(OBJECT_FIELDS, row, strict=True))
+    found["wave"] = json.loads(found["wave"]) if found["wave"] else None
+    return found
 
 
 def _event(row: tuple[Any, ...]) -> Event:
