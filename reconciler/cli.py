@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import hmac
 import json
@@ -13,7 +14,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -25,6 +26,7 @@ from reconciler.app import (
     confine_state_dir,
     git_source,
 )
+from reconciler.costs import plan_spend
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
 from reconciler.daemon.lock import FleetLock
@@ -180,11 +182,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _history(settings: Settings, now: float) -> History:
     """The journal's memory, read-only: ``plan`` must plan what the daemon would."""
+    with _read_journal(settings) as journal:
+        return History() if journal is None else journal.history(now)
+
+
+@contextlib.contextmanager
+def _read_journal(settings: Settings) -> Iterator[Journal | None]:
+    """The journal opened read-only, or None where the daemon never ran."""
     if not settings.journal_path.exists():
-        return History()
+        yield None
+        return
     journal = Journal(settings.journal_path, readonly=True)
     try:
-        return journal.history(now)
+        yield journal
     finally:
         journal.close()
 
@@ -192,7 +202,10 @@ def _history(settings: Settings, now: float) -> History:
 def cmd_plan(args: argparse.Namespace) -> int:
     settings = _settings(args)
     now = time.time()
-    planned = plan_pass(Wiring(settings), _history(settings, now), now)
+    with _read_journal(settings) as journal:
+        history = History() if journal is None else journal.history(now)
+        planned = plan_pass(Wiring(settings), history, now)
+        spent = plan_spend(planned, journal, history, now)
     diffs: dict[Action, str | None] = {}
     for action in planned.plan.changes:
         if action.kind == "Model" or action.op in (Op.DELETE, Op.RECALL):
@@ -211,7 +224,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
              for model in planned.desired.models.values()
              if model.gauntlet is not None and model.gauntlet in gauntlets}
     render = render_json if args.output == "json" else render_text
-    sys.stdout.write(render(planned.plan, diffs, locations, costs))
+    sys.stdout.write(render(planned.plan, diffs, locations, costs, spent))
     if planned.plan.errors:
         return EXIT_ERROR
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES

@@ -389,6 +389,28 @@ class Journal:
                                     "phase = 'done' AND at >= ?", (since,)).fetchall()
         return sum(float(json.loads(detail).get("gpuSeconds", 0)) for (detail,) in rows)
 
+    def gauntlet_rates(self, runs: int = 5) -> dict[str, tuple[float, float]]:
+        """Per gauntlet, the seconds and GPU-seconds one game took in its last ``runs``
+        finished runs that played games (for ``plan``'s cost; remembered verdicts play
+        none)."""
+        totals: dict[str, list[float]] = {}
+        with self._lock:
+            rows = self._db.execute("SELECT detail FROM events WHERE action = 'gauntlet' AND "
+                                    "phase = 'done' ORDER BY id DESC LIMIT 500").fetchall()
+        for (detail,) in rows:
+            record = json.loads(detail)
+            games, name = record.get("games") or 0, record.get("gauntlet")
+            if not games or not isinstance(name, str):
+                continue
+            seen = totals.setdefault(name, [0.0, 0.0, 0.0, 0.0])  # runs, games, s, GPU-s
+            if seen[0] < runs:
+                seen[0] += 1
+                seen[1] += games
+                seen[2] += float(record.get("seconds") or 0.0)
+                seen[3] += float(record.get("gpuSeconds") or 0.0)
+        return {name: (seconds / games, gpu / games)
+                for name, (_, games, seconds, gpu) in totals.items()}
+
     def canonical_digests(self, model: str) -> list[str]:
         """Every digest that was canonical for the model, the most recent first."""
         with self._lock:

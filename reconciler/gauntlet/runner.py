@@ -117,7 +117,8 @@ class GauntletRunner:
         self._progress = progress
         self._games = games
 
-    def memo_key(self, model: Model, gauntlet: Gauntlet, digest: str, previous: str | None,
+    @staticmethod
+    def memo_key(model: Model, gauntlet: Gauntlet, digest: str, previous: str | None,
                  desired: Desired) -> str:
         match = gauntlet.spec.get("match") or {}
         game = match.get("game", "connect4")
@@ -176,6 +177,9 @@ class GauntletRunner:
                              detail={"digest": digest, "gauntlet": gauntlet.name,
                                      "passed": evidence["passed"],
                                      "gpuSeconds": evidence["gpuSeconds"],
+                                     "seconds": evidence["seconds"],
+                                     "games": sum(int(o.get("games", 0)) for o in
+                                                  evidence.get("opponents", ())),
                                      "summary": _summary(evidence)})
         reason = Reason.GATE_PASSED if evidence["passed"] \
             else evidence.get("reason", Reason.GATE_FAILED)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from reconciler.desired.documents import Target, percent
 from reconciler.durations import format_duration
 from reconciler.plan.planner import Action, Plan, Step
+from reconciler.plan.spend import GateCosts, Spend, spend_json, spend_lines
 from reconciler.vocabulary import StepKind
 
 PLAN_FORMAT_VERSION = 1
@@ -67,9 +68,6 @@ def _when(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-GateCosts = Mapping[str, Sequence[Mapping[str, object]]]  # model -> per-opponent expectations
-
-
 def _cost_line(cost: Mapping[str, object]) -> str:
     return (f"{cost['opponent']}: ~{cost['expectedGamesAtBar']} games for a model at the bar, "
             f"~{cost['expectedGamesAtBarPlusMargin']} at bar + margin, at most "
@@ -77,7 +75,7 @@ def _cost_line(cost: Mapping[str, object]) -> str:
 
 
 def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mapping[str, str],
-                gate_costs: GateCosts | None = None) -> str:
+                gate_costs: GateCosts | None = None, spent: Spend | None = None) -> str:
     out = [f"Plan for {plan.revision}", ""]
     for target in plan.targets:
         heading = f"Target {target.name} ({locations.get(target.name, '?')})"
@@ -113,6 +111,8 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
             if diff:
                 out += ["      " + line for line in diff.rstrip("\n").split("\n")]
         out.append("")
+    if spent is not None and spend_lines(spent):
+        out += [*spend_lines(spent), ""]
     counts = _summary(plan)
     if plan.in_sync:
         out.append(f"In sync: {counts['noop']} objects unchanged.")
@@ -139,7 +139,8 @@ def _after_json(target: Target) -> object:
 
 
 def render_json(plan: Plan, diffs: Mapping[Action, str | None],
-                locations: Mapping[str, str], gate_costs: GateCosts | None = None) -> str:
+                locations: Mapping[str, str], gate_costs: GateCosts | None = None,
+                spent: Spend | None = None) -> str:
     def action_json(action: Action) -> dict[str, Any]:
         return {"target": action.target, "kind": action.kind, "name": action.name,
                 "op": action.op, "location": action.location, "current": action.current,
@@ -162,6 +163,7 @@ def render_json(plan: Plan, diffs: Mapping[Action, str | None],
                      "soakSeconds": t.soak_seconds, "error": plan.errors.get(t.name)}
                     for t in plan.targets],
         "actions": [action_json(a) for a in plan.actions],
+        "cost": None if spent is None else spend_json(spent),
     }
     return json.dumps(document, indent=2) + "\n"
 

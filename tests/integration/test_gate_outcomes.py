@@ -77,6 +77,9 @@ def test_an_inconclusive_gate_holds_exits_2_and_can_be_set_to_reject(
                                                            "minScore": 0.85}]}}}))
     fleet.commit("a gate whose budget cannot decide")
     config = ("--config", str(fleet.settings_file))
+    before = json.loads(cli("plan", *config, "--output", "json").stdout)["cost"]
+    [gate] = before["gates"]
+    assert (gate["remembered"], gate["maxGames"], gate["secondsPerGame"]) == (None, 40, None)
     checked = cli("gauntlet", "policy", *config)
     assert checked.returncode == 2, checked.stdout + checked.stderr
     assert checked.stdout.startswith("INCONCLUSIVE") and "more games expected" in checked.stdout
@@ -88,6 +91,11 @@ def test_an_inconclusive_gate_holds_exits_2_and_can_be_set_to_reject(
     plan = json.loads(cli("plan", *config, "--output", "json").stdout)
     [cost] = next(a for a in plan["actions"] if a["kind"] == "Model")["gateCost"]
     assert cost["opponent"] == "random" and cost["maxGames"] == 40
+    [gate] = plan["cost"]["gates"]
+    assert (gate["remembered"], gate["expectedGamesAtBar"]) == ("inconclusive", 0), \
+        "a remembered verdict plays nothing: the plan says so"
+    assert gate["secondsPerGame"] > 0, "the seconds a game took are measured from the run"
+    assert "verdict remembered (inconclusive)" in cli("plan", *config).stdout
     fleet.settings_file.write_text(fleet.settings_file.read_text()
                                    + "gates: {inconclusive: reject}\n")
     assert cli("apply", *config).returncode == 1

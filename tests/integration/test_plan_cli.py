@@ -71,7 +71,9 @@ def test_plan_json_has_the_documented_shape(cli: Cli, repo: Repo, tmp_path: Path
     assert result.returncode == 2
     document = json.loads(result.stdout)
     assert set(document) == {"formatVersion", "revision", "inSync", "summary", "targets",
-                             "actions"}
+                             "actions", "cost"}
+    assert set(document["cost"]) == {"budget", "gates", "soaks", "gpuSeconds", "promotions",
+                                     "restarts", "longestSeconds"}
     assert document["formatVersion"] == 1 and document["inSync"] is False
     assert document["summary"] == {"create": 6, "update": 0, "flip": 2, "delete": 0, "recall": 0,
                                    "noop": 0, "waiting": 4, "blocked": 0}

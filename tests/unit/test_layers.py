@@ -19,7 +19,7 @@ PACKAGE = REPO_ROOT / "reconciler"
 # Top to bottom. A module may import its own layer and any layer below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "daemon", "__main__"),
-    ("app", "passes", "prcheck"),
+    ("app", "passes", "prcheck", "costs"),
     ("execute",),
     ("local", "kube", "gauntlet", "artifacts", "journal", "store"),
     ("places",),
