@@ -192,3 +192,22 @@ def test_a_model_is_recalled_to_the_digest_it_pointed_at() -> None:
     canary = _by_target(result)["canary"]
     assert (canary.op, canary.current, canary.desired) == (Op.RECALL, v2, v1)
     assert '"op": "recall"' in render_json(result, {}, {})
+
+
+def test_plan_spend_waits_for_the_count_a_wave_asks_for_not_all_of_it() -> None:
+    """s1 comes 10m after the canary, s2 30m after; r1 waits for one of them and soaks 1h:
+    it is done after 10m + 1h (all of them would be 30m + 1h)."""
+    from reconciler.plan.spend import spend
+
+    targets = (target("canary"), target("s1", after="canary", soak="10m"),
+               target("s2", after="canary", soak="30m"),
+               target("r1", after={"targets": ["s1", "s2"], "healthy": 1}, soak="1h"))
+    state = desired(targets=targets,
+                    strategies=(strategy(targets=("canary", "s1", "s2", "r1"), health=False),),
+                    contents={"gepetto": NEW})
+    holding: dict[str, bytes | None] = {name: OLD for name in ("canary", "s1", "s2", "r1")}
+    made = plan(state, _observed(holding), History(), 0.0)
+    spent = spend(made, state, History(), 0.0, gate_costs={}, rates={}, remembered={},
+                  gpu_used_today=0)
+    assert spent.longest_seconds == 600 + HOUR
+    assert [hold.subject for hold in spent.holds if hold.target == "r1"] == ["after s1, s2"]
