@@ -6,6 +6,7 @@ converges when the next pass runs."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -254,3 +255,57 @@ def test_kill_9_during_a_recall_converges_on_the_next_pass(tmp_path: Path) -> No
     finally:
         journal.close()
     assert "applied" not in fleet.cli("apply").stdout
+
+
+MODEL_HEALTH = """import pathlib, sys
+here = pathlib.Path('.')
+weights = (here / 'models' / 'current.bin').read_bytes()
+sys.exit(1 if (here / 'refuses').exists() and weights == b'weights-v2' else 0)
+"""
+
+
+def test_a_model_pointer_is_recalled_to_the_digest_it_named(tmp_path: Path) -> None:
+    fleet = Waves(tmp_path, {"canary": None, "prod": "canary"})
+    (tmp_path / "model_health.py").write_text(MODEL_HEALTH)
+
+    def declare(weights: bytes) -> str:
+        (fleet.repo / "desired-state" / "policy.bin").write_bytes(weights)
+        fleet.write("model.yaml", f"""apiVersion: reconciler/v1
+kind: Model
+metadata: {{name: policy}}
+spec:
+  targets: [canary, prod]
+  artifact: {{uri: policy.bin, sha256: {hashlib.sha256(weights).hexdigest()}, format: file}}
+  pointer: {{path: models/current.bin}}
+  health: {{command: [{sys.executable}, {tmp_path / 'model_health.py'}], timeout: 10s}}
+""")
+        git(fleet.repo, "add", "-A")
+        git(fleet.repo, "commit", "-q", "-m", f"weights {weights.decode()}")
+        return hashlib.sha256(weights).hexdigest()
+
+    v1 = declare(b"weights-v1")
+    fleet.apply_until_settled()
+    pointer = {name: fleet.root(name) / "models" / "current.bin" for name in ("canary", "prod")}
+    assert all(path.read_bytes() == b"weights-v1" for path in pointer.values())
+    (fleet.root("prod") / "refuses").write_text("")
+    v2 = declare(b"weights-v2")
+    assert fleet.cli("apply").returncode == 0
+    assert pointer["canary"].read_bytes() == b"weights-v2"
+    plan = fleet.cli("plan", "--output", "json")
+    flips = {a["target"]: a["op"] for a in json.loads(plan.stdout)["actions"]
+             if a["kind"] == "Model"}
+    assert flips == {"canary": "noop", "prod": "flip"}
+
+    failed = fleet.cli("apply")
+    assert "rolled-back  prod  Model/policy" in failed.stdout, failed.stdout
+    assert "rolled-back  canary  Model/policy: recalled" in failed.stdout, failed.stdout
+    for path in pointer.values():
+        assert path.is_symlink() and Path(os.readlink(path)).name == v1
+    journal = fleet.journal()
+    try:
+        recall = [e for e in journal.events("policy", limit=1000) if e.action == "recall"]
+        assert [(e.target, e.phase, e.detail.get("from"), e.detail.get("to"))
+                for e in recall] == [("canary", "intent", v2, v1), ("canary", "done", None,
+                                                                     None)]
+    finally:
+        journal.close()
