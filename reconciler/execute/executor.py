@@ -200,6 +200,7 @@ class Executor:
             desired.strategies[action.name] if action.kind == "Strategy"
             else desired.configs[action.name])
         address = address_of(obj, place.target)
+        mode = None if isinstance(obj, Model) else obj.deliver.mode
         link = self._recall_link(action, taken) if model is not None else None
         intent = self._journal.intent(JournalAction.RECALL, action.key, pass_id=pass_id,
                                       revision=revision,
@@ -213,8 +214,7 @@ class Executor:
             elif back_to is None:
                 place.remove(address, revision)
             else:
-                assert not isinstance(obj, Model)
-                place.write(address, self._store.read(back_to), obj.deliver.mode, revision)
+                place.write(address, self._store.read(back_to), mode, revision)
         except Exception as error:
             self._journal.outcome(intent, Phase.FAILED, {"error": str(error)})
             raise
