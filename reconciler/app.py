@@ -101,7 +101,8 @@ def configure_sandbox(settings: Settings, connections: Connections | None = None
 
 def _local(wiring: Wiring) -> Fleet:
     return LocalFleet(wiring.settings.fleet_root, wiring.store, wiring.digests,
-                      wiring.settings.allowed_roots, run_as=wiring.settings.run_as)
+                      wiring.settings.allowed_roots, run_as=wiring.settings.run_as,
+                      log_roots=wiring.settings.analysis.log_roots)
 
 
 def _kubernetes(wiring: Wiring) -> Fleet:

@@ -7,8 +7,11 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import os
+import pwd
 import re
+import sqlite3
 import sys
 import threading
 import time
@@ -27,27 +30,31 @@ from reconciler.app import (
     git_source,
 )
 from reconciler.costs import plan_spend
+from reconciler.daemon import control
+from reconciler.daemon.control import runtime_socket
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
 from reconciler.daemon.lock import FleetLock
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.loader import cache_salt, load_desired, located_warnings
-from reconciler.diagnostics import InvalidInput
+from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
+from reconciler.durations import parse_duration
 from reconciler.errors import ReconcilerError, StalledError
 from reconciler.execute.executor import Hooks
-from reconciler.gauntlet.budgets import budget_warnings, gate_costs
+from reconciler.gauntlet.budgets import budget_warnings
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
-from reconciler.passes import plan_pass, run_pass
-from reconciler.plan.planner import Action, History, address_of
-from reconciler.plan.render import render_json, render_text, text_diff
+from reconciler.logs import FORMATS, LEVELS, LogSettingError, configure, fields
+from reconciler.passes import load, plan_pass, render_planned, run_pass
+from reconciler.plan.planner import ALL_TARGETS, History
 from reconciler.prcheck import GateRun, run_gate
+from reconciler.promote import promote
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.snapshot import Snapshot
-from reconciler.vocabulary import JournalAction, Op, PassResult
+from reconciler.vocabulary import JournalAction, PassResult, Phase
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -58,7 +65,22 @@ EXIT_CANNOT_CHECK = 3  # validate: no sandbox; gauntlet: the tool failed, not th
 GATE_EXITS = {"passed": ("PASS", EXIT_OK), "rejected": ("FAIL", EXIT_ERROR),
               "inconclusive": ("INCONCLUSIVE", 2), "error": ("ERROR", EXIT_CANNOT_CHECK),
               "stopped": ("STOPPED", EXIT_CANNOT_CHECK), "blocked": ("BLOCKED", EXIT_CANNOT_CHECK)}
+MAX_REASON_CHARS = 500  # suspend --reason: shown on every status line of the target
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a tool whose reader left
+
+log = logging.getLogger(__name__)
+
+
+def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
+    """Before or after the command's name: ``reconciler --log-level debug run`` and
+    ``reconciler run --log-level debug`` (a subcommand must not reset what the main
+    parser read, hence SUPPRESS there)."""
+    parser.add_argument("--log-format", choices=FORMATS, default=default,
+                        help="log lines as text or JSON, on stderr (default: "
+                        "$RECONCILER_LOG_FORMAT, else text)")
+    parser.add_argument("--log-level", choices=tuple(LEVELS), default=default,
+                        help="the least severe lines shown (default: $RECONCILER_LOG_LEVEL, "
+                        "else info)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -79,10 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     validate = commands.add_parser("validate", help="check desired state: schemas, "
                                    "references, strategies (exit 0 valid, 1 invalid)")
-    validate.add_argument("directory", nargs="?", metavar="DIR",
-                          help="a plain desired-state folder (pre-commit); default: the "
+    validate.add_argument("paths", nargs="*", metavar="PATH",
+                          help="desired-state folders, or files in them (as pre-commit "
+                          "passes them: each file's folder is checked whole); default: the "
                           "repository's branch")
     validate.add_argument("--rev", help="a revision of --repo to check (branch, tag, sha)")
+    validate.add_argument("-o", "--output", choices=("text", "json"), default="text",
+                          help="json: {valid, checked, errors, warnings}; each error an "
+                          "object with file, line, column, rule, message")
     _common(validate)
 
     plan = commands.add_parser("plan", help="what a pass would do (exit 0 in sync, "
@@ -122,14 +148,62 @@ def build_parser() -> argparse.ArgumentParser:
                           "and run again")
     _common(gauntlet)
 
+    promote = commands.add_parser("promote", help="verify and gate an artifact, then propose "
+                                  "it: a commit of the new digest on a new branch and a pull "
+                                  "request (exit 0 proposed, 1 rejected, 2 inconclusive, "
+                                  "3 error)")
+    promote.add_argument("model", metavar="MODEL")
+    promote.add_argument("--artifact", required=True, metavar="URI",
+                         help="the new artifact (file:// beneath artifacts.fileRoots, "
+                         "http(s)://, or a path in the desired-state folder)")
+    promote.add_argument("--sha256", metavar="HEX", help="its digest (default: computed as "
+                         "it is fetched)")
+    promote.add_argument("--dry-run", action="store_true", help="print the change to the "
+                         "Model document; commit and push nothing")
+    promote.add_argument("--head", metavar="BRANCH", help="the new branch (default "
+                         "<branchPrefix>promote/<model>-<digest>)")
+    promote.add_argument("--retry", action="store_true", help="forget a remembered verdict "
+                         "and run the gate again")
+    _common(promote)
+
     verify = commands.add_parser("verify", help="verify a file or bundle against a sha256 "
                                  "(exit 0 ok, 1 mismatch)")
     verify.add_argument("artifact", metavar="PATH", help="a file, or a bundle directory")
     verify.add_argument("--sha256", required=True, metavar="HEX",
                         help="the digest, HEX or sha256:HEX (of manifest.json, for a bundle)")
+    suspend = commands.add_parser(
+        "suspend", help="stop the line: nothing is changed on the targets (drift is still "
+        "observed and reported) until resume (exit 0; 1 unknown target)",
+        description="Record a suspension in the journal, then wake the running daemon "
+        "through its control socket: a change under way on a suspended target is ended "
+        "within a second and left as it is. Without a daemon the suspension is journaled "
+        "and holds for the next start and for apply. --all covers every target, those "
+        "declared later too.",
+        epilog="example: reconciler suspend edge --reason 'GPU driver upgrade, INC-4711'")
+    suspend.add_argument("targets", nargs="*", metavar="TARGET")
+    suspend.add_argument("--all", action="store_true", help="every target, declared later too")
+    suspend.add_argument("--reason", required=True, metavar="TEXT",
+                         help="why, for the journal, status and whoever resumes")
+    _common(suspend)
+    resume = commands.add_parser("resume", help="lift a suspension (exit 0; 1 unknown "
+                                 "target)", epilog="example: reconciler resume edge")
+    resume.add_argument("targets", nargs="*", metavar="TARGET")
+    resume.add_argument("--all", action="store_true", help="lift every suspension")
+    _common(resume)
+    reconcile = commands.add_parser(
+        "reconcile", help="ask the running daemon for a pass now (exit 0; with --wait, the "
+        "pass's result: 0 converged, changed or waiting, 1 otherwise)",
+        epilog="example: reconciler reconcile --wait --timeout 10m")
+    reconcile.add_argument("--wait", action="store_true", help="wait for that pass to end")
+    reconcile.add_argument("--timeout", default="30m", metavar="DURATION",
+                           help="how long --wait waits (default 30m)")
+    _common(reconcile)
     manifest = commands.add_parser("manifest", help="write manifest.json for a bundle "
                                    "directory and print the digest to pin")
     manifest.add_argument("directory", metavar="DIR")
+    _logging_flags(parser, None)
+    for command in commands.choices.values():
+        _logging_flags(command, argparse.SUPPRESS)
     return parser
 
 
@@ -153,30 +227,80 @@ def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
     return EXIT_ERROR
 
 
+def _folders(paths: list[str], folder: str) -> tuple[list[Path], list[str]]:
+    """The desired-state folders that ``paths`` name: a folder as it is; a file, the
+    nearest folder above it whose path ends in ``folder`` (the settings' ``path``). Files
+    in no such folder (a README, the settings) are nothing to validate. Also: the paths
+    that do not exist."""
+    found: list[Path] = []
+    missing: list[str] = []
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            candidate: Path | None = path
+        elif not path.exists():
+            missing.append(given)
+            continue
+        else:
+            candidate = next((parent for parent in path.absolute().parents
+                              if parent.as_posix().endswith("/" + folder)), None)
+            if candidate is not None and candidate.is_relative_to(Path.cwd()):
+                candidate = candidate.relative_to(Path.cwd())  # errors read as given
+        if candidate is not None and candidate.resolve() not in {f.resolve() for f in found}:
+            found.append(candidate)
+    return found, missing
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    snapshot: Snapshot
     # With settings (a repository, or a folder with --config) the roots are checked too.
-    settings = _settings(args) if args.directory is None or args.config else None
-    if args.directory is not None:
-        folder = Path(args.directory)
-        if not folder.is_dir():
-            print(f"{args.directory}: not a directory", file=sys.stderr)
-            return EXIT_ERROR
-        snapshot = DirectorySnapshot(folder.resolve(), args.directory.rstrip("/") + "/")
+    settings = _settings(args) if not args.paths or args.config else None
+    snapshots: list[Snapshot] = []
+    errors: list[Diagnostic] = []
+    if args.paths:
+        folders, missing = _folders(args.paths, (args.path or "desired-state").strip("/"))
+        errors += [Diagnostic(given, 1, 1, "no such file or directory", "path-missing")
+                   for given in missing]
+        for folder in folders:
+            shown = str(folder).rstrip("/") + "/"
+            snapshots.append(DirectorySnapshot(folder.resolve(), shown))
     else:
         assert settings is not None
-        snapshot = git_source(settings).snapshot_at(args.rev or settings.branch)
-    desired = load_desired(snapshot, DesiredCache(cache_salt()))
-    problems = check_roots(desired, settings, snapshot.display_prefix) if settings else []
-    if problems:
-        raise InvalidInput(problems)
-    for warning in located_warnings(snapshot, budget_warnings(desired.gauntlets.values())):
+        snapshots.append(git_source(settings).snapshot_at(args.rev or settings.branch))
+    warnings: list[Diagnostic] = []
+    checked: list[dict[str, object]] = []
+    for snapshot in snapshots:
+        try:
+            desired = load_desired(snapshot, DesiredCache(cache_salt()))
+            problems = check_roots(desired, settings, snapshot.display_prefix) \
+                if settings else []
+            if problems:
+                raise InvalidInput(problems)
+        except InvalidInput as error:
+            errors += error.diagnostics
+            continue
+        warnings += located_warnings(snapshot, budget_warnings(desired.gauntlets.values()))
+        counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
+                  "configs": len(desired.configs), "models": len(desired.models),
+                  "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
+        checked.append({"folder": snapshot.display_prefix or "./",
+                        "revision": snapshot.revision, "counts": counts})
+    if args.output == "json":
+        json.dump({"valid": not errors, "checked": checked,
+                   "errors": [d.error_json() for d in sorted(set(errors))],
+                   "warnings": [d.error_json() for d in warnings]}, sys.stdout, indent=2)
+        print()
+        return EXIT_ERROR if errors else EXIT_OK
+    if errors:
+        return _report_invalid(InvalidInput(errors), sys.stdout)
+    for warning in warnings:
         print(warning.format())
-    counts = {"targets": len(desired.targets), "strategies": len(desired.strategies),
-              "configs": len(desired.configs), "models": len(desired.models),
-              "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
-    listed = ", ".join(f"{n} {kind}" for kind, n in counts.items() if n)
-    print(f"{snapshot.display_prefix or './'}: valid at {snapshot.revision} ({listed})")
+    if not checked:
+        print("nothing to validate: no file is in a desired-state folder")
+    for done in checked:
+        numbers = done["counts"]
+        assert isinstance(numbers, dict)
+        listed = ", ".join(f"{n} {kind}" for kind, n in numbers.items() if n)
+        print(f"{done['folder']}: valid at {done['revision']} ({listed})")
     return EXIT_OK
 
 
@@ -206,25 +330,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         history = History() if journal is None else journal.history(now)
         planned = plan_pass(Wiring(settings), history, now)
         spent = plan_spend(planned, journal, history, now)
-    diffs: dict[Action, str | None] = {}
-    for action in planned.plan.changes:
-        if action.kind == "Model" or action.op in (Op.DELETE, Op.RECALL):
-            continue
-        target = planned.desired.targets[action.target]
-        obj = (planned.desired.strategies.get(action.name) if action.kind == "Strategy"
-               else planned.desired.configs.get(action.name))
-        if obj is None:
-            continue
-        address = address_of(obj, target)
-        old = None if action.current is None else planned.live_content(target, address)
-        diffs[action] = text_diff(old, planned.desired.read_content(obj), address)
-    locations = {name: seen.location for name, seen in planned.observed.items()}
-    gauntlets = planned.desired.gauntlets
-    costs = {model.name: gate_costs(gauntlets[model.gauntlet])
-             for model in planned.desired.models.values()
-             if model.gauntlet is not None and model.gauntlet in gauntlets}
-    render = render_json if args.output == "json" else render_text
-    sys.stdout.write(render(planned.plan, diffs, locations, costs, spent))
+    sys.stdout.write(render_planned(planned, args.output, spent=spent))
     if planned.plan.errors:
         return EXIT_ERROR
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES
@@ -277,7 +383,16 @@ def _progress_line(text: str) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    return Daemon(find_config_file(args.config), _overrides(args)).run()
+    """The daemon: what stops it (invalid settings, a busy port, a lost fleet lock) goes to
+    the log as an error (journald priority 3 under systemd), not to a bare stderr line."""
+    try:
+        return Daemon(find_config_file(args.config), _overrides(args)).run()
+    except InvalidInput as error:
+        for diagnostic in error.diagnostics:
+            log.error(f"reconciler run: {diagnostic.format()}")
+    except ReconcilerError as error:
+        log.error(f"reconciler run: {error.reason}: {error}", extra=fields(reason=error.reason))
+    return EXIT_ERROR
 
 
 def _open_journal(args: argparse.Namespace) -> Journal:
@@ -296,14 +411,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     journal = _open_journal(args)
     try:
         objects, last = journal.objects(), journal.last_pass()
+        suspended = sorted(journal.suspensions().values(), key=lambda held: held.target)
+        analyses = journal.analyses()
         quarantined = [{"at": e.at, **e.detail} for e in journal.events(
             action=JournalAction.QUARANTINE, limit=20)]
     finally:
         journal.close()
     if args.output == "json":
-        print(json.dumps({"lastPass": last, "objects": objects, "quarantined": quarantined},
-                         indent=2))
+        for row in objects:
+            row["analysis"] = analyses.get((row["target"], row["kind"], row["name"]))
+        print(json.dumps({"lastPass": last, "objects": objects, "quarantined": quarantined,
+                          "suspended": [{"target": held.target, "who": held.who,
+                                         "at": held.at, "reason": held.reason}
+                                        for held in suspended]}, indent=2))
         return EXIT_OK
+    for held in suspended:
+        print(f"SUSPENDED  {held.describe()}")
     if last is not None:
         print(f"last pass  {_when(last['finished'])}  {last['result']}  {last['revision'] or ''}")
         print(f"           {last['message']}")
@@ -351,10 +474,25 @@ def cmd_history(args: argparse.Namespace) -> int:
         return EXIT_OK
     for event in events:
         subject = f"{event.target}/{event.kind}/{event.name}" if event.name else "-"
-        detail = " ".join(f"{k}={v}" for k, v in event.detail.items() if v not in (None, ""))
+        detail = _shown_detail(event.action, event.detail)
         print(f"{_when(event.at)}  #{event.id:<5} {event.action:<9} {event.phase:<11} "
               f"{subject}  {detail}")
     return EXIT_OK
+
+
+def _shown_detail(action: str, detail: dict[str, Any]) -> str:
+    """``key=value`` pairs; an analysis outcome's checks as their measured values."""
+    shown = dict(detail)
+    checks = shown.pop("checks", None) if action == JournalAction.ANALYSIS else None
+    text = " ".join(f"{k}={v}" for k, v in shown.items() if v not in (None, ""))
+    if isinstance(checks, dict):
+        text += " values: " + "; ".join(
+            f"{name}=" + ",".join(str(m.get("value", "no data"))
+                                  for m in check.get("measurements", ()))
+            for name, check in checks.items())
+    elif checks is not None:
+        text += f" checks={checks}"
+    return text
 
 
 class _TerminalProgress:
@@ -440,6 +578,23 @@ def _report_gate(run: GateRun) -> int:
     return code
 
 
+def cmd_promote(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    fetching = _TerminalProgress(f"fetching {args.model}")
+    journal = Journal(settings.journal_path)
+    try:
+        return promote(settings, Wiring(settings).store, journal, args.model, args.artifact,
+                       sha256=args.sha256, dry_run=args.dry_run, branch=args.head,
+                       retry=args.retry, say=lambda text: print(text, flush=True),
+                       progress=_progress_line, fetching=fetching)
+    except ReconcilerError as error:
+        print(f"ERROR  {error.reason}: {error}", flush=True)
+        return EXIT_CANNOT_CHECK
+    finally:
+        fetching.finish()
+        journal.close()
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     # ``sha256:<hex>`` is how this tool (and OCI, Docker) prints a digest: accept it back.
     digest = args.sha256.removeprefix("sha256:")
@@ -473,14 +628,196 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _caller() -> str:
+    """Who asks, from the OS: the user of this process (and who ran sudo, if it was)."""
+    try:
+        name = pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        name = f"uid {os.getuid()}"
+    sudo = os.environ.get("SUDO_USER")
+    return f"{name} (sudo by {sudo})" if sudo and os.getuid() == 0 and sudo != name else name
+
+
+def _journal_to_write(settings: Settings) -> Journal:
+    try:
+        return Journal(settings.journal_path)
+    except (sqlite3.Error, OSError) as error:
+        raise StalledError(f"cannot write the journal {settings.journal_path}: {error}; run "
+                           "this as root or as the daemon's user", reason="NoJournal") from None
+
+
+def _hand_back(settings: Settings) -> None:
+    """Root writing a journal the daemon's user owns: files SQLite created on the way
+    (the journal itself, its -wal and -shm) go to the state dir's owner."""
+    if os.geteuid() != 0 or not settings.state_dir.is_dir():
+        return
+    owner = settings.state_dir.stat()
+    for path in settings.state_dir.glob(f"{settings.journal_path.name}*"):
+        with contextlib.suppress(OSError):
+            if path.stat().st_uid != owner.st_uid:
+                os.chown(path, owner.st_uid, owner.st_gid)
+
+
+def _control_path(settings: Settings) -> Path:
+    """The running daemon's control socket, as its daemon.json says (under systemd it is in
+    the daemon's runtime directory), else where a daemon with these settings would put it."""
+    with contextlib.suppress(OSError, ValueError, TypeError):
+        said = json.loads((settings.state_dir / "daemon.json").read_text()).get("control")
+        if said:
+            return Path(said)
+    return runtime_socket(settings.state_dir)
+
+
+def _wake_daemon(settings: Settings, request: dict[str, object],
+                 timeout: float = 10.0) -> dict[str, object] | None:
+    """The daemon's answer; None when no daemon runs (said on stderr)."""
+    path = _control_path(settings)
+    try:
+        return control.ask(path, request, timeout)
+    except control.NoDaemon:
+        return None
+    except OSError as error:
+        return {"ok": False, "error": f"cannot reach the daemon at {path}: {error}"}
+
+
+def _known_targets(settings: Settings, journal: Journal, names: list[str]) -> set[str]:
+    """Targets a name may refer to: those the journal knows (and suspensions it holds),
+    and, when a name is new to it, those the branch's desired state declares."""
+    known = {row["target"] for row in journal.objects()} | set(journal.suspensions())
+    if all(name in known for name in names):
+        return known
+    try:
+        known |= set(load(Wiring(settings)).targets)
+    except (InvalidInput, ReconcilerError) as error:
+        print(f"note: the desired state could not be read to find newly declared targets "
+              f"({error})", file=sys.stderr)
+    return known
+
+
+def _unknown(names: list[str], known: set[str]) -> int | None:
+    missing = [name for name in names if name not in known]
+    if not missing:
+        return None
+    shown = ", ".join(sorted(known - {ALL_TARGETS})) or "none"
+    print(f"unknown target{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (known: "
+          f"{shown}); nothing was recorded", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _took_up(reply: dict[str, object] | None, what: str) -> None:
+    if reply is None:
+        print(f"no daemon is running: {what} is recorded in the journal and applies when "
+              "the daemon starts (and to `reconciler apply`)")
+    elif not reply.get("ok"):
+        print(f"the daemon did not take it up ({reply.get('error')}): {what} is recorded in "
+              "the journal and applies at the daemon's next pass", file=sys.stderr)
+    else:
+        print(f"the running daemon (pid {reply.get('pid')}) took it up")
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    if bool(args.all) == bool(args.targets):
+        print("name the targets to suspend, or --all (not both)", file=sys.stderr)
+        return EXIT_ERROR
+    if not args.reason.strip() or len(args.reason) > MAX_REASON_CHARS:
+        print(f"--reason must say why, in at most {MAX_REASON_CHARS} characters (it is what "
+              "status shows and whoever resumes reads)", file=sys.stderr)
+        return EXIT_ERROR
+    settings = _settings(args)
+    journal = _journal_to_write(settings)
+    try:
+        if not args.all and (code := _unknown(args.targets, _known_targets(
+                settings, journal, args.targets))) is not None:
+            return code
+        names = [ALL_TARGETS] if args.all else list(dict.fromkeys(args.targets))
+        who = _caller()
+        journal.suspend(names, who, args.reason.strip())
+    finally:
+        journal.close()
+        _hand_back(settings)
+    shown = "every target (declared later too)" if args.all else ", ".join(names)
+    print(f"suspended {shown} by {who}: {args.reason.strip()}")
+    _took_up(_wake_daemon(settings, {"op": "wake"}), "the suspension")
+    return EXIT_OK
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    if bool(args.all) == bool(args.targets):
+        print("name the targets to resume, or --all (not both)", file=sys.stderr)
+        return EXIT_ERROR
+    settings = _settings(args)
+    journal = _journal_to_write(settings)
+    try:
+        held = journal.suspensions()
+        if not args.all:
+            if (code := _unknown(args.targets, _known_targets(settings, journal,
+                                                              args.targets))) is not None:
+                return code
+            if ALL_TARGETS in held:
+                print(f"{held[ALL_TARGETS].describe()}; a single target is not resumed out of "
+                      "it: `reconciler resume --all` lifts it (then suspend the targets that "
+                      "must stay stopped); nothing was recorded", file=sys.stderr)
+                return EXIT_ERROR
+        names = [ALL_TARGETS] if args.all else list(dict.fromkeys(args.targets))
+        lifted = journal.resume(names, _caller())
+    finally:
+        journal.close()
+        _hand_back(settings)
+    if not lifted:
+        print("nothing to resume: " + ("no target is suspended" if args.all
+                                       else f"{', '.join(names)} not suspended"))
+        return EXIT_OK
+    print("resumed " + ", ".join("the whole fleet (--all)" if name == ALL_TARGETS else name
+                                 for name in sorted(lifted)))
+    _took_up(_wake_daemon(settings, {"op": "wake"}), "the resume")
+    return EXIT_OK
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    try:
+        timeout = parse_duration(args.timeout)
+    except ValueError as error:
+        print(f"--timeout {args.timeout!r}: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    settings = _settings(args)
+    journal = _journal_to_write(settings)
+    try:
+        journal.record(JournalAction.RECONCILE, Phase.INFO,
+                       detail={"who": _caller(), "wait": bool(args.wait)})
+    finally:
+        journal.close()
+        _hand_back(settings)
+    reply = _wake_daemon(settings, {"op": "reconcile", "wait": bool(args.wait),
+                                    "timeout": timeout}, timeout + 10 if args.wait else 10.0)
+    if reply is None:
+        print("no daemon is running: the request is recorded in the journal; a daemon runs "
+              "a pass as soon as it starts (`reconciler apply` runs one here and now)")
+        return EXIT_ERROR if args.wait else EXIT_OK
+    if not reply.get("ok"):
+        print(f"reconcile: {reply.get('error')}", file=sys.stderr)
+        return EXIT_ERROR
+    if not args.wait:
+        print(f"the running daemon (pid {reply.get('pid')}) starts a pass now")
+        return EXIT_OK
+    print(reply.get("message") or reply.get("result"))
+    return EXIT_OK if reply.get("result") in (PassResult.CONVERGED, PassResult.CHANGED,
+                                              PassResult.WAITING) else EXIT_ERROR
+
+
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run,
             "status": cmd_status, "history": cmd_history, "gauntlet": cmd_gauntlet,
-            "verify": cmd_verify,
+            "promote": cmd_promote, "verify": cmd_verify, "suspend": cmd_suspend,
+            "resume": cmd_resume, "reconcile": cmd_reconcile,
             "manifest": cmd_manifest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        configure(args.log_format, args.log_level)
+    except LogSettingError as error:
+        print(f"reconciler: {error}", file=sys.stderr)
+        return EXIT_ERROR
     try:
         return COMMANDS[args.command](args)
     except InvalidInput as error:
@@ -489,7 +826,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Not a verdict on the input: the check could not run here (exit 3 where the
         # contract has one: validate and gauntlet).
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
-        return EXIT_CANNOT_CHECK if args.command in ("validate", "gauntlet") else EXIT_ERROR
+        return EXIT_CANNOT_CHECK if args.command in ("validate", "gauntlet", "promote") \
+            else EXIT_ERROR
     except ReconcilerError as error:
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
         return EXIT_ERROR

@@ -29,6 +29,12 @@ class Diagnostic:
         }
 
 
+    def error_json(self) -> dict[str, object]:
+        """As ``validate --output json`` and ``POST /plan`` show it."""
+        return {"file": self.path, "line": self.line, "column": self.col, "rule": self.rule,
+                "message": self.message}
+
+
 class InvalidInput(Exception):
     """Desired state or settings with errors: nothing may reach the fleet."""
 

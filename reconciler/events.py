@@ -8,7 +8,7 @@ business). A sink that raises is logged and skipped; it never fails the pass.
 
 from __future__ import annotations
 
-import sys
+import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -54,6 +54,8 @@ class Event:
         return f"{self.kind}/{self.name} on {self.target}" if self.kind else self.target
 
 
+log = logging.getLogger(__name__)
+
 Sink = Callable[[Event], None]
 
 
@@ -75,5 +77,4 @@ class Subscribers:
             try:
                 sink(event)
             except Exception as error:  # a listener's defect never fails a pass
-                print(f"event sink failed on {event.type} {event.subject}: {error}",
-                      file=sys.stderr, flush=True)
+                log.error(f"event sink failed on {event.type} {event.subject}: {error}")

@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import StalledError, is_sqlite_corruption
-from reconciler.plan.planner import DAY, HOUR, History, ObjectKey
+from reconciler.plan.planner import ALL_TARGETS, DAY, HOUR, History, ObjectKey, Suspension
 from reconciler.redaction import redact_text
-from reconciler.vocabulary import Condition, Reason
+from reconciler.vocabulary import Condition, JournalAction, Phase, Reason
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -58,6 +58,9 @@ CREATE TABLE IF NOT EXISTS gates (
 );
 CREATE TABLE IF NOT EXISTS artifacts (
     digest TEXT PRIMARY KEY, uri TEXT NOT NULL, format TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS suspensions (
+    target TEXT PRIMARY KEY, who TEXT NOT NULL, at REAL NOT NULL, reason TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS passes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -273,6 +276,16 @@ class Journal:
                                     (*parameters, limit)).fetchall()
         return [_event(row) for row in reversed(rows)]
 
+    def analyses(self) -> dict[ObjectKey, dict[str, Any]]:
+        """Each object's last analysis verdict (measured values included), for ``status``."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT target, kind, name, at, revision, detail FROM events WHERE id IN "
+                "(SELECT MAX(id) FROM events WHERE action = 'analysis' AND phase != 'intent' "
+                "GROUP BY target, kind, name)").fetchall()
+        return {(target, kind, name): {"at": at, "revision": revision, **json.loads(detail)}
+                for target, kind, name, at, revision, detail in rows}
+
     # Per-object state.
 
     def _update(self, key: ObjectKey, current: dict[str, Any] | None = None,
@@ -438,6 +451,43 @@ class Journal:
                                     "ORDER BY target, kind, name").fetchall()
         return [_object_row(row) for row in rows]
 
+    # Stop the line: suspensions, written by ``reconciler suspend``/``resume`` (the
+    # calling user's process), read by every plan and before every action.
+
+    def suspend(self, targets: list[str], who: str, reason: str) -> None:
+        """Suspend ``targets`` (``*``: all, declared later too); a suspension already in
+        place is replaced, so the newest who and why show."""
+        now = time.time()
+        with self._transaction() as db:  # the suspension and its event, or neither
+            for target in targets:
+                db.execute("INSERT OR REPLACE INTO suspensions (target, who, at, reason) "
+                           "VALUES (?, ?, ?, ?)", (target, who, now, redact_text(reason)))
+                _insert_event(db, JournalAction.SUSPEND, Phase.DONE, (target, "Target", target),
+                              {"who": who, "reason": reason}, now)
+
+    def resume(self, targets: list[str], who: str) -> list[str]:
+        """Lift the suspensions of ``targets`` (``*``: every suspension); which were
+        lifted."""
+        with self._transaction() as db:
+            if ALL_TARGETS in targets:
+                lifted = [row[0] for row in db.execute("SELECT target FROM suspensions")]
+            else:
+                lifted = [t for t in targets if db.execute(
+                    "SELECT 1 FROM suspensions WHERE target = ?", (t,)).fetchone()]
+            for target in lifted:
+                db.execute("DELETE FROM suspensions WHERE target = ?", (target,))
+                _insert_event(db, JournalAction.RESUME, Phase.DONE, (target, "Target", target),
+                              {"who": who}, time.time())
+        return lifted
+
+    def suspensions(self) -> dict[str, Suspension]:
+        with self._lock:
+            exists = self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND "
+                                      "name = 'suspensions'").fetchone()
+            rows = self._db.execute("SELECT target, who, at, reason FROM suspensions"
+                                    ).fetchall() if exists else []
+        return {row[0]: Suspension(*row) for row in rows}
+
     def history(self, now: float) -> History:
         """What the planner needs to know from the past (budgets counted back from ``now``)."""
         applied, failed, healthy, unfinished = {}, {}, {}, {}
@@ -470,7 +520,8 @@ class Journal:
                 "COALESCE(json_extract(i.detail, '$.finish'), 0) = 0", (now - DAY,)))
         return History(applied, failed, healthy,
                        {model: frozenset(digests) for model, digests in known.items()},
-                       unfinished, restarts, promotions, self._recall_to(rows))
+                       unfinished, restarts, promotions, self.suspensions(),
+                       recall_to=self._recall_to(rows))
 
     def _recall_to(self, rows: list[dict[str, Any]]) -> dict[ObjectKey, tuple[str, str | None]]:
         """For each target holding content that failed on another target of the same
@@ -505,6 +556,14 @@ def _object_row(row: tuple[Any, ...]) -> dict[str, Any]:
     found = dict(zip(OBJECT_FIELDS, row, strict=True))
     found["wave"] = json.loads(found["wave"]) if found["wave"] else None
     return found
+
+
+def _insert_event(db: sqlite3.Connection, action: str, phase: str, key: ObjectKey,
+                  detail: Mapping[str, Any], at: float) -> None:
+    """An event written inside a caller's transaction (with the state it records)."""
+    db.execute("INSERT INTO events (at, target, kind, name, action, phase, detail) "
+               "VALUES (?, ?, ?, ?, ?, ?, ?)",
+               (at, *key, action, phase, redact_text(json.dumps(dict(detail), sort_keys=True))))
 
 
 def _event(row: tuple[Any, ...]) -> Event:

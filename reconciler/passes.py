@@ -29,11 +29,15 @@ from reconciler.diagnostics import InvalidInput
 from reconciler.errors import Disposition, classify
 from reconciler.execute.executor import ActionResult as ActionResultRecord
 from reconciler.execute.executor import Executor, Hooks, PassReport
+from reconciler.execute.interrupts import ActionInterrupt
+from reconciler.gauntlet.budgets import gate_costs
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
 from reconciler.plan.observed import ObservedTarget
-from reconciler.plan.planner import History, Plan, observation_request, plan
-from reconciler.vocabulary import ActionResult, JournalAction, PassResult, Phase
+from reconciler.plan.planner import Action, History, Plan, address_of, observation_request, plan
+from reconciler.plan.render import render_json, render_text, text_diff
+from reconciler.plan.spend import Spend
+from reconciler.vocabulary import ActionResult, JournalAction, Op, PassResult, Phase
 
 REPLANS = 3  # a pointer conflict re-reads and re-plans at most this often in one pass
 
@@ -105,6 +109,34 @@ def plan_pass(wiring: Wiring, history: History, now: float) -> PlannedPass:
     return PlannedPass(plan(desired, observed, history, now), desired, observed, wiring)
 
 
+def render_planned(planned: PlannedPass, output: str,
+                   diff_targets: frozenset[str] | None = None, *,
+                   spent: Spend | None = None) -> str:
+    """What ``plan`` prints (``output`` text or json), with the diff of each delivered file
+    against what is live (on ``diff_targets`` only, when given), each gate's cost and what
+    the plan will spend (costs.plan_spend); the daemon's ``POST /plan`` answers the same."""
+    diffs: dict[Action, str | None] = {}
+    for action in planned.plan.changes:
+        if action.kind == "Model" or action.op in (Op.DELETE, Op.RECALL) or (
+                diff_targets is not None and action.target not in diff_targets):
+            continue
+        target = planned.desired.targets[action.target]
+        obj = (planned.desired.strategies.get(action.name) if action.kind == "Strategy"
+               else planned.desired.configs.get(action.name))
+        if obj is None:
+            continue
+        address = address_of(obj, target)
+        old = None if action.current is None else planned.live_content(target, address)
+        diffs[action] = text_diff(old, planned.desired.read_content(obj), address)
+    locations = {name: seen.location for name, seen in planned.observed.items()}
+    gauntlets = planned.desired.gauntlets
+    costs = {model.name: gate_costs(gauntlets[model.gauntlet])
+             for model in planned.desired.models.values()
+             if model.gauntlet is not None and model.gauntlet in gauntlets}
+    render = render_json if output == "json" else render_text
+    return render(planned.plan, diffs, locations, costs, spent)
+
+
 def run_pass(wiring: Wiring, journal: Journal, stop: threading.Event, *,
              hooks: Hooks | None = None) -> PassOutcome:
     """One whole pass. Never raises: bad input, faults and defects become the outcome."""
@@ -150,7 +182,9 @@ def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks |
     # Where this pass's repository code runs (the settings may have been reloaded); a check
     # running as a cluster Job is deleted when the pass is stopped.
     configure_sandbox(wiring.settings, wiring.connections, stop)
-    jobs = gauntlet_jobs(wiring.settings, wiring.connections, stop)
+    # One interrupt for the pass's actions (executor.py): gauntlet Jobs end with the action.
+    interrupt = ActionInterrupt(stop)
+    jobs = gauntlet_jobs(wiring.settings, wiring.connections, interrupt)
     outcome = PassOutcome(PassResult.STALLED, "no pass ran")
     acted: list[ActionResultRecord] = []  # what earlier rounds of this pass did
     for _ in range(REPLANS):
@@ -161,9 +195,10 @@ def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks |
             count = len(error.diagnostics)
             return PassOutcome(PassResult.INVALID, f"{count} error{'s' if count != 1 else ''} "
                                f"in the desired state, fleet unchanged; first: {first}")
-        report = Executor(wiring.fleet, wiring.store, journal, stop, hooks=hooks,
+        report = Executor(wiring.fleet, wiring.store, journal, interrupt, hooks=hooks,
                           gauntlet_jobs=jobs, inconclusive=wiring.settings.inconclusive,
                           artifacts=wiring.settings.artifacts,
+                          analysis=wiring.settings.analysis,
                           ).execute(planned.plan, planned.desired, pass_id)
         report = _with_earlier(report, acted)
         acted = [r for r in report.results if r.result in _ACTED]

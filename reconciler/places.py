@@ -33,6 +33,29 @@ class CommandResult:
     output_tail: str = ""
 
 
+class LogUnavailable(Exception):
+    """A log a check reads cannot be read (missing, not a regular file, outside the roots
+    allowed, an API fault): that measurement has no data."""
+
+
+class LogReader(Protocol):
+    def lines(self) -> list[str]:
+        """The complete lines written since the previous call (the first call: since the
+        reader was made), bounded. Raises :class:`LogUnavailable`."""
+
+
+class Workload(Protocol):
+    """What an analysis may look at of one object's workload on one target, from just
+    before a change (see analysis/). Made by :meth:`Place.workload`."""
+
+    def log(self, path: str | None, container: str | None) -> LogReader:
+        """A reader of the workload's log from now on: a file on a host, the new pods' logs
+        on Kubernetes. Raises :class:`LogUnavailable`."""
+
+    def command(self, argv: tuple[str, ...], timeout: float) -> CommandResult:
+        """A command check, run as the health command would be."""
+
+
 class ContentStore(Protocol):
     def location(self, digest: str) -> Path: ...
 
@@ -79,6 +102,10 @@ class Place(Protocol):
     def check(self, action_kind: str, action_name: str, restart: Restart | None,
               health: Health | None, digest: str | None, revision: str,
               stop: threading.Event) -> CommandResult: ...
+
+    def workload(self, action_kind: str, action_name: str, restart: Restart | None,
+                 digest: str, revision: str) -> Workload:
+        """What an analysis of the change to ``digest`` looks at (its logs, its commands)."""
 
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         """What the pointer holds now, in the form :meth:`point_back` takes."""

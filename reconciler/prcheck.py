@@ -1,4 +1,6 @@
-"""A model's gate run on any revision without flipping anything: what a pull request asks.
+"""What a pull request asks of the fleet without touching it: a model's gate run on any
+revision without flipping anything (:func:`run_gate`), and the plan of any revision against
+the live fleet (:func:`plan_revision`, ``POST /plan``).
 
 On the fleet host ``reconciler gauntlet MODEL --rev REV`` runs it; a CI without the
 fleet's credentials asks the running daemon over its authenticated HTTP API (``POST
@@ -15,15 +17,19 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from reconciler.app import Connections, gauntlet_jobs, git_source
+from reconciler.app import Connections, Wiring, gauntlet_jobs, git_source
 from reconciler.artifacts.fetch import FetchLimits, fetch
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.loader import cache_salt, load_desired
+from reconciler.diagnostics import InvalidInput
 from reconciler.digests import Progress, VerificationFailed
 from reconciler.errors import ReconcilerError
 from reconciler.gauntlet.runner import GateOutcome, GauntletRunner
 from reconciler.journal import Journal
+from reconciler.local.roots import check_roots
+from reconciler.passes import PlannedPass, observe
 from reconciler.places import ContentStore
+from reconciler.plan.planner import History, plan
 from reconciler.redaction import redact
 from reconciler.settings import Settings
 
@@ -49,12 +55,14 @@ class GateRun:
 
 
 def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_name: str, *,
-             rev: str | None = None, artifact: str | None = None, retry: bool = False,
+             rev: str | None = None, artifact: str | None = None,
+             sha256: str | None = None, retry: bool = False,
              stop: threading.Event | None = None,
              progress: Callable[[str], None] = lambda text: None,
              fetching: Progress | None = None) -> GateRun:
     """Run ``model_name``'s gate as declared at ``rev`` (default the branch) on its
-    declared artifact, or on ``artifact`` (its verdict remembered under its own digest)."""
+    declared artifact, or on ``artifact`` (its verdict remembered under its own digest;
+    verified against ``sha256`` when given, else hashed as it lands in the store)."""
     source = git_source(settings)
     snapshot = source.snapshot_at(rev or settings.branch)
     desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
@@ -74,7 +82,7 @@ def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_na
                        "NoGauntlet", f"Model {model.name} declares no gauntlet: nothing to run")
     uri = artifact or model.artifact.uri
     try:
-        path = fetch(uri, None if artifact else model.artifact.sha256, model.artifact.format,
+        path = fetch(uri, sha256 if artifact else model.artifact.sha256, model.artifact.format,
                      store, desired.read_file, progress=fetching, stop=stop,
                      limits=FetchLimits.of(settings.artifacts, model.artifact.max_bytes))
     except (VerificationFailed, ReconcilerError) as error:
@@ -90,3 +98,27 @@ def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_na
                                                  candidate_uri=uri)
     return GateRun(model.name, snapshot.revision, digest, verdict.outcome, verdict.reason,
                    verdict.message, verdict.remembered, verdict.evidence)
+
+
+def plan_revision(wiring: Wiring, history: History, rev: str,
+                  now: float) -> tuple[PlannedPass, frozenset[str]]:
+    """The plan a pass would make if the branch were at ``rev`` (fetched from the
+    configured remote), against the live fleet and the journal's history, and the targets
+    the branch declares just so. Nothing is executed and no repository code runs at all:
+    strategy checks are left to the pull request's own ``validate``. Live content is shown
+    (diffed) only on those targets: a pull request that points a Target at another
+    namespace must not read what lives there. Raises RevisionNotFound, InvalidInput or a
+    ReconcilerError."""
+    source = git_source(wiring.settings)
+    snapshot = source.snapshot_at(rev)
+    desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
+    problems = check_roots(desired, wiring.settings, snapshot.display_prefix)
+    if problems:
+        raise InvalidInput(problems)
+    branch = load_desired(source.snapshot_at(wiring.settings.branch),
+                          DesiredCache(cache_salt()), run_strategy_checks=False)
+    trusted = frozenset(name for name, target in desired.targets.items()
+                        if branch.targets.get(name) == target)
+    observed = observe(wiring, desired)
+    return (PlannedPass(plan(desired, observed, history, now), desired, observed, wiring),
+            trusted)

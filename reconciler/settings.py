@@ -78,6 +78,27 @@ class ArtifactSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class PrometheusSettings:
+    """The server analysis checks query (``analysis.prometheus``). The token is read from
+    its file at each query, so a rotated token is used at once and never kept."""
+
+    url: str
+    ca_file: Path | None = None
+    bearer_token_file: Path | None = None
+    timeout_seconds: float = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisSettings:
+    """Where analysis checks look: the Prometheus server, and the folders besides a
+    target's root whose files a log check may read (repository content names the path, so
+    it may never lead elsewhere on the host)."""
+
+    prometheus: PrometheusSettings | None = None
+    log_roots: tuple[Path, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SandboxJobSettings:
     """Where repository code runs with ``sandbox: job``: a batch/v1 Job per check step, in
     a namespace of its own (deploy/sandbox.yaml), with these limits. ``start_seconds`` is
@@ -89,6 +110,59 @@ class SandboxJobSettings:
     cpu: str = "1"
     memory: str = "1Gi"
     start_seconds: float = 120.0
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationReceiver:
+    """Where events go (reconciler/notify/): a CloudEvents ``webhook``, a ``slack``
+    incoming webhook or an ``alertmanager``. The URL (which may hold a token) and a bearer
+    token come from files, so that they never sit in this file, a log or a payload.
+    ``events`` and ``targets`` filter (empty: all)."""
+
+    name: str
+    type: str
+    url: str | None = None
+    url_file: Path | None = None
+    bearer_token_file: Path | None = None
+    events: tuple[str, ...] = ()
+    targets: tuple[str, ...] = ()
+    timeout_seconds: float = 10.0  # to connect, and for the whole answer
+    max_attempts: int = 5  # retries on 5xx, 429, timeouts and refused connections
+    queue_size: int = 100  # a full queue drops its oldest event (counted)
+    per_minute: float = 30.0  # the token bucket's rate
+    burst: int = 10  # and its size
+    source: str = "/reconciler"  # the CloudEvents ``source`` attribute
+    labels: tuple[tuple[str, str], ...] = ()  # Alertmanager: added to every alert
+    resend_seconds: float = 300.0  # Alertmanager: firing alerts are posted again this often
+
+
+@dataclass(frozen=True, slots=True)
+class ForgeSettings:
+    """The forge's REST API (``forge:``): pull requests and commit statuses. The token is
+    read from ``token_file`` at each request (a rotated token works without a restart)."""
+
+    type: str  # github | gitlab | gitea
+    url: str  # the API's base URL
+    repository: str  # owner/name; GitLab: the project's id or full path
+    token_file: Path
+    timeout_seconds: float = 10.0
+    statuses: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class ProposalSettings:
+    """``proposals:``: which failures the daemon proposes to undo in Git, on which branch
+    names, by whom."""
+
+    on_rollback: bool = False
+    on_rejection: bool = False
+    targets: tuple[str, ...] = ()  # empty: every target
+    branch_prefix: str = "reconciler/"
+    author_name: str = "reconciler"
+    author_email: str = "reconciler@localhost"
+
+    def wants(self, target: str) -> bool:
+        return not self.targets or target in self.targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +189,10 @@ class Settings:
     allowed_roots: tuple[Path, ...] = ()
     artifacts: ArtifactSettings = ArtifactSettings()
     credentials: GitCredentials | None = None
+    notifications: tuple[NotificationReceiver, ...] = ()
+    forge: ForgeSettings | None = None
+    proposals: ProposalSettings = ProposalSettings()
+    analysis: AnalysisSettings = AnalysisSettings()
 
     @property
     def cache_dir(self) -> Path:
@@ -234,7 +312,63 @@ def load_settings(config_file: Path | None, overrides: dict[str, str | None]) ->
         allowed_roots=tuple(base / root for root in content.get("allowedRoots", ())),
         artifacts=_artifacts(content.get("artifacts", {}), base),
         credentials=_credentials(content.get("credentials"), base),
+        notifications=tuple(_receiver(receiver, base) for receiver
+                            in (content.get("notifications") or {}).get("receivers", ())),
+        forge=_forge(content.get("forge"), base),
+        proposals=_proposals(content.get("proposals", {})),
+        analysis=_analysis(content.get("analysis", {}), base),
     )
+
+
+def _receiver(content: dict[str, Any], base: Path) -> NotificationReceiver:
+    default = NotificationReceiver("", "")
+    rate = content.get("rateLimit", {})
+    return NotificationReceiver(
+        content["name"], content["type"], content.get("url"),
+        base / content["urlFile"] if "urlFile" in content else None,
+        base / content["bearerTokenFile"] if "bearerTokenFile" in content else None,
+        tuple(content.get("events", ())), tuple(content.get("targets", ())),
+        parse_duration(content["timeout"]) if "timeout" in content
+        else default.timeout_seconds,
+        int(content.get("maxAttempts", default.max_attempts)),
+        int(content.get("queueSize", default.queue_size)),
+        float(rate.get("perMinute", default.per_minute)),
+        int(rate.get("burst", default.burst)),
+        str(content.get("source", default.source)),
+        tuple(sorted((content.get("labels") or {}).items())),
+        parse_duration(content["resendInterval"]) if "resendInterval" in content
+        else default.resend_seconds)
+
+
+def _analysis(content: dict[str, Any], base: Path) -> AnalysisSettings:
+    server = content.get("prometheus")
+    prometheus = None
+    if server is not None:
+        prometheus = PrometheusSettings(
+            server["url"], base / server["caFile"] if "caFile" in server else None,
+            base / server["bearerTokenFile"] if "bearerTokenFile" in server else None,
+            parse_duration(server.get("timeout", "5s")))
+    return AnalysisSettings(prometheus, tuple(base / root for root in content.get("logRoots", ())))
+
+
+def _forge(content: dict[str, Any] | None, base: Path) -> ForgeSettings | None:
+    if content is None:
+        return None
+    return ForgeSettings(content["type"], content["url"].rstrip("/"), content["repository"],
+                         base / content["tokenFile"],
+                         parse_duration(content.get("timeout", "10s")),
+                         bool(content.get("statuses", True)))
+
+
+def _proposals(content: dict[str, Any]) -> ProposalSettings:
+    author = content.get("author", {})
+    default = ProposalSettings()
+    return ProposalSettings(bool(content.get("onRollback", False)),
+                            bool(content.get("onRejection", False)),
+                            tuple(content.get("targets", ())),
+                            content.get("branchPrefix", default.branch_prefix),
+                            author.get("name", default.author_name),
+                            author.get("email", default.author_email))
 
 
 def _credentials(content: dict[str, Any] | None, base: Path) -> GitCredentials | None:

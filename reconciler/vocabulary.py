@@ -31,12 +31,18 @@ class Reason(StrEnum):
     OUTSIDE_WINDOW = "OutsideWindow"
     RESTART_DEFERRED = "RestartDeferred"
     INTERRUPTED = "Interrupted"
+    SUSPENDED = "Suspended"  # a person stopped the line on the target (reconciler suspend)
+    SUPERSEDED = "Superseded"  # a newer revision ended the check of this one
     # Blocked: retrying the same revision cannot help
     FAILED_BEFORE = "FailedBefore"
     BUDGET_EXHAUSTED = "BudgetExhausted"
     ROLLED_BACK = "RolledBack"
     WAVE_FAILED = "WaveFailed"  # the revision failed on another target of its waves
     HEALTH_CHECK_FAILED = "HealthCheckFailed"
+    # Analysis during the soak (docs/analysis.md)
+    ANALYSIS_FAILED = "AnalysisFailed"  # a check failed: rolled back, revision marked
+    ANALYSIS_INCONCLUSIVE = "AnalysisInconclusive"  # no data or errors: held, never promoted
+    ANALYSIS_UNAVAILABLE = "AnalysisUnavailable"  # could not measure before the change
     # Gates and artifacts
     GATE_PASSED = "GatePassed"
     GATE_FAILED = "GateFailed"
@@ -72,7 +78,8 @@ class Reason(StrEnum):
 # blocked with. Derived here so that a new reason cannot be forgotten by the metrics.
 PENDING_REASONS: tuple[Reason, ...] = (
     Reason.UPSTREAM_NOT_HEALTHY, Reason.SOAKING, Reason.OUTSIDE_WINDOW,
-    Reason.RESTART_DEFERRED, Reason.FAILED_BEFORE, Reason.WAVE_FAILED, Reason.BUDGET_EXHAUSTED,
+    Reason.RESTART_DEFERRED, Reason.SUSPENDED, Reason.FAILED_BEFORE, Reason.WAVE_FAILED,
+    Reason.BUDGET_EXHAUSTED,
     Reason.GATE_FAILED, Reason.GATE_INCONCLUSIVE, Reason.GATE_ERROR, Reason.GAUNTLET_ERROR,
     Reason.GAUNTLET_TIMEOUT)
 
@@ -84,6 +91,7 @@ class JournalAction(StrEnum):
     FLIP = "flip"
     RESTART = "restart"
     HEALTH = "health"
+    ANALYSIS = "analysis"
     ROLLBACK = "rollback"
     RECALL = "recall"  # a revision that failed in a later wave taken back from this target
     PRUNE = "prune"
@@ -94,6 +102,11 @@ class JournalAction(StrEnum):
     QUARANTINE = "quarantine"
     ERROR = "error"
     RECOVER = "recover"
+    SUSPEND = "suspend"  # reconciler suspend: who, when, why
+    RESUME = "resume"
+    RECONCILE = "reconcile"  # reconciler reconcile: a pass asked for now
+    SUPERSEDED = "superseded"  # a newer revision ended a check under way
+    PROPOSE = "propose"  # a branch and pull request the reconciler proposed (promote, revert)
 
 
 class Phase(StrEnum):
@@ -115,6 +128,7 @@ class StepKind(StrEnum):
     GATE_SKIPPED = "gate-skipped"
     RESTART = "restart"
     HEALTH = "health"
+    ANALYSIS = "analysis"
     PRUNE = "prune"
     RECALL = "recall"
 

@@ -80,6 +80,7 @@ class FakePlace:
     pointers: dict[str, str] = field(default_factory=dict)
     restart_results: list[bool] = field(default_factory=list)
     check_results: list[bool] = field(default_factory=list)
+    command_results: list[bool] = field(default_factory=list)
     explode: Callable[[bytes], Exception | None] = lambda content: None
     calls: list[str] = field(default_factory=list)
 
@@ -122,6 +123,18 @@ class FakePlace:
             return CommandResult(False, "stopped during the health soak")
         ok = self.check_results.pop(0) if self.check_results else True
         return CommandResult(ok, "healthy" if ok else "unhealthy: probe answered 500")
+
+    def workload(self, action_kind: str, action_name: str, restart: Restart | None,
+                 digest: str, revision: str) -> FakePlace:
+        return self  # commands only: ``command_results`` popped in order (default: success)
+
+    def log(self, path: str | None, container: str | None) -> Any:
+        raise NotImplementedError("the fake place has no logs")
+
+    def command(self, argv: tuple[str, ...], timeout: float) -> CommandResult:
+        self.calls.append(f"command {' '.join(argv)}")
+        ok = self.command_results.pop(0) if self.command_results else True
+        return CommandResult(ok, "command succeeded" if ok else "command exited with 1")
 
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         return self.pointers.get(address_of(model, self.target))

@@ -5,7 +5,9 @@ shared secret, or GitLab's ``X-Gitlab-Token: <secret>``; both are compared in co
 time. A bad or missing signature is 401 and triggers nothing; a body over the limit is
 refused (413) before it is read. ``POST /gate`` (signed the same way) runs a model's gate
 on a revision for a pull request's check, without flipping, and answers with the outcome
-as JSON: a CI needs no fleet credentials to ask.
+as JSON: a CI needs no fleet credentials to ask. ``POST /plan`` (signed the same way,
+``{"rev": REV}``, at most ``MAX_PLAN_BYTES``) answers with the plan of that revision against
+the live fleet, the JSON of ``reconciler plan --output json``: what a pull request would do.
 
 Anyone who can reach the port can open connections and say nothing, so the listener
 bounds what they cost: each connection has a timeout per read, and past
@@ -21,6 +23,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import logging
 import socket
 import sys
 import threading
@@ -34,6 +37,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.daemon.metrics import Metrics
 
+log = logging.getLogger(__name__)
+
 MAX_WEBHOOK_BYTES = 1 << 20
 MIN_SECRET_BYTES = 16
 MAX_CONNECTIONS = 256
@@ -41,6 +46,8 @@ CONNECTION_TIMEOUT_SECONDS = 10.0
 ERROR_LINES_PER_MINUTE = 5
 Probe = Callable[[], tuple[bool, str]]
 GateRequest = Callable[[dict[str, Any]], dict[str, Any]]
+MAX_PLAN_BYTES = 4096  # {"rev": ...}: anything longer is not a plan request
+PlanRequest = Callable[[str], tuple[int, bytes]]  # a revision -> (status, JSON body)
 
 
 def parse_listen(address: str) -> tuple[str, int]:
@@ -110,21 +117,21 @@ class _Server(ThreadingHTTPServer):
         with self._lock:
             if now - self._errors_since > 60:
                 if self._errors_hidden:
-                    print(f"http: {self._errors_hidden} more client errors in the last "
-                          "minute not shown", flush=True)
+                    log.warning(f"http: {self._errors_hidden} more client errors in the "
+                                "last minute not shown")
                 self._errors_since, self._errors_shown, self._errors_hidden = now, 0, 0
             if self._errors_shown >= ERROR_LINES_PER_MINUTE:
                 self._errors_hidden += 1
                 return
             self._errors_shown += 1
         host = client_address[0] if isinstance(client_address, tuple) else client_address
-        print(f"http: {host}: {type(error).__name__}: {error}", flush=True)
+        log.warning(f"http: {host}: {type(error).__name__}: {error}")
 
 
 class ControlServer:
     def __init__(self, address: str, metrics: Metrics, healthy: Probe, ready: Probe,
                  webhook_secret: bytes | None, on_webhook: Callable[[], None],
-                 on_gate: GateRequest | None = None, *,
+                 on_gate: GateRequest | None = None, on_plan: PlanRequest | None = None, *,
                  max_connections: int = MAX_CONNECTIONS,
                  connection_timeout: float = CONNECTION_TIMEOUT_SECONDS) -> None:
         def server() -> _Server:
@@ -160,7 +167,7 @@ class ControlServer:
                 else:
                     self._answer(404, b"not found\n")
 
-            def _signed_body(self) -> bytes | None:
+            def _signed_body(self, limit: int = MAX_WEBHOOK_BYTES) -> bytes | None:
                 """The body, if signed with the shared secret; None after answering why not."""
                 if webhook_secret is None:
                     self._answer(404, b"disabled: no webhook secret configured\n")
@@ -170,7 +177,7 @@ class ControlServer:
                 except ValueError:
                     self._answer(411, b"Content-Length required\n")
                     return None
-                if length < 0 or length > MAX_WEBHOOK_BYTES:
+                if length < 0 or length > limit:
                     self.close_connection = True
                     self._answer(413, b"payload too large\n")
                     return None
@@ -184,13 +191,31 @@ class ControlServer:
                     return None
                 return body
 
+            def _plan(self, body: bytes) -> None:
+                try:
+                    request = json.loads(body)
+                except ValueError:
+                    request = None
+                rev = request.get("rev") if isinstance(request, dict) else None
+                if not isinstance(rev, str) or not rev or rev.startswith("-"):
+                    self._answer(400, b'expected JSON: {"rev": "<branch, tag or sha>"}\n')
+                    return
+                assert on_plan is not None
+                status, answer = on_plan(rev)
+                self._answer(status, answer, "application/json")
+
             def do_POST(self) -> None:
-                if self.path not in ("/webhook", "/gate") or (
-                        self.path == "/gate" and on_gate is None):
+                if self.path not in ("/webhook", "/gate", "/plan") or (
+                        self.path == "/gate" and on_gate is None) or (
+                        self.path == "/plan" and on_plan is None):
                     self._answer(404, b"not found\n")
                     return
-                body = self._signed_body()
+                body = self._signed_body(MAX_PLAN_BYTES if self.path == "/plan"
+                                         else MAX_WEBHOOK_BYTES)
                 if body is None:
+                    return
+                if self.path == "/plan":
+                    self._plan(body)
                     return
                 if self.path == "/webhook":
                     on_webhook()

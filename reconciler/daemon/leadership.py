@@ -8,6 +8,7 @@ start), leadership is lost and ``on_lost`` stops the pass in flight.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +17,8 @@ from typing import Protocol
 from reconciler.app import Connections
 from reconciler.errors import ReconcilerError
 from reconciler.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 class Elector(Protocol):
@@ -100,7 +103,7 @@ class Leadership:
             try:
                 self.elector.release()
             except ReconcilerError as error:
-                print(f"could not release {self.elector.shown}: {error}", flush=True)
+                log.warning(f"could not release {self.elector.shown}: {error}")
 
 
 def leadership(settings: Settings, connections: Connections, stop: threading.Event, *,

@@ -14,11 +14,14 @@ the daemon.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
 
 from reconciler.daemon.sdnotify import Notifier
+
+log = logging.getLogger(__name__)
 
 # Longer than any bounded step that shows no progress on its own (a clone of a large
 # repository, a health command's timeout); shorter than anyone would wait for a hung daemon.
@@ -92,6 +95,5 @@ class Watchdog:
                 silent = False
             elif not silent:
                 silent = True
-                print(f"watchdog: the pass loop shows no progress for "
-                      f"{self._liveness.age():.0f}s; no longer telling systemd it is alive",
-                      flush=True)
+                log.error(f"watchdog: the pass loop shows no progress for "
+                          f"{self._liveness.age():.0f}s; no longer telling systemd it is alive")

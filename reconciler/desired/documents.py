@@ -122,6 +122,97 @@ class Health:
 
 
 @dataclass(frozen=True, slots=True)
+class Baseline:
+    """What a Prometheus value is compared with: the same query just before the change
+    (``before``), or ``query`` now (the targets still on the old revision, say)."""
+
+    before: bool
+    query: str | None
+    max_ratio: float | None
+    max_increase: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PrometheusCheck:
+    query: str
+    max: float | None
+    min: float | None
+    baseline: Baseline | None
+
+
+@dataclass(frozen=True, slots=True)
+class LogCheck:
+    """Lines matching ``pattern`` (RE2) since the change: ``path`` on a local target, the
+    new pods' logs (``container``, else the first) on Kubernetes."""
+
+    pattern: str
+    path: str | None
+    container: str | None
+    max_count: int | None
+    max_per_minute: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeCheck:
+    """Today's health check as a kind of analysis check: a command or an HTTP GET."""
+
+    command: tuple[str, ...] | None
+    http_url: str | None
+    expect_status: int
+    timeout_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class AnalysisCheck:
+    """One declared check (``spec.analysis[index]``): measured every ``interval_seconds``,
+    ``count`` times (None: for the health soak's length, see :meth:`measurements`)."""
+
+    name: str
+    index: int
+    interval_seconds: float
+    count: int | None
+    failure_limit: int
+    inconclusive_limit: int
+    prometheus: PrometheusCheck | None = None
+    log: LogCheck | None = None
+    probe: ProbeCheck | None = None
+
+    @property
+    def kind(self) -> str:
+        if self.prometheus is not None:
+            return "prometheus"
+        if self.log is not None:
+            return "log"
+        return "command" if self.probe is not None and self.probe.command else "http"
+
+    def measurements(self, soak_seconds: float) -> int:
+        """How many times it is measured: ``count``, else one per interval of the soak."""
+        if self.count is not None:
+            return self.count
+        return max(1, int(soak_seconds / self.interval_seconds + 1e-9))  # 0.6 / 0.2 is 3
+
+    def duration_seconds(self, soak_seconds: float) -> float:
+        return self.measurements(soak_seconds) * self.interval_seconds
+
+    @property
+    def subject(self) -> str:
+        """What is checked, in words (plan output, messages)."""
+        if self.prometheus is not None:
+            return f"prometheus {self.prometheus.query}"
+        if self.log is not None:
+            where = self.log.path or "the new pods' logs"
+            return f"log {where} =~ /{self.log.pattern}/"
+        assert self.probe is not None
+        if self.probe.http_url is not None:
+            return f"GET {self.probe.http_url}"
+        return " ".join(self.probe.command or ())
+
+
+DEFAULT_FAILURE_LIMIT = 0
+DEFAULT_INCONCLUSIVE_LIMIT = 2
+
+
+@dataclass(frozen=True, slots=True)
 class Strategy:
     name: str
     origin: Origin
@@ -135,6 +226,7 @@ class Strategy:
     health: Health | None
     on_failure: Literal["rollback", "hold"]
     kind: Literal["Strategy"] = "Strategy"
+    analysis: tuple[AnalysisCheck, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +241,7 @@ class Config:
     restart: Restart | None
     health: Health | None
     kind: Literal["Config"] = "Config"
+    analysis: tuple[AnalysisCheck, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,6 +270,7 @@ class Model:
     health: Health | None
     keep: int
     kind: Literal["Model"] = "Model"
+    analysis: tuple[AnalysisCheck, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -269,6 +363,36 @@ def _health(spec: Mapping[str, Any] | None) -> Health | None:
                   _seconds(spec.get("soak"), 0.0))
 
 
+def _baseline(spec: Mapping[str, Any] | None) -> Baseline | None:
+    if spec is None:
+        return None
+    return Baseline(bool(spec.get("before", False)), spec.get("query"), spec.get("maxRatio"),
+                    spec.get("maxIncrease"))
+
+
+def _check(index: int, spec: Mapping[str, Any]) -> AnalysisCheck:
+    prometheus, log, http = spec.get("prometheus"), spec.get("log"), spec.get("http")
+    command = spec.get("command")
+    return AnalysisCheck(
+        spec["name"], index, parse_duration(spec["interval"]), spec.get("count"),
+        int(spec.get("failureLimit", DEFAULT_FAILURE_LIMIT)),
+        int(spec.get("inconclusiveLimit", DEFAULT_INCONCLUSIVE_LIMIT)),
+        prometheus=PrometheusCheck(prometheus["query"], prometheus.get("max"),
+                                   prometheus.get("min"), _baseline(prometheus.get("baseline")))
+        if prometheus else None,
+        log=LogCheck(log["pattern"], log.get("path"), log.get("container"),
+                     log.get("maxCount"), log.get("maxPerMinute")) if log else None,
+        probe=ProbeCheck(tuple(command) if command else None,
+                         http["url"] if http else None,
+                         int((http or {}).get("expectStatus", 200)),
+                         _seconds((http or {}).get("timeout"), DEFAULT_HEALTH_TIMEOUT_SECONDS))
+        if command or http else None)
+
+
+def _analysis(spec: Mapping[str, Any]) -> tuple[AnalysisCheck, ...]:
+    return tuple(_check(index, check) for index, check in enumerate(spec.get("analysis", ())))
+
+
 def build(kind: str, data: Mapping[str, Any], origin: Origin) -> Any:
     """The typed object for a document that passed its kind's schema."""
     name: str = data["metadata"]["name"]
@@ -289,11 +413,12 @@ def build(kind: str, data: Mapping[str, Any], origin: Origin) -> Any:
                         _seconds(spec.get("checkTimeout"), DEFAULT_CHECK_TIMEOUT_SECONDS),
                         tuple(spec["targets"]), _delivery(spec["deliver"]),
                         _restart(spec.get("restart")), _health(spec.get("health")),
-                        spec.get("onFailure", "rollback"))
+                        spec.get("onFailure", "rollback"), analysis=_analysis(spec))
     if kind == "Config":
         return Config(name, origin, tuple(spec["targets"]), spec.get("format", "json"),
                       spec.get("schema"), spec["data"], _delivery(spec["deliver"]),
-                      _restart(spec.get("restart")), _health(spec.get("health")))
+                      _restart(spec.get("restart")), _health(spec.get("health")),
+                      analysis=_analysis(spec))
     if kind == "Model":
         artifact, pointer = spec["artifact"], spec["pointer"]
         config_map = pointer.get("configMap")
@@ -304,7 +429,8 @@ def build(kind: str, data: Mapping[str, Any], origin: Origin) -> Any:
                              ConfigMapRef(config_map["name"], config_map["key"])
                              if config_map else None),
                      spec.get("gauntlet"), _restart(spec.get("restart")),
-                     _health(spec.get("health")), int(spec.get("keep", 3)))
+                     _health(spec.get("health")), int(spec.get("keep", 3)),
+                     analysis=_analysis(spec))
     if kind == "Gauntlet":
         return Gauntlet(name, origin, spec)
     if kind == "Budget":

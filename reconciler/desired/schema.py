@@ -22,6 +22,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 from referencing import Registry, Resource
 
+from reconciler.redaction import redact_text
+
 API_VERSION = "reconciler/v1"
 KINDS = ("Target", "Strategy", "Model", "Gauntlet", "Config", "Budget")
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
@@ -165,5 +167,5 @@ def _describe(value: Any) -> str:
         return json.dumps(value)
     if isinstance(value, int | float):
         return f"{type(value).__name__} {value}"
-    text = str(value)
+    text = redact_text(str(value))  # a URL's credentials are never echoed back
     return repr(text if len(text) <= 72 else text[:69] + "...")

@@ -11,7 +11,10 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+import re2
+
 from reconciler.desired.documents import (
+    AnalysisCheck,
     Budget,
     Config,
     Delivery,
@@ -74,6 +77,7 @@ def cross_check(entries: Mapping[str, Entry], objects: Iterable[Obj],
             findings += _target(obj)
         elif isinstance(obj, Strategy | Config | Model):
             findings += _placement(obj, targets, declared)
+            findings += analysis_findings(obj)
             if isinstance(obj, Strategy):
                 findings += _strategy_files(obj, entries)
             elif isinstance(obj, Config) and obj.schema is not None:
@@ -210,12 +214,81 @@ def _placement(obj: Strategy | Config | Model, targets: Mapping[str, Target],
             yield from _delivery_fits(obj.origin, obj.deliver, target)
         if obj.restart is not None:
             yield from _restart_fits(obj.origin, obj.restart, target)
+        for check in obj.analysis:
+            yield from _check_fits(obj.origin, check, target, obj.restart)
         if obj.health is not None and not target.is_local:
             yield from _rollout_health(obj.origin, obj.restart, obj.health, target)
         elif obj.health is not None and obj.health.command is None \
                 and obj.health.http_url is None:
             yield _at(obj.origin, ("spec", "health"), f"target {target.name!r} is local: "
                       "health needs 'command' or 'http'", "health-kind")
+
+
+PLACEHOLDERS = ("target", "kind", "name", "revision", "digest")
+
+
+def analysis_findings(obj: Strategy | Config | Model) -> Iterator[Finding]:
+    """Names unique; a count, or a health soak to last; patterns that compile (RE2: linear
+    time, so a hostile pattern cannot hang the daemon); only known ``{{placeholders}}``."""
+    seen: set[str] = set()
+    soak = obj.health.soak_seconds if obj.health is not None else 0.0
+    for check in obj.analysis:
+        at: Path = ("spec", "analysis", check.index)
+        if check.name in seen:
+            yield _at(obj.origin, (*at, "name"), f"a second analysis check named "
+                      f"{check.name!r}", "analysis-unique")
+        seen.add(check.name)
+        if check.count is None and soak <= 0:
+            yield _at(obj.origin, at, f"analysis check {check.name!r} needs 'count', or a "
+                      "'health.soak' whose length it lasts", "analysis-count")
+        if check.log is not None:
+            try:
+                re2.compile(check.log.pattern)
+            except re2.error as error:
+                yield _at(obj.origin, (*at, "log", "pattern"), f"pattern "
+                          f"{check.log.pattern!r} does not compile (RE2 syntax): {error}",
+                          "log-pattern")
+            if check.log.path is not None and not check.log.path.startswith("/"):
+                yield from _relative(obj.origin, (*at, "log", "path"), check.log.path)
+        if check.prometheus is not None:
+            queries = [("query", check.prometheus.query)]
+            baseline = check.prometheus.baseline
+            if baseline is not None and baseline.query is not None:
+                queries.append(("baseline", baseline.query))
+            for field_name, query in queries:
+                path: Path = (*at, "prometheus", field_name) if field_name == "query" \
+                    else (*at, "prometheus", "baseline", "query")
+                for unknown in _unknown_placeholders(query):
+                    yield _at(obj.origin, path, f"unknown placeholder {{{{{unknown}}}}}; "
+                              f"known: {', '.join(PLACEHOLDERS)}", "analysis-placeholder")
+
+
+def _unknown_placeholders(query: str) -> list[str]:
+    found = []
+    rest = query
+    while "{{" in rest:
+        rest = rest.split("{{", 1)[1]
+        name, _, rest = rest.partition("}}")
+        if name.strip() not in PLACEHOLDERS:
+            found.append(name.strip())
+    return found
+
+
+def _check_fits(origin: Origin, check: AnalysisCheck, target: Target,
+                restart: Restart | None) -> Iterator[Finding]:
+    at: Path = ("spec", "analysis", check.index)
+    if not target.is_local and check.log is not None \
+            and (restart is None or restart.deployment is None):
+        yield _at(origin, (*at, "log"), f"target {target.name!r} is Kubernetes: a log check "
+                  "reads the new pods of 'restart.deployment'; declare one", "log-path")
+    if target.is_local and check.log is not None and check.log.path is None:
+        yield _at(origin, (*at, "log"), f"target {target.name!r} is local: a log check needs "
+                  "'path' (beneath the target's root, or an absolute path beneath one of "
+                  "reconciler.yaml's analysis.logRoots)", "log-path")
+    if not target.is_local and check.probe is not None and check.probe.command is not None:
+        yield _at(origin, (*at, "command"), f"target {target.name!r} is Kubernetes: a command "
+                  "check runs on a local target only; use 'http', 'log' or 'prometheus'",
+                  "analysis-kind")
 
 
 def _delivery_fits(origin: Origin, deliver: Delivery, target: Target) -> Iterator[Finding]:

@@ -10,6 +10,12 @@ the planner, so an exhausted budget never leaves a change half-applied; a repair
 restart the budget or a window defers is written now and owes its restart
 (``Journal.owe_restart``). Any exception a step raises is sorted by ``errors.classify``
 into this action's outcome, and the pass goes on with the next action.
+
+Every wait of an action (check, soak, rollout, gauntlet, download) is on the action's
+:class:`~reconciler.execute.interrupts.ActionInterrupt`: a stop undoes the change as
+before; a suspension of the target (looked up again right before each action) or a newer
+revision of the object leaves what is in place as it is, neither rolled back nor marked
+failed (interrupts.py).
 """
 
 from __future__ import annotations
@@ -20,9 +26,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from reconciler.analysis.judge import Verdict
+from reconciler.analysis.runner import (
+    AnalysisReport,
+    AnalysisRunner,
+    AnalysisUnavailable,
+    Halt,
+    Prepared,
+    Subject,
+)
 from reconciler.artifacts.fetch import ArtifactMissing, ArtifactUnavailable, FetchLimits, fetch
 from reconciler.desired.documents import (
+    AnalysisCheck,
     Delivered,
     Desired,
     Health,
@@ -34,12 +51,13 @@ from reconciler.desired.documents import (
 from reconciler.digests import VerificationFailed
 from reconciler.errors import Disposition, ReconcilerError, classify
 from reconciler.events import Event, EventType
+from reconciler.execute.interrupts import ActionInterrupt, Cause, Running
 from reconciler.gauntlet.runner import GauntletRunner, JobLauncher
 from reconciler.journal import Journal
 from reconciler.places import CommandResult, ContentStore, Fleet, Place
-from reconciler.plan.planner import Action, Plan, address_of
+from reconciler.plan.planner import ALL_TARGETS, Action, Plan, address_of
 from reconciler.redaction import redact
-from reconciler.settings import ArtifactSettings
+from reconciler.settings import AnalysisSettings, ArtifactSettings
 from reconciler.vocabulary import ActionResult as Result
 from reconciler.vocabulary import ActionStatus, Condition, JournalAction, Op, Phase, Reason
 
@@ -50,6 +68,13 @@ class ActionResult:
     result: Result
     message: str
     transient: bool = False  # an outage: worth a retry with backoff
+
+
+@dataclass(frozen=True, slots=True)
+class Checked(CommandResult):
+    """A restart and check whose change was also analysed (``analysis``: its report)."""
+
+    analysis: AnalysisReport | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +99,9 @@ class Hooks:
     progress: Callable[[str], None] = lambda text: None
     gauntlet_games: Callable[[str, int], None] = lambda opponent, games: None
     event: Callable[[Event], None] = lambda event: None  # events.py: notifications, statuses
+    # The action under way and what ends it (None between actions): the daemon fires it on
+    # a suspension of its target or a newer revision of its object.
+    running: Callable[[Running | None, ActionInterrupt], None] = lambda running, interrupt: None
 
 
 class Executor:
@@ -81,18 +109,22 @@ class Executor:
                  journal: Journal, stop: threading.Event, *, hooks: Hooks | None = None,
                  clock: Callable[[], float] = time.time,
                  gauntlet_jobs: JobLauncher | None = None, inconclusive: str = "hold",
-                 artifacts: ArtifactSettings | None = None) -> None:
+                 artifacts: ArtifactSettings | None = None,
+                 analysis: AnalysisSettings | None = None) -> None:
         self._fleet_of = fleet_of
+        self._analysis = AnalysisRunner(analysis or AnalysisSettings())
         self._inconclusive = inconclusive  # settings gates.inconclusive: hold or reject
         self._artifacts = artifacts or ArtifactSettings()
         self._store = store
         self._journal = journal
-        self._stop = stop
+        # ``stop`` may already be the pass's interrupt (passes.py: gauntlet Jobs share it).
+        self._interrupt = stop if isinstance(stop, ActionInterrupt) else ActionInterrupt(stop)
+        self._stop = self._interrupt.stop
         self._hooks = hooks or Hooks()
         self._clock = clock
         self._gauntlets = GauntletRunner(journal, store, progress=self._hooks.progress,
                                          games=self._hooks.gauntlet_games, jobs=gauntlet_jobs,
-                                         stop=stop)
+                                         stop=self._interrupt)
 
     def place(self, target: Target) -> Place:
         return self._fleet_of(target).place(target)
@@ -102,9 +134,13 @@ class Executor:
         for action in plan.actions:
             if self._stop.is_set():
                 return PassReport(desired.revision, tuple(results), stopped=True)
+            self._interrupt.reset()  # what ended the last action is not this one's
             result = self._one(action, desired, pass_id)
             results.append(result)
-            if result.result is Result.CONFLICT or self._wave_failed(result, desired.revision):
+            # A pointer changed under us, a newer revision ended an action, or a revision
+            # failed in a wave (the targets that took it give it back now): plan again.
+            if result.result is Result.CONFLICT or self._interrupt.cause is Cause.SUPERSEDED \
+                    or self._wave_failed(result, desired.revision):
                 return PassReport(desired.revision, tuple(results), stopped=False, replan=True)
         return PassReport(desired.revision, tuple(results), stopped=False)
 
@@ -123,10 +159,32 @@ class Executor:
         if action.wave is not None:
             self._journal.wave(action.key, action.wave.to_json())
         if action.op is Op.NOOP:
+            known = self._journal.object(action.key)
+            if known is not None and known["status"] not in (None, Condition.READY):
+                self._emit(EventType.APPLIED, action, desired.revision, reason="InSync",
+                           message=f"in sync again (was {known['status']}: {known['reason']})")
             self._journal.applied(action.key, action.desired, desired.revision, self._clock())
             return ActionResult(action, Result.IN_SYNC, "in sync")
         if action.status is not ActionStatus.READY:
-            return self._not_ready(action)
+            return self._not_ready(action, desired.revision)
+        self._interrupt.reset()
+        # Registered before the suspension is looked up: a suspension journaled after the
+        # look finds the action registered and fires its interrupt.
+        self._hooks.running(Running(action.target, action.kind, action.name, action.desired,
+                                    desired.revision), self._interrupt)
+        try:
+            suspension = self._journal.suspensions()
+            held = suspension.get(action.target) or suspension.get(ALL_TARGETS)
+            if held is not None:  # suspended since the plan was made
+                message = held.describe()
+                self._journal.condition(action.key, Condition.RECONCILING, Reason.SUSPENDED,
+                                        message)
+                return ActionResult(action, Result.WAITING, message)
+            return self._started(action, desired, pass_id)
+        finally:
+            self._hooks.running(None, self._interrupt)
+
+    def _started(self, action: Action, desired: Desired, pass_id: int) -> ActionResult:
         self._hooks.progress(f"{action.op} {action.kind}/{action.name} on {action.target}")
         where = action.target
         try:
@@ -144,7 +202,7 @@ class Executor:
         except Exception as error:
             return self._fault(action, error, where, desired.revision, pass_id)
 
-    def _not_ready(self, action: Action) -> ActionResult:
+    def _not_ready(self, action: Action, revision: str) -> ActionResult:
         status = Condition.STALLED if action.status is ActionStatus.BLOCKED \
             else Condition.RECONCILING
         message = action.message or action.status
@@ -153,8 +211,16 @@ class Executor:
                                      time.localtime(action.not_before))
         known = self._journal.object(action.key) if action.reason is Reason.FAILED_BEFORE \
             else None
+        if known and known["reason"] == Reason.ANALYSIS_INCONCLUSIVE \
+                and known["failed_digest"] == action.desired:
+            # Held by an inconclusive analysis: keep that status, it says what to do.
+            return ActionResult(action, Result.BLOCKED, str(known["message"]))
         if known and known["failed_reason"]:
             message += f" (it failed: {known['failed_reason']})"  # keep the why in view
+        if action.reason is Reason.BUDGET_EXHAUSTED or status is Condition.STALLED:
+            self._emit_if_new(EventType.BUDGET_EXHAUSTED if action.reason
+                              is Reason.BUDGET_EXHAUSTED else EventType.STALLED, action,
+                              status, action.reason, message, revision)
         self._journal.condition(action.key, status, action.reason, message)
         return ActionResult(action, Result(action.status), message)
 
@@ -170,6 +236,9 @@ class Executor:
                              detail={"error": message, "reason": outcome.reason})
         conflict = outcome.disposition is Disposition.REPLAN
         status = Condition.RECONCILING if conflict or outcome.transient else Condition.STALLED
+        if status is Condition.STALLED:
+            self._emit_if_new(EventType.STALLED, action, status, outcome.reason, message,
+                              revision)
         self._journal.condition(action.key, status, outcome.reason, message)
         return ActionResult(action, Result.CONFLICT if conflict else Result.FAILED, message,
                             transient=outcome.transient)
@@ -253,10 +322,17 @@ class Executor:
         if action.drift:
             self._hooks.drift(action.kind)
         replaced = self._replaced(action)
+        if (ended := self._ended(action, desired, "nothing was written")) is not None:
+            return ended
+        prepared = self._prepare_analysis(action, obj.analysis, obj.restart, place, pass_id,
+                                          revision, action.desired, JournalAction.DELIVER)
+        if isinstance(prepared, ActionResult):
+            return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.DELIVER, action.key, pass_id=pass_id,
                                       revision=revision,
                                       detail={"path": address, "from": replaced,
-                                              "to": action.desired, "drift": action.drift})
+                                              "to": action.desired, "drift": action.drift,
+                                              **_baselines(prepared)})
         self._journal.attempted(action.key, action.desired, revision)
         try:
             place.preserve(address)
@@ -267,6 +343,8 @@ class Executor:
             # once the operator has fixed it.
             message = f"cannot write {address} under {place.where}: {error}"
             self._journal.outcome(intent, Phase.FAILED, {"error": message})
+            self._emit_if_new(EventType.STALLED, action, Condition.STALLED,
+                              Reason.WRITE_FAILED, message, revision)
             self._journal.condition(action.key, Condition.STALLED, Reason.WRITE_FAILED, message)
             return ActionResult(action, Result.FAILED, message)
         except Exception as error:
@@ -275,15 +353,29 @@ class Executor:
         self._journal.outcome(intent, Phase.DONE)
         if action.restart_deferred:
             return self._owe_restart(action, revision, f"restored {action.location}")
+        self._emit(EventType.PROGRESSING, action, revision,
+                   message=f"delivered {action.location}; restarting and checking")
         check = self._restart_and_check(action, place, obj.restart, obj.health, pass_id,
-                                        revision, action.desired)
+                                        revision, action.desired, analysis=prepared)
         if check.ok:
             self._journal.applied(action.key, action.desired, revision, self._clock())
+            self._emit(EventType.DRIFT_HEALED if action.drift else EventType.APPLIED, action,
+                       revision, reason=Reason.CONVERGED,
+                       message=f"delivered {action.location}: {check.detail}")
             return ActionResult(action, Result.APPLIED, f"delivered {action.location}")
+        if (ended := self._ended(action, desired, f"{action.location} is left as it is, "
+                                 "unverified: not rolled back, not marked failed")) is not None:
+            return ended
+        held = self._hold_inconclusive(action, check, revision, "the new content stays in "
+                                       f"{action.location}")
+        if held is not None:
+            return held
         if isinstance(obj, Strategy) and obj.on_failure == "hold":
             self._journal.failed(action.key, action.desired, revision,
                                  Reason.HEALTH_CHECK_FAILED,
                                  f"{check.detail}; held as configured (onFailure: hold)")
+            self._emit(EventType.STALLED, action, revision, reason=Reason.HEALTH_CHECK_FAILED,
+                       message=f"{check.detail}; held as configured (onFailure: hold)")
             return ActionResult(action, Result.FAILED, check.detail)
         back_to = self._last_healthy(action, replaced)
         undo = self._journal.intent(JournalAction.ROLLBACK, action.key, pass_id=pass_id,
@@ -299,7 +391,8 @@ class Executor:
         self._journal.outcome(undo, Phase.DONE if after.ok else Phase.FAILED,
                               {"detail": after.detail})
         return self._undone(action, revision, check, after, f"rolled back to "
-                            f"{'nothing (removed)' if back_to is None else back_to[:12]}")
+                            f"{'nothing (removed)' if back_to is None else back_to[:12]}",
+                            action.desired)
 
     def _owe_restart(self, action: Action, revision: str, done: str) -> ActionResult:
         """The repair is in place; its restart waits for the budget or the window."""
@@ -312,7 +405,7 @@ class Executor:
         return ActionResult(action, Result.WAITING, message)
 
     def _undone(self, action: Action, revision: str, check: CommandResult,
-                after: CommandResult, how: str) -> ActionResult:
+                after: CommandResult, how: str, digest: str) -> ActionResult:
         """After an undo: a failure marks the revision; a stop request does not, so the
         change is simply tried again when the daemon comes back."""
         if self._stop.is_set():
@@ -326,6 +419,15 @@ class Executor:
         self._journal.failed(action.key, action.desired, revision, Reason.ROLLED_BACK,
                              f"{check.detail}; {how}")
         self._hooks.rollback(action.kind)
+        if isinstance(check, Checked) and check.analysis is not None \
+                and check.analysis.verdict is Verdict.FAIL:
+            self._analysis_event(EventType.ROLLED_BACK, action, revision, digest,
+                                 Reason.ANALYSIS_FAILED, f"{check.detail}; {how}",
+                                 check.analysis)
+        else:
+            self._emit(EventType.ROLLED_BACK, action, revision, reason=Reason.ROLLED_BACK,
+                       message=f"{check.detail}; {how}",
+                       values={"check": check.detail, "previousHealthy": after.ok})
         return ActionResult(action, Result.ROLLED_BACK, f"{check.detail}; {how}")
 
     def _replaced(self, action: Action) -> str | None:
@@ -353,10 +455,12 @@ class Executor:
 
     def _restart_and_check(self, action: Action, place: Place, restart: Restart | None,
                            health: Health | None, pass_id: int, revision: str,
-                           digest: str | None, *, undoing: bool = False) -> CommandResult:
+                           digest: str | None, *, undoing: bool = False,
+                           analysis: Prepared | None = None) -> CommandResult:
         """Restart (a command, or the digest into a Deployment's pod template), then check
-        (a health command or probe, or the rollout). ``digest`` is what is now in place.
-        Undoing after a stop request restarts but skips the check: nobody waits for it."""
+        (a health command or probe, or the rollout) and, for a change with ``analysis``,
+        analyse it meanwhile. ``digest`` is what is now in place. Undoing after a stop
+        request restarts but skips the check: nobody waits for it."""
         if restart is not None:
             intent = self._journal.intent(JournalAction.RESTART, action.key, pass_id=pass_id,
                                           revision=revision,
@@ -372,24 +476,156 @@ class Executor:
             if not result.ok:
                 return CommandResult(False, f"restart failed: {result.detail}",
                                      result.output_tail)
+        if analysis is not None and not undoing:
+            return self._check_and_analyse(action, place, restart, health, pass_id, revision,
+                                           digest, analysis)
+        return self._check(action, place, restart, health, pass_id, revision, digest,
+                           undoing, self._interrupt)
+
+    def _check(self, action: Action, place: Place, restart: Restart | None,
+               health: Health | None, pass_id: int, revision: str, digest: str | None,
+               undoing: bool, stop: threading.Event) -> CommandResult:
+        """The health check (a command or probe, or the rollout), journaled."""
         if not place.has_check(restart, health):
             return CommandResult(True, "no health check declared")
-        if undoing and self._stop.is_set():
-            return CommandResult(True, "its health check was skipped: the daemon is stopping")
+        if undoing and self._interrupt.is_set():
+            return CommandResult(True, "its health check was skipped: "
+                                 + ("the daemon is stopping"
+                                    if self._interrupt.cause in (Cause.STOP, None)
+                                    else f"{self._interrupt.cause} during the undo"))
         intent = self._journal.intent(JournalAction.HEALTH, action.key, pass_id=pass_id,
                                       revision=revision, detail={"undoing": undoing})
         try:
             result = place.check(action.kind, action.name, restart, health, digest, revision,
-                                 self._stop)
+                                 stop)
         except Exception as error:
             self._journal.outcome(intent, Phase.FAILED, {"error": str(error)})
             raise
-        self._journal.outcome(intent, Phase.DONE if result.ok else Phase.FAILED,
-                              {"detail": result.detail})
+        ended = not result.ok and self._interrupt.cause in (Cause.SUSPENDED, Cause.SUPERSEDED)
+        self._journal.outcome(intent, Phase.INTERRUPTED if ended
+                              else Phase.DONE if result.ok else Phase.FAILED,
+                              {"detail": self._interrupt.why if ended else result.detail})
         if not result.ok:
             return CommandResult(False, f"health check failed: {result.detail}",
                                  result.output_tail)
         return result
+
+    # Analysis during the soak (docs/analysis.md).
+
+    def _prepare_analysis(self, action: Action, checks: tuple[AnalysisCheck, ...],
+                          restart: Restart | None, place: Place, pass_id: int, revision: str,
+                          digest: str, change: JournalAction,
+                          ) -> Prepared | ActionResult | None:
+        """Before the change: baselines taken, every query asked once, log readers started.
+        None when there is nothing to analyse: no checks, or a repair (drift put back, a
+        deferred restart), whose content is the known-good one. A failure here changes
+        nothing: an ActionResult says why. Finishing a change already in place (a crash
+        after its write) keeps the baselines taken before that write (``change``'s intent
+        holds them): measured now, they would be the new content's own values."""
+        if not checks or action.drift or action.restart_deferred:
+            return None
+        subject = Subject(action.target, action.kind, action.name, revision, digest)
+        try:
+            workload = place.workload(action.kind, action.name, restart, digest, revision)
+            prepared = self._analysis.prepare(checks, subject, workload)
+        except AnalysisUnavailable as error:
+            message = f"{error}; nothing was changed"
+            self._journal.record(JournalAction.ANALYSIS, Phase.FAILED, pass_id=pass_id,
+                                 revision=revision, key=action.key,
+                                 detail={"outcome": "unavailable", "message": message})
+            if error.fatal:  # the commit must change: not retried in a loop
+                self._journal.failed(action.key, digest, revision, Reason.ANALYSIS_UNAVAILABLE,
+                                     message)
+                return ActionResult(action, Result.BLOCKED, message)
+            status = Condition.RECONCILING if error.transient else Condition.STALLED
+            self._journal.condition(action.key, status, Reason.ANALYSIS_UNAVAILABLE, message)
+            return ActionResult(action, Result.FAILED, message, transient=error.transient)
+        if action.finishes:
+            for detail in self._journal.intents(change, action.key):
+                if detail.get("to") == digest:
+                    before = detail.get("baselines")
+                    if isinstance(before, dict):
+                        prepared.baselines.update({name: value for name, value in before.items()
+                                                   if name in prepared.baselines})
+                    break
+        return prepared
+
+    def _check_and_analyse(self, action: Action, place: Place, restart: Restart | None,
+                           health: Health | None, pass_id: int, revision: str,
+                           digest: str | None, prepared: Prepared) -> Checked:
+        """The health check on a thread of its own, the analysis on this one, sharing one
+        halt event: a failing health check ends the analysis, a failing analysis ends the
+        soak, and the executor's stop event ends both (within ~0.2 s)."""
+        soak = health.soak_seconds if health is not None else 0.0
+        halt = Halt(self._interrupt)
+        intent = self._journal.intent(JournalAction.ANALYSIS, action.key, pass_id=pass_id,
+                                      revision=revision, detail=prepared.plan_json(soak))
+        outcome: list[CommandResult | BaseException] = []
+
+        def check() -> None:
+            try:
+                result = self._check(action, place, restart, health, pass_id, revision,
+                                     digest, False, halt)
+            except BaseException as error:  # re-raised on the executor's thread
+                outcome.append(error)
+                halt.set()
+                return
+            outcome.append(result)
+            if not result.ok:
+                halt.set()
+
+        checking = threading.Thread(target=check, name=f"health {action.kind}/{action.name}",
+                                    daemon=True)
+        checking.start()
+        try:
+            report = self._analysis.run(prepared, soak, halt, lambda progress: (
+                self._hooks.progress(f"analysing {action.kind}/{action.name} on "
+                                     f"{action.target}: {progress.check.name} "
+                                     f"{progress.taken}/{progress.planned}")))
+        except BaseException:
+            halt.set()
+            checking.join()
+            raise
+        if report.verdict is Verdict.FAIL:
+            halt.set()  # roll back now: the rest of the soak cannot undo a failed check
+        checking.join()
+        self._journal.outcome(intent, Phase.DONE if report.verdict is Verdict.PASS
+                              else Phase.FAILED, report.to_json())
+        health_result = outcome[0]
+        if isinstance(health_result, BaseException):
+            raise health_result
+        if report.verdict is Verdict.FAIL:
+            return Checked(False, report.message, "", report)
+        if not health_result.ok:
+            return Checked(False, health_result.detail, health_result.output_tail, report)
+        if report.verdict is None:
+            return Checked(False, "stopped during the analysis", "", report)
+        if report.verdict is Verdict.INCONCLUSIVE:
+            return Checked(False, report.message, "", report)
+        return Checked(True, f"{health_result.detail}; {report.message}", "", report)
+
+    def _hold_inconclusive(self, action: Action, check: CommandResult, revision: str,
+                           in_place: str) -> ActionResult | None:
+        """An inconclusive analysis holds: the change stays in place, is not promoted (not
+        healthy, not canonical: nothing downstream moves) and is not rolled back; the
+        revision is marked so it is not re-analysed in a loop. A new commit analyses again;
+        a revert puts the previous content back."""
+        if not isinstance(check, Checked) or check.analysis is None \
+                or check.analysis.verdict is not Verdict.INCONCLUSIVE:
+            return None
+        message = (f"{check.detail}; held: {in_place}, not promoted and not rolled back; a "
+                   "new commit runs the analysis again, a revert puts the previous content "
+                   "back")
+        self._journal.failed(action.key, action.desired, revision,
+                             Reason.ANALYSIS_INCONCLUSIVE, message)
+        self._analysis_event(EventType.STALLED, action, revision, action.desired,
+                             Reason.ANALYSIS_INCONCLUSIVE, message, check.analysis)
+        return ActionResult(action, Result.BLOCKED, message)
+
+    def _analysis_event(self, kind: EventType, action: Action, revision: str, digest: str,
+                        reason: Reason, message: str, report: AnalysisReport) -> None:
+        self._hooks.event(Event(kind, action.target, revision, action.kind, action.name,
+                                digest, reason, message, report.values()))
 
     # Models.
 
@@ -399,6 +635,9 @@ class Executor:
         try:
             artifact = self._verify_into_store(model, desired)
         except ArtifactUnavailable as error:
+            if (ended := self._ended(action, desired, "the download was ended; nothing "
+                                     "was changed")) is not None:
+                return ended
             # Transient (network, a broken-off download): no mark, the next pass retries.
             self._journal.condition(action.key, Condition.RECONCILING, error.reason, str(error))
             return ActionResult(action, Result.FAILED, str(error))
@@ -408,9 +647,11 @@ class Executor:
             message = f"artifact {redact(model.artifact.uri)} was not verified: {error}"
             self._journal.record(JournalAction.VERIFY, Phase.FAILED, pass_id=pass_id,
                                  revision=revision, key=action.key, detail={"error": message})
+            self._emit(EventType.STALLED, action, revision, reason=reason, message=message)
             self._journal.failed(action.key, digest, revision, reason, message)
             return ActionResult(action, Result.FAILED, message)
         known_good = digest in self._journal.canonical_digests(model.name)
+        gate: dict[str, Any] = {"gateSkipped": known_good}
         if model.gauntlet is not None and not known_good:
             self._restore_previous(model, desired, digest)
             verdict = self._gauntlets.evaluate(model, desired, digest, artifact)
@@ -421,31 +662,42 @@ class Executor:
                                          "remembered": verdict.remembered,
                                          "summary": verdict.message})
             outcome = verdict.outcome
+            gate = _gate_values(verdict.reason, verdict.remembered, verdict.evidence)
             if outcome in ("stopped", "error", "blocked"):
-                return self._no_verdict(action, model, digest, verdict.message, outcome)
+                return self._no_verdict(action, model, digest, verdict.message, outcome,
+                                        desired)
             if outcome == "inconclusive" and self._inconclusive == "hold":
                 message = (f"gate {model.gauntlet} is inconclusive for sha256:{digest[:12]}: "
                            f"{verdict.message}; held (never a pass): a new commit with a "
                            "larger game budget, or 'reconciler gauntlet --retry', runs it again")
+                self._emit_if_new(EventType.REJECTED, action, Condition.STALLED,
+                                  Reason.GATE_INCONCLUSIVE, message, revision, gate)
                 self._journal.condition(action.key, Condition.STALLED,
                                         Reason.GATE_INCONCLUSIVE, message)
                 return ActionResult(action, Result.BLOCKED, message)
             if not verdict.passed:
                 message = f"gate {model.gauntlet} rejected sha256:{digest[:12]}: " \
                           f"{verdict.message}"
+                self._emit_if_new(EventType.REJECTED, action, Condition.STALLED,
+                                  verdict.reason, message, revision, gate)
                 self._journal.condition(action.key, Condition.STALLED, verdict.reason, message)
                 return ActionResult(action, Result.BLOCKED, message)
-        if self._stop.is_set():  # a gate takes minutes: a stop or a lost Lease since then
-            return self._interrupted(action, "stopped before the flip")
+        if self._interrupt.is_set():  # a gate takes minutes: a stop, a suspension since then
+            return self._ended(action, desired, "nothing was flipped") \
+                or self._interrupted(action, "stopped before the flip")
         if action.drift:
             self._hooks.drift(action.kind)
         previous, previous_digest = self._pointer_replaced(action, model, place, desired)
+        prepared = self._prepare_analysis(action, model.analysis, model.restart, place,
+                                          pass_id, revision, digest, JournalAction.FLIP)
+        if isinstance(prepared, ActionResult):
+            return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.FLIP, action.key, pass_id=pass_id,
                                       revision=revision,
                                       detail={"path": address_of(model, place.target),
                                               "from": previous, "fromDigest": previous_digest,
                                               "to": digest, "gateSkipped": known_good,
-                                              "drift": action.drift})
+                                              "drift": action.drift, **_baselines(prepared)})
         self._journal.attempted(action.key, digest, revision)
         try:
             self._store.require(digest)  # proven again right before it is pointed at
@@ -457,14 +709,29 @@ class Executor:
         if action.restart_deferred:
             self._journal.canonical(model.name, digest)
             return self._owe_restart(action, revision, f"pointer put back to sha256:{digest[:12]}")
+        self._emit(EventType.PROGRESSING, action, revision,
+                   message=f"pointer flipped to sha256:{digest[:12]}; restarting and checking",
+                   values=gate)
         check = self._restart_and_check(action, place, model.restart, model.health, pass_id,
-                                        revision, digest)
+                                        revision, digest, analysis=prepared)
+        held = self._hold_inconclusive(action, check, revision, "the pointer keeps naming "
+                                       f"sha256:{digest[:12]}, which is not recorded canonical")
+        if held is not None:
+            return held
         if check.ok:
             self._journal.canonical(model.name, digest)
             self._journal.applied(action.key, digest, revision, self._clock())
+            self._emit(EventType.DRIFT_HEALED if action.drift else EventType.PROMOTED, action,
+                       revision, reason=Reason.CONVERGED, values=gate,
+                       message=f"{address_of(model, place.target)} -> sha256:{digest[:12]}: "
+                               f"{check.detail}")
             self._collect(model, desired, pass_id)
             return ActionResult(action, Result.APPLIED,
                                 f"{address_of(model, place.target)} -> sha256:{digest}")
+        if (ended := self._ended(action, desired, f"{action.location} is left naming "
+                                 f"sha256:{digest[:12]}, unverified: not flipped back, not "
+                                 "marked failed")) is not None:
+            return ended
         back, back_digest = self._pointer_back(action, previous, previous_digest)
         undo = self._journal.intent(JournalAction.ROLLBACK, action.key, pass_id=pass_id,
                                     revision=revision,
@@ -476,7 +743,7 @@ class Executor:
                                         revision, back_digest, undoing=True)
         self._journal.outcome(undo, Phase.DONE if after.ok else Phase.FAILED,
                               {"detail": after.detail})
-        return self._undone(action, revision, check, after, "pointer flipped back")
+        return self._undone(action, revision, check, after, "pointer flipped back", digest)
 
     def _pointer_replaced(self, action: Action, model: Model, place: Place,
                           desired: Desired) -> tuple[str | None, str | None]:
@@ -526,20 +793,67 @@ class Executor:
             return
         with contextlib.suppress(ReconcilerError, VerificationFailed, OSError):
             fetch(source[0], prior, source[1], self._store, desired.read_file,
-                  limits=FetchLimits.of(self._artifacts), stop=self._stop)
+                  limits=FetchLimits.of(self._artifacts), stop=self._interrupt)
 
     def _no_verdict(self, action: Action, model: Model, digest: str, why: str,
-                    outcome: str) -> ActionResult:
+                    outcome: str, desired: Desired) -> ActionResult:
         """The gate gave no verdict on the model: a stop, an error of the tool (retried with
         backoff, never remembered), or the GPU budget (blocked until it frees up)."""
         if outcome == "stopped":
-            return self._interrupted(action, why)
+            return self._ended(action, desired, "the gate was ended without a verdict "
+                               "(none is remembered)") or self._interrupted(action, why)
         if outcome == "blocked":
+            self._emit_if_new(EventType.BUDGET_EXHAUSTED, action, Condition.STALLED,
+                              Reason.BUDGET_EXHAUSTED, why, desired.revision)
             self._journal.condition(action.key, Condition.STALLED, Reason.BUDGET_EXHAUSTED, why)
             return ActionResult(action, Result.BLOCKED, why)
         message = f"gate {model.gauntlet} could not judge sha256:{digest[:12]}: {why}"
         self._journal.condition(action.key, Condition.RECONCILING, Reason.GATE_ERROR, message)
         return ActionResult(action, Result.FAILED, message, transient=True)
+
+    def _emit(self, type: EventType, action: Action, revision: str | None, *,
+              reason: str | None = None, message: str = "",
+              values: dict[str, Any] | None = None) -> None:
+        self._hooks.event(Event(type, action.target, revision, action.kind, action.name,
+                                action.desired, reason, message, values or {}))
+
+    def _emit_if_new(self, type: EventType, action: Action, status: str, reason: str | None,
+                     message: str, revision: str, values: dict[str, Any] | None = None) -> None:
+        """For conditions that stay while nothing changes (a stall, a rejection, a spent
+        budget): tell the listeners once, when the journal's condition becomes this one,
+        not on every pass that finds it still so. A message's head (before its first
+        ': ') names what it is about (the digest a gate judged), its tail may vary. A stall
+        is news only to an object that was not stalled (its reason changes from what failed
+        to FailedBefore on the next pass)."""
+        known = self._journal.object(action.key)
+        head = message.split(": ")[0]
+        was = None if known is None else (known["status"], known["reason"],
+                                          str(known["message"] or "").split(": ")[0])
+        if was is None or (was[0] != status if type is EventType.STALLED
+                           else was != (status, reason, head)):
+            self._emit(type, action, revision, reason=reason, message=message, values=values)
+
+    def _ended(self, action: Action, desired: Desired, what: str) -> ActionResult | None:
+        """A suspension or a newer revision ended the action: what is in place stays as it
+        is (never undone: undoing is a change too, and a newer revision replaces it at
+        once); no failure mark, no verdict. None when nothing of the kind happened."""
+        cause = self._interrupt.cause
+        if cause not in (Cause.SUSPENDED, Cause.SUPERSEDED):
+            return None
+        message = f"{self._interrupt.why}; {what}"
+        suspended = cause is Cause.SUSPENDED
+        self._journal.condition(action.key, Condition.RECONCILING,
+                                Reason.SUSPENDED if suspended else Reason.SUPERSEDED, message)
+        if not suspended:
+            revision = desired.revision
+            self._journal.record(JournalAction.SUPERSEDED, Phase.INFO, revision=revision,
+                                 key=action.key, detail={"digest": action.desired,
+                                                         "why": self._interrupt.why,
+                                                         "left": what})
+            self._hooks.event(Event(EventType.SUPERSEDED, action.target, revision,
+                                    action.kind, action.name, action.desired,
+                                    Reason.SUPERSEDED, message))
+        return ActionResult(action, Result.WAITING if suspended else Result.SKIPPED, message)
 
     def _interrupted(self, action: Action, why: str) -> ActionResult:
         self._journal.condition(action.key, Condition.RECONCILING, Reason.INTERRUPTED, why)
@@ -570,11 +884,25 @@ class Executor:
         artifact = model.artifact
         self._journal.remember_artifact(artifact.sha256, artifact.uri, artifact.format)
         return fetch(artifact.uri, artifact.sha256, artifact.format, self._store,
-                     desired.read_file, stop=self._stop,
+                     desired.read_file, stop=self._interrupt,
                      limits=FetchLimits.of(self._artifacts, artifact.max_bytes),
                      progress=lambda done, total: self._hooks.progress(
                          f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"
                          if total else f"fetching {model.name}: {done >> 20} MiB"))
+
+
+def _gate_values(reason: str, remembered: bool, evidence: dict[str, Any]) -> dict[str, Any]:
+    """The gate's measured values for listeners: its scalars only, a bounded set."""
+    values: dict[str, Any] = {"gate": reason, "remembered": remembered}
+    for name, value in list(evidence.items())[:32]:
+        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) < 200):
+            values[name] = value
+    return values
+
+
+def _baselines(prepared: Prepared | None) -> dict[str, object]:
+    """The ``before`` baselines, kept in the change's intent (see ``_prepare_analysis``)."""
+    return {"baselines": dict(prepared.baselines)} if prepared is not None else {}
 
 
 def _digest_or_none(value: object) -> str | None:

@@ -330,10 +330,14 @@ class GauntletRunner:
                                    address_space_bytes=_WORKER_ADDRESS_SPACE),
                     read_only=(artifact,), network=spec.get("network") is True)
                 try:
-                    finished = sandbox.current().run(launch, timeout)
+                    finished = sandbox.current().run(launch, timeout, stop=self._stop)
                 except (sandbox.SandboxUnavailable, OSError) as error:
                     return {"passed": False, "reason": "GauntletError",
                             "error": f"cannot run {argv[0]}: {error}"}
+                if finished.stopped:
+                    return {"passed": False, "reason": STOPPED,
+                            "error": f"gauntlet {gauntlet.name} was stopped; its metrics "
+                            "command was killed"}
                 if finished.timed_out:
                     return {"passed": False, "reason": "GauntletTimeout",
                             "error": f"metrics command did not finish within "

@@ -48,6 +48,7 @@ CONFLICT_RETRIES = 3
 FAILING_REASONS = frozenset({"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull",
                              "InvalidImageName", "CreateContainerConfigError",
                              "CreateContainerError", "RunContainerError"})
+POD_LOG_BYTES = 4 << 20  # of one pod's log, per read: a log check's bound
 RESTARTS_CLIMBING = 2  # restarts of a new pod seen while we watch that fail a rollout
 
 
@@ -377,6 +378,27 @@ class KubernetesFleet:
             if stop.wait(cluster.settings.poll_seconds):
                 return CommandResult(False, f"stopped while deployment/{deployment} rolled "
                                      f"out ({progress})")
+
+    def new_pod_logs(self, target: Target, deployment: str, annotation: str, digest: str,
+                     container: str | None) -> dict[str, str]:
+        """The logs of the deployment's pods that run ``digest`` (by pod name), each
+        bounded to its first ``POD_LOG_BYTES``."""
+        cluster, namespace = self.cluster(target), self.namespace(target)
+        state = cluster.call("get", "deployments", namespace,
+                             cluster.apps().read_namespaced_deployment, deployment, namespace)
+        labels = (state.spec.selector.match_labels or {}) if state.spec.selector else {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = cluster.call("list", "pods", namespace, cluster.core().list_namespaced_pod,
+                            namespace, label_selector=selector)
+        logs = {}
+        for pod in pods.items:
+            if (pod.metadata.annotations or {}).get(annotation) != digest:
+                continue  # an old pod: the analysis judges the new revision only
+            extra = {"container": container} if container else {}
+            logs[pod.metadata.name] = str(cluster.call(
+                "get", "pods/log", namespace, cluster.core().read_namespaced_pod_log,
+                pod.metadata.name, namespace, limit_bytes=POD_LOG_BYTES, **extra))
+        return logs
 
     def _failing_pod(self, cluster: Cluster, namespace: str, state: Any, annotation: str,
                      digest: str | None, first_restarts: dict[str, int]) -> str | None:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from reconciler.desired.documents import Desired, Health, Model, Restart, Target
-from reconciler.errors import ReplanNeeded
+from reconciler.errors import ReconcilerError, ReplanNeeded
 from reconciler.kube.api import Conflict
 from reconciler.kube.fleet import (
     KubernetesFleet,
@@ -21,7 +22,7 @@ from reconciler.kube.fleet import (
     pointer_value,
     template_annotation,
 )
-from reconciler.places import CommandResult, ContentStore
+from reconciler.places import CommandResult, ContentStore, LogReader, LogUnavailable
 from reconciler.plan.planner import address_of
 
 
@@ -75,6 +76,11 @@ class KubePlace:
                                       restart.timeout_seconds,
                                       health.soak_seconds if health else 0.0, stop)
 
+    def workload(self, action_kind: str, action_name: str, restart: Restart | None,
+                 digest: str, revision: str) -> KubeWorkload:
+        return KubeWorkload(self, template_annotation(action_kind, action_name),
+                            restart.deployment if restart is not None else None, digest)
+
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         content = self.kube.read(self.target, address_of(model, self.target))
         return None if content is None else content.decode()
@@ -101,3 +107,49 @@ class KubePlace:
         if content is None:
             return None
         return parse_pointer("", content).sha256
+
+
+class KubeWorkload:
+    """What an analysis looks at on Kubernetes: the logs of the new pods (those whose
+    template carries the new digest); commands do not run here (validation says so)."""
+
+    def __init__(self, place: KubePlace, annotation: str, deployment: str | None,
+                 digest: str) -> None:
+        self._place, self._annotation = place, annotation
+        self._deployment, self._digest = deployment, digest
+
+    def log(self, path: str | None, container: str | None) -> LogReader:
+        deployment = self._deployment
+        if deployment is None:
+            raise LogUnavailable("a log check on Kubernetes reads the new pods of "
+                                 "'restart.deployment'; none is declared")
+        place = self._place
+        return PodLogs(lambda: place.kube.new_pod_logs(place.target, deployment,
+                                                       self._annotation, self._digest,
+                                                       container), f"deployment/{deployment}")
+
+    def command(self, argv: tuple[str, ...], timeout: float) -> CommandResult:
+        return CommandResult(False, "command checks run on local targets only")
+
+
+class PodLogs:
+    """The lines each new pod logged since the previous call (pods that appear later are
+    read from their first line: they started after the change)."""
+
+    def __init__(self, fetch: Callable[[], dict[str, str]], shown: str) -> None:
+        self._fetch = fetch
+        self._shown = shown
+        self._seen: dict[str, int] = {}
+
+    def lines(self) -> list[str]:
+        try:
+            logs = self._fetch()
+        except ReconcilerError as error:
+            raise LogUnavailable(f"cannot read the logs of {self._shown}'s new pods: "
+                                 f"{error}") from None
+        new: list[str] = []
+        for pod, text in sorted(logs.items()):
+            lines = text.splitlines()
+            new += lines[self._seen.get(pod, 0):]
+            self._seen[pod] = len(lines)
+        return new

@@ -40,9 +40,11 @@ class LocalFleet:
     """Directory trees under ``fleet_root`` or ``allowed_roots``, pointers into ``store``."""
 
     def __init__(self, fleet_root: Path, store: ContentStore, digests: DigestCache,
-                 allowed_roots: Sequence[Path] = (), *, run_as: str | None = None) -> None:
+                 allowed_roots: Sequence[Path] = (), *, run_as: str | None = None,
+                 log_roots: Sequence[Path] = ()) -> None:
         self.fleet_root = fleet_root
         self.allowed_roots = tuple(allowed_roots)
+        self.log_roots = tuple(log_roots)  # where log checks may read besides a root
         self.store = store
         self.run_as = run_as  # who commands run as when a Target does not say
         self._digests = digests
@@ -79,6 +81,10 @@ class LocalFleet:
     def _open(self, target: Target, path: str, flags: int) -> int:
         base, relative = self._anchor(target, create=False)
         return beneath.open_beneath(base, _join(relative, path), flags)
+
+    def open_log(self, target: Target, path: str) -> int:
+        """A log file beneath the target's root, for reading (no link followed)."""
+        return self._open(target, path, _READ | os.O_CLOEXEC)
 
     def _folder(self, target: Target, path: str) -> int:
         """The folder at ``path`` in the root, made (and links on the way replaced)."""

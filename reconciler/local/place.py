@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 from reconciler.desired.documents import Desired, Health, Model, Restart, Target
 from reconciler.local.commands import check_health, run_command
-from reconciler.places import CommandResult
+from reconciler.local.logs import FileLog, opener
+from reconciler.places import CommandResult, LogReader
 from reconciler.plan.planner import address_of
 from reconciler.processes import Identity, command_environment, identity
 
@@ -90,6 +91,20 @@ class LocalPlace:
                             self._environment(action_kind, action_name, revision, user), stop,
                             user)
 
+    def workload(self, action_kind: str, action_name: str, restart: Restart | None,
+                 digest: str, revision: str) -> LocalWorkload:
+        return LocalWorkload(self, action_kind, action_name, revision)
+
+    def run_as_check(self, kind: str, name: str, revision: str, argv: tuple[str, ...],
+                     timeout: float) -> CommandResult:
+        """A command run as a health command is: in the root, as the fleet's user."""
+        try:
+            user = self._user()
+        except LookupError as error:
+            return CommandResult(False, str(error))
+        return run_command(argv, self.root, timeout,
+                           self._environment(kind, name, revision, user), user)
+
     def pointer_before(self, model: Model, desired: Desired) -> str | None:
         path = address_of(model, self.target)
         previous = self.fleet.pointer(self.target, path).link
@@ -111,3 +126,21 @@ class LocalPlace:
     def pointed(self, model: Model) -> str | None:
         return self.fleet.pointer(self.target, address_of(model, self.target)).sha256
 
+
+
+class LocalWorkload:
+    """What an analysis looks at on a host: log files, and commands run as health commands
+    are (in the root, as the fleet's user, with the same environment)."""
+
+    def __init__(self, place: LocalPlace, kind: str, name: str, revision: str) -> None:
+        self._place = place
+        self._kind, self._name, self._revision = kind, name, revision
+
+    def log(self, path: str | None, container: str | None) -> LogReader:
+        assert path is not None  # validation requires a path on a local target
+        fleet, target = self._place.fleet, self._place.target
+        return FileLog(opener(path, lambda relative: fleet.open_log(target, relative),
+                              fleet.log_roots), path)
+
+    def command(self, argv: tuple[str, ...], timeout: float) -> CommandResult:
+        return self._place.run_as_check(self._kind, self._name, self._revision, argv, timeout)

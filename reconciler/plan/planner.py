@@ -8,14 +8,20 @@ exactly where ``apply`` would refuse.
 Repairing drift is not a promotion: putting back the declared, verified content (a file, a
 ConfigMap key, a canonical pointer) happens at once whatever ``promotionsPerDay`` says; a
 window or a spent restart budget defers only the restart the repair needs, never the repair.
+
+A suspended target (``reconciler suspend``) is observed and planned as usual, so ``plan``
+and ``status`` show its drift and pending changes, but every action on it waits with
+reason ``Suspended``, drift repairs and prunes included.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 from reconciler.desired.documents import (
+    AnalysisCheck,
     Budget,
     Delivered,
     Desired,
@@ -31,6 +37,24 @@ from reconciler.vocabulary import ActionStatus, Op, Reason, StepKind
 
 ObjectKey = tuple[str, str, str]  # (target, kind, name)
 HOUR, DAY = 3600.0, 86400.0
+ALL_TARGETS = "*"  # the suspension of ``suspend --all``: every target, declared later too
+
+
+@dataclass(frozen=True, slots=True)
+class Suspension:
+    """A person stopped the line on a target (or on all of them): who, when, why."""
+
+    target: str
+    who: str
+    at: float
+    reason: str
+
+    def describe(self) -> str:
+        scope = "the whole fleet is" if self.target == ALL_TARGETS else f"{self.target} is"
+        when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(self.at))
+        again = "--all" if self.target == ALL_TARGETS else self.target
+        return (f"{scope} suspended by {self.who} at {when}: {self.reason}; nothing is "
+                f"changed on it until `reconciler resume {again}`")
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,7 +70,8 @@ class History:
     ``unfinished``: content written whose restart or health check never finished (a crash,
     an API outage, a deferred restart): live content equal to it is not in sync yet.
     ``restarts``, ``promotions``: when restarts and promotions (pointer flips to a new
-    digest) were done recently, for the Budget.
+    digest) were done recently, for the Budget. ``suspended``: targets (or ``*``, all of
+    them) where nothing may be changed.
     ``recall_to``: for content some other target of the same object failed with, on a
     target that took it: (that digest, what the target had before it; None: nothing). A
     wave's failure puts that back (docs/waves.md).
@@ -59,7 +84,12 @@ class History:
     unfinished: Mapping[ObjectKey, str] = field(default_factory=dict)
     restarts: tuple[float, ...] = ()
     promotions: tuple[float, ...] = ()
+    suspended: Mapping[str, Suspension] = field(default_factory=dict)
     recall_to: Mapping[ObjectKey, tuple[str, str | None]] = field(default_factory=dict)
+
+    def suspension(self, target: str) -> Suspension | None:
+        """Why nothing may change on ``target``: its own suspension, else the fleet's."""
+        return self.suspended.get(target) or self.suspended.get(ALL_TARGETS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +122,8 @@ class Step:
     kind: StepKind
     detail: str = ""
     deferred: str | None = None
+    seconds: float | None = None  # an analysis check: how long it measures
+    check: str | None = None  # an analysis check: its name
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,7 +213,8 @@ def ordered_targets(targets: Mapping[str, Target]) -> list[Target]:
     return ordered
 
 
-def _follow_up(restart: Restart | None, health: Health | None) -> list[Step]:
+def _follow_up(restart: Restart | None, health: Health | None,
+               analysis: tuple[AnalysisCheck, ...] = ()) -> list[Step]:
     steps = []
     if restart is not None:
         how = " ".join(restart.command) if restart.command else f"deployment/{restart.deployment}"
@@ -190,6 +223,13 @@ def _follow_up(restart: Restart | None, health: Health | None) -> list[Step]:
         probe = f"GET {health.http_url}" if health.http_url else " ".join(health.command or ())
         soak = f", soak {format_duration(health.soak_seconds)}" if health.soak_seconds else ""
         steps.append(Step(StepKind.HEALTH, probe + soak))
+    soak_seconds = health.soak_seconds if health is not None else 0.0
+    for check in analysis:
+        steps.append(Step(StepKind.ANALYSIS, f"{check.name}: {check.subject}, every "
+                          f"{format_duration(check.interval_seconds)} x "
+                          f"{check.measurements(soak_seconds)} "
+                          f"({format_duration(check.duration_seconds(soak_seconds))})",
+                          seconds=check.duration_seconds(soak_seconds), check=check.name))
     return steps
 
 
@@ -197,7 +237,8 @@ def _defer_restart(action: Action, why: str) -> Action:
     """The repair runs now; its restart and health check wait (the consumer keeps running
     what it loaded until then)."""
     return replace(action, steps=tuple(
-        replace(step, deferred=why) if step.kind in (StepKind.RESTART, StepKind.HEALTH)
+        replace(step, deferred=why)
+        if step.kind in (StepKind.RESTART, StepKind.HEALTH, StepKind.ANALYSIS)
         else step for step in action.steps))
 
 
@@ -376,13 +417,13 @@ FINISH = Step(StepKind.FINISH, "restart and check what is already in place (the 
               "attempt stopped before them, they were deferred, or it failed and is held)")
 
 
-def _model_steps(model: Model, history: History) -> list[Step]:
+def _model_steps(model: Model, history: History, drift: bool) -> list[Step]:
     steps = [Step(StepKind.VERIFY, "sha256")]
     if model.artifact.sha256 in history.known_good.get(model.name, frozenset()):
         steps.append(Step(StepKind.GATE_SKIPPED, "canonical before"))
     elif model.gauntlet is not None:
         steps.append(Step(StepKind.GATE, model.gauntlet))
-    return steps + _follow_up(model.restart, model.health)
+    return steps + _follow_up(model.restart, model.health, () if drift else model.analysis)
 
 
 def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: History,
@@ -420,10 +461,12 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
             action = replace(action, wave=_wave(action, target, rollout, history))
             failed = rollout.failed_upstream(action.target)
             if failed and action.target not in rollout.failed_on:
-                return _recall(action, failed, rollout, history,
-                               _follow_up(obj.restart, obj.health))
-        if action.op is Op.NOOP:
-            return action
+                recall = _recall(action, failed, rollout, history,
+                                 _follow_up(obj.restart, obj.health))
+                # A suspended target keeps even a failed revision until it is resumed.
+                return _suspended(recall, history) if recall.op is Op.RECALL else recall
+        if action.op is Op.NOOP or history.suspension(action.target) is not None:
+            return _suspended(action, history)  # a suspended action spends no budget
         action = _gate(action, desired.targets[action.target], desired.targets, history,
                        object_targets, now, desired.revision)
         if action.status is not ActionStatus.READY:
@@ -448,9 +491,11 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
             finish = op is Op.NOOP and _unfinished(history, key, want, obj.restart, obj.health)
             if finish:
                 op = Op.UPDATE
-            steps = () if op is Op.NOOP else tuple(
-                [*([FINISH] if finish else []), *_follow_up(obj.restart, obj.health)])
             drift = op is not Op.NOOP and not finish and history.applied.get(key) == want
+            # A repair puts back known-good content: nothing to analyse.
+            steps = () if op is Op.NOOP else tuple(
+                [*([FINISH] if finish else []),
+                 *_follow_up(obj.restart, obj.health, () if drift else obj.analysis)])
             actions.append(gated(Action(target.name, obj.kind, obj.name, op,
                                         _location(address, target, obj), current, want, steps,
                                         drift), obj))
@@ -465,14 +510,26 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
             finish = current == want and _unfinished(history, key, want, model.restart,
                                                      model.health)
             op = Op.FLIP if current != want or finish else Op.NOOP
-            steps = () if op is Op.NOOP else tuple(
-                [*([FINISH] if finish else []), *_model_steps(model, history)])
             drift = op is not Op.NOOP and not finish and history.applied.get(key) == want
+            steps = () if op is Op.NOOP else tuple(
+                [*([FINISH] if finish else []), *_model_steps(model, history, drift)])
             actions.append(gated(Action(target.name, "Model", model.name, op,
                                         _location(address, target, model), current, want,
                                         steps, drift), model))
-        actions += _prune(target, seen, declared)
+        actions += [_suspended(action, history) for action in _prune(target, seen, declared)]
     return Plan(desired.revision, tuple(targets), tuple(actions), errors)
+
+
+def _suspended(action: Action, history: History) -> Action:
+    """Nothing changes on a suspended target: the action waits (its plan still shows
+    what would change), before any budget or window is asked."""
+    if action.op is Op.NOOP or (suspension := history.suspension(action.target)) is None:
+        return action
+    held = (f"drift on {action.location} is not repaired" if action.drift
+            else f"{action.location} is in place but unverified: its restart and check wait"
+            if action.finishes else f"{action.op} of {action.location} waits")
+    return replace(action, status=ActionStatus.WAITING, reason=Reason.SUSPENDED,
+                   message=f"{held}: {suspension.describe()}", not_before=None)
 
 
 def address_of(obj: Delivered | Model, target: Target) -> str:

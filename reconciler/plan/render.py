@@ -151,7 +151,10 @@ def render_json(plan: Plan, diffs: Mapping[Action, str | None],
                 "wave": action.wave.to_json() if action.wave else None,
                 "diff": diffs.get(action),
                 "gateCost": [dict(cost) for cost in (gate_costs or {}).get(action.name, ())]
-                if action.has(StepKind.GATE) else None}
+                if action.has(StepKind.GATE) else None,
+                "analysis": [{"check": step.check, "detail": step.detail,
+                              "seconds": step.seconds, "deferred": step.deferred}
+                             for step in action.steps if step.kind is StepKind.ANALYSIS]}
 
     document = {
         "formatVersion": PLAN_FORMAT_VERSION,

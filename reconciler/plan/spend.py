@@ -63,8 +63,8 @@ class GateSpend:
 
 @dataclass(frozen=True, slots=True)
 class Hold:
-    """Time a change holds the line on a target: an object's health soak, or a target's
-    soak after its upstream."""
+    """Time a change holds the line on a target: an object's health soak or analysis (the
+    longer), or a target's soak after its upstream."""
 
     target: str
     subject: str  # "Strategy/gepetto", or "after staging"
@@ -163,9 +163,14 @@ def _holds(plan: Plan, desired: Desired, running: Sequence[Any]) -> tuple[Hold, 
                desired.configs.get(action.name) if action.kind == "Config" else
                desired.models.get(action.name))
         health = getattr(obj, "health", None)
-        if health is not None and health.soak_seconds and action.has(StepKind.HEALTH):
+        soak = health.soak_seconds if health is not None and action.has(StepKind.HEALTH) \
+            else 0.0
+        # Analysis checks measure beside the health soak: the change holds the longer.
+        analysed = max((step.seconds or 0.0 for step in action.steps
+                        if step.kind is StepKind.ANALYSIS and not step.deferred), default=0.0)
+        if max(soak, analysed):
             holds.append(Hold(action.target, f"{action.kind}/{action.name}",
-                              health.soak_seconds))
+                              max(soak, analysed)))
     for target in plan.targets:
         if target.name in changed_targets and target.soak_seconds and upstreams(target):
             holds.append(Hold(target.name, "after " + ", ".join(upstreams(target)),

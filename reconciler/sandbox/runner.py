@@ -47,6 +47,8 @@ from pathlib import Path
 
 from reconciler.errors import StalledError
 
+_STOP_POLL_SECONDS = 0.2  # how soon a stop ends a run that was handed one
+
 MODES = ("bwrap", "none", "job")
 SANDBOX_UID = 65534
 REPORT_FD_PLACEHOLDER = "{report_fd}"
@@ -134,6 +136,7 @@ class Outcome:
     lines: list[str]  # the last channel lines (at most ``keep_lines``)
     log_tail: str
     violation: str | None  # the output contract was broken; the sandbox was killed
+    stopped: bool = False  # ``stop`` was set: killed, no result
 
 
 def base_environment() -> dict[str, str]:
@@ -446,31 +449,43 @@ class Sandbox:
                     os.close(fd)
         return Running(process, read_channel, read_log, launch, read_info)
 
-    def run(self, launch: Launch, timeout: float, keep_lines: int = 1) -> Outcome:
-        """Run to the end or the timeout; the last ``keep_lines`` channel lines."""
+    def run(self, launch: Launch, timeout: float, keep_lines: int = 1,
+            stop: threading.Event | None = None) -> Outcome:
+        """Run to the end, the timeout or ``stop`` (looked at every ``_STOP_POLL_SECONDS``);
+        the last ``keep_lines`` channel lines."""
         deadline = time.monotonic() + timeout
         running = self.start(launch)
         lines: deque[str] = deque(maxlen=keep_lines)
+        step = _STOP_POLL_SECONDS if stop is not None else float("inf")
         try:
             while True:
                 remaining = deadline - time.monotonic()
+                if stop is not None and stop.is_set():
+                    running.kill()
+                    return Outcome(False, -9, list(lines), running.log_tail(), None, True)
                 if remaining <= 0:
                     running.kill()
                     return Outcome(True, -9, list(lines), running.log_tail(), None)
                 try:
-                    batch = running.poll(remaining)
+                    batch = running.poll(min(remaining, step))
                 except ChannelViolation as violation:
                     running.kill()
                     return Outcome(False, -9, list(lines), running.log_tail(), str(violation))
                 if batch is None:
                     break
                 lines.extend(batch)
-            remaining = max(0.0, deadline - time.monotonic())
-            try:
-                returncode = running.wait(remaining)
-            except subprocess.TimeoutExpired:
-                running.kill()
-                return Outcome(True, -9, list(lines), running.log_tail(), None)
+            while True:  # the channel is closed; the program may live on a while
+                remaining = max(0.0, deadline - time.monotonic())
+                try:
+                    returncode = running.wait(min(remaining, step))
+                    break
+                except subprocess.TimeoutExpired:
+                    if stop is not None and stop.is_set():
+                        running.kill()
+                        return Outcome(False, -9, list(lines), running.log_tail(), None, True)
+                    if deadline - time.monotonic() <= 0:
+                        running.kill()
+                        return Outcome(True, -9, list(lines), running.log_tail(), None)
             # Whatever the program left behind goes with it (without namespaces too).
             running.kill()
             return Outcome(False, returncode, list(lines), running.log_tail(), None)

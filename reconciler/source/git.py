@@ -360,18 +360,28 @@ class GitSource:
         with self._exclusive():
             return self._fetch_and_accept()
 
-    def _fetch_and_accept(self) -> Accepted:
+    def peek(self) -> Accepted:
+        """The branch's tip as :meth:`fetch` would accept it (it descends, it is signed),
+        without accepting it: the daemon looks at a new commit while a pass is under way
+        (supersede.py) and the pass's own fetch accepts it. Its own incoming ref, so the
+        two never race on one."""
+        with self._exclusive():
+            return self._fetch_and_accept(f"refs/reconciler/peek/{self.branch}", accept=False)
+
+    def _fetch_and_accept(self, incoming_ref: str | None = None, *,
+                          accept: bool = True) -> Accepted:
+        incoming_ref = incoming_ref or self._incoming_ref
         repo = self._mirror()
-        stale = repo.references.get(self._incoming_ref)
+        stale = repo.references.get(incoming_ref)
         if stale is not None:
             stale.delete()
         tip = self._remote_tip(f"refs/heads/{self.branch}")
         if tip is not None and tip in repo:
             # Nothing new: the commit (and, packs being atomic, all it needs) is here.
-            repo.references.create(self._incoming_ref, tip, force=True)
+            repo.references.create(incoming_ref, tip, force=True)
         else:
-            self._fetch([f"+refs/heads/{self.branch}:{self._incoming_ref}"])
-        incoming = repo.references.get(self._incoming_ref)
+            self._fetch([f"+refs/heads/{self.branch}:{incoming_ref}"])
+        incoming = repo.references.get(incoming_ref)
         if incoming is None:
             raise RevisionNotFound(f"branch {self.branch!r} does not exist in {self.shown}")
         commit = repo[incoming.target].peel(pygit2.Commit)
@@ -387,7 +397,8 @@ class GitSource:
                     "allowHistoryRewrite: true to accept rewrites")
             rewrote = True
         signer = self._check_signature(repo, commit)
-        repo.references.create(self._accepted_ref, commit.id, force=True)
+        if accept:
+            repo.references.create(self._accepted_ref, commit.id, force=True)
         return Accepted(GitSnapshot(repo, commit, self.branch, self.folder), signer, rewrote)
 
     def snapshot_at(self, rev: str) -> GitSnapshot:

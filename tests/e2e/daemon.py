@@ -69,6 +69,9 @@ class DaemonProcess:
         return str(json.loads((self.state_dir / "daemon.json").read_text())["listen"])
 
     def stop(self, signum: int = signal.SIGTERM, timeout: float = 60) -> int:
+        # Drain first: the socket queues 10 datagrams (net.unix.max_dgram_qlen) and the
+        # daemon drops what does not fit, STOPPING=1 included, on a slow machine.
+        self.receive(0.01)
         if self.process.poll() is None:
             self.process.send_signal(signum)
         try:

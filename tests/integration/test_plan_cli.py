@@ -81,7 +81,7 @@ def test_plan_json_has_the_documented_shape(cli: Cli, repo: Repo, tmp_path: Path
     action = document["actions"][0]
     assert set(action) == {"target", "kind", "name", "op", "location", "current", "desired",
                            "steps", "drift", "status", "reason", "message", "notBefore",
-                           "diff", "gateCost", "wave"}
+                           "diff", "gateCost", "analysis", "wave"}
     assert (action["target"], action["kind"], action["op"]) == ("staging", "Config", "create")
     assert action["diff"].startswith("--- /dev/null")
 

@@ -64,6 +64,15 @@ STRATEGY = "strategies/gepetto.yaml"
 CONFIG = "config/gepetto.yaml"
 
 
+ANALYSIS = "  analysis:\n    - name: errors\n      interval: 1s\n      {check}\n"
+
+
+def analysis(check: str) -> Callable[[Path], None]:
+    """The example strategy with one more analysis check, first in its list (line 28)."""
+    return replace(STRATEGY, "    - name: no-tracebacks\n",
+                   ANALYSIS.format(check=check).split("\n", 1)[1] + "    - name: no-tracebacks\n")
+
+
 @dataclass(frozen=True)
 class Case:
     mutate: Callable[[Path], None]
@@ -220,6 +229,39 @@ CASES = {
                                      "config-schema", "maximum of 64"),
     "config-schema-not-json": Case(write("config/gepetto.schema.json", "{ not json"),
                                    "config/gepetto.schema.json", 1, "config-schema-json"),
+    # Analysis checks (the strategy's first check starts on line 28)
+    "analysis-regex": Case(analysis("log: {path: run/runner.log, pattern: 'ERROR (', "
+                                    "maxCount: 0}"), STRATEGY, 30, "log-pattern",
+                           "does not compile"),
+    "analysis-two-kinds": Case(analysis("log: {path: a.log, pattern: x, maxCount: 0}\n"
+                                        "      command: [/bin/true]"), STRATEGY, 28,
+                               "analysis-kind", "one kind of check"),
+    "analysis-no-condition": Case(analysis("prometheus: {query: 'up'}"), STRATEGY, 30,
+                                  "prometheus-condition"),
+    "analysis-baseline-both": Case(analysis("prometheus: {query: up, baseline: {before: true, "
+                                            "query: up, maxRatio: 2}}"), STRATEGY, 30,
+                                   "baseline"),
+    "analysis-unknown-placeholder": Case(analysis("prometheus: {query: 'up{pod=\"{{pod}}\"}', "
+                                                  "max: 1}"), STRATEGY, 30,
+                                         "analysis-placeholder", "{{pod}}"),
+    "analysis-log-path-escape": Case(analysis("log: {path: ../../etc/shadow, pattern: x, "
+                                              "maxCount: 0}"), STRATEGY, 30, "path-escape"),
+    "analysis-count-without-soak": Case(replace(CONFIG, "  data:\n", ANALYSIS.format(
+        check="command: [/bin/true]") + "  data:\n"), CONFIG, 17, "analysis-count"),
+    "analysis-command-on-kubernetes": Case(
+        write("kube.yaml", target_doc("k1", KUBE_SPEC) + "---\n" + HEADER
+              + "kind: Config\nmetadata: {name: k}\nspec:\n  targets: [k1]\n  data: {a: 1}\n"
+              "  deliver: {configMap: {name: k, key: k.json}}\n"
+              "  restart: {deployment: app}\n  analysis:\n    - name: probe\n"
+              "      interval: 1s\n      count: 3\n      command: [curl, app]\n"),
+        "kube.yaml", 20, "analysis-kind", "a local target only"),
+    "analysis-kube-log-without-deployment": Case(
+        write("kube.yaml", target_doc("k1", KUBE_SPEC) + "---\n" + HEADER
+              + "kind: Config\nmetadata: {name: k}\nspec:\n  targets: [k1]\n  data: {a: 1}\n"
+              "  deliver: {configMap: {name: k, key: k.json}}\n  analysis:\n"
+              "    - name: errors\n      interval: 1s\n      count: 3\n"
+              "      log: {pattern: ERROR, maxCount: 0}\n"),
+        "kube.yaml", 19, "log-path", "reads the new pods of 'restart.deployment'"),
     # Strategies
     "strategy-syntax-error": Case(write("strategies/gepetto.py", "def select_chutes(:\n"),
                                   "strategies/gepetto.py", 1, "strategy-syntax"),

@@ -23,7 +23,8 @@ controllers. :class:`ClusterEmulator` adds, as the real API server does:
   ``Stalled``, ``ProgressDeadlineExceeded``) and the emulator sets status and pods like
   the controllers would;
 - Jobs driven by a test: a ``job_behavior`` callback gives the outcome and the pod's log,
-  served at ``pods/NAME/log``; deleting a Job deletes its pods;
+  served at ``pods/NAME/log`` (a Deployment's pods log what ``pod_log(pod)`` says);
+  deleting a Job deletes its pods;
 - watches (``?watch=true``) streaming ADDED/MODIFIED/DELETED of every write, filtered by
   namespace and label selector, from the moment they start (with a ``resourceVersion``)
   or with the current objects first (without one), ending after ``timeoutSeconds``;
@@ -135,6 +136,8 @@ class ClusterEmulator(KubernetesEmulator):
     faults: list[Fault] = attrs.field(factory=list)
     counters: Counters = attrs.field(factory=Counters)
     logs: dict[tuple[str, str], str] = attrs.field(factory=dict)
+    # What a Deployment's pod has logged so far, asked at each read (analysis log checks).
+    pod_log: Callable[[dict[str, Any]], str] = attrs.field(default=lambda pod: "")
     watchers: list[Watcher] = attrs.field(factory=list)
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1000), init=False)
     _state: threading.Lock = attrs.field(factory=threading.Lock, init=False)
@@ -405,9 +408,12 @@ class ClusterEmulator(KubernetesEmulator):
                     "items": items}, 200
         if method == "GET" and request.subresource == "log" and plural == "pods":
             assert namespace is not None and name is not None
-            if self._read("pods", namespace, name) is None:
+            pod = self._read("pods", namespace, name)
+            if pod is None:
                 raise _not_found(plural, name)
-            return self.logs.get((namespace, name), ""), 200
+            if (namespace, name) in self.logs:
+                return self.logs[(namespace, name)], 200
+            return self.pod_log(pod), 200
         if method == "GET":
             assert name is not None
             found = self._read(plural, namespace, name)

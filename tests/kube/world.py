@@ -175,7 +175,7 @@ def daemon_status(world: KubeWorld, state: str) -> str:
 
 def daemon_identity(daemon: DaemonProcess) -> str:
     for line in daemon.log().splitlines():
-        if line.startswith("leader election: Lease") and " as " in line:
+        if "leader election: Lease" in line and " as " in line:
             return line.rsplit(" as ", 1)[1]
     raise AssertionError(f"no identity in:\n{daemon.log()}")
 

@@ -19,18 +19,19 @@ PACKAGE = REPO_ROOT / "reconciler"
 # Top to bottom. A module may import its own layer and any layer below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("cli", "daemon", "__main__"),
-    ("app", "passes", "prcheck", "costs"),
+    ("app", "passes", "prcheck", "costs", "promote", "feedback"),
     ("execute",),
-    ("local", "kube", "gauntlet", "artifacts", "journal", "store"),
+    ("local", "kube", "gauntlet", "artifacts", "journal", "store", "forge", "notify",
+     "analysis"),
     ("places",),
     ("settings",),
     ("plan",),
     ("desired",),
     ("source",),
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
-    # bounded runner), digests, the error tree and the vocabulary, URL redaction.
+    # bounded runner), digests, the error tree and the vocabulary, URL redaction, logging.
     ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
-     "digests", "redaction", "events", ""),
+     "digests", "redaction", "events", "logs", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])

@@ -3,7 +3,7 @@ budgets compared with what the window already used, soaks along ``after``."""
 
 from __future__ import annotations
 
-from reconciler.desired.documents import Desired, Gauntlet
+from reconciler.desired.documents import Desired, Gauntlet, build
 from reconciler.plan.observed import ObservedTarget
 from reconciler.plan.planner import History, plan
 from reconciler.plan.spend import spend, spend_json, spend_lines
@@ -96,3 +96,21 @@ def test_soaks_add_up_along_after() -> None:
         (s for (t, subject), s in soaks.items() if t == "staging"), default=0) + max(
         (s for (t, subject), s in soaks.items()
          if t == "production" and not subject.startswith("after")), default=0)
+
+
+def test_an_analysis_longer_than_the_health_soak_holds_the_line_for_its_length() -> None:
+    state, seen = fleet(after_soak="30m")
+    spec = {"source": "gepetto.py", "targets": ["staging", "production"],
+            "deliver": {"path": "strategies/gepetto.py"},
+            "restart": {"command": ["restart"]},
+            "health": {"command": ["probe"], "soak": "5m"},
+            "analysis": [{"name": "errors", "interval": "1m", "count": 20,
+                          "prometheus": {"query": "q", "max": 1}}]}
+    analysed = build("Strategy", {"metadata": {"name": "gepetto"}, "spec": spec}, ORIGIN)
+    state.strategies["gepetto"] = analysed  # type: ignore[index]
+    made = plan(state, seen, History(), NOW)
+    spent = spend(made, state, History(), NOW, gate_costs=COSTS,
+                  rates={}, remembered={}, gpu_used_today=0)
+    soaks = {(h.target, h.subject): h.seconds for h in spent.holds}
+    assert soaks[("staging", "Strategy/gepetto")] == 1200  # 20 x 1m, not the 5m soak
+    assert spent.longest_seconds == 1200 + 1800 + 1200

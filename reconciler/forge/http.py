@@ -1,0 +1,162 @@
+"""A small JSON-over-HTTP client for forge APIs: the standard library's ``http.client``,
+a timeout on every request, bounded response reads, retries with backoff on 5xx and on
+connection faults, and errors that never carry the token.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import ssl
+import threading
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from reconciler.errors import StalledError, TransientError
+from reconciler.redaction import redact, redact_text
+from reconciler.vocabulary import Reason
+
+MAX_RESPONSE_BYTES = 1 << 20  # a forge's answer to one call is a few KiB
+MAX_SHOWN_BYTES = 300  # of an error body, in a message
+RETRIES = 3  # attempts after the first, for 5xx and connection faults
+BACKOFF_SECONDS = 0.5  # doubled at each retry
+
+
+class ForgeRefused(StalledError):
+    """The forge said no (401/403: the token; 404: the repository; 422: the request):
+    retrying the same request cannot help; a person must look."""
+
+    reason = "ForgeRefused"
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message,
+                         reason=Reason.AUTHENTICATION_FAILED if status in (401, 403) else None)
+        self.status = status
+
+
+class ForgeUnavailable(TransientError):
+    """5xx, a timeout, a refused connection: after the retries, try again later."""
+
+    reason = "ForgeUnavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: Any  # the decoded JSON
+
+
+class JsonClient:
+    """Requests against one API base URL. ``headers()`` is called per request (it reads the
+    token file then); ``secret()`` lets every message be scrubbed of the token, whatever a
+    server echoes back."""
+
+    def __init__(self, base_url: str, name: str, *, timeout: float,
+                 headers: Any, stop: threading.Event | None = None,
+                 backoff_seconds: float = BACKOFF_SECONDS) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise StalledError(f"forge url {redact(base_url)!r} is not an http(s) URL")
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._headers = headers
+        self._timeout = timeout
+        self._stop = stop or threading.Event()
+        self._backoff = backoff_seconds
+        self.name = name  # e.g. "github at https://api.github.com": what messages say
+        self.shown = redact(base_url)
+
+    def request(self, method: str, path: str, payload: Any = None) -> Response:
+        """One call; 2xx answers are returned, 5xx and faults retried with backoff, anything
+        else raised as :class:`ForgeRefused` with the forge's own words (bounded)."""
+        headers: dict[str, str] = dict(self._headers())
+        secrets = [value.split()[-1] for name, value in headers.items()
+                   if name.lower() in ("authorization", "private-token") and value]
+        body = None if payload is None else json.dumps(payload).encode()
+        headers["Accept"] = headers.get("Accept", "application/json")
+        headers["User-Agent"] = "reconciler"
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        delay = self._backoff
+        problem = ""
+        for attempt in range(RETRIES + 1):
+            if attempt:
+                if self._stop.wait(delay):
+                    break
+                delay *= 2
+            try:
+                status, data = self._once(method, self._prefix + path, body, headers)
+            except (OSError, http.client.HTTPException, ssl.SSLError) as error:
+                problem = (f"timed out after {self._timeout:g}s" if isinstance(
+                    error, (TimeoutError, socket.timeout)) else
+                    f"{type(error).__name__}: {error}")
+                continue
+            if 200 <= status < 300:
+                try:
+                    return Response(status, json.loads(data) if data.strip() else None)
+                except ValueError:
+                    raise ForgeUnavailable(self._scrub(
+                        f"{self.name}: {method} {path} answered {status} with a body that is "
+                        "not JSON", secrets)) from None
+            said = _words(data)
+            if status >= 500 or status == 429:
+                problem = f"answered {status}{': ' + said if said else ''}"
+                continue
+            raise ForgeRefused(self._scrub(
+                f"{self.name}: {method} {path} answered {status}"
+                f"{_HINTS.get(status, '')}{': ' + said if said else ''}", secrets),
+                status=status)
+        raise ForgeUnavailable(self._scrub(
+            f"{self.name}: {method} {path} {problem} (after {RETRIES + 1} attempts)", secrets))
+
+    def _once(self, method: str, path: str, body: bytes | None,
+              headers: dict[str, str]) -> tuple[int, bytes]:
+        connection: http.client.HTTPConnection
+        if self._scheme == "https":
+            connection = http.client.HTTPSConnection(self._host, self._port,
+                                                     timeout=self._timeout,
+                                                     context=ssl.create_default_context())
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port,
+                                                    timeout=self._timeout)
+        try:
+            connection.request(method, path, body=body, headers=headers)
+            response = connection.getresponse()
+            data = response.read(MAX_RESPONSE_BYTES + 1)
+            if len(data) > MAX_RESPONSE_BYTES:
+                raise http.client.HTTPException(
+                    f"answer larger than {MAX_RESPONSE_BYTES} bytes")
+            return response.status, data
+        finally:
+            connection.close()
+
+    @staticmethod
+    def _scrub(message: str, secrets: list[str]) -> str:
+        for secret in secrets:
+            if len(secret) >= 4:
+                message = message.replace(secret, "***")
+        return redact_text(message)
+
+
+# What a person should check, by status: the forge's own words follow.
+_HINTS = {401: " (the token in forge.tokenFile was refused: expired, revoked or mistyped)",
+          403: " (the token lacks a permission or scope this call needs)",
+          404: " (no such repository or commit, or the token cannot see it)",
+          422: " (the forge refused the request as invalid)"}
+
+
+def _words(data: bytes) -> str:
+    """What the forge said, bounded: ``message`` and ``errors`` of a JSON error, else text."""
+    try:
+        decoded = json.loads(data)
+    except ValueError:
+        return data[:MAX_SHOWN_BYTES].decode(errors="replace").strip()
+    if isinstance(decoded, dict):
+        parts = [str(decoded.get(key)) for key in ("message", "error", "errors")
+                 if decoded.get(key)]
+        return "; ".join(parts)[:MAX_SHOWN_BYTES]
+    return str(decoded)[:MAX_SHOWN_BYTES]
