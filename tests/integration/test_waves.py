@@ -196,9 +196,10 @@ def test_a_failing_downstream_target_recalls_its_upstream_and_says_so(tmp_path: 
     assert {(r.action.target, r.result) for r in outcome.report.results} >= {
         ("prod", "rolled-back"), ("canary", "rolled-back")}
     assert fleet.content("canary") == V1 and fleet.content("prod") == V1
-    recalled = [e for e in events if e.type is EventType.ROLLED_BACK]
-    assert [(e.target, e.kind, e.name, e.reason) for e in recalled] == [
-        ("canary", "Strategy", "app", "WaveFailed")]
+    rolled = [e for e in events if e.type is EventType.ROLLED_BACK]
+    assert [(e.target, e.kind, e.name, e.reason) for e in rolled] == [
+        ("prod", "Strategy", "app", "RolledBack"), ("canary", "Strategy", "app", "WaveFailed")]
+    assert rolled[1].digest == hashlib.sha256(V2.encode()).hexdigest(), "what was taken back"
 
 
 def _wait_for(path: Path, process: subprocess.Popen[str]) -> None:

@@ -77,8 +77,8 @@ def test_a_failing_second_wave_recalls_the_canary_and_the_second_wave_on_kuberne
     for name in ("canary", "s1", "s2"):
         assert (_code(world, name), _running(world, name)) == (STRATEGY_V1, V1_DIGEST), name
     assert _code(world, "rest") == STRATEGY_V1, "the last wave never got it"
-    assert sorted(e.target for e in events if e.type is EventType.ROLLED_BACK) == [
-        "canary", "s1"]
+    assert sorted((e.target, e.reason) for e in events if e.type is EventType.ROLLED_BACK) == [
+        ("canary", "WaveFailed"), ("s1", "WaveFailed"), ("s2", "RolledBack")]
 
     journal = world.journal()
     try:

@@ -211,3 +211,19 @@ def test_plan_spend_waits_for_the_count_a_wave_asks_for_not_all_of_it() -> None:
                   gpu_used_today=0)
     assert spent.longest_seconds == 600 + HOUR
     assert [hold.subject for hold in spent.holds if hold.target == "r1"] == ["after s1, s2"]
+
+
+def test_a_suspended_target_keeps_even_a_failed_revision_until_it_is_resumed() -> None:
+    from dataclasses import replace
+
+    from reconciler.plan.planner import Suspension
+
+    state, holding, history = _failed_in_second_wave()
+    stopped = replace(history, suspended={"canary": Suspension("canary", "ops", 0.0,
+                                                                 "investigating")})
+    actions = _by_target(plan(state, _observed(holding), stopped, 5 * HOUR))
+    assert (actions["canary"].op, actions["canary"].status, actions["canary"].reason) == (
+        Op.RECALL, ActionStatus.WAITING, Reason.SUSPENDED)
+    assert "recall of file strategies/gepetto.py waits" in (actions["canary"].message or "")
+    assert (actions["s1"].op, actions["s1"].status) == (Op.RECALL, ActionStatus.READY)
+    assert actions["r1"].reason is Reason.WAVE_FAILED
