@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from reconciler import __version__
+from reconciler import __version__, completion, helptext
 from reconciler.app import (
     Connections,
     Wiring,
@@ -35,20 +35,30 @@ from reconciler.daemon.control import runtime_socket
 from reconciler.daemon.daemon import Daemon
 from reconciler.daemon.leadership import leadership
 from reconciler.daemon.lock import FleetLock
+from reconciler.desired import schema_files
 from reconciler.desired.cache import DesiredCache
 from reconciler.desired.loader import cache_salt, load_desired, located_warnings
 from reconciler.diagnostics import Diagnostic, InvalidInput
 from reconciler.digests import VerificationFailed, verify_path, write_manifest
 from reconciler.durations import parse_duration
-from reconciler.errors import ReconcilerError, StalledError
+from reconciler.errors import ReconcilerError, StalledError, classify
 from reconciler.execute.executor import Hooks
 from reconciler.gauntlet.budgets import budget_warnings
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
 from reconciler.logs import FORMATS, LEVELS, LogSettingError, configure, fields
+from reconciler.output import (
+    add_output_flags,
+    color_lines,
+    emit,
+    printable,
+    use_color,
+    wants_data,
+)
 from reconciler.passes import load, plan_pass, render_planned, run_pass
 from reconciler.plan.planner import ALL_TARGETS, History
 from reconciler.prcheck import GateRun, run_gate
+from reconciler.progress import ByteProgress, GameProgress, StatusLine
 from reconciler.promote import promote
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
@@ -95,7 +105,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reconciler", description="Declarative GitOps "
-                                     "reconciler for ML fleets.")
+                                     "reconciler for ML fleets.", epilog=helptext.TOP_EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"reconciler {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -106,30 +117,29 @@ def build_parser() -> argparse.ArgumentParser:
                           "passes them: each file's folder is checked whole); default: the "
                           "repository's branch")
     validate.add_argument("--rev", help="a revision of --repo to check (branch, tag, sha)")
-    validate.add_argument("-o", "--output", choices=("text", "json"), default="text",
-                          help="json: {valid, checked, errors, warnings}; each error an "
-                          "object with file, line, column, rule, message")
+    add_output_flags(validate)
     _common(validate)
 
     plan = commands.add_parser("plan", help="what a pass would do (exit 0 in sync, "
                                "2 changes, 1 error)")
-    plan.add_argument("--output", choices=("text", "json"), default="text")
+    add_output_flags(plan, color=True)
     _common(plan)
 
     apply = commands.add_parser("apply", help="one reconcile pass (exit 0 converged or "
                                 "waiting on a soak or window, 1 error or blocked)")
+    add_output_flags(apply)
     _common(apply)
     run = commands.add_parser("run", help="the daemon: reconcile until SIGTERM")
     _common(run)
 
     status = commands.add_parser("status", help="per-object state, last pass, blocked reasons")
-    status.add_argument("--output", choices=("text", "json"), default="text")
+    add_output_flags(status)
     _common(status)
     history = commands.add_parser("history", help="the journal, optionally of one object")
     history.add_argument("name", nargs="?", help="an object's name")
     history.add_argument("--limit", type=int, default=50,
                          help="show at most this many events, the newest (default 50)")
-    history.add_argument("--output", choices=("text", "json"), default="text")
+    add_output_flags(history)
     _common(history)
 
     gauntlet = commands.add_parser("gauntlet", help="run a model's gate without flipping "
@@ -146,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "signs the request to --daemon (default: the settings' webhook)")
     gauntlet.add_argument("--retry", action="store_true", help="forget a remembered verdict "
                           "and run again")
+    add_output_flags(gauntlet)
     _common(gauntlet)
 
     promote = commands.add_parser("promote", help="verify and gate an artifact, then propose "
@@ -171,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("artifact", metavar="PATH", help="a file, or a bundle directory")
     verify.add_argument("--sha256", required=True, metavar="HEX",
                         help="the digest, HEX or sha256:HEX (of manifest.json, for a bundle)")
+    add_output_flags(verify)
     suspend = commands.add_parser(
         "suspend", help="stop the line: nothing is changed on the targets (drift is still "
         "observed and reported) until resume (exit 0; 1 unknown target)",
@@ -201,6 +213,17 @@ def build_parser() -> argparse.ArgumentParser:
     manifest = commands.add_parser("manifest", help="write manifest.json for a bundle "
                                    "directory and print the digest to pin")
     manifest.add_argument("directory", metavar="DIR")
+    add_output_flags(manifest)
+
+    complete = commands.add_parser("completion", help="print a shell completion script")
+    complete.add_argument("shell", choices=completion.SHELLS)
+    schema = commands.add_parser("schema", help="write the document schemas for editors "
+                                 "and CI")
+    schema.add_argument("kind", nargs="?", metavar="KIND",
+                        help="print this one schema (a kind, 'document' or 'settings')")
+    schema.add_argument("--output-dir", metavar="DIR", help="write every schema here")
+    add_output_flags(schema)
+    helptext.describe(commands)
     _logging_flags(parser, None)
     for command in commands.choices.values():
         _logging_flags(command, argparse.SUPPRESS)
@@ -219,7 +242,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     return settings
 
 
-def _report_invalid(error: InvalidInput, stream: TextIO) -> int:
+def _report_invalid(error: InvalidInput, stream: TextIO, args: argparse.Namespace) -> int:
+    if wants_data(args) and args.command == "validate":
+        emit(args, {"valid": False, "checked": [],
+                    "errors": [d.error_json() for d in error.diagnostics], "warnings": []}, "")
+        return EXIT_ERROR
     for diagnostic in error.diagnostics:
         print(diagnostic.format(), file=stream)
     count = len(error.diagnostics)
@@ -284,14 +311,13 @@ def cmd_validate(args: argparse.Namespace) -> int:
                   "gauntlets": len(desired.gauntlets), "budgets": len(desired.budgets)}
         checked.append({"folder": snapshot.display_prefix or "./",
                         "revision": snapshot.revision, "counts": counts})
-    if args.output == "json":
-        json.dump({"valid": not errors, "checked": checked,
-                   "errors": [d.error_json() for d in sorted(set(errors))],
-                   "warnings": [d.error_json() for d in warnings]}, sys.stdout, indent=2)
-        print()
+    if wants_data(args):
+        emit(args, {"valid": not errors, "checked": checked,
+                    "errors": [d.error_json() for d in sorted(set(errors))],
+                    "warnings": [d.error_json() for d in warnings]}, "")
         return EXIT_ERROR if errors else EXIT_OK
     if errors:
-        return _report_invalid(InvalidInput(errors), sys.stdout)
+        return _report_invalid(InvalidInput(errors), sys.stdout, args)
     for warning in warnings:
         print(warning.format())
     if not checked:
@@ -330,7 +356,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         history = History() if journal is None else journal.history(now)
         planned = plan_pass(Wiring(settings), history, now)
         spent = plan_spend(planned, journal, history, now)
-    sys.stdout.write(render_planned(planned, args.output, spent=spent))
+    if wants_data(args):
+        emit(args, json.loads(render_planned(planned, "json", spent=spent)), "")
+    else:
+        # Repository content is shown, never obeyed: control characters become visible.
+        text = printable(render_planned(planned, "text", spent=spent))
+        sys.stdout.write(color_lines(text) if use_color(args.color, sys.stdout) else text)
     if planned.plan.errors:
         return EXIT_ERROR
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES
@@ -354,32 +385,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
             print(f"{held.describe()}; another daemon acts on this fleet", file=sys.stderr)
             return EXIT_ERROR
     journal = Journal(settings.journal_path)
+    status_line = StatusLine()
     try:
         confine_state_dir(settings)
         wiring = Wiring(settings, connections=connections)
         wiring.store.sweep()  # first: leftovers of a full disk must not block the journal
         journal.recover()
-        outcome = run_pass(wiring, journal, stop, hooks=Hooks(progress=_progress_line))
+        outcome = run_pass(wiring, journal, stop, hooks=Hooks(progress=status_line))
     finally:
+        status_line.finish()
         journal.close()
         done.set()
         if held is not None:
             held.stop()
         lock.release()
-    if outcome.report is not None:
-        for result in outcome.report.results:
-            action = result.action
-            if result.result != "in-sync":
-                print(f"{result.result:>11}  {action.target}  {action.kind}/{action.name}: "
-                      f"{result.message}")
-    print(outcome.status_line())
+    results = outcome.report.results if outcome.report is not None else ()
+    lines = [f"{r.result:>11}  {r.action.target}  {r.action.kind}/{r.action.name}: {r.message}"
+             for r in results if r.result != "in-sync"]
+    emit(args, {"result": str(outcome.result), "revision": outcome.revision,
+                "message": outcome.message,
+                "actions": [{"target": r.action.target, "kind": r.action.kind,
+                             "name": r.action.name, "result": r.result, "message": r.message}
+                            for r in results]},
+         "".join(f"{line}\n" for line in [*lines, outcome.status_line()]))
     return EXIT_OK if outcome.result in (PassResult.CONVERGED, PassResult.CHANGED,
                                          PassResult.WAITING) else EXIT_ERROR
-
-
-def _progress_line(text: str) -> None:
-    if sys.stderr.isatty():
-        print(f"... {text}", file=sys.stderr, flush=True)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -417,13 +447,12 @@ def cmd_status(args: argparse.Namespace) -> int:
             action=JournalAction.QUARANTINE, limit=20)]
     finally:
         journal.close()
-    if args.output == "json":
+    if wants_data(args):
         for row in objects:
             row["analysis"] = analyses.get((row["target"], row["kind"], row["name"]))
-        print(json.dumps({"lastPass": last, "objects": objects, "quarantined": quarantined,
-                          "suspended": [{"target": held.target, "who": held.who,
-                                         "at": held.at, "reason": held.reason}
-                                        for held in suspended]}, indent=2))
+        emit(args, {"lastPass": last, "objects": objects, "quarantined": quarantined,
+                    "suspended": [{"target": held.target, "who": held.who, "at": held.at,
+                                   "reason": held.reason} for held in suspended]}, "")
         return EXIT_OK
     for held in suspended:
         print(f"SUSPENDED  {held.describe()}")
@@ -469,8 +498,8 @@ def cmd_history(args: argparse.Namespace) -> int:
         print(f"no object named {args.name!r} in the journal; known: "
               f"{', '.join(known) or 'none yet'}", file=sys.stderr)
         return EXIT_ERROR
-    if args.output == "json":
-        print(json.dumps([event.to_json() for event in events], indent=2))
+    if wants_data(args):
+        emit(args, [event.to_json() for event in events], "")
         return EXIT_OK
     for event in events:
         subject = f"{event.target}/{event.kind}/{event.name}" if event.name else "-"
@@ -495,44 +524,27 @@ def _shown_detail(action: str, detail: dict[str, Any]) -> str:
     return text
 
 
-class _TerminalProgress:
-    """``\r``-updated progress on a terminal, at most ten times a second."""
-
-    def __init__(self, label: str) -> None:
-        self._label = label
-        self._started = time.monotonic()
-        self._shown = 0.0
-        self.enabled = sys.stderr.isatty()
-
-    def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._shown < 0.1:
-            return
-        self._shown = now
-        rate = done / max(now - self._started, 1e-6) / 2**20
-        share = f" {100 * done / total:5.1f}%" if total else ""
-        sys.stderr.write(f"\r{self._label}: {done / 2**20:,.0f} MiB{share} {rate:,.0f} MiB/s")
-        sys.stderr.flush()
-
-    def finish(self) -> None:
-        if self.enabled and self._shown:
-            sys.stderr.write("\n")
-
-
 def cmd_gauntlet(args: argparse.Namespace) -> int:
     if args.daemon:
         return _gate_by_daemon(args)
     settings = _settings(args)
-    fetching = _TerminalProgress(f"fetching {args.model}")
+    fetching = ByteProgress(f"fetching {args.model}")
+    playing = GameProgress(f"gauntlet for {args.model}")
+
+    def games(done: int, total: int) -> None:
+        fetching.finish()  # the download is over when the games start: keep its last line
+        playing(done, total)
+
     journal = Journal(settings.journal_path)
     try:
-        run = run_gate(settings, Wiring(settings).store, journal, args.model, rev=args.rev,
-                       artifact=args.artifact, retry=args.retry, progress=_progress_line,
-                       fetching=fetching)
+        gate = run_gate(settings, Wiring(settings).store, journal, args.model,
+                        rev=args.rev, artifact=args.artifact, retry=args.retry,
+                        fetching=fetching, playing=games)
     finally:
         fetching.finish()
+        playing.finish()
         journal.close()
-    return _report_gate(run)
+    return _report_gate(args, gate)
 
 
 def _gate_by_daemon(args: argparse.Namespace) -> int:
@@ -562,36 +574,47 @@ def _gate_by_daemon(args: argparse.Namespace) -> int:
         print(f"cannot ask {url}: {getattr(error, 'reason', error)}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     outcome = answer.get("outcome")
-    return _report_gate(GateRun(str(answer.get("model")), answer.get("revision"),
+    return _report_gate(args, GateRun(str(answer.get("model")), answer.get("revision"),
                                 answer.get("sha256"),
                                 outcome if outcome in GATE_EXITS else "error",
                                 str(answer.get("reason")), str(answer.get("message")),
-                                bool(answer.get("remembered"))))
+                                bool(answer.get("remembered")), answer.get("evidence")))
 
 
-def _report_gate(run: GateRun) -> int:
+def _report_gate(args: argparse.Namespace, run: GateRun) -> int:
     label, code = GATE_EXITS[run.outcome]
-    print(f"{label}  {run.model} sha256:{run.digest or '-'} "
-          f"({run.reason}{', remembered' if run.remembered else ''})")
-    for part in run.message.split("; "):
-        print(f"  {part}")
+    emit(args, run.to_json(),
+         f"{label}  {run.model} sha256:{run.digest or '-'} "
+         f"({run.reason}{', remembered' if run.remembered else ''})\n"
+         + "".join(f"  {part}\n" for part in run.message.split("; ")))
     return code
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    fetching = _TerminalProgress(f"fetching {args.model}")
+    fetching = ByteProgress(f"fetching {args.model}")
+    playing = StatusLine()
+
+    def progress(text: str) -> None:
+        fetching.finish()  # the download is over when the games start: keep its last line
+        playing(text)
+
+    def say(text: str) -> None:
+        fetching.finish()
+        playing.finish()
+        print(text, flush=True)
+
     journal = Journal(settings.journal_path)
     try:
         return promote(settings, Wiring(settings).store, journal, args.model, args.artifact,
                        sha256=args.sha256, dry_run=args.dry_run, branch=args.head,
-                       retry=args.retry, say=lambda text: print(text, flush=True),
-                       progress=_progress_line, fetching=fetching)
+                       retry=args.retry, say=say, progress=progress, fetching=fetching)
     except ReconcilerError as error:
-        print(f"ERROR  {error.reason}: {error}", flush=True)
+        say(f"ERROR  {error.reason}: {error}")
         return EXIT_CANNOT_CHECK
     finally:
         fetching.finish()
+        playing.finish()
         journal.close()
 
 
@@ -603,19 +626,20 @@ def cmd_verify(args: argparse.Namespace) -> int:
               "after 'sha256:'", file=sys.stderr)
         return EXIT_ERROR
     path = Path(args.artifact)
-    progress = _TerminalProgress(f"hashing {path.name}")
+    progress = ByteProgress(f"hashing {path.name}")
+    result = {"ok": False, "path": str(path), "sha256": digest, "kind": None, "error": None}
     try:
-        kind = verify_path(path, digest, progress=progress)
+        result["kind"] = verify_path(path, digest, progress=progress)
     except VerificationFailed as error:
         progress.finish()
-        print(f"mismatch: {error}")
+        emit(args, {**result, "error": str(error)}, f"mismatch: {error}\n")
         return EXIT_ERROR
     except OSError as error:
         progress.finish()
         print(f"cannot read {path}: {error.strerror}", file=sys.stderr)
         return EXIT_ERROR
     progress.finish()
-    print(f"ok: {path} ({kind}) sha256:{digest}")
+    emit(args, {**result, "ok": True}, f"ok: {path} ({result['kind']}) sha256:{digest}\n")
     return EXIT_OK
 
 
@@ -624,7 +648,31 @@ def cmd_manifest(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         print(f"{folder}: not a directory", file=sys.stderr)
         return EXIT_ERROR
-    print(write_manifest(folder))
+    digest = write_manifest(folder)
+    emit(args, {"directory": str(folder), "manifest": str(folder / "manifest.json"),
+                "sha256": digest}, f"{digest}\n")
+    return EXIT_OK
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    sys.stdout.write(completion.script(build_parser(), args.shell))
+    return EXIT_OK
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    if args.kind is not None:
+        try:
+            sys.stdout.write(schema_files.text_of(args.kind))
+        except KeyError:
+            print(f"no schema named {args.kind!r}; known: {', '.join(schema_files.names())}",
+                  file=sys.stderr)
+            return EXIT_ERROR
+        return EXIT_OK
+    written = schema_files.write_all(Path(args.output_dir)) if args.output_dir else []
+    listing = [{"name": name, "id": schema_id, **({"file": str(path)} if path else {})}
+               for name, schema_id, path in schema_files.listing(written)]
+    emit(args, listing, "".join(f"{row.get('file', row['name'])}  {row['id']}\n"
+                                for row in listing))
     return EXIT_OK
 
 
@@ -808,20 +856,24 @@ COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run
             "status": cmd_status, "history": cmd_history, "gauntlet": cmd_gauntlet,
             "promote": cmd_promote, "verify": cmd_verify, "suspend": cmd_suspend,
             "resume": cmd_resume, "reconcile": cmd_reconcile,
-            "manifest": cmd_manifest}
+            "manifest": cmd_manifest, "completion": cmd_completion, "schema": cmd_schema}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # promote's 1 says "the gate rejected the model": its own errors are 3 (DESIGN.md §2).
+    error_exit = EXIT_CANNOT_CHECK if args.command == "promote" else EXIT_ERROR
     try:
         configure(args.log_format, args.log_level)
     except LogSettingError as error:
         print(f"reconciler: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return error_exit
     try:
         return COMMANDS[args.command](args)
     except InvalidInput as error:
-        return _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr)
+        code = _report_invalid(error, sys.stdout if args.command == "validate" else sys.stderr,
+                               args)
+        return error_exit if code == EXIT_ERROR else code
     except SandboxUnavailable as error:
         # Not a verdict on the input: the check could not run here (exit 3 where the
         # contract has one: validate and gauntlet).
@@ -830,7 +882,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else EXIT_ERROR
     except ReconcilerError as error:
         print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
-        return EXIT_ERROR
+        return error_exit
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
@@ -838,3 +890,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # stdout is pointed at /dev/null so the interpreter's final flush cannot fail again.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
+    except Exception as error:
+        if args.command != "promote":
+            raise
+        # Python's own exit for a crash is 1, which promote's contract gives to a rejected
+        # model: a fault of the machine (a journal that cannot open, a full disk) is 3.
+        outcome = classify(error)
+        print(f"reconciler promote: {outcome.reason}: {outcome.message}", file=sys.stderr)
+        return EXIT_CANNOT_CHECK

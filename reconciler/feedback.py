@@ -36,6 +36,7 @@ from reconciler.vocabulary import JournalAction, Phase, Reason
 log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 256
+STATUS_GRACE_SECONDS = 5.0  # a stopping daemon's wait for queued statuses to be posted
 HISTORY_DEPTH = 200  # first-parent commits searched for a Model's previous digest
 PROPOSAL_ATTEMPTS = 3
 PROPOSAL_RETRY_SECONDS = 30.0
@@ -71,9 +72,11 @@ def _log(text: str) -> None:
 class _Worker:
     """A bounded queue and the thread that empties it; ``handle`` errors are logged."""
 
-    def __init__(self, name: str, handle: Callable[[Event], None], size: int) -> None:
+    def __init__(self, name: str, handle: Callable[[Event], None], size: int, *,
+                 grace_seconds: float = 0.0) -> None:
         self._name = name
         self._handle = handle
+        self._grace = grace_seconds  # on close, to finish what is queued
         self._queue: queue.Queue[Event] = queue.Queue(maxsize=size)
         self.stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -110,6 +113,8 @@ class _Worker:
         return done.wait(timeout)
 
     def close(self) -> None:
+        if self._grace and not self.drain(self._grace):
+            _log(f"{self._name}: stopped with {self._queue.qsize()} not yet handled")
         self.stop.set()
         self._thread.join(timeout=5)
 
@@ -119,7 +124,10 @@ class CommitStatuses:
 
     def __init__(self, forge: Forge, *, size: int = QUEUE_SIZE) -> None:
         self._forge = forge
-        self.worker = _Worker("commit statuses", self._post, size)
+        # Unlike a revert proposal (journaled, resumed), a status still queued at a stop is
+        # lost: no later pass posts it again, and the revision would say pending for good.
+        self.worker = _Worker("commit statuses", self._post, size,
+                              grace_seconds=STATUS_GRACE_SECONDS)
 
     def __call__(self, event: Event) -> None:
         if event.type in STATES and event.kind and commit_of(event.revision):
@@ -160,7 +168,9 @@ class RevertProposals:
             return  # held, not judged: whether to undo it is a person's call
         if event.kind and wanted.wants(event.target) and commit_of(event.revision):
             # Journaled before it is queued: a kill -9 with it in the queue loses nothing,
-            # the next start queues it again (resume).
+            # the next start queues it again (resume). Its message goes into Git (the
+            # commit message, the pull request): a URL in it loses its credentials here.
+            event = replace(event, message=redact_text(event.message))
             queued = self._journal.record(
                 JournalAction.PROPOSE, Phase.INFO, revision=event.revision,
                 key=(event.target, event.kind, event.name),
@@ -265,7 +275,7 @@ class RevertProposals:
         title = (f"Restore Model {event.name}'s previous digest" if event.kind == "Model"
                  else f"Revert {bad[:12]}: {event.subject} was {event.type}")
         proposed = propose(space, self._forge, branch=branch, base=self._settings.branch,
-                           commit=commit, is_ours=lambda other: True, title=title,
+                           commit=commit, title=title,
                            body=f"{why}\n\nThe reconciler proposes this because "
                            f"{event.subject} was {event.type} at {event.revision}.\n",
                            journal=self._journal, say=_log)

@@ -65,6 +65,12 @@ def stderr_is_journal(environ: Mapping[str, str] | None = None) -> bool:
         return False
 
 
+# C0 controls but the tab, DEL and C1 controls: in a text line they are shown escaped, so
+# that text a message quotes (a health command's output) cannot drive a terminal.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x09), *range(0x0a, 0x20),
+                                                  *range(0x7f, 0xa0))}
+
+
 def _record_fields(record: logging.LogRecord) -> dict[str, Any]:
     values = getattr(record, "fields", None)
     return dict(values) if isinstance(values, Mapping) else {}
@@ -86,7 +92,9 @@ class TextFormatter(logging.Formatter):
         text = record.getMessage()
         if record.exc_info:
             text += "\n" + "".join(traceback.format_exception(*record.exc_info)).rstrip()
-        lines = redact_text(text).splitlines() or [""]
+        # Each line break starts an indented line (or a journal entry of its own), never
+        # a line that looks like one of ours.
+        lines = [line.translate(_CONTROLS) for line in redact_text(text).splitlines()] or [""]
         if self._journal:  # each line is an entry of its own: each gets the priority
             prefix = f"<{journal_priority(record.levelno)}>"
             return "\n".join(prefix + line for line in lines)

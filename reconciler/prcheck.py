@@ -20,10 +20,12 @@ from typing import Any
 from reconciler.app import Connections, Wiring, gauntlet_jobs, git_source
 from reconciler.artifacts.fetch import FetchLimits, fetch
 from reconciler.desired.cache import DesiredCache
+from reconciler.desired.documents import Gauntlet
 from reconciler.desired.loader import cache_salt, load_desired
 from reconciler.diagnostics import InvalidInput
 from reconciler.digests import Progress, VerificationFailed
 from reconciler.errors import ReconcilerError
+from reconciler.gauntlet.budgets import gate_costs
 from reconciler.gauntlet.runner import GateOutcome, GauntletRunner
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
@@ -59,10 +61,11 @@ def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_na
              sha256: str | None = None, retry: bool = False,
              stop: threading.Event | None = None,
              progress: Callable[[str], None] = lambda text: None,
-             fetching: Progress | None = None) -> GateRun:
+             fetching: Progress | None = None, playing: Progress | None = None) -> GateRun:
     """Run ``model_name``'s gate as declared at ``rev`` (default the branch) on its
     declared artifact, or on ``artifact`` (its verdict remembered under its own digest;
-    verified against ``sha256`` when given, else hashed as it lands in the store)."""
+    verified against ``sha256`` when given, else hashed as it lands in the store).
+    ``playing`` hears (games played, the most the gate may play) as a match goes."""
     source = git_source(settings)
     snapshot = source.snapshot_at(rev or settings.branch)
     desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
@@ -92,12 +95,30 @@ def run_gate(settings: Settings, store: ContentStore, journal: Journal, model_na
     if retry:
         journal.forget_gates(model.name, digest)
     verdict = GauntletRunner(journal, store, progress=progress,
+                             games=_game_counter(desired.gauntlets.get(model.gauntlet), playing),
                              jobs=gauntlet_jobs(settings, Connections(settings),
                                                 stop or threading.Event()),
                              stop=stop).evaluate(model, desired, digest, path,
                                                  candidate_uri=uri)
     return GateRun(model.name, snapshot.revision, digest, verdict.outcome, verdict.reason,
                    verdict.message, verdict.remembered, verdict.evidence)
+
+
+def _game_counter(gauntlet: Gauntlet | None, playing: Progress | None
+                  ) -> Callable[[str, int], None]:
+    """The runner's per-opponent game counts as one (played, at most) progress: the SPRT
+    usually decides well before its budget, so the total is a ceiling."""
+    ceiling = sum(int(str(cost["maxGames"])) for cost in gate_costs(gauntlet)) \
+        if gauntlet is not None else 0
+    played = 0
+
+    def count(opponent: str, new: int) -> None:
+        nonlocal played
+        played += new
+        if playing is not None:
+            playing(played, max(ceiling, played))
+
+    return count
 
 
 def plan_revision(wiring: Wiring, history: History, rev: str,

@@ -30,7 +30,7 @@ from reconciler.places import ContentStore
 from reconciler.prcheck import GateRun, run_gate
 from reconciler.redaction import redact
 from reconciler.settings import Settings
-from reconciler.source.proposals import BranchExists, Workspace, valid_branch
+from reconciler.source.proposals import BranchExists, Workspace, same_branch, valid_branch
 from reconciler.vocabulary import JournalAction, Phase
 
 EXIT_PROPOSED, EXIT_REJECTED, EXIT_INCONCLUSIVE, EXIT_ERROR = 0, 1, 2, 3
@@ -57,12 +57,14 @@ def forge_of(settings: Settings, stop: threading.Event | None = None) -> Forge |
 
 
 def propose(space: Workspace, forge: Forge | None, *, branch: str, base: str, commit: str,
-            is_ours: Callable[[str], bool], title: str, body: str,
+            title: str, body: str,
             journal: Journal | None = None, say: Callable[[str], None] = lambda text: None
             ) -> Proposed:
     """Push ``commit`` as the new ``branch`` and open a pull request into ``base``. A branch
-    already on the remote is reused when ``is_ours(its commit)`` (an earlier try pushed it),
-    else refused with :class:`BranchExists`; an open pull request for it is found, not
+    already on the remote is reused when its commit changes exactly what ``commit`` changes
+    (an earlier try pushed it, perhaps onto an older tip), else refused with
+    :class:`BranchExists` (its name is predictable: a planted branch must not get a pull
+    request titled as ours); an open pull request for it is found, not
     duplicated. The journal hears of the push before the pull request is asked for."""
     reused = False
     if space.remote_branch(branch) is None:
@@ -70,7 +72,7 @@ def propose(space: Workspace, forge: Forge | None, *, branch: str, base: str, co
         say(f"pushed branch {branch} (commit {commit[:12]}) to {space.source.shown}")
     else:
         existing = space.fetch_branch(branch)
-        if existing is None or not is_ours(existing):
+        if existing is None or space.changes(existing) != space.changes(commit):
             raise BranchExists(f"branch {branch!r} already exists on {space.source.shown} "
                                "and holds a different change: delete it, or choose another "
                                "name (--head)")
@@ -131,7 +133,7 @@ def promote(settings: Settings, store: ContentStore, journal: Journal, model_nam
         say(f"ERROR  --artifact {redact(artifact)}: the URI carries credentials (userinfo or "
             "a query) and would be committed to Git; promote a URI without them")
         return EXIT_ERROR
-    if branch is not None and (not valid_branch(branch) or branch == settings.branch):
+    if branch is not None and (not valid_branch(branch) or same_branch(branch, settings.branch)):
         say(f"ERROR  --head {branch!r} is not a new branch name")
         return EXIT_ERROR
     space = workspace(settings)
@@ -184,8 +186,7 @@ def promote(settings: Settings, store: ContentStore, journal: Journal, model_nam
     body = f"```diff\n{diff}```\n\n```\n{message}```\n"
     try:
         proposed = propose(space, forge_of(settings), branch=name, base=settings.branch,
-                           commit=commit, title=title, body=body, journal=journal, say=say,
-                           is_ours=lambda other: space.read(other, path) == after)
+                           commit=commit, title=title, body=body, journal=journal, say=say)
     except ReconcilerError as error:
         say(f"ERROR  {error}")
         return EXIT_ERROR

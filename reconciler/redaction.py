@@ -14,6 +14,11 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>]+")
+# An Authorization header quoted in text (a server echoing the request in its error, a
+# command line): its credentials go, its scheme stays (``Authorization: Bearer <redacted>``).
+_AUTHORIZATION_IN_TEXT = re.compile(
+    r"(?i)(\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?"
+    r"(?:(?:bearer|basic|token|digest|negotiate)\s+)?)[^\s\"',;}]+")
 
 
 def redact(url: str) -> str:
@@ -32,5 +37,7 @@ def redact(url: str) -> str:
 
 
 def redact_text(text: str) -> str:
-    """Every URL inside ``text`` redacted (for messages made from a library's errors)."""
-    return _URL_IN_TEXT.sub(lambda match: redact(match.group(0)), text)
+    """Every URL inside ``text`` redacted, and the credentials of any Authorization header
+    it quotes (for messages made from a library's errors or a server's answer)."""
+    text = _URL_IN_TEXT.sub(lambda match: redact(match.group(0)), text)
+    return _AUTHORIZATION_IN_TEXT.sub(r"\1<redacted>", text)

@@ -4,13 +4,15 @@
 # systemd-analyze (the unit file), promtool (Debian's prometheus package: metrics
 # exposition), git (and its http-backend), ssh-keygen and gpg (signed commits), prlimit
 # (util-linux: the sandbox's rlimits), sshd (fetching over SSH with a key and a checked host
-# key). Installed with apt-get when missing; a machine without them cannot
-# run the suite, so this fails loudly rather than letting tests skip.
+# key), bash/zsh/fish (the completion scripts, run in the real shells), npm (Ajv checks the
+# schemas in strict mode; the tests install it into .cache/ajv). Installed with apt-get
+# when missing; a machine without them cannot run the suite, so this fails loudly rather
+# than letting tests skip.
 # Arguments name a subset of the tools (run.sh needs only the sandbox: bwrap prlimit).
 set -euo pipefail
 declare -A package_of=([bwrap]=bubblewrap [prlimit]=util-linux [systemd-analyze]=systemd
                        [promtool]=prometheus [git]=git [ssh-keygen]=openssh-client [gpg]=gpg
-                       [sshd]=openssh-server)
+                       [sshd]=openssh-server [zsh]=zsh [fish]=fish [npm]=npm)
 tools=("$@")
 [ ${#tools[@]} -eq 0 ] && tools=("${!package_of[@]}")
 missing=()

@@ -27,11 +27,9 @@ import http.client
 import json
 import os
 import socket
-import ssl
 import stat
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -46,6 +44,7 @@ from reconciler.digests import (
     verify_bundle,
 )
 from reconciler.errors import ReconcilerError, StalledError, TransientError
+from reconciler.http_connections import connection_for
 from reconciler.places import ContentStore
 from reconciler.redaction import redact_text
 from reconciler.settings import ArtifactSettings
@@ -430,7 +429,7 @@ def _get(url: str, headers: dict[str, str], transfer: _Transfer,
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ArtifactMissing(f"cannot fetch {_shown(url)}: not an http(s) URL")
         timeout = max(0.1, min(transfer.limits.stall_seconds, transfer.remaining()))
-        connection, target = _connection(url, timeout)
+        connection, target = connection_for(url, timeout)
         try:
             connection.connect()  # bounded by the timeout; the cut-off needs the socket
             cut_off.socket = connection.sock
@@ -457,30 +456,6 @@ def _get(url: str, headers: dict[str, str], transfer: _Transfer,
                                       f"{response.reason}")
         return response, connection
     raise ArtifactMissing(f"GET {_shown(url)}: more than {MAX_REDIRECTS} redirects")
-
-
-def _connection(url: str, timeout: float) -> tuple[http.client.HTTPConnection, str]:
-    """A connection for ``url`` and the request target: direct, or through the proxy the
-    environment names (``http_proxy``, ``https_proxy``, ``no_proxy``, read as urllib does;
-    https through a CONNECT tunnel)."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if not proxy or urllib.request.proxy_bypass(host):
-        if parts.scheme == "https":
-            return http.client.HTTPSConnection(host, parts.port, timeout=timeout,
-                                               context=ssl.create_default_context()), path
-        return http.client.HTTPConnection(host, parts.port, timeout=timeout), path
-    via = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
-    if parts.scheme == "https":
-        tunnel = http.client.HTTPSConnection(via.hostname or "", via.port or 80,
-                                             timeout=timeout,
-                                             context=ssl.create_default_context())
-        tunnel.set_tunnel(host, parts.port or 443)
-        return tunnel, path
-    return http.client.HTTPConnection(via.hostname or "", via.port or 80,
-                                      timeout=timeout), url
 
 
 def _receive(response: http.client.HTTPResponse, part: Path, have: int,

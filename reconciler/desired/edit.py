@@ -18,6 +18,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
 
 from reconciler.desired.yamlload import YamlError, load_documents
 
@@ -35,7 +36,11 @@ class EditError(ValueError):
 def _documents(text: str) -> list[Any]:
     loader = YAML(typ="rt")
     loader.preserve_quotes = True
-    return list(loader.load_all(io.StringIO(text)))
+    try:
+        return list(loader.load_all(io.StringIO(text)))
+    except YAMLError as error:
+        said = " ".join(str(error).split())
+        raise EditError(f"the file cannot be read for a round trip: {said}") from None
 
 
 def _node(documents: list[Any], document: int, path: Path_) -> tuple[CommentedMap, str]:
@@ -50,6 +55,9 @@ def _node(documents: list[Any], document: int, path: Path_) -> tuple[CommentedMa
         raise EditError(f"{'.'.join(path)} is missing")
     if not isinstance(node[path[-1]], str):
         raise EditError(f"{'.'.join(path)} is not a string")
+    if getattr(getattr(node[path[-1]], "anchor", None), "value", None):
+        # ruamel places an alias at its anchor: one write would change every use of it.
+        raise EditError(f"{'.'.join(path)} is an anchor or an alias: change it by hand")
     return node, path[-1]
 
 
@@ -110,8 +118,9 @@ def _check(before: str, after: str, document: int, values: Mapping[Path_, str]) 
     """The edit changed exactly the intended values: reload both with the loader the daemon
     uses and compare."""
     try:
-        old = [d.data for d in load_documents(before.encode())]
-        new = [d.data for d in load_documents(after.encode())]
+        # By their place in the stream: the loader skips empty documents, ruamel does not.
+        old = {d.index: d.data for d in load_documents(before.encode())}
+        new = {d.index: d.data for d in load_documents(after.encode())}
     except YamlError as error:
         raise EditError(f"the edit would not parse: {error}") from None
     for path, value in values.items():

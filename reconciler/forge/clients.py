@@ -54,6 +54,10 @@ def _token(path: Path) -> str:
             from None
     if not token:
         raise TokenUnreadable(f"forge.tokenFile {path} is empty")
+    if not token.isprintable() or any(character.isspace() for character in token):
+        # In a header it would be refused with an error quoting the value: token and all.
+        raise TokenUnreadable(f"forge.tokenFile {path} holds more than one word or line: it "
+                              "must hold the token alone")
     return token
 
 
@@ -74,12 +78,39 @@ class _Client:
     def _headers(self) -> dict[str, str]:
         raise NotImplementedError
 
+    def _objects(self, listed: Any, call: str) -> list[dict[str, Any]]:
+        """A listing's objects; a forge answering something else is broken or hostile."""
+        if listed is None:
+            return []
+        if not isinstance(listed, list) or not all(isinstance(item, dict) for item in listed):
+            raise ForgeUnavailable(f"{self.name}: {call} answered JSON that is not the list "
+                                   "of pull requests the API documents")
+        return listed
+
+    def _pull(self, answer: Any, number: str, url: str, created: bool,
+              call: str) -> PullRequest:
+        """The pull request in an answer, checked: a broken or hostile forge's JSON is a
+        clear error, never a KeyError from deep inside."""
+        if isinstance(answer, dict) and isinstance(answer.get(number), int) \
+                and isinstance(answer.get(url), str):
+            return PullRequest(answer[number], answer[url], created)
+        raise ForgeUnavailable(f"{self.name}: {call} answered JSON that is not the pull "
+                               f"request the API documents (no {number!r} and {url!r})")
+
     def _owner_name(self) -> tuple[str, str]:
         owner, _, name = self.settings.repository.partition("/")
         if not owner or not name or "/" in name:
             raise StalledError(f"forge.repository {self.settings.repository!r} must be "
                                "owner/name", reason="ForgeMisconfigured")
         return quote(owner, safe=""), quote(name, safe="")
+
+
+def _at(found: dict[str, Any], *keys: str) -> Any:
+    """``found[k1][k2]...``, or None where a level is missing or not an object."""
+    value: Any = found
+    for key in keys:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 class GitHub(_Client):
@@ -94,18 +125,21 @@ class GitHub(_Client):
     def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
         owner, name = self._owner_name()
         # https://docs.github.com/en/rest/pulls/pulls#list-pull-requests
-        # (head filters by "user:ref-name"; the branch lives in the repository itself)
+        # (head filters by "user:ref-name"; the branch lives in the repository itself: a
+        # fork's pull request from a branch of the same name is someone else's change)
         listed = self.http.request(
             "GET", f"/repos/{owner}/{name}/pulls?state=open&head={owner}:{quote(head, safe='')}"
             f"&base={quote(base, safe='')}").body
-        for pull in listed or ():
-            if pull.get("head", {}).get("ref") == head:
-                return PullRequest(int(pull["number"]), str(pull["html_url"]), False)
+        for pull in self._objects(listed, "GET pulls"):
+            if _at(pull, "head", "ref") == head and _at(pull, "base", "ref") == base \
+                    and str(_at(pull, "head", "repo", "full_name")).lower() \
+                    == self.settings.repository.lower():
+                return self._pull(pull, "number", "html_url", False, "GET pulls")
         # https://docs.github.com/en/rest/pulls/pulls#create-a-pull-request
         made = self.http.request("POST", f"/repos/{owner}/{name}/pulls",
                                  {"title": title, "head": head, "base": base, "body": body,
                                   "maintainer_can_modify": True}).body
-        return PullRequest(int(made["number"]), str(made["html_url"]), True)
+        return self._pull(made, "number", "html_url", True, "POST pulls")
 
     def set_status(self, sha: str, state: StatusState, context: str, description: str,
                    target_url: str | None = None) -> None:
@@ -133,18 +167,22 @@ class GitLab(_Client):
 
     def open_pull_request(self, head: str, base: str, title: str, body: str) -> PullRequest:
         # https://docs.gitlab.com/ee/api/merge_requests.html#list-project-merge-requests
+        # (it lists merge requests from forks too: a fork's branch of the same name is
+        # someone else's change)
         listed = self.http.request(
             "GET", f"/projects/{self._project}/merge_requests?state=opened"
             f"&source_branch={quote(head, safe='')}&target_branch={quote(base, safe='')}").body
-        for merge in listed or ():
-            if merge.get("source_branch") == head:
-                return PullRequest(int(merge["iid"]), str(merge["web_url"]), False)
+        for merge in self._objects(listed, "GET merge_requests"):
+            if merge.get("source_branch") == head and merge.get("target_branch") == base \
+                    and merge.get("source_project_id") is not None \
+                    and merge.get("source_project_id") == merge.get("target_project_id"):
+                return self._pull(merge, "iid", "web_url", False, "GET merge_requests")
         # https://docs.gitlab.com/ee/api/merge_requests.html#create-mr
         made = self.http.request("POST", f"/projects/{self._project}/merge_requests",
                                  {"source_branch": head, "target_branch": base,
                                   "title": title, "description": body,
                                   "remove_source_branch": True}).body
-        return PullRequest(int(made["iid"]), str(made["web_url"]), True)
+        return self._pull(made, "iid", "web_url", True, "POST merge_requests")
 
     def set_status(self, sha: str, state: StatusState, context: str, description: str,
                    target_url: str | None = None) -> None:
@@ -154,7 +192,14 @@ class GitLab(_Client):
             state, state), "name": context, "description": _description(description)}
         if target_url:
             payload["target_url"] = target_url
-        self.http.request("POST", f"/projects/{self._project}/statuses/{sha}", payload)
+        try:
+            self.http.request("POST", f"/projects/{self._project}/statuses/{sha}", payload)
+        except ForgeRefused as error:
+            # A status still running (or pending) cannot be moved to the same state: 400
+            # "Cannot transition status via :run from :running"; it already says so.
+            if error.status != 400 or "Cannot transition status" not in str(error) \
+                    or payload["state"] not in ("running", "pending"):
+                raise
 
 
 class Gitea(_Client):
@@ -176,14 +221,18 @@ class Gitea(_Client):
             if error.status != 404:
                 raise
             found = None
-        if found and found.get("state") == "open":
-            return PullRequest(int(found["number"]), str(found["html_url"]), False)
+        # An answer for another branch pair or a fork's branch is not ours.
+        if isinstance(found, dict) and found.get("state") == "open" \
+                and _at(found, "head", "ref") == head and _at(found, "base", "ref") == base \
+                and str(_at(found, "head", "repo", "full_name")).lower() \
+                == self.settings.repository.lower():
+            return self._pull(found, "number", "html_url", False, "GET pulls")
         # POST /repos/{owner}/{repo}/pulls
         # (https://docs.gitea.com/api/1.22/#tag/repository/operation/repoCreatePullRequest)
         made = self.http.request("POST", f"/repos/{owner}/{name}/pulls",
                                  {"title": title, "head": head, "base": base,
                                   "body": body}).body
-        return PullRequest(int(made["number"]), str(made["html_url"]), True)
+        return self._pull(made, "number", "html_url", True, "POST pulls")
 
     def set_status(self, sha: str, state: StatusState, context: str, description: str,
                    target_url: str | None = None) -> None:

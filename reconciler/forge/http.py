@@ -1,25 +1,31 @@
 """A small JSON-over-HTTP client for forge APIs: the standard library's ``http.client``,
-a timeout on every request, bounded response reads, retries with backoff on 5xx and on
+the proxy the environment names (as for artifact downloads), a timeout on every whole
+request (a server answering a byte at a time is cut off too),
+bounded response reads, retries with backoff on 5xx and on
 connection faults, and errors that never carry the token.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import socket
 import ssl
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from reconciler.errors import StalledError, TransientError
+from reconciler.http_connections import connection_for
 from reconciler.redaction import redact, redact_text
 from reconciler.vocabulary import Reason
 
 MAX_RESPONSE_BYTES = 1 << 20  # a forge's answer to one call is a few KiB
 MAX_SHOWN_BYTES = 300  # of an error body, in a message
+CUT_OFF_POLL_SECONDS = 0.1
 RETRIES = 3  # attempts after the first, for 5xx and connection faults
 BACKOFF_SECONDS = 0.5  # doubled at each retry
 
@@ -59,9 +65,8 @@ class JsonClient:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise StalledError(f"forge url {redact(base_url)!r} is not an http(s) URL")
-        self._scheme = parts.scheme
-        self._host = parts.hostname
-        self._port = parts.port
+        # No userinfo: the token goes in a header, never in a URL.
+        self._origin = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
         self._prefix = parts.path.rstrip("/")
         self._headers = headers
         self._timeout = timeout
@@ -115,24 +120,48 @@ class JsonClient:
 
     def _once(self, method: str, path: str, body: bytes | None,
               headers: dict[str, str]) -> tuple[int, bytes]:
-        connection: http.client.HTTPConnection
-        if self._scheme == "https":
-            connection = http.client.HTTPSConnection(self._host, self._port,
-                                                     timeout=self._timeout,
-                                                     context=ssl.create_default_context())
-        else:
-            connection = http.client.HTTPConnection(self._host, self._port,
-                                                    timeout=self._timeout)
+        deadline = time.monotonic() + self._timeout
+        connection, target = connection_for(self._origin + path, self._timeout)
         try:
-            connection.request(method, path, body=body, headers=headers)
+            connection.connect()  # bounded by the timeout; the cut-off needs the socket
+        except BaseException:
+            connection.close()
+            raise
+        done, fired = threading.Event(), threading.Event()
+        cut_off = threading.Thread(target=self._cut_off,
+                                   args=(connection.sock, deadline, done, fired),
+                                   name="forge-cut-off", daemon=True)
+        cut_off.start()
+        try:
+            connection.request(method, target, body=body, headers=headers)
             response = connection.getresponse()
             data = response.read(MAX_RESPONSE_BYTES + 1)
+            if fired.is_set():  # a read cut off short may return what it had: not an answer
+                raise TimeoutError
             if len(data) > MAX_RESPONSE_BYTES:
                 raise http.client.HTTPException(
                     f"answer larger than {MAX_RESPONSE_BYTES} bytes")
             return response.status, data
+        except (OSError, http.client.HTTPException):
+            if fired.is_set():  # the cut-off shut the socket: say why
+                raise TimeoutError from None
+            raise
         finally:
+            done.set()
+            cut_off.join()
             connection.close()
+
+    def _cut_off(self, sock: socket.socket, deadline: float, done: threading.Event,
+                 fired: threading.Event) -> None:
+        """Shut the socket down once the whole request has taken the timeout (each read's
+        own timeout allows a byte every few seconds forever) or a stop comes. The socket is
+        kept here: the connection forgets it once the answer's headers say it will close."""
+        while not done.wait(CUT_OFF_POLL_SECONDS):
+            if time.monotonic() >= deadline or self._stop.is_set():
+                fired.set()
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+                return
 
     @staticmethod
     def _scrub(message: str, secrets: list[str]) -> str:

@@ -14,9 +14,10 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pygit2
@@ -259,29 +260,39 @@ class GitSource:
         if is_local_path(self.url) and not os.path.isdir(self.url):
             raise TransientError(f"repository {self.shown} does not exist or is not reachable",
                                  reason="SourceUnavailable")
+        self.in_child("reconciler.source.git", {"refspecs": refspecs}, what="fetch",
+                      subject=self.shown, timeout=_FETCH_TIMEOUT_SECONDS,
+                      errors=_FETCH_ERRORS, reason="SourceUnavailable")
+
+    def in_child(self, module: str, task: Mapping[str, object], *, what: str, subject: str,
+                 timeout: int, errors: Mapping[str, type[ReconcilerError]],
+                 reason: str) -> None:
+        """Run ``python -m <module>`` (whose main is :func:`serve_child`) on this source and
+        ``task``: credentials go as file paths on stdin, read in the child, never in argv or
+        the environment; its typed failure is raised here (``errors``: the types it may
+        name), any other ending as a TransientError with ``reason``."""
         request = {"url": self.url, "branch": self.branch, "folder": self.folder,
-                   "mirror": str(self.mirror_path), "refspecs": refspecs,
+                   "mirror": str(self.mirror_path), **task,
                    "credentials": None if self.credentials is None else {
                        name: None if value is None else str(value)
                        for name, value in asdict(self.credentials).items()}}
         try:
-            done = subprocess.run([sys.executable, "-m", "reconciler.source.git"],
+            done = subprocess.run([sys.executable, "-m", module],
                                   input=json.dumps(request), capture_output=True, text=True,
-                                  timeout=_FETCH_TIMEOUT_SECONDS, check=False)
+                                  timeout=timeout, check=False)
         except subprocess.TimeoutExpired:
-            raise TransientError(f"fetching {self.shown} did not finish within "
-                                 f"{_FETCH_TIMEOUT_SECONDS // 60} minutes",
-                                 reason="SourceUnavailable") from None
+            raise TransientError(f"{what}ing {subject} did not finish within "
+                                 f"{timeout // 60} minutes", reason=reason) from None
         if done.returncode == 0:
             return
         try:
             failure = json.loads(done.stdout.strip().splitlines()[-1])
-            kind, message = _FETCH_ERRORS[failure["type"]], str(failure["message"])
+            kind, message = errors[failure["type"]], str(failure["message"])
         except (ValueError, IndexError, KeyError, TypeError):
             kind = TransientError
-            message = (f"cannot fetch {self.shown}: the fetch ended with "
+            message = (f"cannot {what} {subject}: the {what} ended with "
                        f"{done.returncode}: {redact_text(done.stderr.strip()[-300:])}")
-        raise kind(message, reason="SourceUnavailable" if kind is TransientError else None)
+        raise kind(message, reason=reason if kind is TransientError else None)
 
     def _fetch_here(self, refspecs: list[str]) -> None:
         """The fetch itself, with credentials and host keys: runs in the fetch's child."""
@@ -448,9 +459,11 @@ def _credentials(fields: Mapping[str, str | None]) -> GitCredentials:
                           fields.get("host_key"))
 
 
-def _fetch_child() -> int:
-    """``python -m reconciler.source.git``: one fetch (a JSON request on stdin); a typed
-    failure is the last line of stdout."""
+def serve_child(work: Callable[[GitSource, dict[str, Any]], None],
+                errors: Mapping[str, type[ReconcilerError]]) -> int:
+    """The child's side of :meth:`GitSource.in_child`: the request from stdin, ``work`` on
+    its source; a typed failure is the last line of stdout (a type not in ``errors`` is
+    sent as a TransientError)."""
     request = json.loads(sys.stdin.read())
     credentials = request["credentials"]
     source = GitSource(request["url"], request["branch"], request["folder"],
@@ -458,13 +471,18 @@ def _fetch_child() -> int:
                        credentials=None if credentials is None else _credentials(credentials))
     source.mirror_path = Path(request["mirror"])
     try:
-        source._fetch_here(request["refspecs"])
+        work(source, request)
     except ReconcilerError as error:
-        kind = type(error).__name__ if type(error).__name__ in _FETCH_ERRORS \
-            else "TransientError"
+        kind = type(error).__name__ if type(error).__name__ in errors else "TransientError"
         print(json.dumps({"type": kind, "message": str(error)}))
         return 1
     return 0
+
+
+def _fetch_child() -> int:
+    """``python -m reconciler.source.git``: one fetch (a JSON request on stdin)."""
+    return serve_child(lambda source, request: source._fetch_here(request["refspecs"]),
+                       _FETCH_ERRORS)
 
 
 if __name__ == "__main__":

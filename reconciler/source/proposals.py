@@ -8,12 +8,9 @@ same host-key checks; no secret is in argv, the environment, a log or an error.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Mapping
-from dataclasses import asdict
-from pathlib import Path
 
 import pygit2
 
@@ -27,8 +24,8 @@ from reconciler.source.git import (
     GitSource,
     HostKeyUnverified,
     _Callbacks,
-    _credentials,
     _ssh_host,
+    serve_child,
 )
 from reconciler.source.location import is_local_path
 
@@ -65,8 +62,17 @@ class _PushCallbacks(_Callbacks):
 
 
 def valid_branch(name: str) -> bool:
-    """A name git accepts for a branch (git check-ref-format's rules, through libgit2)."""
-    return bool(pygit2.reference_is_valid_name(f"refs/heads/{name}"))
+    """A name git accepts for a new branch: ``git check-ref-format --branch``'s rules
+    (libgit2's, and its refusal of HEAD and of a leading '-', which any git command naming
+    the branch later would read as an option)."""
+    return not name.startswith("-") and name != "HEAD" \
+        and bool(pygit2.reference_is_valid_name(f"refs/heads/{name}"))
+
+
+def same_branch(name: str, other: str) -> bool:
+    """Whether two names may be one branch on the remote: on a case-insensitive file system
+    (a bare repository on macOS or Windows) MAIN is stored in main's file."""
+    return name.casefold() == other.casefold()
 
 
 class Workspace:
@@ -129,6 +135,18 @@ class Workspace:
         return any(delta.new_file.path in paths or delta.old_file.path in paths
                    for delta in diff.deltas)
 
+    def changes(self, commit_id: str) -> dict[str, str | None] | None:
+        """What a commit changes against its parent: repository path -> its new blob (None:
+        deleted); None for a root or merge commit (not one change on top of one tip)."""
+        commit = self._repo()[commit_id].peel(pygit2.Commit)
+        if len(commit.parents) != 1:
+            return None
+        diff = self._repo().diff(commit.parents[0], commit)
+        return {delta.new_file.path if delta.status != pygit2.enums.DeltaStatus.DELETED
+                else delta.old_file.path:
+                None if delta.status == pygit2.enums.DeltaStatus.DELETED
+                else str(delta.new_file.id) for delta in diff.deltas}
+
     def message(self, commit_id: str) -> str:
         return str(self._repo()[commit_id].peel(pygit2.Commit).message)
 
@@ -185,7 +203,7 @@ class Workspace:
     def push(self, commit_id: str, branch: str) -> None:
         """Create ``branch`` on the remote at ``commit_id``; never a force push, never the
         tracked branch. Raises PushRejected, AuthenticationFailed or TransientError."""
-        if branch == self.source.branch:
+        if same_branch(branch, self.source.branch):
             raise PushRejected(f"refusing to push to the tracked branch {branch!r}")
         if not valid_branch(branch):
             raise PushRejected(f"{branch!r} is not a valid branch name")
@@ -195,30 +213,11 @@ class Workspace:
         if is_local_path(self.source.url):  # no credentials, no libgit2: no child needed
             _push_local(self.source, f"{local}:refs/heads/{branch}")
             return
-        request = {"url": self.source.url, "branch": self.source.branch,
-                   "folder": self.source.folder, "mirror": str(self.source.mirror_path),
-                   "refspec": f"{local}:refs/heads/{branch}",
-                   "credentials": None if self.source.credentials is None else {
-                       name: None if value is None else str(value)
-                       for name, value in asdict(self.source.credentials).items()}}
-        try:
-            done = subprocess.run([sys.executable, "-m", "reconciler.source.proposals"],
-                                  input=json.dumps(request), capture_output=True, text=True,
-                                  timeout=_PUSH_TIMEOUT_SECONDS, check=False)
-        except subprocess.TimeoutExpired:
-            raise TransientError(f"pushing {branch} to {self.source.shown} did not finish "
-                                 f"within {_PUSH_TIMEOUT_SECONDS // 60} minutes",
-                                 reason="PushFailed") from None
-        if done.returncode == 0:
-            return
-        try:
-            failure = json.loads(done.stdout.strip().splitlines()[-1])
-            kind, message = _PUSH_ERRORS[failure["type"]], str(failure["message"])
-        except (ValueError, IndexError, KeyError, TypeError):
-            kind = TransientError
-            message = (f"cannot push {branch} to {self.source.shown}: the push ended with "
-                       f"{done.returncode}: {redact_text(done.stderr.strip()[-300:])}")
-        raise kind(message, reason="PushFailed" if kind is TransientError else None)
+        self.source.in_child("reconciler.source.proposals",
+                             {"refspec": f"{local}:refs/heads/{branch}"}, what="push",
+                             subject=f"{branch} to {self.source.shown}",
+                             timeout=_PUSH_TIMEOUT_SECONDS, errors=_PUSH_ERRORS,
+                             reason="PushFailed")
 
 
 def _push_local(source: GitSource, refspec: str) -> None:
@@ -269,22 +268,9 @@ def _push_here(source: GitSource, refspec: str) -> None:
 
 
 def _push_child() -> int:
-    """``python -m reconciler.source.proposals``: one push (a JSON request on stdin); a
-    typed failure is the last line of stdout."""
-    request = json.loads(sys.stdin.read())
-    credentials = request["credentials"]
-    source = GitSource(request["url"], request["branch"], request["folder"],
-                       Path(request["mirror"]).parent,
-                       credentials=None if credentials is None else _credentials(credentials))
-    source.mirror_path = Path(request["mirror"])
-    try:
-        _push_here(source, request["refspec"])
-    except ReconcilerError as error:
-        kind = type(error).__name__ if type(error).__name__ in _PUSH_ERRORS \
-            else "TransientError"
-        print(json.dumps({"type": kind, "message": str(error)}))
-        return 1
-    return 0
+    """``python -m reconciler.source.proposals``: one push (a JSON request on stdin)."""
+    return serve_child(lambda source, request: _push_here(source, request["refspec"]),
+                       _PUSH_ERRORS)
 
 
 if __name__ == "__main__":

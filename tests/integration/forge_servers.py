@@ -1,6 +1,7 @@
 """Forge APIs on 127.0.0.1 for the tests: the documented endpoints reconciler calls, for
 GitHub, GitLab and Gitea/Forgejo, recording what they get. ``faults`` makes the next
-answers fail (a status code, or "hang": accept and never answer).
+answers fail (a status code, "hang": accept and never answer, "drip": answer one byte at a
+time, or (status, body): answer that instead, as a hostile or broken forge would).
 
 Endpoints (request and answer shapes as documented):
 - GitHub REST: GET/POST /repos/{owner}/{repo}/pulls
@@ -11,7 +12,9 @@ Endpoints (request and answer shapes as documented):
 - GitLab v4: GET/POST /projects/:id/merge_requests
   (https://docs.gitlab.com/ee/api/merge_requests.html#create-mr: 201 with ``iid``,
   ``web_url``; 409 for a second open one), POST /projects/:id/statuses/:sha
-  (https://docs.gitlab.com/ee/api/commits.html#set-the-pipeline-status-of-a-commit).
+  (https://docs.gitlab.com/ee/api/commits.html#set-the-pipeline-status-of-a-commit; 400
+  "Cannot transition status via :run from :running" for a second running in a row, as
+  gitlab-org/gitlab-foss#25807 and its many reports show).
 - Gitea v1: GET /repos/{owner}/{repo}/pulls/{base}/{head}, POST /repos/{owner}/{repo}/pulls,
   POST /repos/{owner}/{repo}/statuses/{sha} (https://docs.gitea.com/api/1.22/).
 """
@@ -40,7 +43,7 @@ class FakeForge:
     pulls: list[dict[str, Any]] = field(default_factory=list)
     statuses: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     requests: list[tuple[str, str]] = field(default_factory=list)
-    faults: list[int | str] = field(default_factory=list)
+    faults: list[int | str | tuple[int, Any]] = field(default_factory=list)
     release: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -99,6 +102,20 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
                 if fault == "hang":
                     forge.release.wait(30)
                     return
+                if fault == "drip":  # each byte well within a read timeout, never done
+                    data = json.dumps({"number": 1, "html_url": "x" * 200}).encode()
+                    self.send_response(201)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    for byte in data:
+                        if forge.release.wait(0.1):
+                            return
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    return
+                if isinstance(fault, tuple):
+                    self._answer(*fault)
+                    return
                 assert isinstance(fault, int)
                 self._answer(fault, {"message": f"injected {fault}"})
                 return
@@ -129,7 +146,8 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
                     if owner == REPOSITORY.split("/")[0] else None
                 self._answer(200, [] if found is None else [
                     {"number": found["number"], "html_url": found["url"],
-                     "head": {"ref": found["head"]}}])
+                     "head": {"ref": found["head"], "repo": {"full_name": REPOSITORY}},
+                     "base": {"ref": found["base"]}}])
             elif path == f"/repos/{REPOSITORY}/pulls" and method == "POST":
                 if not body.get("title") or not body.get("head") or not body.get("base"):
                     self._answer(422, {"message": "Validation Failed"})
@@ -152,7 +170,8 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
                                    query.get("target_branch", ""))
                 self._answer(200, [] if found is None else [
                     {"iid": found["number"], "web_url": found["url"],
-                     "source_branch": found["head"]}])
+                     "source_branch": found["head"], "target_branch": found["base"],
+                     "source_project_id": 7, "target_project_id": 7}])
             elif path == f"/projects/{project}/merge_requests" and method == "POST":
                 if self._open(body["source_branch"], body["target_branch"]) is not None:
                     self._answer(409, {"message": ["Another open merge request already "
@@ -177,7 +196,10 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
                     self._answer(404, {"message": "pull request does not exist"})
                 else:
                     self._answer(200, {"number": found["number"], "html_url": found["url"],
-                                       "state": "open"})
+                                       "state": "open",
+                                       "head": {"ref": found["head"],
+                                                "repo": {"full_name": REPOSITORY}},
+                                       "base": {"ref": found["base"]}})
             elif path == pulls and method == "POST":
                 if self._open(body["head"], body["base"]) is not None:
                     self._answer(409, {"message": "pull request already exists"})
@@ -195,6 +217,17 @@ def _handler(forge: FakeForge) -> type[BaseHTTPRequestHandler]:
             if len(sha) != 40 or body.get("state") not in states:
                 self._answer(422, {"message": f"invalid state {body.get('state')!r}"})
                 return
+            if forge.kind == "gitlab" and body["state"] in ("pending", "running"):
+                # GitLab finds the context's status that is still pending or running and
+                # moves it by an event; one that is already in the state has none to take.
+                last = next((b["state"] for s, b in reversed(forge.statuses)
+                             if s == sha and b["name"] == body["name"]), None)
+                if last == body["state"]:
+                    event = {"pending": "enqueue", "running": "run"}[last]
+                    self._answer(400, {"message": f"Cannot transition status via :{event} "
+                                       f"from :{last} (Reason(s): Status cannot transition "
+                                       f"via \"{event}\")"})
+                    return
             forge.statuses.append((sha, body))
             self._answer(201, {"id": len(forge.statuses), **body})
 

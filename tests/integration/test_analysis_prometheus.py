@@ -134,7 +134,7 @@ def test_no_data_holds_the_change_as_inconclusive_and_never_promotes_it(
     assert "check error-rate" in str(status["message"])
     assert "no data" in str(status["message"])
     assert status["healthy_digest"] != status["attempted_digest"]  # never promoted
-    assert [e.type for e in events] == [EventType.STALLED]
+    assert [e.type for e in events] == [EventType.PROGRESSING, EventType.STALLED]
     # The next pass neither rolls it back nor analyses it again, and says why.
     again = fleet.apply()
     assert fleet.results(again)["Strategy/app"] == ActionResult.BLOCKED

@@ -211,3 +211,36 @@ def test_a_proposal_queued_when_the_daemon_died_is_made_on_the_next_start(
     assert started.resume() == 0, "handled: not queued again on the next start"
     started.worker.close()
     journal.close()
+
+
+def test_a_secret_in_the_failure_message_reaches_neither_git_nor_the_journal(
+        tmp_path: Path) -> None:
+    """A failure's message can quote a URL with its credentials (a health check's): the
+    revert's commit message (in Git for everyone who reads it) and the journal get it
+    scrubbed, as a commit status's description does."""
+    world = Proposing(tmp_path, None)
+    sink, journal = world.sink()
+    sink(event(EventType.ROLLED_BACK, world.bad, reason="HealthCheckFailed",
+               message="GET https://probe:s3cr3t-pw@health.example/ready answered 500"))
+    assert sink.worker.drain(60)
+    message = git(world.remote, "log", "-1", "--format=%B", f"reconciler/revert/{world.bad[:12]}")
+    assert "health.example/ready answered 500" in message and "s3cr3t-pw" not in message
+    assert all("s3cr3t-pw" not in str(entry.detail) for entry in journal.events(limit=100))
+    sink.worker.close()
+    journal.close()
+
+
+def test_statuses_queued_when_the_daemon_stops_are_still_posted(
+        github: FakeForge, tmp_path: Path) -> None:
+    """A SIGTERM right after a change turned healthy: its success must reach the forge, or
+    the revision says pending for good (no later pass posts it again)."""
+    settings = load_settings(_settings_file(tmp_path, github.settings(tmp_path)), {})
+    assert settings.forge is not None
+    sink = CommitStatuses(forge_client(settings.forge, backoff_seconds=0.01))
+    for target in ("edge", "staging", "production"):
+        sink(event(EventType.PROGRESSING, "d" * 40, target=target))
+        sink(event(EventType.APPLIED, "d" * 40, target=target))
+    sink.worker.close()  # what the daemon does on its way out
+    assert {context: states[-1] for context, states in github.contexts().items()} == {
+        f"reconciler/{target}/Strategy/app": "success"
+        for target in ("edge", "staging", "production")}

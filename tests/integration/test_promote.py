@@ -241,3 +241,77 @@ def test_json_evidence_is_bounded_in_the_commit_message(tmp_path: Path) -> None:
     assert len(message) < MAX_EVIDENCE_CHARS + 1000
     assert "pw" not in message and "SECRET" not in message
     assert json.loads(json.dumps(message))
+
+
+def test_a_branch_with_our_file_and_more_is_not_reused(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """The branch name is predictable (model and digest): someone with push access plants it
+    with the very Model change promote would make plus a change of their own. A retry may
+    reuse only a branch whose commit changes exactly what ours changes, or a pull request
+    that says "Promote Model policy" would carry the extra change."""
+    with fake_forge("github") as forge:
+        setup = Setup(tmp_path, extra=forge.settings(tmp_path))
+        forge.faults = [500] * 4  # the push lands, the pull request does not
+        first = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+        assert first.returncode == 3 and f"pushed branch {BRANCH}" in first.stdout
+        work = tmp_path / "mallory"
+        git(tmp_path, "clone", "-q", "--branch", BRANCH, str(setup.remote), str(work))
+        (work / "desired-state" / "extra.yaml").write_text("# not part of the promotion\n")
+        git(work, "add", "-A")
+        git(work, "commit", "-q", "--amend", "--no-edit")
+        git(work, "push", "-q", "--force", "origin", BRANCH)
+        retry = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+        assert retry.returncode == 3, retry.stdout + retry.stderr
+        assert f"branch '{BRANCH}' already exists" in retry.stdout
+        assert forge.pulls == [], "no pull request for a change that is not only ours"
+
+
+def test_branch_names_git_refuses_or_that_alias_the_tracked_branch_are_refused(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """``git check-ref-format --branch`` refuses a leading '-' (an option to every git
+    command that later names the branch) and HEAD; a remote on a case-insensitive file
+    system stores MAIN in main's file, so a fast-forward push to it moves the tracked
+    branch."""
+    setup = Setup(tmp_path)
+    for name in ("-f", "--force", "HEAD", "MAIN", "Main"):
+        done = cli("promote", "policy", "--artifact", setup.uri, f"--head={name}",
+                   *setup.config())
+        assert done.returncode == 3, (name, done.stdout + done.stderr)
+        assert "not a new branch name" in done.stdout and "PASS" not in done.stdout
+    assert setup.branches() == ["main"]
+
+
+def test_a_broken_settings_file_or_desired_state_is_an_error_not_a_rejection(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """Exit 1 tells a pipeline its model was rejected: invalid input of the reconciler's
+    own is 3 (DESIGN.md §2), with the file, line and rule."""
+    setup = Setup(tmp_path)
+    good = setup.settings.read_text()
+    setup.settings.write_text(good + "forge: {type: bitbucket, url: 'https://x', "
+                              "repository: a/b, tokenFile: t}\n")
+    settings = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+    assert settings.returncode == 3, settings.stdout + settings.stderr
+    assert "promote.yaml" in settings.stdout + settings.stderr
+    setup.settings.write_text(good)
+    work = tmp_path / "work"
+    git(tmp_path, "clone", "-q", str(setup.remote), str(work))
+    (work / "desired-state" / "model.yaml").write_text("kind: Model\nmetadata: {name: [\n")
+    git(work, "commit", "-qam", "a broken model file")
+    git(work, "push", "-q", "origin", "HEAD:main")
+    desired = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+    assert desired.returncode == 3, desired.stdout + desired.stderr
+    assert "model.yaml" in desired.stdout + desired.stderr
+    assert setup.branches() == ["main"]
+
+
+def test_a_fault_of_the_machine_is_an_error_not_a_rejection(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """Whatever breaks on the way (here the journal cannot be opened) exits 3 with what
+    broke: never Python's 1 with a traceback, which a pipeline reads as 'rejected'."""
+    setup = Setup(tmp_path)
+    setup.fleet.state.mkdir(parents=True, exist_ok=True)
+    (setup.fleet.state / "journal.db").mkdir()
+    done = cli("promote", "policy", "--artifact", setup.uri, *setup.config())
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr and "journal" in done.stdout + done.stderr
+    assert setup.branches() == ["main"]

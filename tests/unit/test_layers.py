@@ -18,7 +18,7 @@ PACKAGE = REPO_ROOT / "reconciler"
 
 # Top to bottom. A module may import its own layer and any layer below it.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("cli", "daemon", "__main__"),
+    ("cli", "daemon", "__main__", "helptext"),
     ("app", "passes", "prcheck", "costs", "promote", "feedback"),
     ("execute",),
     ("local", "kube", "gauntlet", "artifacts", "journal", "store", "forge", "notify",
@@ -29,9 +29,11 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("desired",),
     ("source",),
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
-    # bounded runner), digests, the error tree and the vocabulary, URL redaction, logging.
+    # bounded runner), digests, the error tree and the vocabulary, URL redaction, logging,
+    # HTTP connections (direct or through the environment's proxy).
     ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
-     "digests", "redaction", "events", "logs", ""),
+     "digests", "redaction", "events", "logs", "http_connections", "output", "progress",
+     "completion", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])
@@ -39,7 +41,7 @@ INDEPENDENT = frozenset(LAYERS[3])
 # daemon: it may use sibling adapters to fetch and verify what it plays.
 PROGRAMS = frozenset({"gauntlet.worker"})
 # Within the top layer the command line may start the daemon; never the other way round.
-TOP_ORDER = {"cli": 0, "__main__": 0, "daemon": 1}
+TOP_ORDER = {"cli": 0, "__main__": 0, "helptext": 0, "daemon": 1}
 
 
 def _unit(module: str) -> str:

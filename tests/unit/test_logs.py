@@ -119,3 +119,36 @@ def test_a_bad_level_in_the_environment_is_refused_clearly() -> None:
                           env={**os.environ, "RECONCILER_LOG_LEVEL": "chatty"})
     assert done.returncode == 1
     assert "log level 'chatty': one of debug, info, warning, error" in done.stderr
+
+
+def test_repository_text_cannot_forge_lines_or_drive_the_terminal(
+        logger: logging.Logger, capsys: pytest.CaptureFixture[str]) -> None:
+    """A message quoting repository-controlled text (a health command's output, an object's
+    message): a line break cannot start a line that looks like the daemon's own, and control
+    characters (a terminal's escape sequences, a backspace over the indent) are shown
+    escaped, not obeyed."""
+    configure("text", "info", environ={})
+    logger.info("health check said: ok\n2026-01-01T00:00:00.000Z error   forged"
+                "\r\x08\x08\x1b[2K\x1b]0;title\x07\x00\x7f\x9b done")
+    said = capsys.readouterr().err
+    lines = said.splitlines()
+    assert len(lines) == 3 and said.count("\n") == 3
+    assert lines[0].split(maxsplit=2)[1] == "info"
+    assert all(line.startswith(" " * 10) for line in lines[1:]), lines
+    assert not any((ord(c) < 32 and c != "\n") or 0x7f <= ord(c) <= 0x9f for c in said), said
+    assert "\\x1b[2K\\x1b]0;title\\x07\\x00\\x7f\\x9b done" in said
+
+
+def test_authorization_headers_an_error_quotes_are_redacted(
+        logger: logging.Logger, capsys: pytest.CaptureFixture[str]) -> None:
+    """A receiver that echoes the request back in its error answer (as debugging servers
+    do) must not put the bearer token read from a file into the log."""
+    configure("json", "info", environ={})
+    logger.warning(f'notify: HTTP 401: {{"headers": {{"Authorization": "Bearer {TOKEN}"}}}}')
+    logger.warning(f"proxy said: authorization: Basic {TOKEN}== refused")
+    logger.warning(f"curl -H 'Authorization: token {TOKEN}' failed")
+    said = capsys.readouterr().err
+    assert TOKEN not in said, said
+    assert said.count("<redacted>") == 3
+    for line in said.splitlines():
+        json.loads(line)

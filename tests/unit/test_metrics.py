@@ -150,3 +150,23 @@ def test_build_info_and_loop_health_and_promtool_accepts_the_exposition() -> Non
                              input=generate_latest(metrics.registry), capture_output=True,
                              check=False)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_analysis_holds_count_among_pending_actions() -> None:
+    """A change held by an inconclusive (or failed, or impossible) analysis during the soak
+    waits for a person: ``reconciler_pending_actions`` names why, so that an alert can."""
+    metrics = Metrics()
+    metrics.observe_pass(_outcome(
+        PassResult.WAITING,
+        ActionResult(_action("policy", kind="Model", op=Op.FLIP,
+                             status=ActionStatus.BLOCKED, reason=Reason.FAILED_BEFORE),
+                     Result.BLOCKED, "held: inconclusive"),
+        ActionResult(_action("app", op=Op.UPDATE), Result.ROLLED_BACK, "error rate"),
+        ActionResult(_action("cfg", kind="Config", op=Op.UPDATE), Result.BLOCKED, "no data")),
+        1.0, [_row("policy", "Stalled", "AnalysisInconclusive", kind="Model"),
+              _row("app", "Stalled", "AnalysisFailed"),
+              _row("cfg", "Stalled", "AnalysisUnavailable", kind="Config")])
+    pending = {dict(k)["reason"]: v for k, v in _samples(
+        metrics, "reconciler_pending_actions").items()}
+    assert pending["AnalysisInconclusive"] == 1
+    assert pending["AnalysisFailed"] == 1 and pending["AnalysisUnavailable"] == 1

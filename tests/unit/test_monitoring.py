@@ -60,6 +60,17 @@ def test_every_alert_is_tested_firing_and_says_what_to_do() -> None:
         assert rule["annotations"]["summary"] and rule["annotations"]["description"]
 
 
+def test_the_rules_cover_suspension_notifications_and_analysis() -> None:
+    """What an operator must hear about beyond the passes themselves: a fleet (or a target)
+    left suspended, notifications that do not arrive (nobody else will say so), a change
+    held by an inconclusive analysis."""
+    exprs = "\n".join(rule["expr"] for group in yaml.safe_load(RULES.read_text())["groups"]
+                      for rule in group["rules"])
+    for needed in ("reconciler_fleet_suspended", "reconciler_suspended_targets",
+                   "reconciler_notifications_total", "AnalysisInconclusive"):
+        assert needed in exprs, needed
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     """(panel title, PromQL) for every panel target and every variable."""
     dashboard = json.loads(DASHBOARD.read_text())
@@ -89,3 +100,25 @@ def test_the_dashboard_is_well_formed() -> None:
         assert used <= variables | {"__rate_interval", "__range"}, (title, used)
         if "reconciler_" in expr and not title.startswith("$"):
             assert 'job=~"$job", instance=~"$instance"' in expr, title
+
+
+def test_the_dashboard_shows_suspension_and_notifications() -> None:
+    """A suspended fleet explains a quiet dashboard; undelivered notifications explain a
+    quiet chat channel: both are on it."""
+    exprs = "\n".join(expr for _, expr in dashboard_queries())
+    for needed in ("reconciler_suspended_targets", "reconciler_fleet_suspended",
+                   "reconciler_notifications_total"):
+        assert needed in exprs, needed
+
+
+def test_the_rules_job_is_the_one_the_service_monitor_gives() -> None:
+    """The Prometheus Operator names a ServiceMonitor's job after the Service (or after the
+    Service's label that ``jobLabel`` names): that is the job every rule matches."""
+    deploy = REPO_ROOT / "deploy"
+    monitor = yaml.safe_load((deploy / "servicemonitor.yaml").read_text())
+    service = yaml.safe_load((deploy / "service.yaml").read_text())
+    job_label = monitor["spec"].get("jobLabel")
+    job = service["metadata"]["labels"][job_label] if job_label \
+        else service["metadata"]["name"]
+    matchers = set(re.findall(r'job="([^"]*)"', RULES.read_text()))
+    assert matchers == {job}, (matchers, job)

@@ -112,3 +112,58 @@ def test_a_cache_written_under_other_rules_is_ignored(tmp_path: Path) -> None:
     written.save()
     assert DesiredCache(cache_salt(), path).files == {"oid": {"docs": [], "problems": []}}
     assert DesiredCache("older-schemas", path).files == {}
+
+
+def _subschemas(node: Any) -> list[dict[str, Any]]:
+    """Every schema object inside ``node`` (and ``node`` itself when it is one)."""
+    found = []
+    if isinstance(node, dict):
+        found.append(node)
+        for value in node.values():
+            found += _subschemas(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _subschemas(value)
+    return found
+
+
+ALL_SCHEMAS = sorted(SCHEMA_DIR.glob("*.schema.json"))
+
+
+@pytest.mark.parametrize("path", ALL_SCHEMAS, ids=lambda p: p.name)
+def test_every_pattern_says_in_words_what_it_wants_for_editors(path: Path) -> None:
+    for node in _subschemas(json.loads(path.read_text())):
+        if isinstance(node.get("pattern"), str):
+            assert node.get("patternErrorMessage", "")[:1].isupper(), node["pattern"]
+
+
+@pytest.mark.parametrize("path", ALL_SCHEMAS, ids=lambda p: p.name)
+def test_every_required_field_is_declared_beside_it(path: Path) -> None:
+    """Ajv's strictRequired, here too so the fast loop catches it."""
+    for node in _subschemas(json.loads(path.read_text())):
+        if isinstance(node.get("required"), list):
+            assert set(node["required"]) <= set(node.get("properties", {})), node
+
+
+def test_ajv_knows_every_keyword_of_ours() -> None:
+    declared = (SCHEMA_DIR / "ajv-keywords.cjs").read_text()
+    ours = {key for path in ALL_SCHEMAS for node in _subschemas(json.loads(path.read_text()))
+            for key in node if key.startswith("x-") or key == "patternErrorMessage"}
+    assert ours == {"x-rule", "x-message", "patternErrorMessage"}
+    assert all(f'"{key}"' in declared for key in ours)
+
+
+def test_the_document_schema_dispatches_on_kind() -> None:
+    from reconciler.desired.schema import validator
+
+    document = validator("document")
+    for path in sorted(EXAMPLE.rglob("*.yaml")):
+        for loaded in load_documents(path.read_bytes()):
+            assert list(document.iter_errors(loaded.data)) == [], path
+    target = _target(local={"root": "x"})
+    assert document.is_valid(target)
+    assert not document.is_valid({**target, "kind": "Model"})  # a Model needs a Model's spec
+    assert not document.is_valid({**target, "kind": "ConfigMap"})
+    refs = {branch["then"]["$ref"] for branch in
+            json.loads((SCHEMA_DIR / "document.schema.json").read_text())["allOf"]}
+    assert refs == {f"{kind.lower()}.schema.json" for kind in KINDS}

@@ -56,3 +56,30 @@ def test_a_missing_scalar_is_an_error_not_an_insertion() -> None:
         set_scalars("kind: Model\nspec:\n  artifact: {uri: m.pt}\n", 0, {DIGEST: SHA})
     with pytest.raises(EditError, match="document 3 does not exist"):
         set_scalars("kind: Model\n", 3, {DIGEST: SHA})
+
+
+def test_a_model_after_a_commented_out_document_is_edited() -> None:
+    """A document left empty (its content commented out) keeps its place in the stream: the
+    Model is document 2, as the daemon's loader numbers it, and that is the one changed."""
+    before = ("kind: Target\n---\n# kind: Model\n# (retired)\n---\nkind: Model\n"
+              "spec:\n  artifact:\n    uri: m.pt\n    sha256: old\n")
+    after = set_scalars(before, 2, {DIGEST: SHA})
+    assert changed(before, after) == ["-    sha256: old", f"+    sha256: {SHA}"]
+
+
+def test_yaml_the_round_trip_parser_refuses_is_an_edit_error() -> None:
+    """What ruamel's round trip cannot read (here a tab before a comment, which the daemon's
+    loader accepts) is an EditError with its words, never a ScannerError out of promote."""
+    with pytest.raises(EditError, match="cannot be read for a round trip"):
+        set_scalars("kind: Model\nspec:\n  artifact:\n    uri: m.pt\t# c\n    sha256: old\n",
+                    0, {DIGEST: SHA})
+
+
+@pytest.mark.parametrize("text", [
+    "pinned: &d old\nkind: Model\nspec:\n  artifact:\n    uri: m.pt\n    sha256: *d\n",
+    "kind: Model\nspec:\n  artifact:\n    uri: m.pt\n    sha256: &d old\nalso: *d\n",
+])
+def test_an_anchored_or_aliased_scalar_is_refused_by_name(text: str) -> None:
+    """ruamel places an alias at its anchor: writing there would change every use of it."""
+    with pytest.raises(EditError, match=r"spec\.artifact\.sha256 is an anchor or an alias"):
+        set_scalars(text, 0, {DIGEST: SHA})
