@@ -59,7 +59,8 @@ from reconciler.passes import load, plan_pass, render_planned, run_pass
 from reconciler.plan.planner import ALL_TARGETS, History
 from reconciler.prcheck import GateRun, run_gate
 from reconciler.progress import ByteProgress, GameProgress, StatusLine
-from reconciler.promote import promote
+from reconciler.promote import Promotion, promote
+from reconciler.redaction import redact
 from reconciler.sandbox.runner import SandboxUnavailable
 from reconciler.settings import Settings, find_config_file, load_settings
 from reconciler.source.directory import DirectorySnapshot
@@ -79,6 +80,15 @@ MAX_REASON_CHARS = 500  # suspend --reason: shown on every status line of the ta
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell shows for a tool whose reader left
 
 log = logging.getLogger(__name__)
+
+
+def _print(*values: object, file: TextIO | None = None, flush: bool = False) -> None:
+    """``print`` for everything this command line says: journal rows, health check output,
+    gate messages, a remote's error body and suspension reasons come from repositories,
+    servers or other people, and a terminal obeys the escape sequences it is sent, so
+    control characters are shown as ``\\xNN`` (docs/output.md)."""
+    print(printable(" ".join(str(value) for value in values)),
+          file=sys.stdout if file is None else file, flush=flush)
 
 
 def _logging_flags(parser: argparse.ArgumentParser, default: object) -> None:
@@ -175,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "<branchPrefix>promote/<model>-<digest>)")
     promote.add_argument("--retry", action="store_true", help="forget a remembered verdict "
                          "and run the gate again")
+    add_output_flags(promote)
     _common(promote)
 
     verify = commands.add_parser("verify", help="verify a file or bundle against a sha256 "
@@ -196,11 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     suspend.add_argument("--all", action="store_true", help="every target, declared later too")
     suspend.add_argument("--reason", required=True, metavar="TEXT",
                          help="why, for the journal, status and whoever resumes")
+    add_output_flags(suspend)
     _common(suspend)
     resume = commands.add_parser("resume", help="lift a suspension (exit 0; 1 unknown "
                                  "target)", epilog="example: reconciler resume edge")
     resume.add_argument("targets", nargs="*", metavar="TARGET")
     resume.add_argument("--all", action="store_true", help="lift every suspension")
+    add_output_flags(resume)
     _common(resume)
     reconcile = commands.add_parser(
         "reconcile", help="ask the running daemon for a pass now (exit 0; with --wait, the "
@@ -209,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     reconcile.add_argument("--wait", action="store_true", help="wait for that pass to end")
     reconcile.add_argument("--timeout", default="30m", metavar="DURATION",
                            help="how long --wait waits (default 30m)")
+    add_output_flags(reconcile)
     _common(reconcile)
     manifest = commands.add_parser("manifest", help="write manifest.json for a bundle "
                                    "directory and print the digest to pin")
@@ -248,9 +262,9 @@ def _report_invalid(error: InvalidInput, stream: TextIO, args: argparse.Namespac
                     "errors": [d.error_json() for d in error.diagnostics], "warnings": []}, "")
         return EXIT_ERROR
     for diagnostic in error.diagnostics:
-        print(diagnostic.format(), file=stream)
+        _print(diagnostic.format(), file=stream)
     count = len(error.diagnostics)
-    print(f"{count} error{'s' if count != 1 else ''}", file=stream)
+    _print(f"{count} error{'s' if count != 1 else ''}", file=stream)
     return EXIT_ERROR
 
 
@@ -279,6 +293,24 @@ def _folders(paths: list[str], folder: str) -> tuple[list[Path], list[str]]:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.output != "json":
+        return _validate(args)
+    # CI parses stdout: whatever stops the check is an error in the same document.
+    try:
+        return _validate(args)
+    except InvalidInput as error:  # the settings
+        errors, code = [d.error_json() for d in error.diagnostics], EXIT_ERROR
+    except ReconcilerError as error:  # the repository, or no sandbox: not about a file
+        errors = [{"file": None, "line": None, "column": None, "rule": error.reason,
+                   "message": str(error)}]
+        code = EXIT_CANNOT_CHECK if isinstance(error, SandboxUnavailable) else EXIT_ERROR
+    json.dump({"valid": False, "checked": [], "errors": errors, "warnings": []}, sys.stdout,
+              indent=2)
+    print()
+    return code
+
+
+def _validate(args: argparse.Namespace) -> int:
     # With settings (a repository, or a folder with --config) the roots are checked too.
     settings = _settings(args) if not args.paths or args.config else None
     snapshots: list[Snapshot] = []
@@ -319,14 +351,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if errors:
         return _report_invalid(InvalidInput(errors), sys.stdout, args)
     for warning in warnings:
-        print(warning.format())
+        _print(warning.format())
     if not checked:
-        print("nothing to validate: no file is in a desired-state folder")
+        _print("nothing to validate: no file is in a desired-state folder")
     for done in checked:
         numbers = done["counts"]
         assert isinstance(numbers, dict)
         listed = ", ".join(f"{n} {kind}" for kind, n in numbers.items() if n)
-        print(f"{done['folder']}: valid at {done['revision']} ({listed})")
+        _print(f"{done['folder']}: valid at {done['revision']} ({listed})")
     return EXIT_OK
 
 
@@ -367,6 +399,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return EXIT_OK if planned.plan.in_sync else EXIT_CHANGES
 
 
+class _Downloads:
+    """``apply``'s artifact downloads on a terminal: bytes, rate and ETA, one line per
+    model (as ``verify`` and ``gauntlet`` show theirs)."""
+
+    def __init__(self) -> None:
+        self._model: str | None = None
+        self._line: ByteProgress | None = None
+
+    def __call__(self, model: str, done: int, total: int, steps: StatusLine) -> None:
+        if model != self._model or self._line is None:
+            self.finish()
+            steps.finish()  # the step that started the fetch keeps its own line
+            self._model, self._line = model, ByteProgress(f"fetching {model}",
+                                                        from_first_call=True)
+        self._line(done, total)
+
+    def finish(self) -> None:
+        if self._line is not None:
+            self._line.finish()
+        self._model, self._line = None, None
+
+
 def cmd_apply(args: argparse.Namespace) -> int:
     settings = _settings(args)
     lock = FleetLock(settings.fleet_root, "apply", settings.allowed_roots)
@@ -378,21 +432,30 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if held is not None:
         held.start()
         if not held.leading:
-            print(f"{held.describe()}; waiting for it to expire", file=sys.stderr, flush=True)
+            _print(f"{held.describe()}; waiting for it to expire", file=sys.stderr, flush=True)
         if not held.leading and not held.wait_leading():
             done.set()
             lock.release()
-            print(f"{held.describe()}; another daemon acts on this fleet", file=sys.stderr)
+            _print(f"{held.describe()}; another daemon acts on this fleet", file=sys.stderr)
             return EXIT_ERROR
     journal = Journal(settings.journal_path)
     status_line = StatusLine()
+    downloads = _Downloads()
+
+    def step(text: str) -> None:
+        downloads.finish()  # a download's last line stays on screen above the next step
+        status_line(printable(text))  # an action's text may quote the repository
+
     try:
         confine_state_dir(settings)
         wiring = Wiring(settings, connections=connections)
         wiring.store.sweep()  # first: leftovers of a full disk must not block the journal
         journal.recover()
-        outcome = run_pass(wiring, journal, stop, hooks=Hooks(progress=status_line))
+        outcome = run_pass(wiring, journal, stop, hooks=Hooks(
+            progress=step, fetching=lambda model, done, total: downloads(
+                model, done, total, status_line)))
     finally:
+        downloads.finish()
         status_line.finish()
         journal.close()
         done.set()
@@ -455,23 +518,23 @@ def cmd_status(args: argparse.Namespace) -> int:
                                    "reason": held.reason} for held in suspended]}, "")
         return EXIT_OK
     for held in suspended:
-        print(f"SUSPENDED  {held.describe()}")
+        _print(f"SUSPENDED  {held.describe()}")
     if last is not None:
-        print(f"last pass  {_when(last['finished'])}  {last['result']}  {last['revision'] or ''}")
-        print(f"           {last['message']}")
+        _print(f"last pass  {_when(last['finished'])}  {last['result']}  {last['revision'] or ''}")
+        _print(f"           {last['message']}")
     waves = any(row["wave"] for row in objects)  # a column only where waves are declared
-    print(f"{'TARGET':<12} {'KIND':<9} {'NAME':<22} {'STATUS':<12} {'APPLIED':<14} "
-          + (f"{'WAVE':<18} " if waves else "") + "REASON")
+    _print(f"{'TARGET':<12} {'KIND':<9} {'NAME':<22} {'STATUS':<12} {'APPLIED':<14} "
+           + (f"{'WAVE':<18} " if waves else "") + "REASON")
     for row in objects:
         applied = (row["applied_digest"] or "")[:12]
         reason = row["reason"] or ""
         if row["message"] and row["status"] != "Ready":
             reason += f": {row['message']}"
-        print(f"{row['target']:<12} {row['kind']:<9} {row['name']:<22} "
-              f"{row['status'] or '-':<12} {applied or '-':<14} "
-              + (f"{_wave_cell(row['wave']):<18} " if waves else "") + reason)
+        _print(f"{row['target']:<12} {row['kind']:<9} {row['name']:<22} "
+               f"{row['status'] or '-':<12} {applied or '-':<14} "
+               + (f"{_wave_cell(row['wave']):<18} " if waves else "") + reason)
     for entry in quarantined:
-        print(f"store: sha256:{entry.get('digest')} quarantined {_when(entry['at'])}: its bytes "
+        _print(f"store: sha256:{entry.get('digest')} quarantined {_when(entry['at'])}: its bytes "
               f"did not match its digest ({entry.get('why')})")
     return EXIT_OK
 
@@ -495,7 +558,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     finally:
         journal.close()
     if args.name and not events and args.name not in known:
-        print(f"no object named {args.name!r} in the journal; known: "
+        _print(f"no object named {args.name!r} in the journal; known: "
               f"{', '.join(known) or 'none yet'}", file=sys.stderr)
         return EXIT_ERROR
     if wants_data(args):
@@ -504,7 +567,7 @@ def cmd_history(args: argparse.Namespace) -> int:
     for event in events:
         subject = f"{event.target}/{event.kind}/{event.name}" if event.name else "-"
         detail = _shown_detail(event.action, event.detail)
-        print(f"{_when(event.at)}  #{event.id:<5} {event.action:<9} {event.phase:<11} "
+        _print(f"{_when(event.at)}  #{event.id:<5} {event.action:<9} {event.phase:<11} "
               f"{subject}  {detail}")
     return EXIT_OK
 
@@ -552,7 +615,7 @@ def _gate_by_daemon(args: argparse.Namespace) -> int:
     the request is signed with the webhook secret (HMAC-SHA256, as GitHub signs webhooks)."""
     secret_file = args.secret_file or _settings(args).webhook_secret_file
     if secret_file is None:
-        print("--daemon needs the webhook secret: --secret-file FILE", file=sys.stderr)
+        _print("--daemon needs the webhook secret: --secret-file FILE", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     secret = Path(secret_file).read_bytes().strip()
     body = json.dumps({"model": args.model, "rev": args.rev or "",
@@ -567,11 +630,11 @@ def _gate_by_daemon(args: argparse.Namespace) -> int:
         with urllib.request.urlopen(request, timeout=_GATE_REQUEST_SECONDS) as response:
             answer = json.loads(response.read(1 << 20))
     except urllib.error.HTTPError as error:
-        print(f"{url} answered {error.code}: {error.read(200).decode(errors='replace')}",
+        _print(f"{url} answered {error.code}: {error.read(200).decode(errors='replace')}",
               file=sys.stderr)
         return EXIT_CANNOT_CHECK
     except (urllib.error.URLError, OSError, ValueError) as error:
-        print(f"cannot ask {url}: {getattr(error, 'reason', error)}", file=sys.stderr)
+        _print(f"cannot ask {url}: {getattr(error, 'reason', error)}", file=sys.stderr)
         return EXIT_CANNOT_CHECK
     outcome = answer.get("outcome")
     return _report_gate(args, GateRun(str(answer.get("model")), answer.get("revision"),
@@ -597,32 +660,36 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
     def progress(text: str) -> None:
         fetching.finish()  # the download is over when the games start: keep its last line
-        playing(text)
+        playing(printable(text))
 
     def say(text: str) -> None:
         fetching.finish()
         playing.finish()
-        print(text, flush=True)
+        # Gate, diff and push lines are repository and remote content: shown, not obeyed.
+        # With -o json|yaml they go to stderr: stdout holds the one document.
+        _print(text, flush=True, file=sys.stderr if wants_data(args) else sys.stdout)
 
     journal = Journal(settings.journal_path)
     try:
-        return promote(settings, Wiring(settings).store, journal, args.model, args.artifact,
+        done = promote(settings, Wiring(settings).store, journal, args.model, args.artifact,
                        sha256=args.sha256, dry_run=args.dry_run, branch=args.head,
                        retry=args.retry, say=say, progress=progress, fetching=fetching)
     except ReconcilerError as error:
         say(f"ERROR  {error.reason}: {error}")
-        return EXIT_CANNOT_CHECK
+        done = Promotion(args.model, redact(args.artifact), error=f"{error.reason}: {error}")
     finally:
         fetching.finish()
         playing.finish()
         journal.close()
+    emit(args, done.to_json(), "")  # the text was said as it happened
+    return done.exit_code
 
 
 def cmd_verify(args: argparse.Namespace) -> int:
     # ``sha256:<hex>`` is how this tool (and OCI, Docker) prints a digest: accept it back.
     digest = args.sha256.removeprefix("sha256:")
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
-        print(f"--sha256 {args.sha256!r}: a sha256 is 64 lowercase hex digits, optionally "
+        _print(f"--sha256 {args.sha256!r}: a sha256 is 64 lowercase hex digits, optionally "
               "after 'sha256:'", file=sys.stderr)
         return EXIT_ERROR
     path = Path(args.artifact)
@@ -636,7 +703,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         return EXIT_ERROR
     except OSError as error:
         progress.finish()
-        print(f"cannot read {path}: {error.strerror}", file=sys.stderr)
+        _print(f"cannot read {path}: {error.strerror}", file=sys.stderr)
         return EXIT_ERROR
     progress.finish()
     emit(args, {**result, "ok": True}, f"ok: {path} ({result['kind']}) sha256:{digest}\n")
@@ -646,7 +713,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_manifest(args: argparse.Namespace) -> int:
     folder = Path(args.directory)
     if not folder.is_dir():
-        print(f"{folder}: not a directory", file=sys.stderr)
+        _print(f"{folder}: not a directory", file=sys.stderr)
         return EXIT_ERROR
     digest = write_manifest(folder)
     emit(args, {"directory": str(folder), "manifest": str(folder / "manifest.json"),
@@ -664,11 +731,16 @@ def cmd_schema(args: argparse.Namespace) -> int:
         try:
             sys.stdout.write(schema_files.text_of(args.kind))
         except KeyError:
-            print(f"no schema named {args.kind!r}; known: {', '.join(schema_files.names())}",
+            _print(f"no schema named {args.kind!r}; known: {', '.join(schema_files.names())}",
                   file=sys.stderr)
             return EXIT_ERROR
         return EXIT_OK
-    written = schema_files.write_all(Path(args.output_dir)) if args.output_dir else []
+    try:
+        written = schema_files.write_all(Path(args.output_dir)) if args.output_dir else []
+    except OSError as error:
+        _print(f"reconciler schema: cannot write {args.output_dir}: "
+               f"{error.strerror or error}", file=sys.stderr)
+        return EXIT_ERROR
     listing = [{"name": name, "id": schema_id, **({"file": str(path)} if path else {})}
                for name, schema_id, path in schema_files.listing(written)]
     emit(args, listing, "".join(f"{row.get('file', row['name'])}  {row['id']}\n"
@@ -737,7 +809,7 @@ def _known_targets(settings: Settings, journal: Journal, names: list[str]) -> se
     try:
         known |= set(load(Wiring(settings)).targets)
     except (InvalidInput, ReconcilerError) as error:
-        print(f"note: the desired state could not be read to find newly declared targets "
+        _print(f"note: the desired state could not be read to find newly declared targets "
               f"({error})", file=sys.stderr)
     return known
 
@@ -747,28 +819,36 @@ def _unknown(names: list[str], known: set[str]) -> int | None:
     if not missing:
         return None
     shown = ", ".join(sorted(known - {ALL_TARGETS})) or "none"
-    print(f"unknown target{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (known: "
+    _print(f"unknown target{'s' if len(missing) > 1 else ''}: {', '.join(missing)} (known: "
           f"{shown}); nothing was recorded", file=sys.stderr)
     return EXIT_ERROR
 
 
-def _took_up(reply: dict[str, object] | None, what: str) -> None:
+def _daemon_json(reply: dict[str, object] | None) -> dict[str, object]:
+    """What the running daemon made of a request, for -o json|yaml (docs/output.md)."""
+    return {"running": reply is not None, "tookUp": bool(reply and reply.get("ok")),
+            "pid": reply.get("pid") if reply else None,
+            "error": None if reply is None or reply.get("ok") else str(reply.get("error"))}
+
+
+def _took_up(args: argparse.Namespace, reply: dict[str, object] | None, what: str) -> None:
+    said = sys.stderr if wants_data(args) else sys.stdout
     if reply is None:
-        print(f"no daemon is running: {what} is recorded in the journal and applies when "
-              "the daemon starts (and to `reconciler apply`)")
+        _print(f"no daemon is running: {what} is recorded in the journal and applies when "
+              "the daemon starts (and to `reconciler apply`)", file=said)
     elif not reply.get("ok"):
-        print(f"the daemon did not take it up ({reply.get('error')}): {what} is recorded in "
-              "the journal and applies at the daemon's next pass", file=sys.stderr)
+        _print(f"the daemon did not take it up ({reply.get('error')}): {what} is recorded in "
+               "the journal and applies at the daemon's next pass", file=sys.stderr)
     else:
-        print(f"the running daemon (pid {reply.get('pid')}) took it up")
+        _print(f"the running daemon (pid {reply.get('pid')}) took it up", file=said)
 
 
 def cmd_suspend(args: argparse.Namespace) -> int:
     if bool(args.all) == bool(args.targets):
-        print("name the targets to suspend, or --all (not both)", file=sys.stderr)
+        _print("name the targets to suspend, or --all (not both)", file=sys.stderr)
         return EXIT_ERROR
     if not args.reason.strip() or len(args.reason) > MAX_REASON_CHARS:
-        print(f"--reason must say why, in at most {MAX_REASON_CHARS} characters (it is what "
+        _print(f"--reason must say why, in at most {MAX_REASON_CHARS} characters (it is what "
               "status shows and whoever resumes reads)", file=sys.stderr)
         return EXIT_ERROR
     settings = _settings(args)
@@ -780,18 +860,24 @@ def cmd_suspend(args: argparse.Namespace) -> int:
         names = [ALL_TARGETS] if args.all else list(dict.fromkeys(args.targets))
         who = _caller()
         journal.suspend(names, who, args.reason.strip())
+        held = journal.suspensions()  # as recorded: the reason redacted, the time stored
     finally:
         journal.close()
         _hand_back(settings)
+    reason, at = held[names[0]].reason, held[names[0]].at
     shown = "every target (declared later too)" if args.all else ", ".join(names)
-    print(f"suspended {shown} by {who}: {args.reason.strip()}")
-    _took_up(_wake_daemon(settings, {"op": "wake"}), "the suspension")
+    said = sys.stderr if wants_data(args) else sys.stdout
+    _print(f"suspended {shown} by {who}: {reason}", file=said)
+    reply = _wake_daemon(settings, {"op": "wake"})
+    _took_up(args, reply, "the suspension")
+    emit(args, {"suspended": names, "all": bool(args.all), "who": who, "at": at,
+                "reason": reason, "daemon": _daemon_json(reply)}, "")
     return EXIT_OK
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
     if bool(args.all) == bool(args.targets):
-        print("name the targets to resume, or --all (not both)", file=sys.stderr)
+        _print("name the targets to resume, or --all (not both)", file=sys.stderr)
         return EXIT_ERROR
     settings = _settings(args)
     journal = _journal_to_write(settings)
@@ -802,22 +888,29 @@ def cmd_resume(args: argparse.Namespace) -> int:
                                                               args.targets))) is not None:
                 return code
             if ALL_TARGETS in held:
-                print(f"{held[ALL_TARGETS].describe()}; a single target is not resumed out of "
+                _print(f"{held[ALL_TARGETS].describe()}; a single target is not resumed out of "
                       "it: `reconciler resume --all` lifts it (then suspend the targets that "
                       "must stay stopped); nothing was recorded", file=sys.stderr)
                 return EXIT_ERROR
         names = [ALL_TARGETS] if args.all else list(dict.fromkeys(args.targets))
-        lifted = journal.resume(names, _caller())
+        who, at = _caller(), time.time()
+        lifted = journal.resume(names, who)
     finally:
         journal.close()
         _hand_back(settings)
+    said = sys.stderr if wants_data(args) else sys.stdout
+    record: dict[str, object] = {"resumed": sorted(lifted), "all": bool(args.all),
+                                 "who": who, "at": at, "daemon": _daemon_json(None)}
     if not lifted:
-        print("nothing to resume: " + ("no target is suspended" if args.all
-                                       else f"{', '.join(names)} not suspended"))
+        _print("nothing to resume: " + ("no target is suspended" if args.all
+                                       else f"{', '.join(names)} not suspended"), file=said)
+        emit(args, record, "")
         return EXIT_OK
-    print("resumed " + ", ".join("the whole fleet (--all)" if name == ALL_TARGETS else name
-                                 for name in sorted(lifted)))
-    _took_up(_wake_daemon(settings, {"op": "wake"}), "the resume")
+    _print("resumed " + ", ".join("the whole fleet (--all)" if name == ALL_TARGETS else name
+                                 for name in sorted(lifted)), file=said)
+    reply = _wake_daemon(settings, {"op": "wake"})
+    _took_up(args, reply, "the resume")
+    emit(args, {**record, "daemon": _daemon_json(reply)}, "")
     return EXIT_OK
 
 
@@ -825,7 +918,7 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     try:
         timeout = parse_duration(args.timeout)
     except ValueError as error:
-        print(f"--timeout {args.timeout!r}: {error}", file=sys.stderr)
+        _print(f"--timeout {args.timeout!r}: {error}", file=sys.stderr)
         return EXIT_ERROR
     settings = _settings(args)
     journal = _journal_to_write(settings)
@@ -837,19 +930,28 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
         _hand_back(settings)
     reply = _wake_daemon(settings, {"op": "reconcile", "wait": bool(args.wait),
                                     "timeout": timeout}, timeout + 10 if args.wait else 10.0)
+    record: dict[str, object] = {"wait": bool(args.wait), "daemon": _daemon_json(reply),
+                                 "pass": None}
+    said = sys.stderr if wants_data(args) else sys.stdout
     if reply is None:
-        print("no daemon is running: the request is recorded in the journal; a daemon runs "
-              "a pass as soon as it starts (`reconciler apply` runs one here and now)")
+        _print("no daemon is running: the request is recorded in the journal; a daemon runs "
+              "a pass as soon as it starts (`reconciler apply` runs one here and now)",
+              file=said)
+        emit(args, record, "")
         return EXIT_ERROR if args.wait else EXIT_OK
     if not reply.get("ok"):
-        print(f"reconcile: {reply.get('error')}", file=sys.stderr)
+        _print(f"reconcile: {reply.get('error')}", file=sys.stderr)
+        emit(args, record, "")
         return EXIT_ERROR
     if not args.wait:
-        print(f"the running daemon (pid {reply.get('pid')}) starts a pass now")
+        _print(f"the running daemon (pid {reply.get('pid')}) starts a pass now", file=said)
+        emit(args, record, "")
         return EXIT_OK
-    print(reply.get("message") or reply.get("result"))
-    return EXIT_OK if reply.get("result") in (PassResult.CONVERGED, PassResult.CHANGED,
-                                              PassResult.WAITING) else EXIT_ERROR
+    result, message = reply.get("result"), reply.get("message")
+    _print(str(message or result), file=said)
+    emit(args, {**record, "pass": {"result": result, "message": message}}, "")
+    return EXIT_OK if result in (PassResult.CONVERGED, PassResult.CHANGED,
+                                 PassResult.WAITING) else EXIT_ERROR
 
 
 COMMANDS = {"validate": cmd_validate, "plan": cmd_plan, "apply": cmd_apply, "run": cmd_run,
@@ -866,7 +968,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configure(args.log_format, args.log_level)
     except LogSettingError as error:
-        print(f"reconciler: {error}", file=sys.stderr)
+        _print(f"reconciler: {error}", file=sys.stderr)
         return error_exit
     try:
         return COMMANDS[args.command](args)
@@ -877,11 +979,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SandboxUnavailable as error:
         # Not a verdict on the input: the check could not run here (exit 3 where the
         # contract has one: validate and gauntlet).
-        print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
+        _print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
         return EXIT_CANNOT_CHECK if args.command in ("validate", "gauntlet", "promote") \
             else EXIT_ERROR
     except ReconcilerError as error:
-        print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
+        _print(f"reconciler {args.command}: {error.reason}: {error}", file=sys.stderr)
         return error_exit
     except KeyboardInterrupt:
         return 130
@@ -896,5 +998,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Python's own exit for a crash is 1, which promote's contract gives to a rejected
         # model: a fault of the machine (a journal that cannot open, a full disk) is 3.
         outcome = classify(error)
-        print(f"reconciler promote: {outcome.reason}: {outcome.message}", file=sys.stderr)
+        _print(f"reconciler promote: {outcome.reason}: {outcome.message}", file=sys.stderr)
         return EXIT_CANNOT_CHECK

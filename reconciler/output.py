@@ -50,7 +50,9 @@ def render(value: Any, fmt: str) -> str:
         # The same key order as JSON (ruamel annotates this attribute as None).
         yaml.sort_base_mapping_type_on_output = False  # type: ignore[assignment]
         buffer = io.StringIO()
-        yaml.dump(value, buffer)
+        # Through JSON first: YAML then holds exactly what JSON holds (the safe dumper
+        # refuses a str enum such as a gate's reason, and writes tuples as !!python tags).
+        yaml.dump(json.loads(json.dumps(value)), buffer)
         return buffer.getvalue()
     raise ValueError(f"not a data format: {fmt}")
 
@@ -62,7 +64,9 @@ def emit(args: argparse.Namespace, value: Any, text: str | Callable[[], str],
     out = stream if stream is not None else sys.stdout
     fmt = getattr(args, "output", "text")
     if fmt == "text":
-        out.write(text if isinstance(text, str) else text())
+        # Text carries what others wrote (health check output, a gate's message): shown,
+        # never obeyed by the terminal.
+        out.write(printable(text if isinstance(text, str) else text()))
     else:
         out.write(render(value, fmt))
 

@@ -20,7 +20,7 @@ from typing import Any
 from reconciler.app import Connections, Wiring, gauntlet_jobs, git_source
 from reconciler.artifacts.fetch import FetchLimits, fetch
 from reconciler.desired.cache import DesiredCache
-from reconciler.desired.documents import Gauntlet
+from reconciler.desired.documents import Desired, Gauntlet
 from reconciler.desired.loader import cache_salt, load_desired
 from reconciler.diagnostics import InvalidInput
 from reconciler.digests import Progress, VerificationFailed
@@ -29,9 +29,10 @@ from reconciler.gauntlet.budgets import gate_costs
 from reconciler.gauntlet.runner import GateOutcome, GauntletRunner
 from reconciler.journal import Journal
 from reconciler.local.roots import check_roots
-from reconciler.passes import PlannedPass, observe
+from reconciler.passes import PlannedPass
 from reconciler.places import ContentStore
-from reconciler.plan.planner import History, plan
+from reconciler.plan.observed import ObservedFile, ObservedPointer, ObservedTarget
+from reconciler.plan.planner import History, observation_request, plan
 from reconciler.redaction import redact
 from reconciler.settings import Settings
 
@@ -126,10 +127,11 @@ def plan_revision(wiring: Wiring, history: History, rev: str,
     """The plan a pass would make if the branch were at ``rev`` (fetched from the
     configured remote), against the live fleet and the journal's history, and the targets
     the branch declares just so. Nothing is executed and no repository code runs at all:
-    strategy checks are left to the pull request's own ``validate``. Live content is shown
-    (diffed) only on those targets: a pull request that points a Target at another
-    namespace must not read what lives there. Raises RevisionNotFound, InvalidInput or a
-    ReconcilerError."""
+    strategy checks are left to the pull request's own ``validate``. Only what the branch
+    already delivers is read from the fleet (:func:`_observe_declared`): a pull request that
+    points a Target at another root or namespace, or a file at one the branch does not
+    manage, must not read what lives there, not even its digest. Raises RevisionNotFound,
+    InvalidInput or a ReconcilerError."""
     source = git_source(wiring.settings)
     snapshot = source.snapshot_at(rev)
     desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
@@ -140,6 +142,30 @@ def plan_revision(wiring: Wiring, history: History, rev: str,
                           DesiredCache(cache_salt()), run_strategy_checks=False)
     trusted = frozenset(name for name, target in desired.targets.items()
                         if branch.targets.get(name) == target)
-    observed = observe(wiring, desired)
+    observed = _observe_declared(wiring, desired, branch, trusted)
     return (PlannedPass(plan(desired, observed, history, now), desired, observed, wiring),
             trusted)
+
+
+def _observe_declared(wiring: Wiring, desired: Desired, branch: Desired,
+                      trusted: frozenset[str]) -> dict[str, ObservedTarget]:
+    """The fleet as ``desired`` needs it observed, but read only at the addresses the
+    branch itself delivers to on the same target; any other address is shown as absent
+    (so planned as a create) and a target the branch declares otherwise is not touched."""
+    observed = {}
+    for target in desired.targets.values():
+        files, pointers = observation_request(desired, target)
+        if target.name in trusted:
+            own_files, own_pointers = map(set, observation_request(branch, target))
+            seen = wiring.fleet(target).observe(
+                target, [f for f in files if f in own_files],
+                [p for p in pointers if p in own_pointers])
+        else:
+            seen = ObservedTarget(target.name, f"{target.name} (not observed: the branch "
+                                  "declares this target otherwise)", {}, {})
+        observed[target.name] = replace(
+            seen, files={**{f: ObservedFile(f, None) for f in files}, **seen.files},
+            pointers={**{p: ObservedPointer(p, None, None) for p in pointers},
+                      **seen.pointers})
+    wiring.finish_observing()
+    return observed

@@ -2,13 +2,14 @@
 
 On a terminal: one line rewritten in place (``\\r`` and erase-to-end), at most ten times a
 second, with the rate and the time left; the last state stays on screen when the work ends.
-Anywhere else (a pipe, a file, a CI log): nothing, so that output stays what scripts parse
-and logs do not fill with carriage returns. The daemon reports the same work in its
+Anywhere else (a pipe, a file, a CI log, TERM=dumb): nothing, so that output stays what
+scripts parse and logs do not fill with carriage returns. The daemon reports the same work in its
 systemd STATUS line instead.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +37,10 @@ def format_eta(seconds: float) -> str:
 
 
 def _is_terminal(stream: TextIO) -> bool:
+    """A terminal that can rewrite a line: TERM=dumb (an editor's shell buffer) shows the
+    erase sequence as text."""
+    if os.environ.get("TERM") == "dumb":
+        return False
     try:
         return stream.isatty()
     except ValueError:
@@ -46,11 +51,18 @@ class ByteProgress:
     """A ``(done, total)`` callback (``digests.Progress``) drawing bytes, %, rate and ETA."""
 
     def __init__(self, label: str, stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *,
+                 from_first_call: bool = False) -> None:
+        """``from_first_call``: made when the first bytes have already arrived (a hook
+        that hears of a download only through its callbacks): the rate counts from that
+        first call, not from an unknown start."""
         self._label = label
         self._stream = stream if stream is not None else sys.stderr
         self._clock = clock
         self._started = clock()
+        self._counted_from = 0  # bytes done when the clock started
+        self._from_first_call = from_first_call
+        self._rate_drawn = False
         self._drawn_at: float | None = None
         self._last: tuple[int, int] = (0, 0)
         self.enabled = _is_terminal(self._stream)
@@ -58,10 +70,13 @@ class ByteProgress:
     def line(self, done: int, total: int, now: float) -> str:
         """What the line says after ``done`` of ``total`` bytes (total 0: unknown)."""
         elapsed = max(now - self._started, 1e-6)
-        rate = done / elapsed
+        counted = done - self._counted_from
+        rate = counted / elapsed
         text = f"{self._label}: {self._amount(done)}"
         if total:
             text += f" of {self._total(total)} ({100 * done / total:.0f}%)"
+        if counted <= 0 and self._counted_from:  # one sample: no rate to tell yet
+            return text
         text += f", {self._rate(rate)}"
         if total and done < total and rate > 0:
             text += f", ETA {self._eta(format_eta((total - done) / rate))}"
@@ -82,12 +97,19 @@ class ByteProgress:
         return left
 
     def __call__(self, done: int, total: int) -> None:
+        if self._from_first_call:
+            self._from_first_call = False
+            self._started, self._counted_from = self._clock(), done
         self._last = (done, total)
         if not self.enabled:
             return
         now = self._clock()
-        if self._drawn_at is not None and now - self._drawn_at < _MIN_INTERVAL:
+        # The first line that can tell a rate is drawn at once, however soon: a short
+        # download would otherwise show none before its end.
+        rate_shown = self._rate_drawn or done == self._counted_from
+        if self._drawn_at is not None and now - self._drawn_at < _MIN_INTERVAL and rate_shown:
             return
+        self._rate_drawn = self._rate_drawn or done > self._counted_from
         self._draw(now)
 
     def _draw(self, now: float) -> None:

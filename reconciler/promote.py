@@ -17,6 +17,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from reconciler.app import git_source
 from reconciler.desired.cache import DesiredCache
@@ -45,6 +46,40 @@ class Proposed:
     commit: str
     pull_request: PullRequest | None
     reused: bool  # the branch was on the remote already, from an earlier try
+
+
+@dataclass(slots=True)
+class Promotion:
+    """What ``promote`` did, for ``-o json|yaml`` (docs/output.md): filled in as it goes,
+    so that a run that stops early says how far it got. ``outcome`` is ``proposed``,
+    ``unchanged`` (the Model declares this artifact already), ``dry-run``, ``rejected``,
+    ``inconclusive`` or ``error``."""
+
+    model: str
+    artifact: str  # redacted: it may be shown anywhere
+    exit_code: int = EXIT_ERROR
+    outcome: str = "error"
+    error: str | None = None
+    gate: GateRun | None = None
+    branch: str | None = None
+    commit: str | None = None
+    reused: bool = False
+    pull_request: PullRequest | None = None
+    diff: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        gate = self.gate
+        return {"model": self.model, "artifact": self.artifact,
+                "sha256": gate.digest if gate else None, "outcome": self.outcome,
+                "error": self.error, "gate": None if gate is None else {
+                    "outcome": gate.outcome, "reason": gate.reason, "message": gate.message,
+                    "remembered": gate.remembered, "revision": gate.revision,
+                    "evidence": gate.evidence or {}},
+                "branch": self.branch, "commit": self.commit, "reused": self.reused,
+                "pullRequest": None if self.pull_request is None else {
+                    "number": self.pull_request.number, "url": self.pull_request.url,
+                    "created": self.pull_request.created},
+                "diff": self.diff}
 
 
 def workspace(settings: Settings) -> Workspace:
@@ -123,30 +158,36 @@ def promote(settings: Settings, store: ContentStore, journal: Journal, model_nam
             branch: str | None = None, retry: bool = False,
             say: Callable[[str], None] = print,
             progress: Callable[[str], None] = lambda text: None,
-            fetching: Progress | None = None) -> int:
-    """The whole command; returns its exit code (0 proposed, 1 rejected, 2 inconclusive,
-    3 error). Nothing is committed unless the gate passed; nothing is pushed on --dry-run."""
+            fetching: Progress | None = None) -> Promotion:
+    """The whole command; the result's ``exit_code`` is 0 proposed, 1 rejected,
+    2 inconclusive, 3 error. Nothing is committed unless the gate passed; nothing is pushed
+    on --dry-run. ``say`` hears the text a person reads, as it happens."""
+    done = Promotion(model_name, redact(artifact))
+
+    def failed(text: str) -> Promotion:
+        say(f"ERROR  {text}")
+        done.error, done.outcome, done.exit_code = text, "error", EXIT_ERROR
+        return done
+
     declared = _digest(sha256)
     if redact(artifact) != artifact:
         # The URI is written into the repository: a token in its userinfo or a presigned
         # query would be committed for everyone who can read the repository to see.
-        say(f"ERROR  --artifact {redact(artifact)}: the URI carries credentials (userinfo or "
-            "a query) and would be committed to Git; promote a URI without them")
-        return EXIT_ERROR
+        return failed(f"--artifact {redact(artifact)}: the URI carries credentials (userinfo "
+                      "or a query) and would be committed to Git; promote a URI without them")
     if branch is not None and (not valid_branch(branch) or same_branch(branch, settings.branch)):
-        say(f"ERROR  --head {branch!r} is not a new branch name")
-        return EXIT_ERROR
+        return failed(f"--head {branch!r} is not a new branch name")
     space = workspace(settings)
     tip = space.tip()
     snapshot = space.snapshot(tip)
     desired = load_desired(snapshot, DesiredCache(cache_salt()), run_strategy_checks=False)
     model = desired.models.get(model_name)
     if model is None:
-        say(f"ERROR  no Model named {model_name!r} at {snapshot.revision}; known: "
-            f"{', '.join(sorted(desired.models)) or 'none'}")
-        return EXIT_ERROR
-    run = run_gate(settings, store, journal, model.name, rev=tip, artifact=artifact,
-                   sha256=declared, retry=retry, progress=progress, fetching=fetching)
+        return failed(f"no Model named {model_name!r} at {snapshot.revision}; known: "
+                      f"{', '.join(sorted(desired.models)) or 'none'}")
+    run = done.gate = run_gate(settings, store, journal, model.name, rev=tip,
+                               artifact=artifact, sha256=declared, retry=retry,
+                               progress=progress, fetching=fetching)
     label = {"passed": "PASS", "rejected": "FAIL", "inconclusive": "INCONCLUSIVE"}.get(
         run.outcome, "ERROR")
     say(f"{label}  {run.model} sha256:{run.digest or '-'} ({run.reason}"
@@ -157,10 +198,14 @@ def promote(settings: Settings, store: ContentStore, journal: Journal, model_nam
         if run.evidence:
             say("evidence: " + json.dumps(run.evidence, sort_keys=True, default=str)[
                 :MAX_EVIDENCE_CHARS])
-        return _GATE_EXITS.get(run.outcome, EXIT_ERROR)
+        done.exit_code = _GATE_EXITS.get(run.outcome, EXIT_ERROR)
+        done.outcome = run.outcome if run.outcome in _GATE_EXITS else "error"
+        done.error = None if run.outcome in _GATE_EXITS else run.message
+        return done
     if run.digest == model.artifact.sha256 and artifact == model.artifact.uri:
         say(f"Model {model.name} already declares sha256:{run.digest}: nothing to propose")
-        return EXIT_PROPOSED
+        done.outcome, done.exit_code = "unchanged", EXIT_PROPOSED
+        return done
     path = f"{settings.path}/{model.origin.file}" if settings.path else model.origin.file
     before = space.read(tip, path)
     if before is None:
@@ -172,24 +217,29 @@ def promote(settings: Settings, store: ContentStore, journal: Journal, model_nam
     except (EditError, UnicodeDecodeError) as error:
         raise StalledError(f"{path}: cannot change Model {model.name}'s artifact in place: "
                            f"{error}", reason="EditFailed") from None
-    diff = "".join(difflib.unified_diff(before.decode().splitlines(keepends=True),
-                                        after.decode().splitlines(keepends=True),
-                                        f"a/{path}", f"b/{path}"))
+    diff = done.diff = "".join(difflib.unified_diff(
+        before.decode().splitlines(keepends=True), after.decode().splitlines(keepends=True),
+        f"a/{path}", f"b/{path}"))
     if dry_run:
         say(diff.rstrip("\n"))
         say("dry run: nothing committed or pushed")
-        return EXIT_PROPOSED
+        done.outcome, done.exit_code = "dry-run", EXIT_PROPOSED
+        return done
     name = branch or f"{settings.proposals.branch_prefix}promote/{model.name}-{run.digest[:12]}"
     message = _message(run, model.name, model.artifact.sha256, artifact)
     commit = space.commit(tip, {path: after}, message)
     title = message.splitlines()[0]
     body = f"```diff\n{diff}```\n\n```\n{message}```\n"
+    # Named before the push: an error after it (a forge that hangs) leaves both on record.
+    done.branch, done.commit = name, commit
     try:
         proposed = propose(space, forge_of(settings), branch=name, base=settings.branch,
                            commit=commit, title=title, body=body, journal=journal, say=say)
     except ReconcilerError as error:
-        say(f"ERROR  {error}")
-        return EXIT_ERROR
+        return failed(str(error))
+    done.branch, done.commit, done.reused = proposed.branch, proposed.commit, proposed.reused
+    done.pull_request = proposed.pull_request
+    done.outcome, done.exit_code = "proposed", EXIT_PROPOSED
     if proposed.pull_request is None:
         say(f"proposed: branch {proposed.branch}; no forge configured: open a pull request "
             f"for it into {settings.branch}")
@@ -197,4 +247,4 @@ def promote(settings: Settings, store: ContentStore, journal: Journal, model_nam
         verb = "opened" if proposed.pull_request.created else "already open"
         say(f"proposed: pull request #{proposed.pull_request.number} {verb}: "
             f"{proposed.pull_request.url}")
-    return EXIT_PROPOSED
+    return done

@@ -8,7 +8,8 @@ this module says what the numbers mean.
   baseline without data).
 - A check *fails* after more than ``failureLimit`` failed measurements, is *inconclusive*
   after more than ``inconclusiveLimit`` inconclusive ones (at once for an error no retry can
-  mend: a malformed query), and *passes* when every planned measurement is taken otherwise.
+  mend: a malformed query), or when every planned measurement is taken and none had data
+  (a check that judged nothing never passes), and *passes* when they are taken otherwise.
 - The analysis fails as soon as one check fails; else it is inconclusive when one check is
   (once all are decided); else it passes.
 """
@@ -48,12 +49,20 @@ class Measurement:
     def to_json(self) -> dict[str, Any]:
         shown: dict[str, Any] = {"at": round(self.at, 3), "verdict": self.verdict}
         if self.value is not None:
-            shown["value"] = self.value
+            shown["value"] = json_number(self.value)
         if self.baseline is not None:
-            shown["baseline"] = self.baseline
+            shown["baseline"] = json_number(self.baseline)
         if self.error is not None:
             shown["error"] = self.error
         return shown
+
+
+def json_number(value: float) -> float | str:
+    """``value`` for a JSON document: ``+Inf`` and ``-Inf`` as Prometheus writes them, since
+    JSON has no infinity (``float()`` reads them back)."""
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return value
 
 
 def _number(value: float) -> str:
@@ -150,7 +159,10 @@ class CheckProgress:
                              f"measurement{'s' if self.inconclusive != 1 else ''} without "
                              f"data, limit {limit})")
                 return
-        if self.taken >= self.planned:
+        if self.taken >= self.planned and self.inconclusive == self.taken:
+            self._decide(Verdict.INCONCLUSIVE, f"no measurement had data ({self.taken} "
+                         f"taken); last: {measurement.why}")
+        elif self.taken >= self.planned:
             self._decide(Verdict.PASS, f"{self.taken} measurements, {self.failures} failed, "
                          f"{self.inconclusive} without data; last: {measurement.why}")
 

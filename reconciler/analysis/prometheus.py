@@ -1,25 +1,33 @@
 """Instant PromQL queries over HTTP (``/api/v1/query``): TLS with a CA file, a bearer token
 read from its file at each query, a timeout, a bounded answer.
 
-The server may be slow or hostile: every query has a deadline and reads at most
-``MAX_ANSWER_BYTES``. The token never appears in a message; URLs are shown redacted.
+The server may be slow or hostile: every query has one deadline for the whole exchange (a
+watchdog shuts the socket down, so an answer that trickles in byte by byte is cut off too),
+ends within ``STOP_SLICE_SECONDS`` of its stop event being set, and reads at most
+``MAX_ANSWER_BYTES``. Redirects are not followed: the token goes to the server named in the
+settings and nowhere else. The token never appears in a message; URLs are shown redacted.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import math
+import socket
 import ssl
-import urllib.error
+import threading
+import time
 import urllib.parse
-import urllib.request
 from typing import Any
 
+from reconciler.http_connections import connection_for
 from reconciler.redaction import redact
 from reconciler.settings import PrometheusSettings
 
 MAX_ANSWER_BYTES = 1 << 20
 _MESSAGE_CHARS = 500
+STOP_SLICE_SECONDS = 0.1  # how soon a query notices its stop event or deadline
 
 
 class QueryError(Exception):
@@ -35,6 +43,7 @@ class PrometheusClient:
     def __init__(self, settings: PrometheusSettings) -> None:
         self._settings = settings
         self._endpoint = settings.url.rstrip("/") + "/api/v1/query"
+        self._https = settings.url.startswith("https://")
         self._shown = redact(settings.url)
         self._context: ssl.SSLContext | None = None
 
@@ -42,13 +51,11 @@ class PrometheusClient:
     def shown(self) -> str:
         return self._shown
 
-    def _tls(self) -> ssl.SSLContext | None:
-        if not self._endpoint.startswith("https://"):
-            return None
-        if self._context is None:
+    def _connection(self) -> tuple[http.client.HTTPConnection, str]:
+        if self._https and self._context is None:
             ca = self._settings.ca_file
             self._context = ssl.create_default_context(cafile=str(ca) if ca else None)
-        return self._context
+        return connection_for(self._endpoint, self._settings.timeout_seconds, self._context)
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": "reconciler-analysis", "Accept": "application/json"}
@@ -62,28 +69,62 @@ class PrometheusClient:
             headers["Authorization"] = f"Bearer {token}"
         return headers
 
-    def query(self, promql: str) -> float | None:
+    def query(self, promql: str, stop: threading.Event | None = None) -> float | None:
         """The query's one number now; None when it returned no series. Raises
-        :class:`QueryError`."""
+        :class:`QueryError`, also when ``stop`` is set before the answer is in."""
+        stop = stop or threading.Event()
+        if stop.is_set():
+            raise QueryError(f"the query to Prometheus at {self._shown} was stopped")
         body = urllib.parse.urlencode({"query": promql}).encode()
-        request = urllib.request.Request(self._endpoint, data=body, headers={
-            **self._headers(), "Content-Type": "application/x-www-form-urlencoded"})
+        headers = {**self._headers(), "Content-Type": "application/x-www-form-urlencoded"}
+        connection, request_target = self._connection()
+        finished = threading.Event()
+        cut: list[str] = []
+        watchdog = threading.Thread(target=self._watch, args=(connection, stop, finished, cut),
+                                    name="prometheus query watchdog", daemon=True)
+        watchdog.start()
         try:
-            with urllib.request.urlopen(request, timeout=self._settings.timeout_seconds,
-                                        context=self._tls()) as response:
-                answer = response.read(MAX_ANSWER_BYTES + 1)
-        except urllib.error.HTTPError as error:
-            answer = error.read(MAX_ANSWER_BYTES + 1)
-            if error.code not in (400, 422, 503):  # Prometheus explains those in JSON
-                raise QueryError(f"Prometheus at {self._shown} answered {error.code} "
-                                 f"{error.reason}") from None
-        except (urllib.error.URLError, OSError) as error:
-            reason = getattr(error, "reason", error)
-            raise QueryError(f"Prometheus at {self._shown} is unreachable: {reason}") from None
+            connection.request("POST", request_target, body=body, headers=headers)
+            response = connection.getresponse()
+            status, reason = response.status, response.reason
+            answer = response.read(MAX_ANSWER_BYTES + 1)
+        except (OSError, http.client.HTTPException) as error:
+            if not cut:
+                raise QueryError(f"Prometheus at {self._shown} is unreachable: {error}") \
+                    from None
+        finally:
+            finished.set()
+            connection.close()
+        if cut:  # whatever was read before the socket was shut down is not the answer
+            raise QueryError(f"the query to Prometheus at {self._shown} {cut[0]}")
+        if 300 <= status < 400:
+            raise QueryError(f"Prometheus at {self._shown} answered {status} {reason}: "
+                             "redirects are not followed (the bearer token goes only to "
+                             "analysis.prometheus.url); set the URL it redirects to")
+        # Prometheus explains 400, 422 and 503 in JSON.
+        if status >= 300 and status not in (400, 422, 503):
+            raise QueryError(f"Prometheus at {self._shown} answered {status} {reason}")
         if len(answer) > MAX_ANSWER_BYTES:
             raise QueryError(f"Prometheus at {self._shown} answered more than "
                              f"{MAX_ANSWER_BYTES} bytes: aggregate the query", fatal=True)
         return _number(answer, self._shown)
+
+    def _watch(self, connection: http.client.HTTPConnection, stop: threading.Event,
+               finished: threading.Event, cut: list[str]) -> None:
+        """Shut the query's socket down at its deadline or when ``stop`` is set."""
+        timeout = self._settings.timeout_seconds
+        deadline = time.monotonic() + timeout
+        while not finished.wait(STOP_SLICE_SECONDS):
+            if stop.is_set():
+                cut.append("was stopped")
+            elif time.monotonic() >= deadline:
+                cut.append(f"timed out after {timeout:g}s")
+            else:
+                continue
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+            return
 
 
 def _number(answer: bytes, shown: str) -> float | None:

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +22,7 @@ from reconciler.analysis.judge import (
     CheckProgress,
     Measurement,
     Verdict,
+    json_number,
     judge_log,
     judge_value,
     no_data,
@@ -32,6 +31,7 @@ from reconciler.analysis.judge import (
 from reconciler.analysis.prometheus import PrometheusClient, QueryError
 from reconciler.desired.documents import AnalysisCheck
 from reconciler.places import LogReader, LogUnavailable, Workload
+from reconciler.probes import probe_http
 from reconciler.settings import AnalysisSettings
 
 HALT_SLICE_SECONDS = 0.2  # how soon a wait notices the caller's stop event
@@ -102,7 +102,11 @@ class Prepared:
                             "intervalSeconds": c.interval_seconds,
                             "measurements": c.measurements(soak_seconds)}
                            for c in self.checks],
-                "baselines": dict(self.baselines)}
+                "baselines": self.baselines_json()}
+
+    def baselines_json(self) -> dict[str, float | str | None]:
+        return {name: None if value is None else json_number(value)
+                for name, value in self.baselines.items()}
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ class AnalysisReport:
 
     def values(self) -> dict[str, Any]:
         """check -> its last value (for events); the journal keeps every measurement."""
-        return {p.check.name: p.last_value for p in self.checks}
+        return {p.check.name: None if p.last_value is None else json_number(p.last_value)
+                for p in self.checks}
 
     def to_json(self) -> dict[str, Any]:
         return {"outcome": self.verdict or "halted",
@@ -147,19 +152,20 @@ class AnalysisRunner:
                                       "reconciler.yaml sets no analysis.prometheus.url")
         return self._prometheus
 
-    def prepare(self, checks: Sequence[AnalysisCheck], subject: Subject,
-                workload: Workload) -> Prepared:
+    def prepare(self, checks: Sequence[AnalysisCheck], subject: Subject, workload: Workload,
+                stop: threading.Event | None = None) -> Prepared:
         """Before the change: every query asked once, ``before`` baselines kept, log
-        readers started. Raises :class:`AnalysisUnavailable` (nothing is changed then)."""
+        readers started; ``stop`` ends a query in flight. Raises
+        :class:`AnalysisUnavailable` (nothing is changed then)."""
         prepared = Prepared(tuple(checks), subject, workload)
         for check in checks:
             if check.prometheus is not None:
                 client = self._client(check)
                 spec = check.prometheus
                 try:
-                    value = client.query(subject.fill(spec.query))
+                    value = client.query(subject.fill(spec.query), stop)
                     if spec.baseline is not None and spec.baseline.query is not None:
-                        client.query(subject.fill(spec.baseline.query))
+                        client.query(subject.fill(spec.baseline.query), stop)
                 except QueryError as error:
                     raise AnalysisUnavailable(f"analysis check {check.name}: {error}",
                                               fatal=error.fatal,
@@ -198,7 +204,10 @@ class AnalysisRunner:
                 if due[name] > now:
                     continue
                 at = self._clock() - started
-                check_progress.add(self._measure(prepared, check_progress.check, at, matches))
+                measurement = self._measure(prepared, check_progress.check, at, matches, halt)
+                if halt.is_set():  # cut off mid-measurement: not a lack of data
+                    return AnalysisReport(None, None, tuple(progress))
+                check_progress.add(measurement)
                 on_measurement(check_progress)
                 # A slow measurement never makes the next ones bunch up.
                 due[name] = max(due[name] + check_progress.check.interval_seconds,
@@ -207,16 +216,16 @@ class AnalysisRunner:
                     break  # the analysis has failed: roll back now, measure no more
 
     def _measure(self, prepared: Prepared, check: AnalysisCheck, at: float,
-                 matches: dict[str, int]) -> Measurement:
+                 matches: dict[str, int], halt: threading.Event) -> Measurement:
         subject = prepared.subject
         if check.prometheus is not None:
             spec = check.prometheus
             client = self._client(check)
             try:
-                value = client.query(subject.fill(spec.query))
+                value = client.query(subject.fill(spec.query), halt)
                 baseline = prepared.baselines.get(check.name)
                 if spec.baseline is not None and spec.baseline.query is not None:
-                    baseline = client.query(subject.fill(spec.baseline.query))
+                    baseline = client.query(subject.fill(spec.baseline.query), halt)
             except QueryError as error:
                 return no_data(str(error), at, fatal=error.fatal)
             return judge_value(spec, value, baseline, at)
@@ -238,17 +247,3 @@ class AnalysisRunner:
             ok, detail = result.ok, result.detail
         return Measurement(at, Verdict.PASS if ok else Verdict.FAIL, detail)
 
-
-def probe_http(url: str, expect_status: int, timeout: float) -> tuple[bool, str]:
-    """One GET: (the status was the one expected, what happened)."""
-    request = urllib.request.Request(url, headers={"User-Agent": "reconciler-analysis"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as error:
-        status = error.code
-    except (urllib.error.URLError, OSError) as error:
-        return False, f"GET {url}: {getattr(error, 'reason', error)}"
-    if status != expect_status:
-        return False, f"GET {url} answered {status}, expected {expect_status}"
-    return True, f"GET {url} answered {status}"

@@ -196,10 +196,10 @@ class Daemon:
             self.events.publish(Event(EventType.SUSPENDED, name, None, reason="Suspended",
                                       message=held.describe()))
         for name in sorted(before.keys() - now.keys()):
-            log.warning(f"resume: {'the whole fleet' if name == ALL_TARGETS else name} is no "
-                        "longer suspended")
+            shown = "the whole fleet" if name == ALL_TARGETS else name
+            log.warning(f"resume: {shown} is no longer suspended")
             self.events.publish(Event(EventType.RESUMED, name, None, reason="Resumed",
-                                      message=f"{name} resumed"))
+                                      message=f"{shown} resumed"))
         self.metrics.suspended_targets.set(
             len(self._targets) if ALL_TARGETS in now
             else len(now.keys() & set(self._targets)))
@@ -569,7 +569,7 @@ class Daemon:
             log.error("reload refused: fleetRoot, allowedRoots, stateDir, listen, kubernetes "
                       "and leaderElection need a restart")
             return settings
-        if fresh.notifications != settings.notifications:
+        if fresh.notifications != settings.notifications or self._notifications.rotated():
             try:
                 notifications = self._notifying(fresh)
             except ReconcilerError as error:

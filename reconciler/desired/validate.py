@@ -228,7 +228,8 @@ PLACEHOLDERS = ("target", "kind", "name", "revision", "digest")
 
 
 def analysis_findings(obj: Strategy | Config | Model) -> Iterator[Finding]:
-    """Names unique; a count, or a health soak to last; patterns that compile (RE2: linear
+    """Names unique; a count, or a health soak to last; a failure limit below the number of
+    measurements; patterns that compile (RE2: linear
     time, so a hostile pattern cannot hang the daemon); only known ``{{placeholders}}``."""
     seen: set[str] = set()
     soak = obj.health.soak_seconds if obj.health is not None else 0.0
@@ -241,6 +242,10 @@ def analysis_findings(obj: Strategy | Config | Model) -> Iterator[Finding]:
         if check.count is None and soak <= 0:
             yield _at(obj.origin, at, f"analysis check {check.name!r} needs 'count', or a "
                       "'health.soak' whose length it lasts", "analysis-count")
+        elif check.failure_limit >= (measurements := check.measurements(soak)):
+            yield _at(obj.origin, (*at, "failureLimit"), f"analysis check {check.name!r}: "
+                      f"failureLimit {check.failure_limit} tolerates all {measurements} "
+                      "measurements, so it could never fail", "analysis-limits")
         if check.log is not None:
             try:
                 re2.compile(check.log.pattern)

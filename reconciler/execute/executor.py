@@ -98,6 +98,9 @@ class Hooks:
     drift: Callable[[str], None] = lambda kind: None
     progress: Callable[[str], None] = lambda text: None
     gauntlet_games: Callable[[str, int], None] = lambda opponent, games: None
+    # An artifact's bytes as they arrive (model, done, total; total 0: unknown), for a
+    # terminal's rate and ETA; without it a fetch is told through ``progress`` as text.
+    fetching: Callable[[str, int, int], None] | None = None
     event: Callable[[Event], None] = lambda event: None  # events.py: notifications, statuses
     # The action under way and what ends it (None between actions): the daemon fires it on
     # a suspension of its target or a newer revision of its object.
@@ -325,7 +328,7 @@ class Executor:
         if (ended := self._ended(action, desired, "nothing was written")) is not None:
             return ended
         prepared = self._prepare_analysis(action, obj.analysis, obj.restart, place, pass_id,
-                                          revision, action.desired, JournalAction.DELIVER)
+                                          desired, action.desired, JournalAction.DELIVER)
         if isinstance(prepared, ActionResult):
             return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.DELIVER, action.key, pass_id=pass_id,
@@ -513,8 +516,8 @@ class Executor:
     # Analysis during the soak (docs/analysis.md).
 
     def _prepare_analysis(self, action: Action, checks: tuple[AnalysisCheck, ...],
-                          restart: Restart | None, place: Place, pass_id: int, revision: str,
-                          digest: str, change: JournalAction,
+                          restart: Restart | None, place: Place, pass_id: int,
+                          desired: Desired, digest: str, change: JournalAction,
                           ) -> Prepared | ActionResult | None:
         """Before the change: baselines taken, every query asked once, log readers started.
         None when there is nothing to analyse: no checks, or a repair (drift put back, a
@@ -524,11 +527,15 @@ class Executor:
         holds them): measured now, they would be the new content's own values."""
         if not checks or action.drift or action.restart_deferred:
             return None
+        revision = desired.revision
         subject = Subject(action.target, action.kind, action.name, revision, digest)
         try:
             workload = place.workload(action.kind, action.name, restart, digest, revision)
-            prepared = self._analysis.prepare(checks, subject, workload)
+            prepared = self._analysis.prepare(checks, subject, workload, self._interrupt)
         except AnalysisUnavailable as error:
+            # A suspension or a newer revision cut a query short: say that, not the query.
+            if (ended := self._ended(action, desired, "nothing was changed")) is not None:
+                return ended
             message = f"{error}; nothing was changed"
             self._journal.record(JournalAction.ANALYSIS, Phase.FAILED, pass_id=pass_id,
                                  revision=revision, key=action.key,
@@ -545,8 +552,9 @@ class Executor:
                 if detail.get("to") == digest:
                     before = detail.get("baselines")
                     if isinstance(before, dict):
-                        prepared.baselines.update({name: value for name, value in before.items()
-                                                   if name in prepared.baselines})
+                        prepared.baselines.update({  # +Inf is kept as a string
+                            name: None if value is None else float(value)
+                            for name, value in before.items() if name in prepared.baselines})
                     break
         return prepared
 
@@ -589,8 +597,12 @@ class Executor:
         if report.verdict is Verdict.FAIL:
             halt.set()  # roll back now: the rest of the soak cannot undo a failed check
         checking.join()
+        ended = report.verdict is None \
+            and self._interrupt.cause in (Cause.SUSPENDED, Cause.SUPERSEDED)
         self._journal.outcome(intent, Phase.DONE if report.verdict is Verdict.PASS
-                              else Phase.FAILED, report.to_json())
+                              else Phase.INTERRUPTED if ended else Phase.FAILED,
+                              {**report.to_json(), **({"why": self._interrupt.why}
+                                                      if ended else {})})
         health_result = outcome[0]
         if isinstance(health_result, BaseException):
             raise health_result
@@ -689,7 +701,7 @@ class Executor:
             self._hooks.drift(action.kind)
         previous, previous_digest = self._pointer_replaced(action, model, place, desired)
         prepared = self._prepare_analysis(action, model.analysis, model.restart, place,
-                                          pass_id, revision, digest, JournalAction.FLIP)
+                                          pass_id, desired, digest, JournalAction.FLIP)
         if isinstance(prepared, ActionResult):
             return prepared  # nothing was changed
         intent = self._journal.intent(JournalAction.FLIP, action.key, pass_id=pass_id,
@@ -883,12 +895,20 @@ class Executor:
         """The artifact, proven to have the declared digest, in the store."""
         artifact = model.artifact
         self._journal.remember_artifact(artifact.sha256, artifact.uri, artifact.format)
+        bytes_hook = self._hooks.fetching
+
+        def progress(done: int, total: int) -> None:
+            if bytes_hook is not None:
+                bytes_hook(model.name, done, total)
+            else:
+                self._hooks.progress(f"fetching {model.name}: {done >> 20} of {total >> 20} "
+                                     "MiB" if total else f"fetching {model.name}: "
+                                     f"{done >> 20} MiB")
+
         return fetch(artifact.uri, artifact.sha256, artifact.format, self._store,
                      desired.read_file, stop=self._interrupt,
                      limits=FetchLimits.of(self._artifacts, artifact.max_bytes),
-                     progress=lambda done, total: self._hooks.progress(
-                         f"fetching {model.name}: {done >> 20} of {total >> 20} MiB"
-                         if total else f"fetching {model.name}: {done >> 20} MiB"))
+                     progress=progress)
 
 
 def _gate_values(reason: str, remembered: bool, evidence: dict[str, Any]) -> dict[str, Any]:
@@ -902,7 +922,7 @@ def _gate_values(reason: str, remembered: bool, evidence: dict[str, Any]) -> dic
 
 def _baselines(prepared: Prepared | None) -> dict[str, object]:
     """The ``before`` baselines, kept in the change's intent (see ``_prepare_analysis``)."""
-    return {"baselines": dict(prepared.baselines)} if prepared is not None else {}
+    return {"baselines": prepared.baselines_json()} if prepared is not None else {}
 
 
 def _digest_or_none(value: object) -> str | None:

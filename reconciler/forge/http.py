@@ -1,33 +1,34 @@
-"""A small JSON-over-HTTP client for forge APIs: the standard library's ``http.client``,
-the proxy the environment names (as for artifact downloads), a timeout on every whole
-request (a server answering a byte at a time is cut off too),
-bounded response reads, retries with backoff on 5xx and on
-connection faults, and errors that never carry the token.
+"""A small JSON-over-HTTP client for forge APIs over ``bounded_http``: the proxy the
+environment names (as for artifact downloads), one deadline for each whole request (a
+server answering a byte at a time is cut off too, and so is a request under way when the
+daemon stops), bounded response reads, no redirects followed, retries with backoff on
+5xx, 429 and connection faults, and errors that never carry the token.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
-import socket
-import ssl
 import threading
-import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from reconciler.bounded_http import (
+    ExchangeFailed,
+    backoff_seconds,
+    exchange,
+    scrub,
+    worth_retrying,
+)
 from reconciler.errors import StalledError, TransientError
-from reconciler.http_connections import connection_for
-from reconciler.redaction import redact, redact_text
+from reconciler.redaction import redact
 from reconciler.vocabulary import Reason
 
 MAX_RESPONSE_BYTES = 1 << 20  # a forge's answer to one call is a few KiB
 MAX_SHOWN_BYTES = 300  # of an error body, in a message
-CUT_OFF_POLL_SECONDS = 0.1
 RETRIES = 3  # attempts after the first, for 5xx and connection faults
-BACKOFF_SECONDS = 0.5  # doubled at each retry
+BACKOFF_SECONDS = 0.5  # doubled at each retry (the most a wait may be: full jitter)
+BACKOFF_CAP_SECONDS = 8.0
 
 
 class ForgeRefused(StalledError):
@@ -86,89 +87,40 @@ class JsonClient:
         headers["User-Agent"] = "reconciler"
         if body is not None:
             headers["Content-Type"] = "application/json"
-        delay = self._backoff
         problem = ""
         for attempt in range(RETRIES + 1):
-            if attempt:
-                if self._stop.wait(delay):
-                    break
-                delay *= 2
+            if attempt and self._stop.wait(backoff_seconds(attempt, self._backoff,
+                                                           BACKOFF_CAP_SECONDS)):
+                break
             try:
-                status, data = self._once(method, self._prefix + path, body, headers)
-            except (OSError, http.client.HTTPException, ssl.SSLError) as error:
-                problem = (f"timed out after {self._timeout:g}s" if isinstance(
-                    error, (TimeoutError, socket.timeout)) else
-                    f"{type(error).__name__}: {error}")
+                answer = exchange(method, self._origin + self._prefix + path, body=body,
+                                  headers=headers, timeout=self._timeout,
+                                  max_bytes=MAX_RESPONSE_BYTES, stop=self._stop)
+            except ExchangeFailed as error:
+                problem = f"timed out after {self._timeout:g}s" if error.timed_out \
+                    else str(error)
+                continue
+            status, data = answer.status, answer.body
+            if not answer.complete:
+                problem = f"answered with more than {MAX_RESPONSE_BYTES} bytes"
                 continue
             if 200 <= status < 300:
                 try:
                     return Response(status, json.loads(data) if data.strip() else None)
                 except ValueError:
-                    raise ForgeUnavailable(self._scrub(
+                    raise ForgeUnavailable(scrub(
                         f"{self.name}: {method} {path} answered {status} with a body that is "
                         "not JSON", secrets)) from None
             said = _words(data)
-            if status >= 500 or status == 429:
+            if worth_retrying(status):
                 problem = f"answered {status}{': ' + said if said else ''}"
                 continue
-            raise ForgeRefused(self._scrub(
+            raise ForgeRefused(scrub(
                 f"{self.name}: {method} {path} answered {status}"
                 f"{_HINTS.get(status, '')}{': ' + said if said else ''}", secrets),
                 status=status)
-        raise ForgeUnavailable(self._scrub(
+        raise ForgeUnavailable(scrub(
             f"{self.name}: {method} {path} {problem} (after {RETRIES + 1} attempts)", secrets))
-
-    def _once(self, method: str, path: str, body: bytes | None,
-              headers: dict[str, str]) -> tuple[int, bytes]:
-        deadline = time.monotonic() + self._timeout
-        connection, target = connection_for(self._origin + path, self._timeout)
-        try:
-            connection.connect()  # bounded by the timeout; the cut-off needs the socket
-        except BaseException:
-            connection.close()
-            raise
-        done, fired = threading.Event(), threading.Event()
-        cut_off = threading.Thread(target=self._cut_off,
-                                   args=(connection.sock, deadline, done, fired),
-                                   name="forge-cut-off", daemon=True)
-        cut_off.start()
-        try:
-            connection.request(method, target, body=body, headers=headers)
-            response = connection.getresponse()
-            data = response.read(MAX_RESPONSE_BYTES + 1)
-            if fired.is_set():  # a read cut off short may return what it had: not an answer
-                raise TimeoutError
-            if len(data) > MAX_RESPONSE_BYTES:
-                raise http.client.HTTPException(
-                    f"answer larger than {MAX_RESPONSE_BYTES} bytes")
-            return response.status, data
-        except (OSError, http.client.HTTPException):
-            if fired.is_set():  # the cut-off shut the socket: say why
-                raise TimeoutError from None
-            raise
-        finally:
-            done.set()
-            cut_off.join()
-            connection.close()
-
-    def _cut_off(self, sock: socket.socket, deadline: float, done: threading.Event,
-                 fired: threading.Event) -> None:
-        """Shut the socket down once the whole request has taken the timeout (each read's
-        own timeout allows a byte every few seconds forever) or a stop comes. The socket is
-        kept here: the connection forgets it once the answer's headers say it will close."""
-        while not done.wait(CUT_OFF_POLL_SECONDS):
-            if time.monotonic() >= deadline or self._stop.is_set():
-                fired.set()
-                with contextlib.suppress(OSError):
-                    sock.shutdown(socket.SHUT_RDWR)
-                return
-
-    @staticmethod
-    def _scrub(message: str, secrets: list[str]) -> str:
-        for secret in secrets:
-            if len(secret) >= 4:
-                message = message.replace(secret, "***")
-        return redact_text(message)
 
 
 # What a person should check, by status: the forge's own words follow.

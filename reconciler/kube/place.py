@@ -134,12 +134,13 @@ class KubeWorkload:
 
 class PodLogs:
     """The lines each new pod logged since the previous call (pods that appear later are
-    read from their first line: they started after the change)."""
+    read from their first line: they started after the change, and so is a restarted
+    container, whose log the API gives from its start: shorter, or another first line)."""
 
     def __init__(self, fetch: Callable[[], dict[str, str]], shown: str) -> None:
         self._fetch = fetch
         self._shown = shown
-        self._seen: dict[str, int] = {}
+        self._seen: dict[str, tuple[int, str]] = {}  # pod -> lines read, its first line
 
     def lines(self) -> list[str]:
         try:
@@ -150,6 +151,9 @@ class PodLogs:
         new: list[str] = []
         for pod, text in sorted(logs.items()):
             lines = text.splitlines()
-            new += lines[self._seen.get(pod, 0):]
-            self._seen[pod] = len(lines)
+            read, first = self._seen.get(pod, (0, ""))
+            if len(lines) < read or (read and lines[0] != first):
+                read = 0  # another container: the crashed one's log is not this one's
+            new += lines[read:]
+            self._seen[pod] = (len(lines), lines[0] if lines else "")
         return new

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
 
 from reconciler.desired.documents import Health
 from reconciler.durations import format_duration
 from reconciler.places import CommandResult
+from reconciler.probes import probe_http
 from reconciler.processes import Identity, run_bounded
 
 _OUTPUT_TAIL_BYTES = 2048
@@ -54,25 +53,11 @@ def run_command(argv: tuple[str, ...], cwd: Path, timeout: float,
     return CommandResult(True, f"{shown} succeeded", tail)
 
 
-def probe_http(url: str, expect_status: int, timeout: float) -> CommandResult:
-    request = urllib.request.Request(url, headers={"User-Agent": "reconciler-health"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            status = response.status
-    except urllib.error.HTTPError as error:
-        status = error.code
-    except (urllib.error.URLError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        return CommandResult(False, f"GET {url}: {reason}")
-    if status != expect_status:
-        return CommandResult(False, f"GET {url} answered {status}, expected {expect_status}")
-    return CommandResult(True, f"GET {url} answered {status}")
-
-
 def _probe_once(health: Health, cwd: Path, environment: Mapping[str, str],
                 user: Identity | None) -> CommandResult:
     if health.http_url is not None:
-        return probe_http(health.http_url, health.expect_status, health.timeout_seconds)
+        return CommandResult(*probe_http(health.http_url, health.expect_status,
+                                         health.timeout_seconds))
     assert health.command is not None
     return run_command(health.command, cwd, health.timeout_seconds, environment, user)
 

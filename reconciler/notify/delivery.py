@@ -1,38 +1,38 @@
-"""One receiver's delivery: a bounded queue, a thread, a token bucket, retries, bounded HTTP.
+"""One receiver's delivery: a bounded queue, a thread, a token bucket, retries.
 
 The pass only ever appends to the queue (constant time, never a wait on the network). A
 full queue drops its oldest event and counts it. The thread takes a token before each
-delivery (the rate limit waits, it does not drop), posts with a timeout on the connection
-and on the whole answer (a watchdog shuts the socket down: a receiver that trickles its
-answer byte by byte cannot hold the thread longer), reads at most ``MAX_ANSWER_BYTES`` of
-it, and retries 5xx, 429, timeouts and refused connections with exponential backoff and
-full jitter; any other 4xx is a final answer (the request is wrong; retrying cannot help).
-Redirects are not followed: a bearer token is never sent to a host it was not meant for.
-What is logged names the receiver, never its URL.
+delivery (the rate limit waits, it does not drop), posts through ``bounded_http`` (one
+deadline for the connection and the whole answer, at most ``MAX_ANSWER_BYTES`` of it
+read, redirects not followed: a bearer token is never sent to a host it was not meant
+for, and a 3xx is not a delivery), and retries 5xx, 429, timeouts and refused connections
+with exponential backoff and full jitter; any other 4xx is a final answer (the request is
+wrong; retrying cannot help). What is logged names the receiver, never its URL.
 """
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import http.client
 import logging
-import random
-import socket
-import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
+from reconciler.bounded_http import (
+    ExchangeFailed,
+    backoff_seconds,
+    exchange,
+    scrub,
+    worth_retrying,
+)
 from reconciler.notify.payloads import Message
-from reconciler.redaction import redact_text
 
 MAX_ANSWER_BYTES = 64 << 10
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_CAP_SECONDS = 60.0
 USER_AGENT = "reconciler-notify"
+PATH_SECRET_CHARS = 8  # a path segment this long may be a token (Slack: /services/T/B/SECRET)
 log = logging.getLogger(__name__)
 
 
@@ -64,53 +64,42 @@ class TokenBucket:
         self._tokens -= 1
 
 
-def post(url: str, message: Message, *, timeout: float, bearer: str | None = None) -> int:
-    """POST ``message`` to ``url``; the status. Raises DeliveryFailed for a 4xx/5xx answer
-    or a network fault (retryable: 5xx, 429, timeouts, connection faults)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise DeliveryFailed("not an http(s) URL", retryable=False)
+def post(url: str, message: Message, *, timeout: float, bearer: str | None = None,
+         stop: threading.Event | None = None) -> int:
+    """POST ``message`` to ``url``; the status. Raises DeliveryFailed for a 3xx/4xx/5xx
+    answer or a network fault (retryable: 5xx, 429, timeouts, connection faults)."""
     headers = {"Content-Type": message.content_type, "User-Agent": USER_AGENT,
                "Content-Length": str(len(message.body))}
-    if parts.username is not None:
-        user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
     if bearer is not None:
         headers["Authorization"] = f"Bearer {bearer}"
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(parts.hostname, parts.port, timeout=timeout,
-                                                 context=ssl.create_default_context())
-    else:
-        connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=timeout)
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-
-    def cut_off() -> None:  # the whole exchange has one deadline, however it trickles
-        if connection.sock is not None:
-            with contextlib.suppress(OSError):
-                connection.sock.shutdown(socket.SHUT_RDWR)
-
-    watchdog = threading.Timer(timeout, cut_off)
-    watchdog.daemon = True
-    watchdog.start()
     try:
-        connection.request("POST", path, body=message.body, headers=headers)
-        response = connection.getresponse()
-        answer = response.read(MAX_ANSWER_BYTES)
-        status = response.status
-    except (TimeoutError, ConnectionError, http.client.HTTPException, OSError) as error:
-        expired = not watchdog.is_alive()
-        shown = "no answer within the timeout" if expired or isinstance(error, TimeoutError) \
-            else f"{type(error).__name__}: {redact_text(str(error))}"
-        raise DeliveryFailed(shown, retryable=True) from None
-    finally:
-        watchdog.cancel()
-        connection.close()
+        answer = exchange("POST", url, body=message.body, headers=headers, timeout=timeout,
+                          max_bytes=MAX_ANSWER_BYTES, stop=stop)
+    except ValueError as error:
+        raise DeliveryFailed(str(error), retryable=False) from None
+    except ExchangeFailed as error:
+        raise DeliveryFailed(str(error), retryable=True) from None
+    status = answer.status
+    if 300 <= status < 400:  # not followed, so not delivered: the same POST would be again
+        raise DeliveryFailed(f"HTTP {status}: a redirect, not followed (point the receiver's "
+                             "URL at where it leads)", retryable=False)
     if status >= 400:
-        said = answer[:200].decode(errors="replace").strip()
-        raise DeliveryFailed(f"HTTP {status}" + (f": {redact_text(said)}" if said else ""),
-                             retryable=status >= 500 or status == 429)
+        said = scrub(answer.body.decode(errors="replace"), _secrets(url, bearer)).strip()
+        raise DeliveryFailed(f"HTTP {status}" + (f": {said[:200]}" if said else ""),
+                             retryable=worth_retrying(status))
     return status
+
+
+def _secrets(url: str, bearer: str | None) -> list[str]:
+    """What a receiver may echo back of the request that must never be logged: the bearer
+    token, the URL's password and query values, and its longer path segments (a Slack
+    webhook's path is its secret)."""
+    parts = urlsplit(url)
+    found = [bearer or "", unquote(parts.password or "")]
+    found += [value for _, value in parse_qsl(parts.query)]
+    found += [unquote(segment) for segment in parts.path.split("/")
+              if len(segment) >= PATH_SECRET_CHARS]
+    return found
 
 
 class Worker:
@@ -148,6 +137,11 @@ class Worker:
                 self._result(self.kind, "dropped")
             self._queue.append(render)
             self._ready.notify()
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set at stop: a delivery under way ends with it."""
+        return self._stop
 
     def pending(self) -> int:
         with self._ready:
@@ -208,9 +202,8 @@ class Worker:
                               f"after {attempt} attempt(s): {error}")
                     return
                 self._result(self.kind, "retried")
-                delay = random.uniform(0, min(BACKOFF_CAP_SECONDS,
-                                              BACKOFF_BASE_SECONDS * 2 ** (attempt - 1)))
-                if self._stop.wait(delay):
+                if self._stop.wait(backoff_seconds(attempt, BACKOFF_BASE_SECONDS,
+                                                   BACKOFF_CAP_SECONDS)):
                     return
                 continue
             self._result(self.kind, "delivered")

@@ -10,7 +10,10 @@
   hear, except the ones below) and is resolved, ``endsAt`` now, when the same object is Ready
   again (applied, promoted, drift-healed). Firing alerts are posted again every
   ``resendInterval`` with ``endsAt`` four intervals ahead, as Prometheus does, so an alert
-  whose daemon is gone ends by itself.
+  whose daemon is gone ends by itself. ``resumed`` resolves a target's ``suspended`` alert.
+  The state changes as events arrive (:meth:`Alerts.on_event`, on the pass's thread) and
+  one post carries all of it (:meth:`Alerts.pending`): a storm of a thousand stalls is one
+  post, never a queue that overflows and loses alerts or their resolutions.
 
 Every text passes through ``redact_text``: a URL's credentials in a message never leave.
 """
@@ -18,6 +21,7 @@ Every text passes through ``redact_text``: a URL's credentials in a message neve
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +37,7 @@ MAX_MESSAGE_CHARS = 2000
 MAX_VALUES = 32
 # Events that say an object is Ready again: they resolve its alerts.
 READY_AGAIN = frozenset({EventType.APPLIED, EventType.PROMOTED, EventType.DRIFT_HEALED})
+RESOLVING = READY_AGAIN | {EventType.RESUMED}  # an Alertmanager hears these whatever it asks
 ALERT_EVENTS = (EventType.STALLED, EventType.ROLLED_BACK, EventType.BUDGET_EXHAUSTED)
 RESENDS_BEFORE_END = 4
 
@@ -119,42 +124,69 @@ def alert_name(event_type: EventType) -> str:
 
 
 class Alerts:
-    """The alerts this daemon has firing at one Alertmanager, and what to post for them."""
+    """The alerts this daemon has firing at one Alertmanager, and what to post for them.
+    Thread-safe: events change it on the publisher's thread, posts read it on the
+    receiver's."""
 
     def __init__(self, labels: tuple[tuple[str, str], ...], resend_seconds: float) -> None:
         self._labels = dict(labels)
         self._resend = resend_seconds
+        self._lock = threading.Lock()
         self._firing: dict[AlertKey, dict[str, Any]] = {}
+        self._ended: list[dict[str, Any]] = []  # resolved since the last post
+        self._unsent = False
 
     @property
     def firing(self) -> int:
-        return len(self._firing)
+        with self._lock:
+            return len(self._firing)
 
-    def on_event(self, event: Event, now: float) -> Message | None:
-        """What to post for ``event``: its alert firing, or the object's alerts resolved."""
-        if event.type in READY_AGAIN:
-            ended = [key for key in self._firing
-                     if key[1:] == (event.target, event.kind, event.name)]
-            alerts = [{**self._firing.pop(key), "endsAt": rfc3339(now)} for key in ended]
-            return self._message(alerts) if alerts else None
-        if event.type is EventType.PROGRESSING:
-            return None  # neither a problem nor its end
-        key = (alert_name(event.type), event.target, event.kind, event.name)
-        started = self._firing.get(key, {}).get("startsAt", rfc3339(event.time))
-        self._firing[key] = {
-            "labels": {**self._labels, "alertname": key[0], "target": event.target,
-                       **({"kind": event.kind, "name": event.name} if event.kind else {})},
-            "annotations": {"summary": f"{event.type}: {event.subject}",
-                            "description": _text(event.message),
-                            "reason": event.reason or "", "revision": event.revision or "",
-                            "digest": event.digest or ""},
-            "startsAt": started}
-        return self.resend(now)
+    def on_event(self, event: Event, now: float) -> bool:
+        """Take ``event`` in: its alert fires, or the object's (for ``resumed``: the
+        target's suspension) alerts are resolved. True when a post became due that was not
+        due already (the caller queues one)."""
+        with self._lock:
+            if event.type in READY_AGAIN or event.type is EventType.RESUMED:
+                ended = [key for key in self._firing if (
+                    key[1:] == (event.target, event.kind, event.name)
+                    if event.type is not EventType.RESUMED
+                    else key == (alert_name(EventType.SUSPENDED), event.target, "", ""))]
+                self._ended += [{**self._firing.pop(key), "endsAt": rfc3339(now)}
+                                for key in ended]
+                changed = bool(ended)
+            elif event.type is EventType.PROGRESSING:
+                changed = False  # neither a problem nor its end
+            else:
+                key = (alert_name(event.type), event.target, event.kind, event.name)
+                started = self._firing.get(key, {}).get("startsAt", rfc3339(event.time))
+                self._firing[key] = {
+                    "labels": {**self._labels, "alertname": key[0], "target": event.target,
+                               **({"kind": event.kind, "name": event.name}
+                                  if event.kind else {})},
+                    "annotations": {"summary": f"{event.type}: {event.subject}",
+                                    "description": _text(event.message),
+                                    "reason": event.reason or "",
+                                    "revision": event.revision or "",
+                                    "digest": event.digest or ""},
+                    "startsAt": started}
+                changed = True
+            due, self._unsent = changed and not self._unsent, self._unsent or changed
+            return due
 
-    def resend(self, now: float) -> Message | None:
-        """Every firing alert, with ``endsAt`` pushed ahead (None when none fire)."""
+    def pending(self, now: float) -> Message | None:
+        """What is to be posted since the last post: every firing alert and those resolved."""
+        with self._lock:
+            self._unsent = False
+            ended, self._ended = self._ended, []
+        return self.resend(now, ended)
+
+    def resend(self, now: float, ended: list[dict[str, Any]] | None = None) -> Message | None:
+        """Every firing alert, with ``endsAt`` pushed ahead, and ``ended`` as they are
+        (None when there is nothing to post)."""
         ends = rfc3339(now + RESENDS_BEFORE_END * self._resend)
-        alerts = [{**alert, "endsAt": ends} for alert in self._firing.values()]
+        with self._lock:
+            alerts = [*(ended or []),
+                      *({**alert, "endsAt": ends} for alert in self._firing.values())]
         return self._message(alerts) if alerts else None
 
     @staticmethod

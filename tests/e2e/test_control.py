@@ -75,9 +75,13 @@ def test_suspended_drift_is_reported_not_repaired_and_resume_repairs_it(
     assert f"suspended edge by {me}: GPU driver upgrade, INC-4711" in done.stdout
 
     (fleet.root / "app" / "app.py").write_text("OK = 'edited by hand'\n")
-    asked = cli(fleet, "reconcile", "--wait", "--timeout", "60s")
+    asked = cli(fleet, "reconcile", "--wait", "--timeout", "60s", "-o", "json")
     assert asked.returncode == 0, asked.stdout + asked.stderr  # waiting is not a failure
-    assert "waiting" in asked.stdout
+    answer = json.loads(asked.stdout)
+    assert answer["pass"]["result"] == "waiting" and "waiting" in answer["pass"]["message"]
+    assert answer["daemon"] == {"running": True, "tookUp": True, "pid": ready.process.pid,
+                                "error": None}
+    assert "waiting" in asked.stderr  # what a person reads, off the document's stream
     assert app(fleet) == "OK = 'edited by hand'\n", "nothing is changed on a suspended target"
     seen = state(fleet)
     assert seen["reason"] == "Suspended"

@@ -183,3 +183,55 @@ def test_an_invalid_commit_stalls_every_target_once_and_its_fix_is_told(
     assert (fixed["type"], fixed["subject"], fixed["data"]["reason"]) == (
         "reconciler.applied", "edge", "InSync")
     assert len(receiver.received) == 3
+
+
+def test_suspend_and_resume_reach_a_receiver_filtered_to_a_target_fleet_wide_too(
+        fleet: Fleet, tmp_path: Path) -> None:
+    """The daemon's control path (the CLI's ``suspend``/``resume`` through its socket)
+    publishes them; a suspension of the whole fleet stops this target too, so a receiver
+    that hears only this target hears it."""
+    with receiving() as receiver:
+        (tmp_path / "hook-url").write_text(receiver.url + "\n")
+        with fleet.settings_file.open("a") as settings:
+            settings.write("notifications:\n  receivers:\n"
+                           "    - {name: ops, type: webhook, urlFile: hook-url,"
+                           " events: [suspended, resumed], targets: [edge]}\n")
+        with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
+            daemon.wait_ready()
+            for command in (["suspend", "edge", "--reason", "INC-1"], ["resume", "edge"],
+                            ["suspend", "--all", "--reason", "INC-2"], ["resume", "--all"]):
+                done = subprocess.run(
+                    [sys.executable, "-m", "reconciler", *command, "--config",
+                     str(fleet.settings_file)], capture_output=True, text=True, timeout=120,
+                    check=False)
+                assert done.returncode == 0, done.stdout + done.stderr
+            heard = [r.json() for r in receiver.wait_for(4)]
+    assert [(e["type"], e["subject"]) for e in heard] == [
+        ("reconciler.suspended", "edge"), ("reconciler.resumed", "edge"),
+        ("reconciler.suspended", "*"), ("reconciler.resumed", "*")]
+    assert "INC-1" in heard[0]["data"]["message"] and "INC-2" in heard[2]["data"]["message"]
+    assert "the whole fleet" in heard[3]["data"]["message"]
+
+
+def test_sighup_reads_a_rotated_token_from_the_same_file(fleet: Fleet,
+                                                          tmp_path: Path) -> None:
+    """The receivers' secret files are read at start and on SIGHUP: a token rotated in
+    place (the settings unchanged) is the one sent after the reload."""
+    with receiving() as receiver:
+        (tmp_path / "hook-url").write_text(receiver.url + "\n")
+        (tmp_path / "hook-token").write_text("first-token-0a1b2c\n")
+        with fleet.settings_file.open("a") as settings:
+            settings.write("notifications:\n  receivers:\n"
+                           "    - {name: ops, type: webhook, urlFile: hook-url,"
+                           " bearerTokenFile: hook-token, events: [applied]}\n")
+        with running(fleet.settings_file, fleet.state, tmp_path) as daemon:
+            daemon.wait_ready()
+            receiver.wait_for(1)
+            (tmp_path / "hook-token").write_text("second-token-3d4e5f\n")
+            daemon.process.send_signal(signal.SIGHUP)
+            wait_until(lambda: "settings reloaded" in daemon.log(), what="the reload")
+            fleet.strategy("OK = 'serving v2'\n")
+            fleet.commit("heard with the rotated token")
+            first, second = receiver.wait_for(2)
+    assert first.headers["Authorization"] == "Bearer first-token-0a1b2c"
+    assert second.headers["Authorization"] == "Bearer second-token-3d4e5f"

@@ -33,6 +33,7 @@ class Server:
         self.token = "s3cret-token"
         self.mode = "answer"
         self.seen: list[str] = []
+        self.redirect_to = ""
 
 
 @pytest.fixture
@@ -46,6 +47,24 @@ def server(tmp_path: Path) -> Iterator[tuple[Server, str]]:
             state.seen.append(self.seen_header)
             if state.mode == "hang":
                 time.sleep(3)
+            if state.mode == "redirect":
+                self.send_response(302)
+                self.send_header("Location", state.redirect_to)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            if state.mode == "drip":  # all but the last bytes at once, then one at a time
+                body = json.dumps(ANSWER).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body[:-8])
+                self.wfile.flush()
+                for byte in body[-8:]:
+                    time.sleep(0.5)
+                    self.wfile.write(bytes([byte]))
+                    self.wfile.flush()
+                return
             if self.seen_header != f"Bearer {state.token}":
                 body, status = b"unauthorized", 401
             elif state.mode == "huge":
@@ -133,3 +152,89 @@ def test_a_server_that_never_answers_times_out(server: tuple[Server, str],
     with pytest.raises(QueryError) as raised:
         client(url, tmp_path, state, timeout=0.3).query("up")
     assert "timed out" in str(raised.value)
+
+
+def test_a_redirect_is_not_followed_and_the_token_goes_nowhere_else(
+        server: tuple[Server, str], tmp_path: Path) -> None:
+    state, url = server
+    elsewhere: list[str] = []
+
+    class Collector(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            elsewhere.append(self.headers.get("Authorization", ""))
+            body = json.dumps(ANSWER).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_POST = do_GET
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Collector)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    try:
+        state.mode = "redirect"
+        state.redirect_to = f"http://127.0.0.1:{other.server_address[1]}/api/v1/query"
+        with pytest.raises(QueryError) as raised:
+            client(url, tmp_path, state).query("up")
+    finally:
+        other.shutdown()
+        other.server_close()
+    assert elsewhere == []
+    assert "answered 302" in str(raised.value) and "redirect" in str(raised.value)
+
+
+def test_an_answer_that_trickles_in_is_cut_off_at_the_timeout(
+        server: tuple[Server, str], tmp_path: Path) -> None:
+    state, url = server
+    state.mode = "drip"  # each byte within the socket timeout, the whole answer beyond it
+    with pytest.raises(QueryError) as raised:
+        client(url, tmp_path, state, timeout=1.0).query("up")
+    assert "timed out" in str(raised.value) and not raised.value.fatal
+
+
+def test_a_query_ends_when_its_stop_event_is_set(server: tuple[Server, str],
+                                                  tmp_path: Path) -> None:
+    state, url = server
+    state.mode = "hang"
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    with pytest.raises(QueryError) as raised:
+        client(url, tmp_path, state, timeout=30.0).query("up", stop)
+    assert "stopped" in str(raised.value)
+
+
+def test_the_query_goes_through_the_proxy_the_environment_names(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """As every HTTP client of the daemon does (reconciler/http_connections.py)."""
+    asked: list[str] = []
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            asked.append(self.path)
+            body = json.dumps(ANSWER).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.server_address[1]}")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    try:
+        value = PrometheusClient(PrometheusSettings("http://prometheus.invalid:9090")).query(
+            "up")
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert value == 0.5
+    assert asked == ["http://prometheus.invalid:9090/api/v1/query"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -15,13 +16,10 @@ import pytest
 from reconciler import completion
 from reconciler.cli import build_parser
 from tests.conftest import Result
+from tests.fleet import Fleet
 
 # Commands that print nothing a script would parse: the daemon and the scripts themselves.
 NOT_PRINTING = {"run", "completion"}
-# These report as they go (gate, commit, push, pull request; what the daemon took up)
-# through text lines and return only an exit code; -o json needs them to return what they
-# did first.
-TEXT_ONLY_FOR_NOW = {"promote", "suspend", "resume", "reconcile"}
 
 
 def _subcommands() -> dict[str, argparse.ArgumentParser]:
@@ -39,7 +37,7 @@ def test_every_subcommand_has_a_description_and_an_example() -> None:
 
 def test_every_printing_command_takes_output_text_json_yaml() -> None:
     for name, parser in _subcommands().items():
-        if name in NOT_PRINTING | TEXT_ONLY_FOR_NOW:
+        if name in NOT_PRINTING:
             continue
         [output] = [a for a in parser._actions if "--output" in a.option_strings]
         assert output.option_strings == ["-o", "--output"], name
@@ -218,3 +216,49 @@ def test_the_cli_module_itself_runs_the_completion_command() -> None:
     done = subprocess.run([sys.executable, "-m", "reconciler", "completion", "tcsh"],
                           capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 2 and "invalid choice" in done.stderr
+
+
+def _examples() -> list[tuple[str, str]]:
+    """(command, example line) for every example a help page shows, the top one's too."""
+    pages = [("reconciler", build_parser().epilog or ""),
+             *((name, parser.epilog or "") for name, parser in _subcommands().items())]
+    return [(name, line.strip()) for name, epilog in pages
+            for line in re.split(r"examples?:\s*\n?", epilog, maxsplit=1)[-1].splitlines()
+            if line.strip().startswith(("reconciler ", "NO_COLOR=1 reconciler "))]
+
+
+def test_every_help_example_is_a_command_line_the_parser_takes() -> None:
+    examples = _examples()
+    assert len(examples) > 30
+    for name, line in examples:
+        command = re.sub(r"\$\([^)]*\)", "sha256:" + "0" * 64, line)  # a shell substitution
+        words = shlex.split(re.split(r"\s+(?:\||>|#)\s", command)[0])
+        words = words[words.index("reconciler") + 1:]
+        try:
+            build_parser().parse_args(words)
+        except SystemExit:
+            raise AssertionError(f"{name}: {line!r} is refused by the parser") from None
+
+
+@pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed")
+def test_the_jq_examples_read_keys_the_json_has(cli: Callable[..., Result],
+                                                tmp_path: Path) -> None:
+    """What the examples pipe into jq runs against the real output: a key renamed in the
+    JSON would otherwise leave the help page quietly wrong."""
+    fleet = Fleet(tmp_path)
+    config = ["--config", str(fleet.settings_file)]
+    ran = 0
+    for name, line in _examples():
+        if "| jq " not in line or name not in ("plan", "apply", "status", "validate",
+                                                "schema"):
+            continue
+        command, program = line.split(" | jq ", 1)
+        words = shlex.split(command)[1:]
+        done = cli(*words, *(config if name in ("plan", "apply", "status") else ()),
+                   cwd=fleet.repo)
+        assert done.stdout, (line, done.stderr)
+        filtered = subprocess.run(["jq", *shlex.split(program)], input=done.stdout,
+                                  capture_output=True, text=True, timeout=30, check=False)
+        assert filtered.returncode == 0 and not filtered.stderr, (line, filtered.stderr)
+        ran += 1
+    assert ran == 5

@@ -13,12 +13,13 @@ import sys
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
 
-from tests.conftest import EXAMPLE, GIT_ENV, Result
-from tests.fleet import Fleet
+from tests.conftest import EXAMPLE, GIT_ENV, Result, git
+from tests.fleet import Fleet, sha
 
 Cli = Callable[..., Result]
 _MAX_OUTPUT = 1 << 20  # bytes read back from a terminal: bounded, whatever the command does
@@ -205,3 +206,145 @@ def test_escape_sequences_in_repository_content_never_reach_the_terminal(
     exact = json.loads(cli("plan", "-o", "json", "--config", str(fleet.settings_file)).stdout)
     [diff] = [a["diff"] for a in exact["actions"] if a["name"] == "app"]
     assert "\x1b]0;pwned\x07" in diff  # JSON escapes it; the data stays exact
+
+
+def _as_json(cli: Cli, *args: str) -> tuple[int, dict[str, Any]]:
+    """The command's exit code and its one JSON document on stdout."""
+    as_json = cli(*args, "-o", "json")
+    value = json.loads(as_json.stdout)
+    assert isinstance(value, dict), as_json.stdout
+    return as_json.returncode, value
+
+
+def test_suspend_resume_and_reconcile_say_what_they_did_in_json_and_yaml(
+        fleet: Fleet, cli: Cli) -> None:
+    config = ["--config", str(fleet.settings_file)]
+    assert cli("apply", *config).returncode == 0
+    code, suspended = _as_json(cli, "suspend", "edge", "--reason", "driver upgrade", *config)
+    assert code == 0
+    assert suspended["suspended"] == ["edge"] and suspended["all"] is False
+    assert suspended["reason"] == "driver upgrade" and isinstance(suspended["at"], float)
+    assert suspended["daemon"] == {"running": False, "tookUp": False, "pid": None,
+                                   "error": None}
+    again = cli("suspend", "edge", "--reason", "driver upgrade", "-o", "yaml", *config)
+    assert again.returncode == 0 and "no daemon is running" in again.stderr
+    shown = _yaml(again.stdout)
+    assert isinstance(shown, dict) and shown["at"] >= suspended["at"]
+    assert {**shown, "at": 0} == {**suspended, "at": 0}, "YAML says what JSON says"
+    code, resumed = _as_json(cli, "resume", "edge", *config)
+    assert code == 0 and resumed["resumed"] == ["edge"] and resumed["who"] == suspended["who"]
+    code, nothing = _as_json(cli, "resume", "--all", *config)
+    assert code == 0 and nothing["resumed"] == []
+    code, asked = _as_json(cli, "reconcile", *config)
+    assert code == 0 and asked == {"wait": False, "daemon": suspended["daemon"], "pass": None}
+    as_yaml = cli("reconcile", "--wait", "--timeout", "1s", "-o", "yaml", *config)
+    assert as_yaml.returncode == 1, "--wait without a daemon: no pass ran"
+    assert _yaml(as_yaml.stdout) == {**asked, "wait": True}
+    assert "no daemon is running" in as_yaml.stderr
+
+
+def test_promote_says_gate_branch_commit_and_diff_in_json_and_yaml(tmp_path: Path,
+                                                                    cli: Cli) -> None:
+    from tests.integration.test_promote import NEW, POOR, Setup
+
+    setup = Setup(tmp_path)
+    dry = cli("promote", "policy", "--artifact", setup.uri, "--dry-run", "-o", "json",
+              *setup.config())
+    assert dry.returncode == 0, dry.stderr
+    value = json.loads(dry.stdout)
+    assert (value["outcome"], value["sha256"], value["branch"]) == \
+        ("dry-run", hashlib.sha256(NEW).hexdigest(), None)
+    assert value["gate"]["outcome"] == "passed" and value["gate"]["evidence"]
+    assert value["diff"].startswith("--- a/desired-state/model.yaml")
+    assert "PASS  policy" in dry.stderr, "the text a person reads goes to stderr"
+    done = cli("promote", "policy", "--artifact", setup.uri, "-o", "yaml", *setup.config())
+    assert done.returncode == 0, done.stderr
+    proposed = _yaml(done.stdout)
+    assert isinstance(proposed, dict)
+    assert proposed["outcome"] == "proposed" and proposed["branch"] in setup.branches()
+    assert proposed["commit"] == git(setup.remote, "rev-parse", proposed["branch"])
+    assert proposed["pullRequest"] is None and proposed["gate"]["remembered"] is True
+    assert {**proposed, "outcome": "dry-run", "branch": None, "commit": None} == \
+        {**value, "gate": proposed["gate"]}
+    rejected = Setup(tmp_path / "poor", POOR)
+    failed = cli("promote", "policy", "--artifact", rejected.uri, "-o", "json",
+                 *rejected.config())
+    assert failed.returncode == 1
+    verdict = json.loads(failed.stdout)
+    assert verdict["outcome"] == "rejected" and verdict["commit"] is None
+    assert verdict["gate"]["evidence"]["metrics"] == {"accuracy": 0.5}
+    unknown = cli("promote", "nobody", "--artifact", setup.uri, "-o", "json",
+                  *setup.config())
+    assert unknown.returncode == 3
+    assert json.loads(unknown.stdout)["error"].startswith("no Model named 'nobody'")
+
+
+def test_apply_shows_a_downloads_bytes_rate_and_eta_on_a_terminal(
+        tmpfs: Path, fleet: Fleet, cli: Cli, tmp_path: Path) -> None:
+    data = os.urandom(1 << 19).hex().encode() * 16  # 16 MiB of text the health check reads
+    (tmpfs / "policy-v2.bin").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    uri = (tmpfs / "policy-v2.bin").as_uri()
+    model = fleet.repo / "desired-state" / "model.yaml"
+    fleet.write("model.yaml", model.read_text().replace(
+        f"uri: models/policy.bin, sha256: {sha(b'weights-v1')}",
+        f"uri: '{uri}', sha256: {digest}"))
+    fleet.commit("a model fetched from a file root")
+    with fleet.settings_file.open("a") as settings:
+        settings.write(f"artifacts: {{fileRoots: [{tmpfs}]}}\n")
+    code, shown = on_terminal(["apply", "--config", str(fleet.settings_file)], tmp_path)
+    assert code == 0, shown
+    lines = shown.replace("\r\n", "\n").split("\n")
+    [fetched] = [line for line in lines if "fetching policy: " in line]
+    updates = fetched.split("\r")
+    assert any("MiB of 16.0 MiB (" in u and "MiB/s, ETA " in u for u in updates), fetched
+    assert "16.0 MiB of 16.0 MiB (100%)" in updates[-1] and "done in" in updates[-1]
+    assert (fleet.root / "models" / "current.bin").read_bytes() == data
+    piped = cli("apply", "--config", str(fleet.settings_file))
+    assert piped.returncode == 0 and "\r" not in piped.stdout + piped.stderr
+
+
+ESCAPES = "\x1b]0;pwned\x07\x1b[2J"  # would retitle, then clear, a terminal
+
+
+def test_no_command_sends_repository_or_operator_escapes_to_a_terminal(
+        fleet: Fleet, cli: Cli) -> None:
+    """Health check output (repository code), a suspension's reason and a gate's metrics
+    reach apply, status, history and gauntlet as text: shown, never obeyed."""
+    loud = f"import sys; sys.stderr.write({ESCAPES!r}); sys.exit(1)"
+    fleet.strategy("OK = 1\n", health=f"command: [python3, -c, {json.dumps(loud)}]")
+    fleet.gate(["python3", "-c", "import json; print(json.dumps({'accuracy': 0.95, "
+                f"'note': {ESCAPES!r}}}))"])
+    fleet.commit("a health check and a gate that print escape sequences")
+    config = ["--config", str(fleet.settings_file)]
+    shown = {"apply": cli("apply", *config)}
+    assert shown["apply"].returncode == 1
+    assert cli("suspend", "edge", "--reason", f"upgrade {ESCAPES}", *config).returncode == 0
+    shown |= {"status": cli("status", *config), "history": cli("history", *config),
+              "gauntlet": cli("gauntlet", "policy", *config),
+              "resume": cli("resume", "edge", *config)}
+    for command, done in shown.items():
+        both = done.stdout + done.stderr
+        assert "\x1b" not in both and "\x07" not in both, (command, both)
+    assert "\\x1b]0;pwned\\x07" in shown["status"].stdout  # shown, escaped
+    as_json = json.loads(cli("status", "-o", "json", *config).stdout)
+    assert any(ESCAPES in (row["message"] or "") for row in as_json["objects"]), \
+        "JSON carries the exact text, escaped"
+
+
+def test_schema_output_dir_writes_only_its_own_files_and_says_why_it_cannot(
+        cli: Cli, tmp_path: Path) -> None:
+    folder = tmp_path / "schemas"
+    folder.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_text("keep\n")
+    (folder / "target.schema.json").symlink_to(victim)  # planted: never followed
+    assert cli("schema", "--output-dir", str(folder)).returncode == 0
+    assert victim.read_text() == "keep\n"
+    assert not (folder / "target.schema.json").is_symlink()
+    for blocked in (victim, folder / "sub"):  # a file where the folder goes; a folder
+        if blocked.name == "sub":             # where a schema goes
+            (blocked / "target.schema.json").mkdir(parents=True)
+        done = cli("schema", "--output-dir", str(blocked))
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.startswith(f"reconciler schema: cannot write {blocked}"), done.stderr

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator, FormatChecker
 
+from reconciler.errors import StalledError
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Hooks
 from reconciler.notify import Notifications
@@ -191,9 +192,10 @@ def test_alertmanager_fires_on_a_stall_and_resolves_when_the_object_is_ready_aga
         notifications = Notifications((NotificationReceiver(
             "am", "alertmanager", url=alertmanager.url, labels=(("cluster", "lab"),)),))
         try:
-            for event in (Event(EventType.STALLED, "edge", None, "Model", "policy",
-                                reason="DigestMismatch", message="digest mismatch"),
-                          Event(EventType.PROMOTED, "edge", None, "Config", "other"),
+            notifications(Event(EventType.STALLED, "edge", None, "Model", "policy",
+                                reason="DigestMismatch", message="digest mismatch"))
+            alertmanager.wait_for(1)  # else the stall and its end are one post
+            for event in (Event(EventType.PROMOTED, "edge", None, "Config", "other"),
                           Event(EventType.PROMOTED, "edge", None, "Model", "policy")):
                 notifications(event)
             fired, resolved = alertmanager.wait_for(2)
@@ -295,3 +297,104 @@ def test_a_spent_budget_is_told_once_with_the_revision_it_holds_back(tmp_path: P
     assert (spent.kind, spent.name, spent.reason) == ("Model", "policy", "BudgetExhausted")
     assert spent.revision is not None and spent.revision.endswith(held)
     assert spent.digest == sha(b"weights-v2")
+
+
+def test_an_alertmanager_storm_loses_no_alert_and_resumed_resolves_the_suspension(
+        tmp_path: Path) -> None:
+    """A thousand stalls while the Alertmanager is slow: every one fires, in one post (the
+    queue holds one post of the whole state, so it never overflows); a resumption resolves
+    the target's suspended alert and is never an alert itself."""
+    with receiving() as alertmanager:
+        alertmanager.hang = threading.Event()
+        notifications = Notifications((NotificationReceiver(
+            "am", "alertmanager", url=alertmanager.url, events=("stalled", "suspended"),
+            queue_size=5),))
+        try:
+            def stall(number: int) -> Event:
+                return Event(EventType.STALLED, "edge", None, "Config", f"c{number}",
+                             reason="HealthCheckFailed", message="unhealthy")
+
+            notifications(stall(0))
+            alertmanager.wait_for(1)  # held by the receiver while the storm comes
+            notifications(Event(EventType.SUSPENDED, "edge", None, reason="Suspended"))
+            for number in range(1, 1000):
+                notifications(stall(number))
+            notifications(Event(EventType.RESUMED, "edge", None, reason="Resumed"))
+            alertmanager.hang.set()
+            first, second = alertmanager.wait_for(2)
+        finally:
+            notifications.close()
+    assert len(first.json()) == 1 and len(alertmanager.received) == 2
+    names = Counter(alert["labels"]["alertname"] for alert in second.json())
+    assert names == {"ReconcilerStalled": 1000, "ReconcilerSuspended": 1}
+    [suspended] = [a for a in second.json() if a["labels"]["alertname"] == "ReconcilerSuspended"]
+    stalled = next(a for a in second.json() if a["labels"]["alertname"] == "ReconcilerStalled")
+    assert suspended["labels"]["target"] == "edge" and suspended["endsAt"] < stalled["endsAt"]
+
+
+def test_a_redirect_is_not_delivered_and_the_token_does_not_follow_it() -> None:
+    """A receiver answering 307 toward another host has not taken the event: the delivery
+    fails (final: the same request would be redirected again), nothing reaches the other
+    host and the bearer token stays where it was sent."""
+    with receiving() as internal:
+        listener = socket.create_server(("127.0.0.1", 0))
+
+        def redirect() -> None:
+            connection, _ = listener.accept()
+            with connection:
+                connection.recv(65536)
+                connection.sendall(f"HTTP/1.1 307 Temporary Redirect\r\nLocation: "
+                                   f"{internal.url}/steal\r\nContent-Length: 0\r\n\r\n".encode())
+
+        thread = threading.Thread(target=redirect, daemon=True)
+        thread.start()
+        try:
+            with pytest.raises(DeliveryFailed) as failed:
+                post(f"http://127.0.0.1:{listener.getsockname()[1]}/", Message(b"{}", "a/b"),
+                     timeout=5.0, bearer=BEARER)
+        finally:
+            listener.close()
+            thread.join(5)
+    assert not failed.value.retryable and "307" in str(failed.value)
+    assert BEARER not in str(failed.value) and internal.received == []
+
+
+def test_a_receiver_that_echoes_its_secrets_does_not_get_them_into_the_log() -> None:
+    """A receiver's error answer is shown (bounded) to say why it refused; one that repeats
+    the request back (the bearer token, the URL's token in its query or its path, as a
+    Slack webhook has it) must not put those in the log or the metric's reason."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    slack_secret = "XbQ9T0k3nSecretPart"
+
+    def echo() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            request = connection.recv(65536)
+            body = b"refused: " + request.replace(b"\r\n", b" ")[:1500]
+            connection.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: "
+                               + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    thread = threading.Thread(target=echo, daemon=True)
+    thread.start()
+    try:
+        with pytest.raises(DeliveryFailed) as failed:
+            post(f"http://127.0.0.1:{listener.getsockname()[1]}/services/T1/{slack_secret}"
+                 f"?token={URL_TOKEN}", Message(b"{}", "a/b"), timeout=5.0, bearer=BEARER)
+    finally:
+        listener.close()
+        thread.join(5)
+    said = str(failed.value)
+    assert "HTTP 403: refused" in said and not failed.value.retryable
+    assert BEARER not in said and URL_TOKEN not in said and slack_secret not in said
+
+
+def test_a_secret_file_with_more_than_the_secret_is_refused_without_showing_it(
+        tmp_path: Path) -> None:
+    """A note under the token (when it was rotated) would go into the Authorization header,
+    which HTTP refuses on every delivery: the daemon says so at start (or SIGHUP) instead."""
+    token_file = tmp_path / "token"
+    token_file.write_text(f"{BEARER}\n# rotated 2026-11-01\n")
+    with pytest.raises(StalledError, match="must hold the bearer token alone") as refused:
+        Notifications((NotificationReceiver("audit", "webhook", url="http://127.0.0.1:9/",
+                                            bearer_token_file=token_file),))
+    assert BEARER not in str(refused.value) and str(token_file) in str(refused.value)

@@ -9,12 +9,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
+from reconciler.app import Wiring
+from reconciler.passes import render_planned
+from reconciler.prcheck import plan_revision
 from tests.conftest import EXAMPLE, GIT_ENV, REPO_ROOT, Result, git
+from tests.fleet import Fleet, sha
 
 PRE_COMMIT = shutil.which("pre-commit", path=str(Path(sys.executable).parent))
 
@@ -90,3 +96,63 @@ def test_validate_output_json_gives_errors_as_objects(
     assert fine.returncode == 0, fine.stdout + fine.stderr
     [checked] = json.loads(fine.stdout)["checked"]
     assert checked["folder"] == "desired-state/" and checked["counts"]["models"] == 1
+
+
+def test_a_pull_requests_plan_reads_only_what_the_branch_already_delivers(
+        tmp_path: Path) -> None:
+    """``POST /plan``'s plan_revision: a pull request that adds a file at an address the
+    branch does not manage, or points its Target at another root, learns neither what
+    lives there nor its digest; what the branch delivers is still diffed against live."""
+    fleet = Fleet(tmp_path)
+    assert fleet.apply().result == "changed"
+    secret = "DB_PASSWORD=hunter2-7f3c\n"
+    (fleet.root / "secrets.env").write_text(secret)
+    elsewhere = fleet.state / "fleet" / "elsewhere" / "app"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "app.py").write_text(secret)
+    git(fleet.repo, "checkout", "-q", "-b", "pr/9")
+    fleet.strategy("OK = 'serving v2'\n")
+    fleet.write("leak.yaml", "apiVersion: reconciler/v1\nkind: Config\nmetadata: {name: leak}"
+                "\nspec: {targets: [edge], deliver: {path: secrets.env}, data: {x: 1}}\n")
+    adds = fleet.commit("a pull request delivering over an unmanaged file")
+    fleet.write("targets.yaml", (fleet.repo / "desired-state" / "targets.yaml").read_text()
+                .replace("root: edge", "root: elsewhere"))
+    moves = fleet.commit("a pull request moving the target")
+    git(fleet.repo, "checkout", "-q", "main")
+
+    def planned(rev: str) -> dict[str, Any]:
+        journal = fleet.journal()
+        try:
+            now = time.time()
+            plan, trusted = plan_revision(Wiring(fleet.settings()), journal.history(now),
+                                          rev, now)
+            return cast(dict[str, Any], json.loads(render_planned(plan, "json", trusted)))
+        finally:
+            journal.close()
+
+    for rev in (adds, moves):
+        shown = json.dumps(planned(rev))
+        assert "hunter2" not in shown and sha(secret.encode()) not in shown, rev
+    actions = {a["name"]: a for a in planned(adds)["actions"]}
+    assert (actions["leak"]["op"], actions["leak"]["current"]) == ("create", None)
+    assert "-OK = 'serving'" in actions["app"]["diff"]
+
+
+def test_validate_output_json_is_json_when_it_cannot_even_look(
+        tmp_path: Path, cli: Callable[..., Result]) -> None:
+    """CI parses stdout: unreadable settings and a revision that does not exist are errors
+    in the same document (the settings' with file and line; the revision's with its
+    reason as the rule and no place), not text on stdout or nothing at all."""
+    fleet = Fleet(tmp_path)
+    unknown = cli("validate", "-o", "json", "--config", str(fleet.settings_file),
+                  "--rev", "no-such-branch")
+    unreadable = cli("validate", "-o", "json", "--config", str(tmp_path / "missing.yaml"))
+    assert (unknown.returncode, unreadable.returncode) == (1, 1)
+    [missing] = json.loads(unknown.stdout)["errors"]
+    assert missing["rule"] == "RevisionNotFound" and "no-such-branch" in missing["message"]
+    assert missing["file"] is None and missing["line"] is None
+    report = json.loads(unreadable.stdout)
+    assert report["valid"] is False and report["checked"] == []
+    [settings] = report["errors"]
+    assert (settings["file"], settings["rule"]) == (str(tmp_path / "missing.yaml"),
+                                                    "settings-unreadable")

@@ -37,6 +37,8 @@ def ajv() -> Path:
         done = subprocess.run([npm, "install", "--prefix", str(staging), "--no-audit",
                                "--no-fund", "--no-package-lock", *AJV_PACKAGES],
                               capture_output=True, text=True, timeout=300, check=False)
+        if done.returncode != 0:  # no half install left in .cache under another pid's name
+            shutil.rmtree(staging, ignore_errors=True)
         assert done.returncode == 0, done.stderr[-2000:]
         try:
             staging.rename(AJV_HOME)

@@ -246,6 +246,9 @@ CASES = {
                                          "analysis-placeholder", "{{pod}}"),
     "analysis-log-path-escape": Case(analysis("log: {path: ../../etc/shadow, pattern: x, "
                                               "maxCount: 0}"), STRATEGY, 30, "path-escape"),
+    "analysis-failure-limit-never-reached": Case(analysis(
+        "count: 2\n      failureLimit: 2\n      command: [/bin/true]"), STRATEGY, 31,
+        "analysis-limits", "could never fail"),
     "analysis-count-without-soak": Case(replace(CONFIG, "  data:\n", ANALYSIS.format(
         check="command: [/bin/true]") + "  data:\n"), CONFIG, 17, "analysis-count"),
     "analysis-command-on-kubernetes": Case(

@@ -9,6 +9,7 @@ import json
 from typing import Any
 
 from reconciler.kube.fleet import template_annotation
+from reconciler.kube.place import PodLogs
 from tests.kube.world import STRATEGY_V1, STRATEGY_V2, KubeWorld, strategy_doc
 
 V2_DIGEST = hashlib.sha256(STRATEGY_V2.encode()).hexdigest()
@@ -76,3 +77,14 @@ def test_quiet_new_pods_are_applied_though_old_pods_logged_errors(world: KubeWor
     assert row["analysis"]["outcome"] == "pass"
     assert row["analysis"]["checks"]["errors"]["taken"] == 3  # 600ms soak / 200ms
     assert world.configmap("gepetto-code")["data"]["gepetto.py"] == STRATEGY_V2  # type: ignore
+
+
+def test_a_restarted_container_s_log_is_read_from_its_first_line() -> None:
+    """The API gives the current container's log: after a crash and restart it is shorter
+    than what was read, and its lines (the errors that matter most) must still count."""
+    answers = [{"app-1": "INFO a\nINFO b\nINFO c\n"}, {"app-1": "ERROR boom\n"},
+               {"app-1": "ERROR boom\nINFO d\n"}]
+    logs = PodLogs(lambda: answers.pop(0), "deployment/app")
+    assert logs.lines() == ["INFO a", "INFO b", "INFO c"]
+    assert logs.lines() == ["ERROR boom"]
+    assert logs.lines() == ["INFO d"]

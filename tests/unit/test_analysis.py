@@ -3,8 +3,10 @@ use of it with in-memory places, and how a plan shows it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -17,10 +19,11 @@ from reconciler.analysis.judge import (
     no_data,
     overall,
 )
-from reconciler.analysis.runner import Halt, Subject
+from reconciler.analysis.runner import AnalysisReport, AnalysisRunner, Halt, Prepared, Subject
 from reconciler.desired.documents import AnalysisCheck, Strategy, build
 from reconciler.events import Event, EventType
 from reconciler.execute.executor import Executor, Hooks
+from reconciler.execute.interrupts import ActionInterrupt, Cause
 from reconciler.journal import Journal
 from reconciler.places import CommandResult
 from reconciler.plan.planner import plan
@@ -356,5 +359,115 @@ def test_an_http_check_answering_an_error_rolls_back_and_progress_is_reported(
             in result.message
         assert "analysing Strategy/gepetto on staging: ready 2/3" in progress
     finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_a_halt_during_a_slow_query_ends_the_analysis_without_a_verdict() -> None:
+    """The query in flight is cut off at once, and what it did not measure is not counted
+    as missing data: a suspension or a newer revision decides, not an inconclusive check."""
+    with silent_prometheus() as settings:
+        runner = AnalysisRunner(AnalysisSettings(settings))
+        prepared = Prepared((prometheus(max=1),), Subject("staging", "Strategy", "gepetto",
+                                                          "r1", "d1"), FakeFleet(FakeStore())
+                            .place(target("staging")).workload("Strategy", "gepetto", None,
+                                                               "d1", "r1"))
+        halt = Halt(threading.Event())
+        threading.Timer(1.3, halt.set).start()  # while the first measurement's query hangs
+        report = runner.run(prepared, 0.0, halt)
+    assert report.verdict is None, report.message
+    assert report.checks[0].inconclusive == 0
+
+
+def test_an_infinite_value_fails_its_bound_and_is_recorded_as_valid_json() -> None:
+    """Prometheus answers ``+Inf`` for x/0 (an error ratio with no requests): it crosses a
+    ``max``, and the journal, ``status --output json`` and event payloads stay strict JSON
+    (``Infinity`` is not JSON; jq and webhook receivers refuse it)."""
+    spec = prometheus(max=0.05, baseline={"before": True, "maxIncrease": 0.01}).prometheus
+    assert spec is not None
+    measured = judge_value(spec, float("inf"), float("-inf"), 1.0)
+    assert measured.verdict is Verdict.FAIL and measured.why == "inf > max 0.05"
+    progress = CheckProgress(prometheus(max=0.05), 3)
+    progress.add(measured)
+    report = AnalysisReport(progress.verdict, progress, (progress,))
+    shown = json.loads(json.dumps(report.to_json(), allow_nan=False))
+    assert shown["checks"]["error-rate"]["measurements"][0]["value"] == "+Inf"
+    assert shown["checks"]["error-rate"]["measurements"][0]["baseline"] == "-Inf"
+    assert json.loads(json.dumps(report.values(), allow_nan=False)) == {"error-rate": "+Inf"}
+
+
+def test_a_suspension_during_the_analysis_leaves_the_change_in_place_unmarked(
+        tmp_path: Path) -> None:
+    world = World(tmp_path, [{**COMMAND_CHECK, "interval": "1h"}],
+                  health={"command": ["probe"], "soak": "2h"})
+    interrupt = ActionInterrupt(threading.Event())
+    seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"], [])
+    planned = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
+    executor = Executor(lambda t: world.fleet, world.store, world.journal, interrupt)
+    threading.Timer(0.3, interrupt.fire, (Cause.SUSPENDED, "staging suspended by ops")).start()
+    result = executor.execute(planned, world.state, 1).results[0]
+    assert result.result == "waiting" and "suspended by ops" in result.message
+    assert world.place.files["strategies/gepetto.py"] == NEW  # left in place, not undone
+    known = world.journal.object(KEY)
+    assert known is not None and known["failed_digest"] is None
+    assert known["reason"] == Reason.SUSPENDED
+    phases = [e.phase for e in world.journal.events("gepetto")
+              if e.action == JournalAction.ANALYSIS]
+    assert phases == ["intent", "interrupted"]  # ended, not failed
+    assert world.journal.analyses()[KEY]["outcome"] == "halted"
+
+
+def test_a_check_with_no_data_at_all_is_inconclusive_even_within_its_limit() -> None:
+    """Two measurements, both without data, within the default inconclusiveLimit of 2: the
+    check judged nothing, so it must hold, not pass (a short soak, Prometheus down)."""
+    spec = check(prometheus={"query": "rate", "max": 1}, count=2)
+    progress = CheckProgress(spec, spec.measurements(0.0))
+    progress.add(no_data("Prometheus at http://p is unreachable", 1.0))
+    progress.add(no_data("the query returned no data", 2.0))
+    assert progress.verdict is Verdict.INCONCLUSIVE
+    assert "no measurement had data" in progress.why
+    assert overall([progress]) == (Verdict.INCONCLUSIVE, progress)
+
+
+def test_a_suspension_while_the_baseline_is_asked_changes_nothing_and_says_suspended(
+        tmp_path: Path) -> None:
+    world = World(tmp_path, [{"name": "errors", "interval": "1s", "count": 2,
+                              "prometheus": {"query": "errors", "max": 1}}])
+    interrupt = ActionInterrupt(threading.Event())
+    seen = world.fleet.observe(world.state.targets["staging"], ["strategies/gepetto.py"], [])
+    planned = plan(world.state, {"staging": seen}, world.journal.history(0.0), 0.0)
+    with silent_prometheus() as settings:
+        executor = Executor(lambda t: world.fleet, world.store, world.journal, interrupt,
+                            analysis=AnalysisSettings(settings))
+        threading.Timer(0.3, interrupt.fire,
+                        (Cause.SUSPENDED, "staging suspended by ops")).start()
+        result = executor.execute(planned, world.state, 1).results[0]
+    assert result.result == "waiting" and "suspended by ops" in result.message
+    assert world.place.files["strategies/gepetto.py"] == OLD  # nothing was written
+    known = world.journal.object(KEY)
+    assert known is not None and known["reason"] == Reason.SUSPENDED
+    assert known["failed_digest"] is None
+
+
+@contextlib.contextmanager
+def silent_prometheus() -> Iterator[PrometheusSettings]:
+    """A server that takes every query and never answers (until the test ends)."""
+    release = threading.Event()
+
+    class Silent(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            release.wait(30)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Silent)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield PrometheusSettings(f"http://127.0.0.1:{httpd.server_address[1]}",
+                                 timeout_seconds=30)
+    finally:
+        release.set()
         httpd.shutdown()
         httpd.server_close()

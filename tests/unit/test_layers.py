@@ -29,11 +29,12 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("desired",),
     ("source",),
     # Leaves any layer may use: how untrusted programs run (the sandbox and the plain
-    # bounded runner), digests, the error tree and the vocabulary, URL redaction, logging,
-    # HTTP connections (direct or through the environment's proxy).
+    # bounded runner), HTTP probes, digests, the error tree and the vocabulary, URL
+    # redaction, logging, HTTP connections (direct or through the environment's proxy) and
+    # one bounded exchange over them (forge APIs and notification receivers).
     ("sandbox", "coderun", "errors", "vocabulary", "durations", "diagnostics", "processes",
-     "digests", "redaction", "events", "logs", "http_connections", "output", "progress",
-     "completion", ""),
+     "probes", "digests", "redaction", "events", "logs", "http_connections", "bounded_http",
+     "output", "progress", "completion", ""),
 )
 # Adapters: siblings that must not import each other.
 INDEPENDENT = frozenset(LAYERS[3])

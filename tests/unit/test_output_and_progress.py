@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import enum
 import io
 import json
 
@@ -101,6 +102,20 @@ def test_byte_progress_draws_one_line_with_rate_and_eta_at_most_ten_times_a_seco
     assert screen.getvalue().endswith("(100%), 83.9 MiB/s, done in 3s\x1b[K\n")
 
 
+def test_a_download_heard_of_late_counts_its_rate_from_the_first_bytes_heard() -> None:
+    clock, screen = _Clock(), _Terminal()
+    progress = ByteProgress("fetching policy", screen, clock, from_first_call=True)
+    clock.now += 100.0  # made long before the first bytes: that time is no part of it
+    progress(16 << 20, 64 << 20)
+    assert screen.getvalue() == "\rfetching policy: 16.0 MiB of 64.0 MiB (25%)\x1b[K"
+    clock.now += 0.01  # sooner than a redraw, but the first that can tell a rate
+    progress(17 << 20, 64 << 20)
+    assert screen.getvalue().endswith("(27%), 100.0 MiB/s, ETA 0s\x1b[K")
+    clock.now += 0.01
+    progress(18 << 20, 64 << 20)  # now the redraw limit holds again
+    assert screen.getvalue().count("\r") == 2
+
+
 def test_byte_progress_is_silent_off_a_terminal_and_without_any_work() -> None:
     pipe = _Terminal(tty=False)
     progress = ByteProgress("x", pipe)
@@ -151,3 +166,24 @@ def test_games_of_every_opponent_add_up_against_the_sum_of_their_budgets() -> No
     assert seen == [(20, 200), (50, 200)]
     silent = _game_counter(None, None)
     silent("random", 5)  # a metrics gate, or nobody listening: nothing breaks
+
+
+def test_yaml_prints_what_json_prints_for_string_enums_and_tuples() -> None:
+    class Reason(enum.StrEnum):
+        PASSED = "GatePassed"
+
+    value = {"reason": Reason.PASSED, "pair": (1, 2)}
+    assert YAML(typ="safe", pure=True).load(render(value, "yaml")) == \
+        json.loads(render(value, "json")) == {"reason": "GatePassed", "pair": [1, 2]}
+
+
+def test_progress_draws_nothing_on_a_dumb_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TERM=dumb (an editor's shell buffer) cannot erase a line: \\x1b[K would show as text."""
+    monkeypatch.setenv("TERM", "dumb")
+    screen = _Terminal()
+    progress, steps = ByteProgress("x", screen), StatusLine(screen)
+    progress(1, 2)
+    steps("applying")
+    progress.finish()
+    steps.finish()
+    assert screen.getvalue() == ""
