@@ -522,18 +522,31 @@ def cmd_status(args: argparse.Namespace) -> int:
     if last is not None:
         _print(f"last pass  {_when(last['finished'])}  {last['result']}  {last['revision'] or ''}")
         _print(f"           {last['message']}")
-    _print(f"{'TARGET':<12} {'KIND':<9} {'NAME':<22} {'STATUS':<12} {'APPLIED':<14} REASON")
+    waves = any(row["wave"] for row in objects)  # a column only where waves are declared
+    _print(f"{'TARGET':<12} {'KIND':<9} {'NAME':<22} {'STATUS':<12} {'APPLIED':<14} "
+           + (f"{'WAVE':<18} " if waves else "") + "REASON")
     for row in objects:
         applied = (row["applied_digest"] or "")[:12]
         reason = row["reason"] or ""
         if row["message"] and row["status"] != "Ready":
             reason += f": {row['message']}"
         _print(f"{row['target']:<12} {row['kind']:<9} {row['name']:<22} "
-              f"{row['status'] or '-':<12} {applied or '-':<14} {reason}")
+               f"{row['status'] or '-':<12} {applied or '-':<14} "
+               + (f"{_wave_cell(row['wave']):<18} " if waves else "") + reason)
     for entry in quarantined:
         _print(f"store: sha256:{entry.get('digest')} quarantined {_when(entry['at'])}: its bytes "
               f"did not match its digest ({entry.get('why')})")
     return EXIT_OK
+
+
+def _wave_cell(wave: dict[str, Any] | None) -> str:
+    """``1``, or ``2 (1/1 healthy)``: the wave and how many of the targets it waits for
+    are healthy with the content, of how many it needs."""
+    if not wave:
+        return "-"
+    if not wave["after"]:
+        return str(wave["wave"])
+    return f"{wave['wave']} ({wave['healthy']}/{wave['needed']} healthy)"
 
 
 def cmd_history(args: argparse.Namespace) -> int:

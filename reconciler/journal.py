@@ -44,6 +44,7 @@ CREATE TABLE IF NOT EXISTS objects (
     healthy_digest TEXT, healthy_since REAL,
     failed_digest TEXT, failed_revision TEXT, failed_reason TEXT, failed_at REAL,
     owed_digest TEXT,
+    wave TEXT,
     status TEXT, reason TEXT, message TEXT, updated_at REAL,
     PRIMARY KEY (target, kind, name)
 );
@@ -71,7 +72,7 @@ CREATE TABLE IF NOT EXISTS passes (
 OBJECT_FIELDS = ("target", "kind", "name", "applied_digest", "applied_revision", "applied_at",
                  "attempted_digest", "attempted_revision", "attempted_at", "healthy_digest",
                  "healthy_since", "failed_digest", "failed_revision", "failed_reason",
-                 "failed_at", "owed_digest", "status", "reason", "message", "updated_at")
+                 "failed_at", "owed_digest", "wave", "status", "reason", "message", "updated_at")
 
 
 class JournalCorrupt(StalledError):
@@ -158,6 +159,8 @@ class Journal:
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(objects)")}
         if "owed_digest" not in columns:  # a journal written before restarts could be owed
             self._db.execute("ALTER TABLE objects ADD COLUMN owed_digest TEXT")
+        if "wave" not in columns:  # a journal written before waves
+            self._db.execute("ALTER TABLE objects ADD COLUMN wave TEXT")
 
     def close(self) -> None:
         with self._lock:
@@ -327,6 +330,26 @@ class Journal:
                      failed_reason=message, failed_at=time.time(), status=Condition.STALLED,
                      reason=reason, message=message)
 
+    def recalled(self, key: ObjectKey, digest: str, revision: str, back_to: str | None,
+                 message: str, *, healthy: bool = True) -> None:
+        """A revision that failed in a later wave was taken back from this target: what it
+        had before is applied (healthy, if its check passed) and the revision is marked
+        failed here, in one write: a crash leaves the recall either owed or done."""
+        healthy_digest = back_to if healthy else None
+        self._update(key, applied_digest=back_to, applied_at=time.time(),
+                     healthy_digest=healthy_digest,
+                     healthy_since=time.time() if healthy_digest else None,
+                     owed_digest=None, failed_digest=digest, failed_revision=revision,
+                     failed_reason=message, failed_at=time.time(), status=Condition.STALLED,
+                     reason=Reason.ROLLED_BACK, message=message)
+
+    def wave(self, key: ObjectKey, wave: Mapping[str, Any] | None) -> None:
+        """Where the object stands in its waves on this target (``status``)."""
+        current = self.object(key)
+        if current is not None and current["wave"] == wave:
+            return
+        self._update(key, current, wave=json.dumps(dict(wave), sort_keys=True) if wave else None)
+
     def condition(self, key: ObjectKey, status: str, reason: str | None,
                   message: str | None) -> None:
         self._update(key, status=status, reason=reason, message=message)
@@ -420,13 +443,13 @@ class Journal:
         with self._lock:
             row = self._db.execute(f"SELECT {', '.join(OBJECT_FIELDS)} FROM objects WHERE "
                                    "target = ? AND kind = ? AND name = ?", key).fetchone()
-        return dict(zip(OBJECT_FIELDS, row, strict=True)) if row else None
+        return _object_row(row) if row else None
 
     def objects(self) -> list[dict[str, Any]]:
         with self._lock:
             rows = self._db.execute(f"SELECT {', '.join(OBJECT_FIELDS)} FROM objects "
                                     "ORDER BY target, kind, name").fetchall()
-        return [dict(zip(OBJECT_FIELDS, row, strict=True)) for row in rows]
+        return [_object_row(row) for row in rows]
 
     # Stop the line: suspensions, written by ``reconciler suspend``/``resume`` (the
     # calling user's process), read by every plan and before every action.
@@ -468,7 +491,8 @@ class Journal:
     def history(self, now: float) -> History:
         """What the planner needs to know from the past (budgets counted back from ``now``)."""
         applied, failed, healthy, unfinished = {}, {}, {}, {}
-        for row in self.objects():
+        rows = self.objects()
+        for row in rows:
             key = (row["target"], row["kind"], row["name"])
             if row["applied_digest"]:
                 applied[key] = row["applied_digest"]
@@ -496,7 +520,42 @@ class Journal:
                 "COALESCE(json_extract(i.detail, '$.finish'), 0) = 0", (now - DAY,)))
         return History(applied, failed, healthy,
                        {model: frozenset(digests) for model, digests in known.items()},
-                       unfinished, restarts, promotions, self.suspensions())
+                       unfinished, restarts, promotions, self.suspensions(),
+                       recall_to=self._recall_to(rows))
+
+    def _recall_to(self, rows: list[dict[str, Any]]) -> dict[ObjectKey, tuple[str, str | None]]:
+        """For each target holding content that failed on another target of the same
+        object: what it had before (the ``from`` of the change that brought it, never a
+        drift repair's). Failures are rare: only those objects are looked up."""
+        failed_digests = {(row["kind"], row["name"], row["failed_digest"]) for row in rows
+                          if row["failed_digest"]}
+        found: dict[ObjectKey, tuple[str, str | None]] = {}
+        for row in rows:
+            digest = row["applied_digest"]
+            if not digest or (row["kind"], row["name"], digest) not in failed_digests \
+                    or row["failed_digest"] == digest:
+                continue
+            key = (row["target"], row["kind"], row["name"])
+            change = "flip" if row["kind"] == "Model" else "deliver"
+            for detail in self.intents(change, key):
+                if detail.get("to") != digest or detail.get("drift"):
+                    continue
+                before = detail.get("from")
+                if change == "flip" and before is not None:  # a link: the digest it named
+                    before = detail.get("fromDigest")  # none: unknown, never put back blindly
+                if before == digest:
+                    continue  # a retry of a change stopped half-way: its origin is older
+                if (before is None) == (detail.get("from") is None):
+                    found[key] = (digest, before if isinstance(before, str) else None)
+                break
+        return found
+
+
+def _object_row(row: tuple[Any, ...]) -> dict[str, Any]:
+    """An object's row; ``wave`` decoded (None: the object's targets wait for none)."""
+    found = dict(zip(OBJECT_FIELDS, row, strict=True))
+    found["wave"] = json.loads(found["wave"]) if found["wave"] else None
+    return found
 
 
 def _insert_event(db: sqlite3.Connection, action: str, phase: str, key: ObjectKey,

@@ -27,6 +27,7 @@ from reconciler.desired.documents import Desired, Target
 from reconciler.desired.loader import load_desired
 from reconciler.diagnostics import InvalidInput
 from reconciler.errors import Disposition, classify
+from reconciler.execute.executor import ActionResult as ActionResultRecord
 from reconciler.execute.executor import Executor, Hooks, PassReport
 from reconciler.execute.interrupts import ActionInterrupt
 from reconciler.gauntlet.budgets import gate_costs
@@ -116,7 +117,7 @@ def render_planned(planned: PlannedPass, output: str,
     the plan will spend (costs.plan_spend); the daemon's ``POST /plan`` answers the same."""
     diffs: dict[Action, str | None] = {}
     for action in planned.plan.changes:
-        if action.kind == "Model" or action.op is Op.DELETE or (
+        if action.kind == "Model" or action.op in (Op.DELETE, Op.RECALL) or (
                 diff_targets is not None and action.target not in diff_targets):
             continue
         target = planned.desired.targets[action.target]
@@ -185,6 +186,7 @@ def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks |
     interrupt = ActionInterrupt(stop)
     jobs = gauntlet_jobs(wiring.settings, wiring.connections, interrupt)
     outcome = PassOutcome(PassResult.STALLED, "no pass ran")
+    acted: list[ActionResultRecord] = []  # what earlier rounds of this pass did
     for _ in range(REPLANS):
         try:
             planned = plan_pass(wiring, journal.history(time.time()), time.time())
@@ -198,12 +200,28 @@ def _run(wiring: Wiring, journal: Journal, stop: threading.Event, hooks: Hooks |
                           artifacts=wiring.settings.artifacts,
                           analysis=wiring.settings.analysis,
                           ).execute(planned.plan, planned.desired, pass_id)
+        report = _with_earlier(report, acted)
+        acted = [r for r in report.results if r.result in _ACTED]
         outcome = summarize(report, planned.plan.errors, all(
             seen.transient for seen in planned.observed.values() if seen.error),
             tuple(planned.desired.targets.values()))
         if not report.replan or stop.is_set():
             break
     return outcome
+
+
+_ACTED = (ActionResult.APPLIED, ActionResult.ROLLED_BACK, ActionResult.FAILED)
+
+
+def _with_earlier(report: PassReport, acted: list[ActionResultRecord]) -> PassReport:
+    """A pass planned again (a pointer conflict, a wave that failed) reports what its
+    earlier rounds did too: the rollback that caused the recalls is part of the story."""
+    if not acted:
+        return report
+    keys = {r.action.key for r in acted}
+    return replace(report, results=(*acted, *(r for r in report.results
+                                              if r.action.key not in keys
+                                              or r.result in _ACTED)))
 
 
 def summarize(report: PassReport, errors: Mapping[str, str], errors_transient: bool = False,

@@ -37,6 +37,7 @@ class Reason(StrEnum):
     FAILED_BEFORE = "FailedBefore"
     BUDGET_EXHAUSTED = "BudgetExhausted"
     ROLLED_BACK = "RolledBack"
+    WAVE_FAILED = "WaveFailed"  # the revision failed on another target of its waves
     HEALTH_CHECK_FAILED = "HealthCheckFailed"
     # Analysis during the soak (docs/analysis.md)
     ANALYSIS_FAILED = "AnalysisFailed"  # a check failed: rolled back, revision marked
@@ -77,7 +78,8 @@ class Reason(StrEnum):
 # blocked with. Derived here so that a new reason cannot be forgotten by the metrics.
 PENDING_REASONS: tuple[Reason, ...] = (
     Reason.UPSTREAM_NOT_HEALTHY, Reason.SOAKING, Reason.OUTSIDE_WINDOW,
-    Reason.RESTART_DEFERRED, Reason.SUSPENDED, Reason.FAILED_BEFORE, Reason.BUDGET_EXHAUSTED,
+    Reason.RESTART_DEFERRED, Reason.SUSPENDED, Reason.FAILED_BEFORE, Reason.WAVE_FAILED,
+    Reason.BUDGET_EXHAUSTED,
     Reason.GATE_FAILED, Reason.GATE_INCONCLUSIVE, Reason.GATE_ERROR, Reason.GAUNTLET_ERROR,
     Reason.GAUNTLET_TIMEOUT, Reason.ANALYSIS_FAILED, Reason.ANALYSIS_INCONCLUSIVE,
     Reason.ANALYSIS_UNAVAILABLE)
@@ -92,6 +94,7 @@ class JournalAction(StrEnum):
     HEALTH = "health"
     ANALYSIS = "analysis"
     ROLLBACK = "rollback"
+    RECALL = "recall"  # a revision that failed in a later wave taken back from this target
     PRUNE = "prune"
     VERIFY = "verify"
     GATE = "gate"
@@ -128,6 +131,7 @@ class StepKind(StrEnum):
     HEALTH = "health"
     ANALYSIS = "analysis"
     PRUNE = "prune"
+    RECALL = "recall"
 
 
 class Op(StrEnum):
@@ -135,6 +139,7 @@ class Op(StrEnum):
     UPDATE = "update"
     FLIP = "flip"
     DELETE = "delete"
+    RECALL = "recall"  # put back what a target had before a revision that failed in its waves
     NOOP = "noop"
 
 

@@ -30,7 +30,7 @@ def _build(kind: str, name: str, spec: dict[str, Any]) -> Any:
     return build(kind, {"metadata": {"name": name}, "spec": spec}, ORIGIN)
 
 
-def target(name: str, *, after: str | None = None, soak: str | None = None,
+def target(name: str, *, after: str | dict[str, Any] | None = None, soak: str | None = None,
            window: dict[str, Any] | None = None) -> Target:
     spec: dict[str, Any] = {"local": {"root": name}}
     spec.update({key: value for key, value in

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from functools import cached_property
 from typing import Any, Literal
 
@@ -35,13 +37,45 @@ class Window:
 
 
 @dataclass(frozen=True, slots=True)
+class After:
+    """The targets a revision must be healthy on (for the waiting target's ``soak``) before
+    it comes here: all of them, a count, or a share (percent, rounded up to whole targets).
+    ``after: canary`` is the set of one."""
+
+    targets: tuple[str, ...]
+    count: int | None = None
+    share: Fraction | None = None  # percent, 0 < share <= 100
+
+    def needed(self, among: int) -> int:
+        """How many of ``among`` targets (those of the set the object is sent to) must be
+        healthy: a count or a share of more than there are is all of them."""
+        if self.share is not None:
+            return min(among, math.ceil(self.share * among / 100))
+        return among if self.count is None else min(self.count, among)
+
+    def describe(self) -> str:
+        """``canary``, ``all of a, b``, ``2 of a, b, c``, ``25% of a, b, c, d, e``."""
+        names = ", ".join(self.targets)
+        if len(self.targets) == 1:
+            return names
+        if self.share is not None:
+            return f"{percent(self.share)} of {names}"
+        return f"{'all' if self.count is None else self.count} of {names}"
+
+
+def percent(share: Fraction) -> str:
+    """25% or 12.5%, as an operator wrote it."""
+    return f"{share.numerator}%" if share.denominator == 1 else f"{float(share):g}%"
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
     name: str
     origin: Origin
     local_root: str | None
     kube_context: str | None
     kube_namespace: str | None
-    after: str | None
+    after: After | None
     soak_seconds: float
     window: Window | None
     prune: bool
@@ -307,6 +341,18 @@ def _restart(spec: Mapping[str, Any] | None) -> Restart | None:
                    _seconds(spec.get("timeout"), DEFAULT_RESTART_TIMEOUT_SECONDS))
 
 
+def _after(spec: str | Mapping[str, Any] | None) -> After | None:
+    """``after: canary`` or ``after: {targets: [...], healthy: all | N | "25%"}``."""
+    if spec is None:
+        return None
+    if isinstance(spec, str):
+        return After((spec,))
+    healthy = spec.get("healthy", "all")
+    if isinstance(healthy, str) and healthy.endswith("%"):
+        return After(tuple(spec["targets"]), share=Fraction(healthy[:-1].strip()))
+    return After(tuple(spec["targets"]), None if healthy == "all" else int(healthy))
+
+
 def _health(spec: Mapping[str, Any] | None) -> Health | None:
     if spec is None:
         return None
@@ -356,7 +402,7 @@ def build(kind: str, data: Mapping[str, Any], origin: Origin) -> Any:
         return Target(
             name, origin, local["root"] if local else None,
             kube.get("context") if kube else None, kube["namespace"] if kube else None,
-            spec.get("after"), _seconds(spec.get("soak"), 0.0),
+            _after(spec.get("after")), _seconds(spec.get("soak"), 0.0),
             Window(window["timeZone"], tuple(window.get("days", ())), window["start"],
                    window["end"]) if window else None,
             bool(spec.get("prune", False)), local.get("runAs") if local else None,

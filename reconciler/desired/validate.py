@@ -25,6 +25,7 @@ from reconciler.desired.documents import (
     Restart,
     Strategy,
     Target,
+    percent,
 )
 from reconciler.source.snapshot import Entry, PathError, link_destination, normalize, resolve
 
@@ -129,23 +130,55 @@ def _unique_names(objects: list[Obj]) -> Iterator[Finding]:
 
 def _target_order(targets: Mapping[str, Target],
                   declared: set[tuple[str, str]]) -> Iterator[Finding]:
+    """``after`` names declared targets, asks for no more of them than it names, and no
+    target waits on itself through any chain of waves."""
     for target in targets.values():
-        if target.after is None:
+        after = target.after
+        if after is None:
             continue
-        if target.after == target.name:
-            yield _at(target.origin, ("spec", "after"), f"target {target.name!r} cannot come "
-                      "after itself", "after-cycle")
-        elif ("Target", target.after) not in declared:
-            yield _at(target.origin, ("spec", "after"), f"after: no Target named "
-                      f"{target.after!r}{_known(targets)}", "dangling-target")
-        else:
-            chain, current = [target.name], targets.get(target.after)
-            while current is not None and current.name not in chain:
-                chain.append(current.name)
-                current = targets.get(current.after) if current.after else None
-            if current is not None and current.name == target.name:
-                yield _at(target.origin, ("spec", "after"), "targets wait on each other in a "
-                          f"cycle: {' -> '.join([*chain, target.name])}", "after-cycle")
+        single = len(after.targets) == 1 and after.count is None and after.share is None
+        for index, upstream in enumerate(after.targets):
+            where: Path = ("spec", "after") if single else ("spec", "after", "targets", index)
+            if upstream == target.name:
+                yield _at(target.origin, where, f"target {target.name!r} cannot come "
+                          "after itself", "after-cycle")
+            elif ("Target", upstream) not in declared:
+                yield _at(target.origin, where, f"after: no Target named "
+                          f"{upstream!r}{_known(targets)}", "dangling-target")
+        if after.share is not None and not 0 < after.share <= 100:
+            yield _at(target.origin, ("spec", "after", "healthy"), f"a share of "
+                      f"{percent(after.share)} of the targets it waits for; a share is more "
+                      "than 0% and at most 100%", "wave-share")
+        if after.count is not None and after.count > len(after.targets):
+            yield _at(target.origin, ("spec", "after", "healthy"), f"waits for "
+                      f"{after.count} healthy targets but names only {len(after.targets)}",
+                      "wave-count")
+        cycle = _cycle_through(target.name, targets)
+        if cycle:
+            yield _at(target.origin, ("spec", "after"), "targets wait on each other in a "
+                      f"cycle: {' -> '.join(cycle)}", "after-cycle")
+
+
+def _cycle_through(start: str, targets: Mapping[str, Target]) -> list[str] | None:
+    """A chain of ``after`` from ``start`` back to itself (through other targets), if any."""
+    path, seen = [start], {start}
+
+    def walk(name: str) -> list[str] | None:
+        after = targets[name].after
+        for upstream in after.targets if after else ():
+            if upstream == start and name != start:
+                return [*path, start]
+            if upstream in seen or upstream not in targets:
+                continue
+            seen.add(upstream)
+            path.append(upstream)
+            found = walk(upstream)
+            if found:
+                return found
+            path.pop()
+        return None
+
+    return walk(start)
 
 
 def _known(names: Iterable[str]) -> str:

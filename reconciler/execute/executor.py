@@ -140,12 +140,27 @@ class Executor:
             self._interrupt.reset()  # what ended the last action is not this one's
             result = self._one(action, desired, pass_id)
             results.append(result)
-            # A pointer changed under us, or a newer revision ended an action: plan again.
-            if result.result is Result.CONFLICT or self._interrupt.cause is Cause.SUPERSEDED:
+            # A pointer changed under us, a newer revision ended an action, or a revision
+            # failed in a wave (the targets that took it give it back now): plan again.
+            if result.result is Result.CONFLICT or self._interrupt.cause is Cause.SUPERSEDED \
+                    or self._wave_failed(result, desired.revision):
                 return PassReport(desired.revision, tuple(results), stopped=False, replan=True)
         return PassReport(desired.revision, tuple(results), stopped=False)
 
+    def _wave_failed(self, result: ActionResult, revision: str) -> bool:
+        """This revision just failed on a target of a chain of waves: plan again now, so
+        that the targets that took it give it back in this same pass (``recall``)."""
+        action = result.action
+        if action.wave is None or action.op is Op.RECALL or \
+                result.result not in (Result.ROLLED_BACK, Result.FAILED):
+            return False
+        known = self._journal.object(action.key)
+        return known is not None and (known["failed_digest"], known["failed_revision"]) \
+            == (action.desired, revision)
+
     def _one(self, action: Action, desired: Desired, pass_id: int) -> ActionResult:
+        if action.wave is not None:
+            self._journal.wave(action.key, action.wave.to_json())
         if action.op is Op.NOOP:
             known = self._journal.object(action.key)
             if known is not None and known["status"] not in (None, Condition.READY):
@@ -180,6 +195,8 @@ class Executor:
             where = place.where
             if action.op is Op.DELETE:
                 return self._prune(action, place, desired, pass_id)
+            if action.op is Op.RECALL:
+                return self._recall(action, place, desired, pass_id)
             if action.kind == "Model":
                 return self._flip(action, desired.models[action.name], place, desired, pass_id)
             obj: Delivered = (desired.strategies[action.name] if action.kind == "Strategy"
@@ -239,6 +256,64 @@ class Executor:
         self._journal.condition(action.key, Condition.READY, Reason.PRUNED,
                                 f"deleted {action.location}: no longer declared")
         return ActionResult(action, Result.APPLIED, f"pruned {action.location}")
+
+    # Waves.
+
+    def _recall(self, action: Action, place: Place, desired: Desired,
+                pass_id: int) -> ActionResult:
+        """Take back a revision that failed on another target of this one's waves: put
+        back what this target had before it (``action.desired``; "" for nothing), restart
+        and check, then mark the revision failed here. Journaled before and after; the
+        write is idempotent, so a crash anywhere leaves the recall owed (the journal still
+        says this target took the revision) and the next pass does it again."""
+        taken, back_to, revision = action.current, action.desired or None, desired.revision
+        model = desired.models.get(action.name) if action.kind == "Model" else None
+        obj: Delivered | Model = model if model is not None else (
+            desired.strategies[action.name] if action.kind == "Strategy"
+            else desired.configs[action.name])
+        address = address_of(obj, place.target)
+        mode = None if isinstance(obj, Model) else obj.deliver.mode
+        link = self._recall_link(action, taken) if model is not None else None
+        intent = self._journal.intent(JournalAction.RECALL, action.key, pass_id=pass_id,
+                                      revision=revision,
+                                      detail={"path": address, "from": taken, "to": back_to,
+                                              "link": link, "reason": action.message})
+        try:
+            if back_to is not None:
+                self._store.require(back_to)  # a recall skips gates, never the digest
+            if model is not None:
+                place.point_back(model, link, revision)
+            elif back_to is None:
+                place.remove(address, revision)
+            else:
+                place.write(address, self._store.read(back_to), mode, revision)
+        except Exception as error:
+            self._journal.outcome(intent, Phase.FAILED, {"error": str(error)})
+            raise
+        after = self._restart_and_check(action, place, obj.restart, obj.health, pass_id,
+                                        revision, back_to, undoing=True)
+        self._journal.outcome(intent, Phase.DONE if after.ok else Phase.FAILED,
+                              {"detail": after.detail})
+        message = (f"recalled: {action.message}; put back "
+                   + (f"sha256:{back_to[:12]}" if back_to else "nothing (removed)"))
+        if not after.ok:
+            message += f"; it is not healthy either: {after.detail}"
+        self._journal.recalled(action.key, taken or "", revision, back_to, message,
+                               healthy=after.ok)
+        self._hooks.rollback(action.kind)
+        self._hooks.event(Event(EventType.ROLLED_BACK, action.target, revision, action.kind,
+                                action.name, digest=taken, reason=Reason.WAVE_FAILED,
+                                message=message))
+        return ActionResult(action, Result.ROLLED_BACK, message)
+
+    def _recall_link(self, action: Action, taken: str | None) -> str | None:
+        """The pointer form of what the flip that brought ``taken`` replaced (the planner
+        chose its digest from the same intent)."""
+        for detail in self._journal.intents(JournalAction.FLIP, action.key):
+            if detail.get("to") == taken and not detail.get("drift") \
+                    and _flip_origin(detail, self._store)[1] != taken:
+                return _digest_or_none(detail.get("from"))
+        return None
 
     # Strategies and Configs.
 

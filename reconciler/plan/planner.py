@@ -72,6 +72,9 @@ class History:
     ``restarts``, ``promotions``: when restarts and promotions (pointer flips to a new
     digest) were done recently, for the Budget. ``suspended``: targets (or ``*``, all of
     them) where nothing may be changed.
+    ``recall_to``: for content some other target of the same object failed with, on a
+    target that took it: (that digest, what the target had before it; None: nothing). A
+    wave's failure puts that back (docs/waves.md).
     """
 
     applied: Mapping[ObjectKey, str] = field(default_factory=dict)
@@ -82,10 +85,33 @@ class History:
     restarts: tuple[float, ...] = ()
     promotions: tuple[float, ...] = ()
     suspended: Mapping[str, Suspension] = field(default_factory=dict)
+    recall_to: Mapping[ObjectKey, tuple[str, str | None]] = field(default_factory=dict)
 
     def suspension(self, target: str) -> Suspension | None:
         """Why nothing may change on ``target``: its own suspension, else the fleet's."""
         return self.suspended.get(target) or self.suspended.get(ALL_TARGETS)
+
+
+@dataclass(frozen=True, slots=True)
+class Wave:
+    """Where a target stands in an object's waves, for ``plan`` and ``status``: its wave
+    (1: waits for nothing), the targets it waits for, how many of them must be healthy
+    with the content and soaked, how many are healthy with it now."""
+
+    number: int
+    after: tuple[str, ...]
+    needed: int
+    healthy: int
+
+    def to_json(self) -> dict[str, object]:
+        return {"wave": self.number, "after": list(self.after), "needed": self.needed,
+                "healthy": self.healthy}
+
+    def describe(self) -> str:
+        if not self.after:
+            return f"wave {self.number}"
+        return (f"wave {self.number}: {self.healthy} of {self.needed} needed healthy "
+                f"({', '.join(self.after)})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +141,7 @@ class Action:
     reason: Reason | None = None
     message: str | None = None
     not_before: float | None = None
+    wave: Wave | None = None  # only for objects whose targets wait for each other
 
     @property
     def key(self) -> ObjectKey:
@@ -174,8 +201,8 @@ def ordered_targets(targets: Mapping[str, Target]) -> list[Target]:
     placed: set[str] = set()
     remaining = sorted(targets.values(), key=lambda t: t.name)
     while remaining:
-        progress = [t for t in remaining if t.after is None or t.after in placed
-                    or t.after not in targets]
+        progress = [t for t in remaining if t.after is None or all(
+            name in placed or name not in targets for name in t.after.targets)]
         for target in progress:
             ordered.append(target)
             placed.add(target.name)
@@ -247,6 +274,93 @@ def _budget(action: Action, budget: Budget | None, spending: _Spending,
     return action
 
 
+def wave_numbers(targets: Mapping[str, Target], among: frozenset[str]) -> dict[str, int]:
+    """Each target's wave among an object's targets: 1 waits for none of them, else one
+    more than the latest wave it waits for."""
+    numbers: dict[str, int] = {}
+    for target in ordered_targets({name: targets[name] for name in among if name in targets}):
+        waits = _waits_for(target, among)
+        numbers[target.name] = 1 + max((numbers.get(name, 1) for name in waits), default=0)
+    return numbers
+
+
+def _waits_for(target: Target, among: frozenset[str]) -> tuple[str, ...]:
+    """The targets of ``after`` that the object is sent to (it cannot wait for others)."""
+    if target.after is None:
+        return ()
+    return tuple(name for name in target.after.targets if name in among and name != target.name)
+
+
+def chains(targets: Mapping[str, Target], among: frozenset[str]) -> dict[str, frozenset[str]]:
+    """The object's targets linked by ``after`` (either way): one rollout, whose failure
+    anywhere takes the revision back everywhere in it. A target alone is its own chain."""
+    linked: dict[str, set[str]] = {name: {name} for name in among}
+    for name in among:
+        if name in targets:
+            for upstream in _waits_for(targets[name], among):
+                linked[name].add(upstream)
+                linked[upstream].add(name)
+    chain_of: dict[str, frozenset[str]] = {}
+    for name in sorted(among):
+        if name in chain_of:
+            continue
+        found, todo = {name}, [name]
+        while todo:
+            for other in linked[todo.pop()] - found:
+                found.add(other)
+                todo.append(other)
+        for member in found:
+            chain_of[member] = frozenset(found)
+    return chain_of
+
+
+@dataclass(frozen=True, slots=True)
+class _Rollout:
+    """One object's waves at this revision: each target's chain and wave, and where the
+    content already failed (its failure marks at this revision)."""
+
+    chain_of: Mapping[str, frozenset[str]]
+    wave_of: Mapping[str, int]
+    failed_on: frozenset[str]
+
+    def failed_upstream(self, target: str) -> list[str]:
+        """Other targets of this target's chain the content failed on at this revision."""
+        return sorted(self.failed_on & (self.chain_of.get(target, frozenset()) - {target}))
+
+
+def _wave(action: Action, target: Target, rollout: _Rollout, history: History) -> Wave | None:
+    if len(rollout.chain_of.get(target.name, ())) < 2:
+        return None
+    waits = _waits_for(target, frozenset(rollout.chain_of[target.name]))
+    healthy = sum(1 for name in waits if history.healthy_since.get(
+        (name, action.kind, action.name), ("", 0.0))[0] == action.desired)
+    needed = target.after.needed(len(waits)) if target.after is not None else 0
+    return Wave(rollout.wave_of.get(target.name, 1), waits, needed, healthy)
+
+
+def _recall(action: Action, failed: list[str], rollout: _Rollout, history: History,
+            follow_up: list[Step]) -> Action:
+    """The revision failed elsewhere in this target's waves. A target that took it gives it
+    back (``recall``: what it had before, restarted and checked); one that has not is held
+    (a later wave never gets it). A new commit gives it one new attempt."""
+    where = ", ".join(f"{name} (wave {rollout.wave_of.get(name, 1)})" for name in failed)
+    took = action.current == action.desired or history.applied.get(action.key) == action.desired
+    if not took:
+        return replace(action, status=ActionStatus.BLOCKED, reason=Reason.WAVE_FAILED,
+                       message=f"held: this revision failed on {where}; a later wave never "
+                       "gets it, a new commit gives it one new attempt")
+    before = history.recall_to.get(action.key)
+    if before is None or before[0] != action.desired:
+        return replace(action, status=ActionStatus.BLOCKED, reason=Reason.WAVE_FAILED,
+                       message=f"this revision failed on {where}, but what this target had "
+                       "before it is not in the journal: put it back by hand, or commit a fix")
+    recall = Step(StepKind.RECALL, f"failed on {where}: put back "
+                  + (f"sha256:{before[1][:12]}" if before[1] else "nothing (remove it)"))
+    return replace(action, op=Op.RECALL, current=action.desired, desired=before[1] or "",
+                   steps=(recall, *follow_up), drift=False, status=ActionStatus.READY,
+                   reason=Reason.WAVE_FAILED, message=f"this revision failed on {where}")
+
+
 def _gate(action: Action, target: Target, targets: Mapping[str, Target], history: History,
           object_targets: tuple[str, ...], now: float, revision: str) -> Action:
     """Blocked by an earlier failure of this very content; waiting for the upstream soak or
@@ -255,19 +369,27 @@ def _gate(action: Action, target: Target, targets: Mapping[str, Target], history
         return replace(action, status=ActionStatus.BLOCKED, reason=Reason.FAILED_BEFORE,
                        message=f"this revision failed on {target.name}; it is not retried "
                        "until a new commit")
-    upstream = targets.get(target.after) if target.after else None
-    if upstream is not None and upstream.name in object_targets and not action.drift:
-        healthy = history.healthy_since.get((upstream.name, action.kind, action.name))
-        if healthy is None or healthy[0] != action.desired:
+    waits = _waits_for(target, frozenset(object_targets))
+    if waits and target.after is not None and not action.drift:
+        needed = target.after.needed(len(waits))
+        since = sorted(healthy[1] for name in waits
+                       if (healthy := history.healthy_since.get(
+                           (name, action.kind, action.name))) is not None
+                       and healthy[0] == action.desired)
+        upstream = target.after.describe() if len(waits) == len(target.after.targets) \
+            else f"{needed} of {', '.join(waits)}"
+        if len(since) < needed:
             return replace(action, status=ActionStatus.WAITING,
                            reason=Reason.UPSTREAM_NOT_HEALTHY,
-                           message=f"waits until {upstream.name} is healthy with this content"
+                           message=f"waits until {upstream} "
+                           f"{'is' if len(waits) == 1 else 'are'} healthy with this content"
+                           + (f" ({len(since)} of {needed} so far)" if needed > 1 else "")
                            + (f", then soaks {format_duration(target.soak_seconds)}"
                               if target.soak_seconds else ""))
-        ready_at = healthy[1] + target.soak_seconds
+        ready_at = since[needed - 1] + target.soak_seconds
         if now < ready_at:
             return replace(action, status=ActionStatus.WAITING, reason=Reason.SOAKING,
-                           message=f"soaking on {upstream.name} for "
+                           message=f"soaking on {upstream} for "
                            f"{format_duration(target.soak_seconds)}", not_before=ready_at)
     if target.window is not None and action.disruptive:
         opens = next_opening(target.window, now)
@@ -313,7 +435,36 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
     budget = next(iter(desired.budgets.values()), None)
     spending = _Spending(list(history.restarts), list(history.promotions))
 
-    def gated(action: Action, object_targets: tuple[str, ...]) -> Action:
+    shapes: dict[frozenset[str], tuple[dict[str, frozenset[str]], dict[str, int]]] = {}
+    rollouts: dict[tuple[str, str], _Rollout | None] = {}
+
+    def rollout_of(kind: str, name: str, among: tuple[str, ...], want: str) -> _Rollout | None:
+        """The object's waves, when any of its targets waits for another (else None: the
+        common case costs one look at each target)."""
+        if (kind, name) not in rollouts:
+            members = frozenset(among)
+            waves = any(_waits_for(desired.targets[t], members)
+                        for t in members if t in desired.targets)
+            if waves and members not in shapes:
+                shapes[members] = (chains(desired.targets, members),
+                                   wave_numbers(desired.targets, members))
+            rollouts[(kind, name)] = _Rollout(*shapes[members], frozenset(
+                t for t in members if history.failed.get((t, kind, name)) ==
+                (want, desired.revision))) if waves else None
+        return rollouts[(kind, name)]
+
+    def gated(action: Action, obj: Delivered | Model) -> Action:
+        object_targets = obj.targets
+        rollout = rollout_of(action.kind, action.name, object_targets, action.desired)
+        if rollout is not None:
+            target = desired.targets[action.target]
+            action = replace(action, wave=_wave(action, target, rollout, history))
+            failed = rollout.failed_upstream(action.target)
+            if failed and action.target not in rollout.failed_on:
+                recall = _recall(action, failed, rollout, history,
+                                 _follow_up(obj.restart, obj.health))
+                # A suspended target keeps even a failed revision until it is resumed.
+                return _suspended(recall, history) if recall.op is Op.RECALL else recall
         if action.op is Op.NOOP or history.suspension(action.target) is not None:
             return _suspended(action, history)  # a suspended action spends no budget
         action = _gate(action, desired.targets[action.target], desired.targets, history,
@@ -347,7 +498,7 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
                  *_follow_up(obj.restart, obj.health, () if drift else obj.analysis)])
             actions.append(gated(Action(target.name, obj.kind, obj.name, op,
                                         _location(address, target, obj), current, want, steps,
-                                        drift), obj.targets))
+                                        drift), obj))
         for model in sorted(desired.models.values(), key=lambda m: m.name):
             if target.name not in model.targets:
                 continue
@@ -364,7 +515,7 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
                 [*([FINISH] if finish else []), *_model_steps(model, history, drift)])
             actions.append(gated(Action(target.name, "Model", model.name, op,
                                         _location(address, target, model), current, want,
-                                        steps, drift), model.targets))
+                                        steps, drift), model))
         actions += [_suspended(action, history) for action in _prune(target, seen, declared)]
     return Plan(desired.revision, tuple(targets), tuple(actions), errors)
 

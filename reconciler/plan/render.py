@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+from reconciler.desired.documents import Target, percent
 from reconciler.durations import format_duration
 from reconciler.plan.planner import Action, Plan, Step
 from reconciler.plan.spend import GateCosts, Spend, spend_json, spend_lines
@@ -15,7 +16,8 @@ from reconciler.vocabulary import StepKind
 
 PLAN_FORMAT_VERSION = 1
 _MAX_DIFF_LINES = 400
-_SYMBOL = {"create": "+", "update": "~", "flip": "*", "delete": "-", "noop": "="}
+_SYMBOL = {"create": "+", "update": "~", "flip": "*", "delete": "-", "recall": "<",
+           "noop": "="}
 
 
 def text_diff(old: bytes | None, new: bytes, name: str) -> str | None:
@@ -53,8 +55,8 @@ def _short(digest: str | None) -> str:
 
 
 def _summary(plan: Plan) -> dict[str, int]:
-    counts = {"create": 0, "update": 0, "flip": 0, "delete": 0, "noop": 0, "waiting": 0,
-              "blocked": 0}
+    counts = {"create": 0, "update": 0, "flip": 0, "delete": 0, "recall": 0, "noop": 0,
+              "waiting": 0, "blocked": 0}
     for action in plan.actions:
         counts[action.op] += 1
         if action.op != "noop" and action.status != "ready":
@@ -79,7 +81,7 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
         heading = f"Target {target.name} ({locations.get(target.name, '?')})"
         if target.after:
             soak = f", soak {format_duration(target.soak_seconds)}" if target.soak_seconds else ""
-            heading += f" after {target.after}{soak}"
+            heading += f" after {target.after.describe()}{soak}"
         out.append(heading)
         if target.name in plan.errors:
             out += [f"  ! cannot observe: {plan.errors[target.name]}", ""]
@@ -89,7 +91,7 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
             out.append("  in sync")
         for action in changes:
             change = ("no longer declared" if action.op == "delete" else
-                      f"{_short(action.current)} -> {_short(action.desired)}"
+                      f"{_short(action.current)} -> {_short(action.desired or None)}"
                       if action.current else _short(action.desired))
             out.append(f"  {_SYMBOL[action.op]} {action.kind} {action.name}: {action.op} "
                        f"{action.location} ({change})")
@@ -100,6 +102,8 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
                             for cost in (gate_costs or {}).get(action.name, ())]
             if action.drift:
                 out.append("      drift: the live content was changed by hand")
+            if action.wave is not None:
+                out.append(f"      {action.wave.describe()}")
             if action.status != "ready":
                 until = f" (until {_when(action.not_before)})" if action.not_before else ""
                 out.append(f"      {action.status} ({action.reason}): {action.message}{until}")
@@ -115,10 +119,23 @@ def render_text(plan: Plan, diffs: Mapping[Action, str | None], locations: Mappi
     else:
         out.append(f"Plan: {counts['create']} to create, {counts['update']} to update, "
                    f"{counts['flip']} pointers to flip, {counts['delete']} to delete, "
+                   + (f"{counts['recall']} to recall, " if counts["recall"] else "") +
                    f"{counts['noop']} unchanged; "
                    f"{counts['waiting']} waiting, {counts['blocked']} blocked"
                    + (f"; {len(plan.errors)} targets not observed." if plan.errors else "."))
     return "\n".join(out) + "\n"
+
+
+def _after_json(target: Target) -> object:
+    """A name for ``after: canary`` (as always), else the set and how many of it."""
+    after = target.after
+    if after is None:
+        return None
+    if len(after.targets) == 1 and after.count is None and after.share is None:
+        return after.targets[0]
+    healthy: object = (percent(after.share) if after.share is not None
+                       else after.count if after.count is not None else "all")
+    return {"targets": list(after.targets), "healthy": healthy}
 
 
 def render_json(plan: Plan, diffs: Mapping[Action, str | None],
@@ -131,6 +148,7 @@ def render_json(plan: Plan, diffs: Mapping[Action, str | None],
                 "steps": [render_step(step) for step in action.steps],
                 "drift": action.drift, "status": action.status, "reason": action.reason,
                 "message": action.message, "notBefore": action.not_before,
+                "wave": action.wave.to_json() if action.wave else None,
                 "diff": diffs.get(action),
                 "gateCost": [dict(cost) for cost in (gate_costs or {}).get(action.name, ())]
                 if action.has(StepKind.GATE) else None,
@@ -144,7 +162,7 @@ def render_json(plan: Plan, diffs: Mapping[Action, str | None],
         "inSync": plan.in_sync,
         "summary": _summary(plan),
         "targets": [{"name": t.name, "type": t.type,
-                     "location": locations.get(t.name), "after": t.after,
+                     "location": locations.get(t.name), "after": _after_json(t),
                      "soakSeconds": t.soak_seconds, "error": plan.errors.get(t.name)}
                     for t in plan.targets],
         "actions": [action_json(a) for a in plan.actions],

@@ -152,7 +152,7 @@ def _with_target(gate: GateSpend, target: str) -> GateSpend:
 
 def upstreams(target: Target) -> tuple[str, ...]:
     """The targets a revision must be healthy on before it reaches this one."""
-    return (target.after,) if target.after else ()
+    return target.after.targets if target.after else ()
 
 
 def _holds(plan: Plan, desired: Desired, running: Sequence[Any]) -> tuple[Hold, ...]:
@@ -189,10 +189,19 @@ def _longest(targets: Sequence[Target], holds: Sequence[Hold]) -> float:
         table[hold.target] = max(table.get(hold.target, 0.0), hold.seconds)
     done: dict[str, float] = {}
     for target in targets:
-        start = max((done.get(name, 0.0) for name in upstreams(target)), default=0.0)
+        start = _upstreams_done(target, done)
         done[target.name] = start + after_soak.get(target.name, 0.0) + \
             object_soak.get(target.name, 0.0)
     return max(done.values(), default=0.0)
+
+
+def _upstreams_done(target: Target, done: Mapping[str, float]) -> float:
+    """When enough of the upstream targets are done: all of them, or the count or share
+    of them ``after`` asks for (the earliest ones)."""
+    if target.after is None:
+        return 0.0
+    times = sorted(done.get(name, 0.0) for name in target.after.targets)
+    return times[max(1, target.after.needed(len(times))) - 1]
 
 
 def _seconds(value: float) -> str:

@@ -75,13 +75,13 @@ def test_plan_json_has_the_documented_shape(cli: Cli, repo: Repo, tmp_path: Path
     assert set(document["cost"]) == {"budget", "gates", "soaks", "gpuSeconds", "promotions",
                                      "restarts", "longestSeconds"}
     assert document["formatVersion"] == 1 and document["inSync"] is False
-    assert document["summary"] == {"create": 6, "update": 0, "flip": 2, "delete": 0, "noop": 0,
-                                   "waiting": 4, "blocked": 0}
+    assert document["summary"] == {"create": 6, "update": 0, "flip": 2, "delete": 0, "recall": 0,
+                                   "noop": 0, "waiting": 4, "blocked": 0}
     assert [t["name"] for t in document["targets"]] == ["staging", "production"]
     action = document["actions"][0]
     assert set(action) == {"target", "kind", "name", "op", "location", "current", "desired",
                            "steps", "drift", "status", "reason", "message", "notBefore",
-                           "diff", "gateCost", "analysis"}
+                           "diff", "gateCost", "analysis", "wave"}
     assert (action["target"], action["kind"], action["op"]) == ("staging", "Config", "create")
     assert action["diff"].startswith("--- /dev/null")
 

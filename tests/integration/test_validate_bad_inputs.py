@@ -158,6 +158,28 @@ CASES = {
                                 "the settings' fleetRoot\n",
                                 "    root: staging\n  after: production\n"),
                         "targets.yaml", 12, "after-cycle"),
+    # Waves (docs/waves.md): a set with how many of it must be healthy
+    "wave-share-over-100": Case(replace("targets.yaml", "after: staging",
+                                        "after: {targets: [staging], healthy: 150%}"),
+                                "targets.yaml", 21, "wave-share", "at most 100%"),
+    "wave-share-zero": Case(replace("targets.yaml", "after: staging",
+                                    "after:\n    targets: [staging]\n    healthy: 0%"),
+                            "targets.yaml", 23, "wave-share", "more than 0%"),
+    "wave-count-too-large": Case(replace("targets.yaml", "after: staging",
+                                         "after:\n    targets: [staging]\n    healthy: 3"),
+                                 "targets.yaml", 23, "wave-count", "names only 1"),
+    "wave-unknown-target": Case(replace("targets.yaml", "after: staging",
+                                        "after:\n    targets:\n      - staging\n"
+                                        "      - canary"),
+                                "targets.yaml", 24, "dangling-target", "no Target named 'canary'"),
+    "wave-cycle": Case(replace("targets.yaml", "    root: staging          # relative: under "
+                               "the settings' fleetRoot\n",
+                               "    root: staging\n  after:\n    targets: [production]\n"
+                               "    healthy: 1\n"),
+                       "targets.yaml", 13, "after-cycle", "staging -> production -> staging"),
+    "wave-healthy-garbage": Case(replace("targets.yaml", "after: staging",
+                                         "after:\n    targets: [staging]\n    healthy: most"),
+                                 "targets.yaml", 23, "wave-healthy", "a share such as '25%'"),
     "missing-strategy-file": Case(replace(STRATEGY, "source: strategies/gepetto.py",
                                           "source: strategies/nope.py"), STRATEGY, 11,
                                   "file-missing"),
