@@ -9,6 +9,7 @@ power cut. Intents left open by a crash are closed as ``interrupted`` on the nex
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -130,7 +131,9 @@ class Journal:
             problem = self._db.execute("PRAGMA quick_check(1)").fetchone()[0]
             if problem != "ok":
                 raise corrupt_journal(path, str(problem))
-            if not readonly:
+            if readonly:
+                self._shim_older_schema()
+            else:
                 self._prepare()
         except sqlite3.DatabaseError as error:
             self._db.close()
@@ -161,6 +164,23 @@ class Journal:
             self._db.execute("ALTER TABLE objects ADD COLUMN owed_digest TEXT")
         if "wave" not in columns:  # a journal written before waves
             self._db.execute("ALTER TABLE objects ADD COLUMN wave TEXT")
+
+    def _shim_older_schema(self) -> None:
+        """A reader must not write, yet a journal the daemon has not opened since an upgrade
+        lacks newer tables and columns (``status`` or ``plan`` right after installing a new
+        version): they are stood in for by empty TEMP tables and a TEMP view, which SQLite
+        resolves before the file's own schema."""
+        tables = {row[0] for row in self._db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        for statement in _SCHEMA.split(";"):
+            found = re.search(r"CREATE TABLE IF NOT EXISTS (\w+)", statement)
+            if found and found[1] not in tables:
+                self._db.execute(statement.replace("CREATE TABLE", "CREATE TEMP TABLE", 1))
+        columns = {row[1] for row in self._db.execute("PRAGMA main.table_info(objects)")}
+        if columns and not set(OBJECT_FIELDS) <= columns:
+            self._db.execute("CREATE TEMP VIEW objects AS SELECT " + ", ".join(
+                name if name in columns else f"NULL AS {name}" for name in OBJECT_FIELDS)
+                + " FROM main.objects")
 
     def close(self) -> None:
         with self._lock:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +15,7 @@ import pygit2
 import pytest
 
 from reconciler.diagnostics import InvalidInput
+from reconciler.journal import Journal
 from reconciler.source.directory import DirectorySnapshot
 from reconciler.source.git import GitSnapshot, GitSource
 from reconciler.source.snapshot import TreeLimits
@@ -246,3 +248,27 @@ def test_copy_to_streams_large_and_small_blobs_byte_for_byte(tmp_path: Path) -> 
             source.copy_to(entries[name], copy)
             assert copy.read_bytes() == content
             copy.unlink()
+
+
+def test_a_journal_from_before_an_upgrade_is_read_without_being_written(tmp_path: Path) -> None:
+    """``status`` and ``plan`` open the journal read-only: right after an upgrade, before
+    the daemon has added its new tables and columns, they must read it as it is."""
+    path = tmp_path / "journal.db"
+    journal = Journal(path)
+    key = ("staging", "Strategy", "gepetto")
+    journal.applied(key, "a" * 64, "main@sha1:" + "b" * 40, 1.0)
+    journal.close()
+    old = sqlite3.connect(path)
+    old.executescript("ALTER TABLE objects DROP COLUMN wave; "
+                      "ALTER TABLE objects DROP COLUMN owed_digest; DROP TABLE suspensions;")
+    old.close()
+    before = path.read_bytes()
+    reader = Journal(path, readonly=True)
+    try:
+        [row] = reader.objects()
+        assert (row["applied_digest"], row["wave"], row["owed_digest"]) == ("a" * 64, None, None)
+        assert reader.suspensions() == {}
+        assert reader.history(2.0).applied == {key: "a" * 64}
+    finally:
+        reader.close()
+    assert path.read_bytes() == before, "a reader never migrates the file"
