@@ -366,8 +366,8 @@ class Journal:
     def wave(self, key: ObjectKey, wave: Mapping[str, Any] | None) -> None:
         """Where the object stands in its waves on this target (``status``)."""
         current = self.object(key)
-        if current is not None and current["wave"] == wave:
-            return
+        if (current["wave"] if current is not None else None) == wave:
+            return  # unchanged, or no waves for an object not yet journaled
         self._update(key, current, wave=json.dumps(dict(wave), sort_keys=True) if wave else None)
 
     def condition(self, key: ObjectKey, status: str, reason: str | None,

@@ -159,8 +159,8 @@ class Executor:
             == (action.desired, revision)
 
     def _one(self, action: Action, desired: Desired, pass_id: int) -> ActionResult:
-        if action.wave is not None:
-            self._journal.wave(action.key, action.wave.to_json())
+        # None too: a target whose ``after`` was removed is in no wave any more.
+        self._journal.wave(action.key, action.wave.to_json() if action.wave else None)
         if action.op is Op.NOOP:
             known = self._journal.object(action.key)
             if known is not None and known["status"] not in (None, Condition.READY):

@@ -310,3 +310,21 @@ spec:
                                                                      None)]
     finally:
         journal.close()
+
+
+def test_status_forgets_the_wave_of_a_target_whose_after_was_removed(tmp_path: Path) -> None:
+    """The wave column is as of the last pass: once no target waits for another, the
+    object has no waves, and ``status`` must not keep showing the wave it had."""
+    fleet = Waves(tmp_path, {"canary": None, "prod": "canary"})
+    fleet.apply_until_settled()
+    status = json.loads(fleet.cli("status", "--output", "json").stdout)
+    assert {row["target"]: row["wave"]["wave"] for row in status["objects"]} == {
+        "canary": 1, "prod": 2}
+    fleet.write("targets.yaml", "---\n".join(target_doc(name, None)
+                                             for name in ("canary", "prod")))
+    git(fleet.repo, "commit", "-qam", "prod no longer waits for the canary")
+    fleet.apply_until_settled()
+    status = json.loads(fleet.cli("status", "--output", "json").stdout)
+    assert {row["target"]: row["wave"] for row in status["objects"]} == {
+        "canary": None, "prod": None}
+    assert "WAVE" not in fleet.cli("status").stdout
