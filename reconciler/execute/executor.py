@@ -274,6 +274,8 @@ class Executor:
         address = address_of(obj, place.target)
         mode = None if isinstance(obj, Model) else obj.deliver.mode
         link = self._recall_link(action, taken) if model is not None else None
+        if back_to is not None and self._store.verified(back_to) is None:
+            return self._recall_held(action, back_to, revision)
         intent = self._journal.intent(JournalAction.RECALL, action.key, pass_id=pass_id,
                                       revision=revision,
                                       detail={"path": address, "from": taken, "to": back_to,
@@ -305,6 +307,17 @@ class Executor:
                                 action.name, digest=taken, reason=Reason.WAVE_FAILED,
                                 message=message))
         return ActionResult(action, Result.ROLLED_BACK, message)
+
+    def _recall_held(self, action: Action, back_to: str, revision: str) -> ActionResult:
+        """What this target had before was collected or quarantined since: nothing else is
+        put there (a recall never guesses); it holds, saying what a person can do."""
+        message = (f"{action.message}, but what this target had before it (sha256:"
+                   f"{back_to[:12]}) is no longer in the store (collected or quarantined): "
+                   "put it back by hand, or commit a fix")
+        self._emit_if_new(EventType.STALLED, action, Condition.STALLED, Reason.WAVE_FAILED,
+                          message, revision)
+        self._journal.condition(action.key, Condition.STALLED, Reason.WAVE_FAILED, message)
+        return ActionResult(action, Result.BLOCKED, message)
 
     def _recall_link(self, action: Action, taken: str | None) -> str | None:
         """The pointer form of what the flip that brought ``taken`` replaced (the planner

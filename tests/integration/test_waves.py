@@ -328,3 +328,32 @@ def test_status_forgets_the_wave_of_a_target_whose_after_was_removed(tmp_path: P
     assert {row["target"]: row["wave"] for row in status["objects"]} == {
         "canary": None, "prod": None}
     assert "WAVE" not in fleet.cli("status").stdout
+
+
+def test_a_recall_whose_content_before_left_the_store_is_held_and_says_so(
+        tmp_path: Path) -> None:
+    """The canary, suspended, keeps the failed revision; while it is, what it had before is
+    quarantined. Once resumed, its recall must hold with a message that says what to do,
+    put nothing else there, and not try again and again as a fault."""
+    fleet = Waves(tmp_path, {"canary": None, "prod": "canary"})
+    fleet.apply_until_settled()
+    (fleet.root("prod") / "refuses").write_text("")
+    fleet.release(V2, ("canary", "prod"))
+    assert fleet.cli("apply").returncode == 0
+    assert fleet.cli("suspend", "canary", "--reason", "look at it").returncode == 0
+    fleet.cli("apply")
+    assert fleet.content("canary") == V2 and fleet.content("prod") == V1
+    v1 = hashlib.sha256(V1.encode()).hexdigest()
+    stored = next(path for path in fleet.state.rglob(v1) if path.is_file())
+    stored.chmod(0o644)
+    stored.write_text("tampered\n")  # the next proof quarantines it
+    assert fleet.cli("resume", "canary").returncode == 0
+
+    held = fleet.cli("apply")
+    assert fleet.content("canary") == V2, "nothing is guessed"
+    assert "blocked  canary  Strategy/app" in held.stdout, held.stdout + held.stderr
+    assert "no longer in the store" in held.stdout, held.stdout
+    assert "put it back by hand" in held.stdout, held.stdout
+    status = json.loads(fleet.cli("status", "--output", "json").stdout)
+    canary = next(row for row in status["objects"] if row["target"] == "canary")
+    assert canary["reason"] == "WaveFailed", canary
