@@ -541,14 +541,32 @@ class Journal:
         return History(applied, failed, healthy,
                        {model: frozenset(digests) for model, digests in known.items()},
                        unfinished, restarts, promotions, self.suspensions(),
-                       recall_to=self._recall_to(rows))
+                       recall_to=self._recall_to(rows),
+                       repair_failed=self._repair_failed(rows))
+
+    def _repair_failed(self, rows: list[dict[str, Any]]) -> frozenset[ObjectKey]:
+        """Objects whose failure mark came from a drift repair (the change that last brought
+        the failed content was a repair): that host's trouble, not a wave that failed."""
+        found = set()
+        for row in rows:
+            if not row["failed_digest"]:
+                continue
+            key = (row["target"], row["kind"], row["name"])
+            change = "flip" if row["kind"] == "Model" else "deliver"
+            latest = next((detail for detail in self.intents(change, key)
+                           if detail.get("to") == row["failed_digest"]), None)
+            if latest is not None and latest.get("drift"):
+                found.add(key)
+        return frozenset(found)
 
     def _recall_to(self, rows: list[dict[str, Any]]) -> dict[ObjectKey, tuple[str, str | None]]:
         """For each target holding content that failed on another target of the same
         object: what it had before (the ``from`` of the change that brought it, never a
         drift repair's). Failures are rare: only those objects are looked up."""
+        repairs = self._repair_failed(rows)
         failed_digests = {(row["kind"], row["name"], row["failed_digest"]) for row in rows
-                          if row["failed_digest"]}
+                          if row["failed_digest"]
+                          and (row["target"], row["kind"], row["name"]) not in repairs}
         found: dict[ObjectKey, tuple[str, str | None]] = {}
         for row in rows:
             digest = row["applied_digest"]

@@ -151,7 +151,7 @@ class Executor:
         """This revision just failed on a target of a chain of waves: plan again now, so
         that the targets that took it give it back in this same pass (``recall``)."""
         action = result.action
-        if action.wave is None or action.op is Op.RECALL or \
+        if action.wave is None or action.op is Op.RECALL or action.drift or \
                 result.result not in (Result.ROLLED_BACK, Result.FAILED):
             return False
         known = self._journal.object(action.key)

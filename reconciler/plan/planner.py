@@ -74,7 +74,8 @@ class History:
     them) where nothing may be changed.
     ``recall_to``: for content some other target of the same object failed with, on a
     target that took it: (that digest, what the target had before it; None: nothing). A
-    wave's failure puts that back (docs/waves.md).
+    wave's failure puts that back (docs/waves.md). ``repair_failed``: objects whose
+    failure mark came from a drift repair: that host's trouble, which recalls nothing.
     """
 
     applied: Mapping[ObjectKey, str] = field(default_factory=dict)
@@ -86,6 +87,7 @@ class History:
     promotions: tuple[float, ...] = ()
     suspended: Mapping[str, Suspension] = field(default_factory=dict)
     recall_to: Mapping[ObjectKey, tuple[str, str | None]] = field(default_factory=dict)
+    repair_failed: frozenset[ObjectKey] = frozenset()
 
     def suspension(self, target: str) -> Suspension | None:
         """Why nothing may change on ``target``: its own suspension, else the fleet's."""
@@ -450,7 +452,8 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
                                    wave_numbers(desired.targets, members))
             rollouts[(kind, name)] = _Rollout(*shapes[members], frozenset(
                 t for t in members if history.failed.get((t, kind, name)) ==
-                (want, desired.revision))) if waves else None
+                (want, desired.revision) and (t, kind, name) not in history.repair_failed
+                )) if waves else None
         return rollouts[(kind, name)]
 
     def gated(action: Action, obj: Delivered | Model) -> Action:

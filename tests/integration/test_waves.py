@@ -357,3 +357,22 @@ def test_a_recall_whose_content_before_left_the_store_is_held_and_says_so(
     status = json.loads(fleet.cli("status", "--output", "json").stdout)
     canary = next(row for row in status["objects"] if row["target"] == "canary")
     assert canary["reason"] == "WaveFailed", canary
+
+
+def test_a_failed_drift_repair_on_one_target_recalls_nothing_elsewhere(
+        tmp_path: Path) -> None:
+    """A revision that went out through every wave and soaked is not a wave that failed
+    when, later, a repair of a hand edit on one host fails its check there: that host is
+    held, and the rest of the fleet keeps the revision."""
+    fleet = Waves(tmp_path, {"canary": None, "prod": "canary"})
+    fleet.release(V2, ("canary", "prod"))
+    fleet.apply_until_settled()
+    assert fleet.content("canary") == V2 and fleet.content("prod") == V2
+    (fleet.root("prod") / "refuses").write_text("")
+    (fleet.root("prod") / "app.py").write_text("VERSION = 'edited by hand'\n")
+    repair = fleet.cli("apply")
+    assert "rolled-back  prod  Strategy/app" in repair.stdout, repair.stdout + repair.stderr
+    assert "recalled" not in repair.stdout, repair.stdout
+    assert fleet.content("canary") == V2
+    again = fleet.cli("apply")
+    assert "recall" not in again.stdout and fleet.content("canary") == V2, again.stdout
