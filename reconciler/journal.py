@@ -542,16 +542,20 @@ class Journal:
                        {model: frozenset(digests) for model, digests in known.items()},
                        unfinished, restarts, promotions, self.suspensions(),
                        recall_to=self._recall_to(rows),
-                       repair_failed=self._repair_failed(rows))
+                       failed_alone=self._failed_alone(rows))
 
-    def _repair_failed(self, rows: list[dict[str, Any]]) -> frozenset[ObjectKey]:
-        """Objects whose failure mark came from a drift repair (the change that last brought
-        the failed content was a repair): that host's trouble, not a wave that failed."""
+    def _failed_alone(self, rows: list[dict[str, Any]]) -> frozenset[ObjectKey]:
+        """Objects whose failure mark is no wave that failed: an inconclusive analysis
+        (held, never rolled back) or a failed drift repair (the change that last brought
+        the failed content was a repair: that host's trouble)."""
         found = set()
         for row in rows:
             if not row["failed_digest"]:
                 continue
             key = (row["target"], row["kind"], row["name"])
+            if row["reason"] == Reason.ANALYSIS_INCONCLUSIVE:
+                found.add(key)
+                continue
             change = "flip" if row["kind"] == "Model" else "deliver"
             latest = next((detail for detail in self.intents(change, key)
                            if detail.get("to") == row["failed_digest"]), None)
@@ -563,10 +567,10 @@ class Journal:
         """For each target holding content that failed on another target of the same
         object: what it had before (the ``from`` of the change that brought it, never a
         drift repair's). Failures are rare: only those objects are looked up."""
-        repairs = self._repair_failed(rows)
+        alone = self._failed_alone(rows)
         failed_digests = {(row["kind"], row["name"], row["failed_digest"]) for row in rows
                           if row["failed_digest"]
-                          and (row["target"], row["kind"], row["name"]) not in repairs}
+                          and (row["target"], row["kind"], row["name"]) not in alone}
         found: dict[ObjectKey, tuple[str, str | None]] = {}
         for row in rows:
             digest = row["applied_digest"]

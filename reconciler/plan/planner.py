@@ -74,8 +74,9 @@ class History:
     them) where nothing may be changed.
     ``recall_to``: for content some other target of the same object failed with, on a
     target that took it: (that digest, what the target had before it; None: nothing). A
-    wave's failure puts that back (docs/waves.md). ``repair_failed``: objects whose
-    failure mark came from a drift repair: that host's trouble, which recalls nothing.
+    wave's failure puts that back (docs/waves.md). ``failed_alone``: objects whose failure
+    mark is no wave that failed (an inconclusive analysis, a failed drift repair): it holds
+    that target and recalls nothing elsewhere.
     """
 
     applied: Mapping[ObjectKey, str] = field(default_factory=dict)
@@ -87,7 +88,7 @@ class History:
     promotions: tuple[float, ...] = ()
     suspended: Mapping[str, Suspension] = field(default_factory=dict)
     recall_to: Mapping[ObjectKey, tuple[str, str | None]] = field(default_factory=dict)
-    repair_failed: frozenset[ObjectKey] = frozenset()
+    failed_alone: frozenset[ObjectKey] = frozenset()
 
     def suspension(self, target: str) -> Suspension | None:
         """Why nothing may change on ``target``: its own suspension, else the fleet's."""
@@ -452,7 +453,7 @@ def plan(desired: Desired, observed: Mapping[str, ObservedTarget], history: Hist
                                    wave_numbers(desired.targets, members))
             rollouts[(kind, name)] = _Rollout(*shapes[members], frozenset(
                 t for t in members if history.failed.get((t, kind, name)) ==
-                (want, desired.revision) and (t, kind, name) not in history.repair_failed
+                (want, desired.revision) and (t, kind, name) not in history.failed_alone
                 )) if waves else None
         return rollouts[(kind, name)]
 

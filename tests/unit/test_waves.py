@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from reconciler.desired.documents import After, Desired
+from reconciler.journal import Journal
 from reconciler.plan.planner import Action, History, Plan, chains, plan, wave_numbers
 from reconciler.plan.render import render_json, render_text
 from reconciler.vocabulary import ActionStatus, Op, Reason
@@ -227,3 +229,31 @@ def test_a_suspended_target_keeps_even_a_failed_revision_until_it_is_resumed() -
     assert "recall of file strategies/gepetto.py waits" in (actions["canary"].message or "")
     assert (actions["s1"].op, actions["s1"].status) == (Op.RECALL, ActionStatus.READY)
     assert actions["r1"].reason is Reason.WAVE_FAILED
+
+
+def test_an_inconclusive_analysis_in_a_later_wave_holds_and_recalls_nothing(
+        tmp_path: Path) -> None:
+    """Inconclusive is held, never rolled back (docs/analysis.md): its mark keeps the
+    revision from being analysed again on that target, but it is no wave that failed, so
+    the canary and the rest of the wave keep what they took. A failure still recalls."""
+    state = _fleet({"targets": ["s1", "s2"]})
+    new, old = sha(NEW), sha(OLD)
+    holding = {"canary": NEW, "s1": NEW, "s2": NEW, "r1": OLD, "r2": OLD}
+    journal = Journal(tmp_path / "journal.db")
+    try:
+        pass_id = journal.begin_pass(REVISION)
+        for name in ("canary", "s1", "s2"):
+            journal.intent("deliver", _key(name), pass_id=pass_id, revision=REVISION,
+                           detail={"from": old, "to": new})
+            journal.applied(_key(name), new, REVISION, 0.0)
+        journal.failed(_key("s2"), new, REVISION, Reason.ANALYSIS_INCONCLUSIVE,
+                       "error-rate: no data; held")
+        actions = _by_target(plan(state, _observed(holding), journal.history(HOUR), HOUR))
+        assert {name: actions[name].op for name in ("canary", "s1")} == {
+            "canary": Op.NOOP, "s1": Op.NOOP}
+        assert actions["r1"].reason is Reason.UPSTREAM_NOT_HEALTHY
+        journal.failed(_key("s2"), new, REVISION, Reason.ROLLED_BACK, "error rate rose")
+        actions = _by_target(plan(state, _observed(holding), journal.history(HOUR), HOUR))
+        assert actions["canary"].op is Op.RECALL
+    finally:
+        journal.close()
