@@ -43,9 +43,9 @@ HELP: dict[str, Help] = {
          "reconciler apply -o json | jq .result")),
     "run": Help(
         "The daemon: follow the branch and reconcile until SIGTERM, serving /metrics, "
-        "/healthz, /readyz and /webhook on the settings' listen address.\n\nExit 0 after "
-        "SIGTERM, 1 when it cannot start or keep going (invalid settings, a busy port, a "
-        "lost fleet lock).",
+        "/healthz, /readyz, /webhook, /gate and /plan on the settings' listen address."
+        "\n\nExit 0 after SIGTERM, 1 when it cannot start or keep going (invalid settings, "
+        "a busy port, a lost fleet lock).",
         ("reconciler run --config /etc/reconciler/reconciler.yaml",
          "systemctl start reconciler                  # the packaged unit runs this")),
     "status": Help(
