@@ -196,13 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(verify)
     suspend = commands.add_parser(
         "suspend", help="stop the line: nothing is changed on the targets (drift is still "
-        "observed and reported) until resume (exit 0; 1 unknown target)",
-        description="Record a suspension in the journal, then wake the running daemon "
-        "through its control socket: a change under way on a suspended target is ended "
-        "within a second and left as it is. Without a daemon the suspension is journaled "
-        "and holds for the next start and for apply. --all covers every target, those "
-        "declared later too.",
-        epilog="example: reconciler suspend edge --reason 'GPU driver upgrade, INC-4711'")
+        "observed and reported) until resume (exit 0; 1 unknown target)")
     suspend.add_argument("targets", nargs="*", metavar="TARGET")
     suspend.add_argument("--all", action="store_true", help="every target, declared later too")
     suspend.add_argument("--reason", required=True, metavar="TEXT",
@@ -210,15 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_output_flags(suspend)
     _common(suspend)
     resume = commands.add_parser("resume", help="lift a suspension (exit 0; 1 unknown "
-                                 "target)", epilog="example: reconciler resume edge")
+                                 "target)")
     resume.add_argument("targets", nargs="*", metavar="TARGET")
     resume.add_argument("--all", action="store_true", help="lift every suspension")
     add_output_flags(resume)
     _common(resume)
     reconcile = commands.add_parser(
         "reconcile", help="ask the running daemon for a pass now (exit 0; with --wait, the "
-        "pass's result: 0 converged, changed or waiting, 1 otherwise)",
-        epilog="example: reconciler reconcile --wait --timeout 10m")
+        "pass's result: 0 converged, changed or waiting, 1 otherwise)")
     reconcile.add_argument("--wait", action="store_true", help="wait for that pass to end")
     reconcile.add_argument("--timeout", default="30m", metavar="DURATION",
                            help="how long --wait waits (default 30m)")

@@ -43,17 +43,20 @@ HELP: dict[str, Help] = {
          "reconciler apply -o json | jq .result")),
     "run": Help(
         "The daemon: follow the branch and reconcile until SIGTERM, serving /metrics, "
-        "/healthz, /readyz and /webhook on the settings' listen address.",
+        "/healthz, /readyz, /webhook, /gate and /plan on the settings' listen address."
+        "\n\nExit 0 after SIGTERM, 1 when it cannot start or keep going (invalid settings, "
+        "a busy port, a lost fleet lock).",
         ("reconciler run --config /etc/reconciler/reconciler.yaml",
          "systemctl start reconciler                  # the packaged unit runs this")),
     "status": Help(
         "Per-object state from the journal: status, applied digest, why an object waits or "
-        "is blocked, the last pass, quarantined store objects.",
+        "is blocked, the last pass, quarantined store objects.\n\nExit 0; 1 without a "
+        "journal (nothing applied yet) or with unreadable settings.",
         ("reconciler status",
          "reconciler status -o json | jq '.objects[] | select(.status != \"Ready\")'")),
     "history": Help(
         "The journal, newest last: every action and its phases, optionally of one object."
-        "\n\nExit 1 for a name the journal does not know.",
+        "\n\nExit 0; 1 for a name the journal does not know (it lists the known ones).",
         ("reconciler history gepetto --limit 10",
          "reconciler history -o yaml")),
     "gauntlet": Help(
@@ -71,35 +74,44 @@ HELP: dict[str, Help] = {
          "reconciler verify bundle/ --sha256 $(reconciler manifest bundle/)")),
     "manifest": Help(
         "Write manifest.json for a bundle directory (every file's size and sha256) and "
-        "print the digest to pin in a Model's artifact.sha256.",
+        "print the digest to pin in a Model's artifact.sha256.\n\nExit 0; 1 when DIR is "
+        "not a directory.",
         ("reconciler manifest bundle/",
          "reconciler manifest bundle/ -o json")),
     "completion": Help(
         "Print a completion script for bash, zsh or fish, generated from this command's "
-        "own parser (subcommands, flags, their choices).",
+        "own parser (subcommands, flags, their choices).\n\nExit 0.",
         ("source <(reconciler completion bash)        # in ~/.bashrc",
          "reconciler completion zsh > \"${fpath[1]}/_reconciler\"",
          "reconciler completion fish > ~/.config/fish/completions/reconciler.fish")),
     "schema": Help(
         "Write the JSON Schemas of every document kind (and document.schema.json, which "
         "dispatches on kind) into a folder of your repository, for editors and CI; "
-        "without --output-dir, list them or print one.",
+        "without --output-dir, list them or print one.\n\nExit 0; 1 for an unknown "
+        "schema or a folder it cannot write.",
         ("reconciler schema --output-dir schemas/",
          "reconciler schema target > target.schema.json",
          "reconciler schema -o json | jq -r '.[].id'")),
     "suspend": Help(
-        "Stop the line: nothing is changed on a suspended target until it is resumed. "
-        "Recorded in the journal; a running daemon is woken through its control socket."
-        "\n\nExit 0; 1 for an unknown target.",
-        ("reconciler suspend production --reason 'incident 4711'",
+        "Stop the line: nothing is changed on a suspended target (drift is still observed "
+        "and reported) until it is resumed. Recorded in the journal, then a running daemon "
+        "is woken through its control socket: a change under way on a suspended target is "
+        "ended within a second and left as it is. Without a daemon the suspension holds for "
+        "the next start and for apply. --all covers every target, those declared later too."
+        "\n\nExit 0; 1 for an unknown target (named; nothing is recorded).",
+        ("reconciler suspend edge --reason 'GPU driver upgrade, INC-4711'",
          "reconciler suspend --all --reason 'freeze'")),
     "resume": Help(
-        "Lift a suspension: the next pass reconciles the target again.\n\nExit 0; 1 for an "
-        "unknown target.",
+        "Lift a suspension: the next pass reconciles the target again and repairs what "
+        "drifted meanwhile.\n\nExit 0; 1 for an unknown target, or for one target out of "
+        "a --all suspension (resume --all lifts it).",
         ("reconciler resume production", "reconciler resume --all")),
     "reconcile": Help(
-        "Ask the running daemon for a pass now instead of at its next interval or webhook.",
-        ("reconciler reconcile", "reconciler reconcile --wait")),
+        "Ask the running daemon for a pass now instead of at its next interval or webhook "
+        "(as flux reconcile does).\n\nExit 0 once asked (without a daemon, the journaled "
+        "request waits for its start), 1 if the daemon refuses; with --wait, that pass's "
+        "result: 0 converged, changed or waiting, 1 otherwise or without a daemon.",
+        ("reconciler reconcile", "reconciler reconcile --wait --timeout 10m")),
     "promote": Help(
         "Verify an artifact, run its model's gate, then commit the new digest on a branch "
         "and open a pull request.\n\nExit 0 proposed, 1 rejected, 2 inconclusive, 3 error.",

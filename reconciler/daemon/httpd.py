@@ -1,4 +1,4 @@
-"""The daemon's HTTP face: /metrics, /healthz, /readyz, the Git webhook and /gate.
+"""The daemon's HTTP face: /metrics, /healthz, /readyz, the Git webhook, /gate and /plan.
 
 The webhook takes GitHub's ``X-Hub-Signature-256: sha256=<hmac>`` of the raw body with a
 shared secret, or GitLab's ``X-Gitlab-Token: <secret>``; both are compared in constant

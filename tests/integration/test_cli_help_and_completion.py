@@ -35,6 +35,12 @@ def test_every_subcommand_has_a_description_and_an_example() -> None:
         assert any(f"reconciler {name}" in line for line in examples), name
 
 
+def test_every_subcommand_help_states_its_exit_codes() -> None:
+    """README promises `COMMAND --help` gives the exit codes (they are the contract)."""
+    for name, parser in _subcommands().items():
+        assert re.search(r"\bExit 0\b", parser.format_help()), name
+
+
 def test_every_printing_command_takes_output_text_json_yaml() -> None:
     for name, parser in _subcommands().items():
         if name in NOT_PRINTING:

@@ -1,4 +1,4 @@
-"""The Kubernetes example in docs/kubernetes.md is a valid desired state."""
+"""The examples in the README and docs/ are valid: a reader copies them."""
 
 from __future__ import annotations
 
@@ -42,3 +42,43 @@ def test_the_example_budget_lets_a_new_user_converge_and_commit_a_dozen_times_an
     assert budget.restarts_per_hour is not None
     assert first_convergence + a_dozen_commits <= budget.restarts_per_hour
     assert budget.promotions_per_day is not None and budget.promotions_per_day >= 12
+
+
+def _yaml_blocks() -> list[tuple[str, int, str]]:
+    """Every ```yaml block of the README and docs/*.md: (file, line, text)."""
+    blocks = []
+    for path in [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        for match in re.finditer(r"^```ya?ml\n(.*?)^```", text, re.S | re.M):
+            line = text.count("\n", 0, match.start()) + 2
+            blocks.append((str(path.relative_to(REPO_ROOT)), line, match.group(1)))
+    return blocks
+
+
+def test_every_document_and_settings_example_in_the_docs_is_valid() -> None:
+    """A reader copies these: a field renamed in a schema must not leave a stale example.
+    Documents (a known kind) are checked against their kind's schema, settings (only
+    settings keys) against settings.schema.json; elided documents (`spec: {...}`) and other
+    YAML (CI and pre-commit files) are not ours to check."""
+    import yaml
+
+    from reconciler.desired.schema import KINDS, check_document, schema_violations, validator
+
+    settings_keys = set(validator("settings").schema["properties"])
+    checked, problems = 0, []
+    for file, line, block in _yaml_blocks():
+        for data in yaml.safe_load_all(block):
+            if not isinstance(data, dict):
+                continue
+            if data.get("kind") in KINDS:
+                if "..." in (data.get("spec") or {}):
+                    continue
+                violations = check_document(data)
+            elif set(data) <= settings_keys:
+                violations = schema_violations(validator("settings"), data)
+            else:
+                continue
+            checked += 1
+            problems += [f"{file}:{line}: {v.path}: {v.message}" for v in violations]
+    assert not problems, "\n".join(problems)
+    assert checked >= 12  # the README's settings, the waves, analysis and Kubernetes examples

@@ -9,6 +9,7 @@ functions and ``TYPE_CHECKING`` imports count: they are dependencies all the sam
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 from pathlib import Path
 
@@ -122,3 +123,12 @@ def test_the_contract_catches_adapters_importing_each_other(tmp_path: Path) -> N
     found = violations(copy)
     assert found == ["local.place -> store: adapters meet through protocols defined below "
                      "them, not by importing each other"]
+
+
+def test_the_drawing_in_architecture_md_names_every_layer_unit() -> None:
+    """The drawing is what a newcomer reads first; a package added to LAYERS must be drawn."""
+    text = (REPO_ROOT / "docs" / "architecture.md").read_text()
+    drawing = text.split("```\n")[1]
+    missing = [unit for layer in LAYERS for unit in layer
+               if unit not in ("", "__main__") and not re.search(rf"\b{unit}\b", drawing)]
+    assert not missing, f"docs/architecture.md's drawing lacks {missing}"
