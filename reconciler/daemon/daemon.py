@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from reconciler import __version__
@@ -38,6 +37,7 @@ from reconciler.daemon.metrics import Metrics
 from reconciler.daemon.passlog import log_pass
 from reconciler.daemon.schedule import next_delay
 from reconciler.daemon.sdnotify import Notifier
+from reconciler.daemon.signals import relay_signals
 from reconciler.daemon.supersede import SupersedeWatch
 from reconciler.daemon.watch import RefWatcher
 from reconciler.desired.documents import Target
@@ -111,9 +111,10 @@ class Daemon:
         self._held: Leadership | None = None
         self._control_path: Path | None = None  # for daemon.json
 
-    # Signals: set flags and wake the loop; the loop does the work.
+    # Signals (relayed to a thread, signals.py): set flags and wake the loop; the loop does
+    # the work.
 
-    def _on_stop(self, signum: int, frame: FrameType | None) -> None:
+    def _on_stop(self) -> None:
         self._stop.set()
         self._pass_stop.set()
         self._wake.set()
@@ -146,7 +147,7 @@ class Daemon:
         log.info(f"drift: {what}; reconciling")
         self._wake.set()
 
-    def _on_reload(self, signum: int, frame: FrameType | None) -> None:
+    def _on_reload(self) -> None:
         self._reload = True
         self._wake.set()
 
@@ -274,9 +275,8 @@ class Daemon:
         server = self._serve(settings, lambda request: self._gate(wiring, journal, request),
                              lambda rev: self._plan(wiring, journal, rev))
         control = self._control_socket(settings)
-        signal.signal(signal.SIGTERM, self._on_stop)
-        signal.signal(signal.SIGINT, self._on_stop)
-        signal.signal(signal.SIGHUP, self._on_reload)
+        relay_signals({signal.SIGTERM: self._on_stop, signal.SIGINT: self._on_stop,
+                       signal.SIGHUP: self._on_reload})
         self._supersede = SupersedeWatch(lambda: wiring.settings, self._current, self._fire,
                                          self._stop)
         self._supersede.start()

@@ -320,3 +320,19 @@ def test_kill_9_at_random_moments_always_converges(fleet: Fleet, tmp_path: Path,
     interrupted = [e for e in fleet.journal().events(limit=100_000)
                    if e.phase == "interrupted"]
     assert rounds < 5 or interrupted, "some kills should have landed during a pass"
+
+
+def test_a_storm_of_signals_never_deadlocks_the_daemon(fleet: Fleet,
+                                                      daemon: DaemonProcess) -> None:
+    """A Python signal handler that sets an event can land while the main thread holds
+    that event's lock (inside ``wait``) and hang the daemon for good, deaf to SIGTERM
+    (daemon/signals.py). Hundreds of reloads in a burst make that window likely."""
+    daemon.wait_ready()
+    for _ in range(800):
+        daemon.process.send_signal(signal.SIGHUP)
+        time.sleep(0.002)
+    wait_until(lambda: daemon.log().count("settings reloaded") >= 1, what="a reload")
+    assert get(daemon, "/healthz")[0] == 200
+    daemon.process.send_signal(signal.SIGTERM)
+    daemon.process.wait(timeout=30)
+    assert daemon.process.returncode == 0, daemon.log()
