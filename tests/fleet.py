@@ -54,7 +54,8 @@ class Fleet:
 
     def strategy(self, source: str, *, restart: str = f"[python3, -c, \"{RESTART}\"]",
                  health: str = f"command: [python3, -c, \"{HEALTH}\"]",
-                 extra: str = "") -> None:
+                 extra: str = "", restart_timeout: str = "10s",
+                 health_timeout: str = "2s") -> None:
         self.write("app.py", source)
         self.write("app.yaml", f"""apiVersion: reconciler/v1
 kind: Strategy
@@ -63,8 +64,8 @@ spec:
   source: app.py
   targets: [edge]
   deliver: {{path: app/app.py, mode: "0640"}}
-  restart: {{command: {restart}, timeout: 10s}}
-  health: {{{health}, timeout: 2s}}
+  restart: {{command: {restart}, timeout: {restart_timeout}}}
+  health: {{{health}, timeout: {health_timeout}}}
 {extra}""")
 
     def model(self, artifact: bytes, declared: str | None = None) -> None:

@@ -294,7 +294,9 @@ def test_kill_9_at_random_moments_always_converges(fleet: Fleet, tmp_path: Path,
                                    "listen: ''\n")
     for round_number in range(rounds):
         content, artifact = versions[round_number % 2]
-        fleet.strategy(content)
+        # What is tested is convergence after kill -9, not how fast a command runs: on a
+        # loaded CI machine a 10 s restart timeout once rolled a round back.
+        fleet.strategy(content, restart_timeout="60s", health_timeout="30s")
         fleet.model(artifact)
         fleet.commit(f"round {round_number}")
         victim = DaemonProcess(fleet.settings_file, fleet.state, tmp_path)
