@@ -68,7 +68,8 @@ spec:
   health: {{{health}, timeout: {health_timeout}}}
 {extra}""")
 
-    def model(self, artifact: bytes, declared: str | None = None) -> None:
+    def model(self, artifact: bytes, declared: str | None = None,
+              health_timeout: str = "2s") -> None:
         self.write("models/policy.bin", artifact)
         self.write("model.yaml", f"""apiVersion: reconciler/v1
 kind: Model
@@ -78,7 +79,7 @@ spec:
   artifact: {{uri: models/policy.bin, sha256: {declared or sha(artifact)}, format: file}}
   pointer: {{path: models/current.bin}}
   restart: {{command: [python3, -c, "{RESTART}"]}}
-  health: {{command: [python3, -c, "{MODEL_HEALTH}"], timeout: 2s}}
+  health: {{command: [python3, -c, "{MODEL_HEALTH}"], timeout: {health_timeout}}}
 """)
 
     def gate(self, command: list[str]) -> None:

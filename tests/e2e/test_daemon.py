@@ -297,7 +297,7 @@ def test_kill_9_at_random_moments_always_converges(fleet: Fleet, tmp_path: Path,
         # What is tested is convergence after kill -9, not how fast a command runs: on a
         # loaded CI machine a 10 s restart timeout once rolled a round back.
         fleet.strategy(content, restart_timeout="60s", health_timeout="30s")
-        fleet.model(artifact)
+        fleet.model(artifact, health_timeout="30s")
         fleet.commit(f"round {round_number}")
         victim = DaemonProcess(fleet.settings_file, fleet.state, tmp_path)
         time.sleep(rng.uniform(0.3, 1.2))  # startup is ~0.4 s: most kills land mid-pass
