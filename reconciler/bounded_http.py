@@ -18,6 +18,7 @@ import contextlib
 import http.client
 import random
 import socket
+import ssl
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -48,8 +49,10 @@ class Answer:
 
 
 def exchange(method: str, url: str, *, body: bytes | None, headers: Mapping[str, str],
-             timeout: float, max_bytes: int, stop: threading.Event | None = None) -> Answer:
+             timeout: float, max_bytes: int, stop: threading.Event | None = None,
+             context: ssl.SSLContext | None = None) -> Answer:
     """Send one request to ``url`` and read its answer within ``timeout`` seconds in all.
+    ``context``: how an https server is verified (default: the system's CAs).
     Raises ValueError for a URL that is not http(s), ExchangeFailed for no answer."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -60,7 +63,7 @@ def exchange(method: str, url: str, *, body: bytes | None, headers: Mapping[str,
         sent["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
     bare = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], fragment=""))
     deadline = time.monotonic() + timeout
-    connection, target = connection_for(bare, timeout)
+    connection, target = connection_for(bare, timeout, context)
     done, fired = threading.Event(), threading.Event()
     stopped = False
 
@@ -88,15 +91,17 @@ def exchange(method: str, url: str, *, body: bytes | None, headers: Mapping[str,
         status = response.status
         if fired.is_set():  # a read cut off short may return what it had: not an answer
             raise TimeoutError
-    except ValueError:  # http.client's own message would quote the header, token and all
-        raise ExchangeFailed("a header or the URL holds a character HTTP does not allow",
-                             timed_out=False) from None
+    # OSError first: a certificate that fails verification is a ValueError too, and must
+    # be named as what it is.
     except (OSError, http.client.HTTPException) as error:
         timed_out = fired.is_set() or isinstance(error, TimeoutError)
         raise ExchangeFailed("stopped before an answer" if stopped else
                              f"no answer within the timeout ({timeout:g}s)" if timed_out else
                              f"{type(error).__name__}: {redact_text(str(error))}",
                              timed_out=timed_out and not stopped) from None
+    except ValueError:  # http.client's own message would quote the header, token and all
+        raise ExchangeFailed("a header or the URL holds a character HTTP does not allow",
+                             timed_out=False) from None
     finally:
         done.set()
         if watcher is not None:
