@@ -1,33 +1,28 @@
 """Instant PromQL queries over HTTP (``/api/v1/query``): TLS with a CA file, a bearer token
 read from its file at each query, a timeout, a bounded answer.
 
-The server may be slow or hostile: every query has one deadline for the whole exchange (a
-watchdog shuts the socket down, so an answer that trickles in byte by byte is cut off too),
-ends within ``STOP_SLICE_SECONDS`` of its stop event being set, and reads at most
-``MAX_ANSWER_BYTES``. Redirects are not followed: the token goes to the server named in the
-settings and nowhere else. The token never appears in a message; URLs are shown redacted.
+The server may be slow or hostile: every query is one ``bounded_http.exchange``, with one
+deadline for the whole exchange (an answer that trickles in byte by byte is cut off too),
+ended soon after its stop event is set, reading at most ``MAX_ANSWER_BYTES``. Redirects
+are not followed: the token goes to the server named in the settings and nowhere else. The
+token never appears in a message; URLs are shown redacted.
 """
 
 from __future__ import annotations
 
-import contextlib
-import http.client
 import json
 import math
-import socket
 import ssl
 import threading
-import time
 import urllib.parse
 from typing import Any
 
-from reconciler.http_connections import connection_for
+from reconciler.bounded_http import ExchangeFailed, exchange
 from reconciler.redaction import redact
 from reconciler.settings import PrometheusSettings
 
 MAX_ANSWER_BYTES = 1 << 20
 _MESSAGE_CHARS = 500
-STOP_SLICE_SECONDS = 0.1  # how soon a query notices its stop event or deadline
 
 
 class QueryError(Exception):
@@ -51,11 +46,12 @@ class PrometheusClient:
     def shown(self) -> str:
         return self._shown
 
-    def _connection(self) -> tuple[http.client.HTTPConnection, str]:
+    def _tls(self) -> ssl.SSLContext | None:
+        """The settings' CA file for https (made once: loading CAs costs ~40 ms of CPU)."""
         if self._https and self._context is None:
             ca = self._settings.ca_file
             self._context = ssl.create_default_context(cafile=str(ca) if ca else None)
-        return connection_for(self._endpoint, self._settings.timeout_seconds, self._context)
+        return self._context
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": "reconciler-analysis", "Accept": "application/json"}
@@ -77,54 +73,31 @@ class PrometheusClient:
             raise QueryError(f"the query to Prometheus at {self._shown} was stopped")
         body = urllib.parse.urlencode({"query": promql}).encode()
         headers = {**self._headers(), "Content-Type": "application/x-www-form-urlencoded"}
-        connection, request_target = self._connection()
-        finished = threading.Event()
-        cut: list[str] = []
-        watchdog = threading.Thread(target=self._watch, args=(connection, stop, finished, cut),
-                                    name="prometheus query watchdog", daemon=True)
-        watchdog.start()
+        timeout = self._settings.timeout_seconds
         try:
-            connection.request("POST", request_target, body=body, headers=headers)
-            response = connection.getresponse()
-            status, reason = response.status, response.reason
-            answer = response.read(MAX_ANSWER_BYTES + 1)
-        except (OSError, http.client.HTTPException) as error:
-            if not cut:
-                raise QueryError(f"Prometheus at {self._shown} is unreachable: {error}") \
-                    from None
-        finally:
-            finished.set()
-            connection.close()
-        if cut:  # whatever was read before the socket was shut down is not the answer
-            raise QueryError(f"the query to Prometheus at {self._shown} {cut[0]}")
+            # One bounded exchange (bounded_http): a deadline for the whole answer, the stop
+            # event, at most MAX_ANSWER_BYTES read, no redirect followed.
+            answer = exchange("POST", self._endpoint, body=body, headers=headers,
+                              timeout=timeout, max_bytes=MAX_ANSWER_BYTES, stop=stop,
+                              context=self._tls())
+        except ExchangeFailed as error:
+            raise QueryError(f"the query to Prometheus at {self._shown} was stopped"
+                             if stop.is_set() else
+                             f"the query to Prometheus at {self._shown} timed out after "
+                             f"{timeout:g}s" if error.timed_out else
+                             f"Prometheus at {self._shown} is unreachable: {error}") from None
+        status = answer.status
         if 300 <= status < 400:
-            raise QueryError(f"Prometheus at {self._shown} answered {status} {reason}: "
-                             "redirects are not followed (the bearer token goes only to "
+            raise QueryError(f"Prometheus at {self._shown} answered {status}: redirects are "
+                             "not followed (the bearer token goes only to "
                              "analysis.prometheus.url); set the URL it redirects to")
         # Prometheus explains 400, 422 and 503 in JSON.
         if status >= 300 and status not in (400, 422, 503):
-            raise QueryError(f"Prometheus at {self._shown} answered {status} {reason}")
-        if len(answer) > MAX_ANSWER_BYTES:
+            raise QueryError(f"Prometheus at {self._shown} answered {status}")
+        if not answer.complete:
             raise QueryError(f"Prometheus at {self._shown} answered more than "
                              f"{MAX_ANSWER_BYTES} bytes: aggregate the query", fatal=True)
-        return _number(answer, self._shown)
-
-    def _watch(self, connection: http.client.HTTPConnection, stop: threading.Event,
-               finished: threading.Event, cut: list[str]) -> None:
-        """Shut the query's socket down at its deadline or when ``stop`` is set."""
-        timeout = self._settings.timeout_seconds
-        deadline = time.monotonic() + timeout
-        while not finished.wait(STOP_SLICE_SECONDS):
-            if stop.is_set():
-                cut.append("was stopped")
-            elif time.monotonic() >= deadline:
-                cut.append(f"timed out after {timeout:g}s")
-            else:
-                continue
-            if connection.sock is not None:
-                with contextlib.suppress(OSError):
-                    connection.sock.shutdown(socket.SHUT_RDWR)
-            return
+        return _number(answer.body, self._shown)
 
 
 def _number(answer: bytes, shown: str) -> float | None:
