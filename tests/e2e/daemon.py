@@ -86,7 +86,9 @@ class DaemonProcess:
 
     def kill9(self) -> None:
         self.process.kill()
-        self.process.wait(10)
+        # A killed process exits only after an fsync it was in returns: seconds on a disk
+        # another test worker is filling (a virtualenv build).
+        self.process.wait(60)
         self.notify.close()
 
 
